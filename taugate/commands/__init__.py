@@ -1,0 +1,1 @@
+"""One module per ``taugate`` subcommand (see taugate/cli.py)."""

@@ -1,0 +1,124 @@
+"""The plain per-layer form every adaptation method hardens into.
+
+This is the contract between training and export: numpy arrays only, no knowledge of which
+method produced them. A hardened MLP is a stack of affine layers; every layer but the last is
+followed by a *threshold activation*
+
+    h_j = z_j * 1[z_j > t_j],   t_j >= 0
+
+which is ReLU when ``t_j == 0``. TauGate's hard gate ``gamma * relu(z) * 1[z > tau]`` is exactly
+this with ``t = max(tau, 0)`` and ``gamma`` folded into the next layer's columns
+(arXiv 2602.11726, Eq. 2-4 with the sigmoid replaced by a step at inference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class HardenedLayer:
+    """One affine layer ``z = x @ weight.T + bias``, optionally followed by a threshold."""
+
+    weight: np.ndarray  # [out, in] float32
+    bias: np.ndarray  # [out] float32
+    threshold: np.ndarray | None = None  # [out] float32, >= 0; None = no activation (output)
+
+    def __post_init__(self) -> None:
+        w, b, t = self.weight, self.bias, self.threshold
+        if w.ndim != 2:
+            raise ValueError(f"weight: expected a 2-D [out, in] array, got shape {w.shape}")
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"bias: expected shape ({w.shape[0]},), got {b.shape}")
+        if t is not None:
+            if t.shape != (w.shape[0],):
+                raise ValueError(f"threshold: expected shape ({w.shape[0]},), got {t.shape}")
+            if np.any(t < 0) or not np.all(np.isfinite(t)):
+                raise ValueError("threshold: expected finite values >= 0 (t = max(tau, 0))")
+
+    @property
+    def in_features(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_features(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def is_relu(self) -> bool:
+        """True when every threshold is 0, so the activation is a plain ReLU."""
+        return self.threshold is not None and not np.any(self.threshold > 0)
+
+
+@dataclass(frozen=True)
+class HardenedModel:
+    """A hardened MLP: hidden layers carry thresholds, the last layer returns logits.
+
+    The input is raw pixels in [0, 1]: input normalization is already folded into layer 0.
+    """
+
+    layers: tuple[HardenedLayer, ...]
+    meta: dict = field(default_factory=dict)  # free-form facts: method, mode, angle, ...
+
+    def __post_init__(self) -> None:
+        if len(self.layers) < 1:
+            raise ValueError("layers: expected at least one layer")
+        for i, (a, b) in enumerate(zip(self.layers, self.layers[1:])):
+            if a.out_features != b.in_features:
+                raise ValueError(
+                    f"layers {i}->{i + 1}: out_features {a.out_features} != in_features "
+                    f"{b.in_features}"
+                )
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            if last != (layer.threshold is None):
+                raise ValueError(
+                    f"layer {i}: hidden layers need a threshold and the output layer none"
+                )
+
+    @property
+    def hidden(self) -> tuple[HardenedLayer, ...]:
+        return self.layers[:-1]
+
+    @property
+    def widths(self) -> list[int]:
+        """Units per hidden layer."""
+        return [layer.out_features for layer in self.hidden]
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates per example (the affine layers; activations are ~free)."""
+        return int(sum(layer.in_features * layer.out_features for layer in self.layers))
+
+    def forward(self, x: np.ndarray, return_hidden: bool = False):
+        """Logits for ``x`` of shape [N, in]; with ``return_hidden`` also each hidden output."""
+        h = np.asarray(x, dtype=np.float32)
+        hidden = []
+        for layer in self.layers:
+            z = h @ layer.weight.T + layer.bias
+            if layer.threshold is None:
+                h = z
+            else:
+                h = np.where(z > layer.threshold, z, np.float32(0)).astype(np.float32)
+                hidden.append(h)
+        return (h, hidden) if return_hidden else h
+
+
+def fold_input_normalization(
+    weight: np.ndarray, bias: np.ndarray, mean: float, std: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold ``(x - mean) / std`` into the affine layer that consumes it."""
+    w = (weight / np.float32(std)).astype(np.float32)
+    b = (bias - w.sum(axis=1) * np.float32(mean)).astype(np.float32)
+    return w, b
+
+
+def fold_gain(next_weight: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Fold a hidden layer's per-unit gain ``gamma`` into the next layer's columns.
+
+    ``gamma * z * 1[z > t]`` feeds ``next_weight``; scaling column j by ``gamma_j`` is exact for
+    any sign of gamma because the gate depends on z, not on gamma.
+    """
+    return (next_weight * gain[None, :]).astype(np.float32)

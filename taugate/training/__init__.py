@@ -1,0 +1,1 @@
+"""Training stage (torch): data, devices, backbone, adaptation methods, loop, artifacts."""

@@ -1,0 +1,121 @@
+"""Train and evaluate: one seeded SGD loop for the foundation and for every adaptation method.
+
+The paper's protocol (arXiv 2602.11726): SGD with momentum, batch 256; the loss is
+cross-entropy plus whatever penalty the method adds (TauGate: lambda * mean gate, Eq. 5).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from taugate.training.data import Split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 256
+    lr: float = 0.05
+    momentum: float = 0.9
+    seed: int = 0  # shuffling order (and nothing else: weights are seeded by their creator)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs: expected >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum: expected in [0, 1), got {self.momentum}")
+
+
+class Progress:
+    """A one-line progress report on stderr (no dependency; quiet when disabled)."""
+
+    def __init__(self, label: str, total: int, enabled: bool = True):
+        self.label, self.total, self.enabled, self.n = label, max(total, 1), enabled, 0
+        self._last = -1
+
+    def update(self, n: int = 1, **info: float) -> None:
+        self.n += n
+        pct = int(100 * self.n / self.total)
+        if self.enabled and (pct != self._last or self.n == self.total):
+            self._last = pct
+            extra = " ".join(f"{k}={v:.4f}" for k, v in info.items())
+            sys.stderr.write(f"\r{self.label}: {pct:3d}% ({self.n}/{self.total}) {extra}   ")
+            if self.n >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def batches(split: Split, batch_size: int, generator: torch.Generator | None) -> Iterable:
+    n = len(split)
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        idx = order[i : i + batch_size]
+        yield split.x[idx], split.y[idx]
+
+
+def train(
+    model: nn.Module,
+    params: Iterable[nn.Parameter],
+    data: Split,
+    config: TrainConfig,
+    device: torch.device | str = "cpu",
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    after_step: Callable[[nn.Module, float], None] | None = None,
+    label: str = "train",
+    progress: bool = True,
+) -> list[float]:
+    """SGD with momentum over ``data`` for ``config.epochs``; returns the mean loss per epoch.
+
+    ``penalty(model)`` is added to the loss after each forward; ``after_step(model, lr)`` runs
+    after each optimizer step (proximal updates).
+    """
+    params = list(params)
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    gen = torch.Generator().manual_seed(config.seed)
+    steps = config.epochs * ((len(data) + config.batch_size - 1) // config.batch_size)
+    bar = Progress(label, steps, enabled=progress)
+    model.train()
+    history = []
+    for _ in range(config.epochs):
+        total, count = 0.0, 0
+        for xb, yb in batches(data, config.batch_size, gen):
+            xb, yb = xb.to(device), yb.to(device)
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            if penalty is not None:
+                loss = loss + penalty(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step(model, config.lr)
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+            bar.update(loss=total / count)
+        history.append(total / max(count, 1))
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 4096):
+    """Logits for ``x`` (CPU tensor), computed in batches in eval mode."""
+    model.eval()
+    out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out)
+
+
+def accuracy(model: nn.Module, split: Split, device="cpu") -> float:
+    """Top-1 accuracy of ``model`` on ``split``."""
+    return float((predict(model, split.x, device).argmax(1) == split.y).float().mean())

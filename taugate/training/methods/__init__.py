@@ -1,0 +1,22 @@
+"""Adaptation methods: one file each, registered here by name (the extension point)."""
+
+from __future__ import annotations
+
+from taugate.training.methods.base import AdaptationMethod
+from taugate.training.methods.frozen import Frozen
+from taugate.training.methods.taugate import TauGate
+
+METHODS: dict[str, type[AdaptationMethod]] = {
+    "frozen": Frozen,
+    "taugate": TauGate,
+}
+
+
+def get_method(name: str, config=None) -> AdaptationMethod:
+    """An instance of the method called ``name`` (with a config object or dict)."""
+    if name not in METHODS:
+        raise ValueError(f"method {name!r}: expected one of {', '.join(sorted(METHODS))}")
+    return METHODS[name](config)
+
+
+__all__ = ["METHODS", "AdaptationMethod", "get_method"]

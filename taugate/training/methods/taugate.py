@@ -1,0 +1,98 @@
+"""TauGate: learn a per-unit threshold tau and gain gamma on a frozen network.
+
+arXiv 2602.11726, Eq. (2)-(5): for a hidden pre-activation z,
+    gate  g = sigmoid(s * (z - tau))                 (soft, training)
+    out   h = gamma * relu(z) * g
+    loss  = CE + lambda * mean(g)                    (optional activity penalty, Eq. 5)
+At inference the gate is hardened to 1[z > tau], so h = gamma * z * 1[z > max(tau, 0)]:
+threshold t = max(tau, 0) and gamma folded into the next layer (export/hardened.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from taugate.training.backbone import MLP, UnitActivation
+from taugate.training.methods.base import AdaptationMethod
+
+
+@dataclass
+class TauGateConfig:
+    sharpness: float = 10.0  # s in Eq. 3: how close the sigmoid gate is to a step
+    tau_init: float = 0.0  # initial thresholds
+    gain_init: float = 1.0  # initial gains
+    activity_lambda: float = 0.0  # lambda in Eq. 5, on the mean gate value (paper's sparsity)
+    learn_tau: bool = True  # False: tau stays at tau_init (GainOnly-like)
+    learn_gain: bool = True  # False: gamma stays at gain_init (TauOnly-like)
+    gated: bool = True  # False: no gate at all, h = gamma * relu(z) (GainOnly)
+
+    def __post_init__(self) -> None:
+        if self.sharpness <= 0:
+            raise ValueError(f"sharpness: expected > 0, got {self.sharpness}")
+        if self.activity_lambda < 0:
+            raise ValueError(f"activity_lambda: expected >= 0, got {self.activity_lambda}")
+        if not (self.learn_tau or self.learn_gain):
+            raise ValueError("learn_tau/learn_gain: at least one must be True")
+
+
+class TauGateActivation(UnitActivation):
+    """``gamma * relu(z) * gate(z - tau)``, soft (sigmoid) or hard (step)."""
+
+    def __init__(self, width: int, config: TauGateConfig):
+        super().__init__(width)
+        self.sharpness = config.sharpness
+        self.gated = config.gated
+        tau = torch.full((width,), float(config.tau_init))
+        gain = torch.full((width,), float(config.gain_init))
+        if config.learn_tau and config.gated:
+            self.tau = nn.Parameter(tau)
+        else:
+            self.register_buffer("tau", tau)
+        if config.learn_gain:
+            self.gain = nn.Parameter(gain)
+        else:
+            self.register_buffer("gain", gain)
+
+    def gate(self, z: torch.Tensor) -> torch.Tensor:
+        if self.hard:
+            return (z > self.tau).to(z.dtype)
+        return torch.sigmoid(self.sharpness * (z - self.tau))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(z)
+        if self.gated:
+            g = self.gate(z)
+            self.last_gate = g
+            h = h * g
+        return self.gain * h
+
+    @torch.no_grad()
+    def hardened(self) -> tuple[np.ndarray, np.ndarray]:
+        tau = self.tau.detach().float().cpu()
+        t = tau.clamp(min=0) if self.gated else torch.zeros_like(tau)
+        return t.numpy().astype(np.float32), self.gain.detach().float().cpu().numpy()
+
+
+class TauGate(AdaptationMethod):
+    """Threshold + gain per hidden unit (2 x 128 + 2 x 128 = 512 parameters on the paper's
+    backbone)."""
+
+    name = "taugate"
+    Config = TauGateConfig
+
+    def inject(self, model: MLP) -> None:
+        model.acts = nn.ModuleList(
+            TauGateActivation(act.width, self.config) for act in model.acts
+        )
+
+    def penalty(self, model: MLP) -> torch.Tensor | None:
+        if self.config.activity_lambda == 0:
+            return None
+        gates = model.gates()
+        if not gates:
+            return None
+        return self.config.activity_lambda * torch.stack([g.mean() for g in gates]).mean()
