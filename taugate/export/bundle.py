@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from taugate.export.graph import BATCH, FORMAT_VERSION, INPUT_NAME, OUTPUT_NAME,
 from taugate.export.hardened import HardenedModel
 
 BUNDLE_FORMAT = "taugate-bundle"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -81,6 +83,13 @@ def write_bundle(out: str | Path, dense: HardenedModel, modes: dict[str, ModeExp
     """Write a complete bundle to ``out`` atomically; returns its path."""
     if not modes:
         raise ValueError("modes: expected at least one mode to export")
+    for name in modes:
+        # names become file names inside the bundle: keep them plain
+        if not _NAME_RE.match(name) or name == "dense":
+            raise ValueError(
+                f"mode name {name!r}: expected 1-64 letters, digits, '_', '.', '-' "
+                f"(starting with a letter or digit), and not 'dense'"
+            )
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         dense_sha = _write_onnx(tmp / "dense.onnx", dense, "dense")

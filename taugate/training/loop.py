@@ -78,7 +78,7 @@ def train(
 ) -> list[float]:
     """SGD with momentum over ``data`` for ``config.epochs``; returns the mean loss per epoch.
 
-    ``penalty(model)`` is added to the loss after each forward; ``after_step(model, lr)`` runs
+    ``penalty(model)`` (a tensor, or None for nothing) is added to the loss after each forward; ``after_step(model, lr)`` runs
     after each optimizer step (proximal updates).
     """
     params = list(params)
@@ -93,8 +93,9 @@ def train(
         for xb, yb in batches(data, config.batch_size, gen):
             xb, yb = xb.to(device), yb.to(device)
             loss = nn.functional.cross_entropy(model(xb), yb)
-            if penalty is not None:
-                loss = loss + penalty(model)
+            extra = penalty(model) if penalty is not None else None
+            if extra is not None:
+                loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

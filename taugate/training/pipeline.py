@@ -1,0 +1,154 @@
+"""The main job as functions: pretrain a foundation, adapt it per mode, export a bundle.
+
+Every ``taugate`` command that trains or exports (train, export, demo, reproduce, sweep) goes
+through these, so there is one way to do each step.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taugate.export.bundle import ModeExport, write_bundle
+from taugate.export.hardened import HardenedModel
+from taugate.export.prune import PruneConfig, firing_rates
+from taugate.export.specialize import PrunedMode, prune_mode
+from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
+from taugate.training.data import MNISTModes, Mode, ModeData
+from taugate.training.loop import TrainConfig, accuracy, train
+from taugate.training.methods import AdaptationMethod, get_method
+
+log = logging.getLogger(__name__)
+
+
+def pretrain_foundation(
+    data: MNISTModes, config: FoundationConfig, device="cpu", progress: bool = True
+) -> MLP:
+    """Train the backbone on the mixture of ``config.modes`` (seeded, deterministic on CPU)."""
+    torch.manual_seed(config.seed)
+    model = MLP(config.backbone).to(device)
+    mixture = data.mixture(list(config.modes))
+    train(
+        model,
+        model.parameters(),
+        mixture,
+        TrainConfig(config.epochs, config.batch_size, config.lr, config.momentum, config.seed),
+        device=device,
+        label=f"foundation {'+'.join(config.modes)}",
+        progress=progress,
+    )
+    return model.cpu().eval()
+
+
+@dataclass
+class AdaptConfig:
+    method: str = "taugate"  # a name in taugate.training.methods.METHODS
+    method_config: dict = field(default_factory=dict)  # the method's Config fields
+    train: TrainConfig = field(default_factory=TrainConfig)  # the paper: 1 epoch, SGD momentum
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig(**self.train)
+        get_method(self.method, self.method_config)  # validates name and config early
+
+
+def adapt(
+    foundation: MLP, mode_data: ModeData, config: AdaptConfig, device="cpu", progress: bool = True
+) -> tuple[AdaptationMethod, MLP]:
+    """Wrap a frozen copy of ``foundation`` with the method and train it on one mode."""
+    torch.manual_seed(config.train.seed)
+    method = get_method(config.method, config.method_config)
+    model = method.wrap(foundation).to(device)
+    params = list(method.trainable(model).values())
+    if params:
+        train(
+            model,
+            params,
+            mode_data.train,
+            config.train,
+            device=device,
+            penalty=method.penalty,
+            after_step=method.after_step,
+            label=f"{method.name} {mode_data.mode.name}",
+            progress=progress,
+        )
+    return method, model.cpu().eval()
+
+
+@dataclass
+class ModeReport:
+    """What the demo and `taugate export` print per mode."""
+
+    name: str  # the key in the bundle (default: the mode's name, e.g. "rot45")
+    mode: Mode
+    method: str
+    soft_accuracy: float  # torch, smooth gate (as trained)
+    hard_accuracy: float  # torch, hard gate
+    pruned: PrunedMode
+
+    @property
+    def units(self) -> str:
+        return " ".join(f"{k}/{t}" for k, t in zip(self.pruned.model.widths, self.pruned.unpruned.widths))
+
+
+def _np(split) -> tuple[np.ndarray, np.ndarray]:
+    return split.x.numpy(), split.y.numpy()
+
+
+def harden_mode(
+    method: AdaptationMethod,
+    model: MLP,
+    mode_data: ModeData,
+    prune: PruneConfig | None = None,
+    name: str | None = None,
+) -> ModeReport:
+    """Harden, prune on the calibration split, and measure on the test split.
+
+    ``name`` is the mode's key in the bundle (default: the mode's own name); give e.g.
+    ``"rot45-lora"`` to export several methods for one mode side by side."""
+    soft = accuracy(model.set_hard(False), mode_data.test)
+    hard = accuracy(model.set_hard(True), mode_data.test)
+    model.set_hard(False)
+    hardened = method.harden(model, {"mode": mode_data.mode.name, "angle": mode_data.mode.angle})
+    pruned = prune_mode(hardened, _np(mode_data.calibration), _np(mode_data.test), prune)
+    return ModeReport(name or mode_data.mode.name, mode_data.mode, method.name, soft, hard, pruned)
+
+
+def export_bundle(
+    out: str | Path,
+    foundation: MLP,
+    reports: list[ModeReport],
+    data: MNISTModes,
+    overwrite: bool = False,
+) -> Path:
+    """Write the bundle: the dense foundation + one compacted subnetwork per mode."""
+    dense: HardenedModel = harden_mlp(foundation, {"method": "frozen"})
+    dense_acc = {r.mode.name: accuracy(foundation, data.mode(r.mode).test) for r in reports}
+    exports = {
+        r.name: ModeExport(
+            model=r.pruned.model,
+            method=r.method,
+            angle=r.mode.angle,
+            units_total=r.pruned.unpruned.widths,
+            kept_indices=r.pruned.kept_indices,
+            calibration_accuracy=r.pruned.calibration_accuracy,
+            test_accuracy=r.pruned.test_accuracy,
+            extra={
+                "data_mode": r.mode.name,
+                "unpruned_test_accuracy": r.pruned.unpruned_test_accuracy,
+                # every unit's firing rate on the mode's test set, pruned units included:
+                # what the report's "which units fire" heat map draws
+                "test_firing_rates": [
+                    np.round(rate, 5).tolist()
+                    for rate in firing_rates(r.pruned.unpruned, data.mode(r.mode).test.x.numpy())
+                ],
+            },
+        )
+        for r in reports
+    }
+    return write_bundle(out, dense, exports, dense_extra={"test_accuracy": dense_acc},
+                        overwrite=overwrite)
