@@ -9,7 +9,6 @@ OUT ?= out/demo
 
 $(BIN)/taugate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
 
@@ -19,12 +18,13 @@ demo: $(BIN)/taugate
 test: $(BIN)/taugate
 	$(BIN)/python -m pytest -q
 
+# TAUGATE_DATA set: a small seeded training run on real MNIST (~2 min); unset: a random tiny bundle.
 bench: $(BIN)/taugate
 	mkdir -p out/bench
-	$(BIN)/python -m pytest benchmarks -q --benchmark-json out/bench/benchmarks.json
+	$(BIN)/python -m pytest benchmarks -q --bundle-out out/bench/bundle --benchmark-json out/bench/benchmarks.json
 
 report: $(BIN)/taugate
-	$(BIN)/taugate report --bench out/bench/benchmarks.json --out report
+	$(BIN)/taugate report --bench out/bench/benchmarks.json --bundle out/bench/bundle --reproduce experiments/out --sweep out/sweep --out report
 
 clean:
 	rm -rf out report .pytest_cache .benchmarks

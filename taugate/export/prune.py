@@ -4,6 +4,12 @@ A hidden unit is *always off* for a mode when its hard gate never fires (``z <= 
 mode's calibration set, or when its folded gain is exactly zero (its outgoing column is all
 zero). Removing it deletes row j of W_l, b_l[j], t_l[j] and column j of W_{l+1}: exact on the
 calibration set (and exact everywhere for zero-gain units).
+
+``PruneConfig.below`` is an explicit tolerance: units firing on at most that fraction of the
+calibration set are removed too (no longer exact; export/specialize.py guards the accuracy).
+``round_to`` rounds each layer's kept count up to a multiple (adding back the most active
+pruned units): onnxruntime's CPU Gemm works in 16-column panels, so 66 units cost as much time
+as 80 (docs/speedup.md).
 """
 
 from __future__ import annotations
@@ -18,10 +24,18 @@ from taugate.export.hardened import HardenedLayer, HardenedModel
 @dataclass
 class PruneConfig:
     below: float = 0.0  # prune units whose calibration firing rate is <= this (0: never fires)
+    round_to: int = 1  # round each layer's kept units up to a multiple of this (1: no rounding)
+    max_accuracy_drop: float = 0.005  # refuse pruning that loses more held-out accuracy
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.below < 1.0:
             raise ValueError(f"below: expected a firing rate in [0, 1), got {self.below}")
+        if int(self.round_to) != self.round_to or self.round_to < 1:
+            raise ValueError(f"round_to: expected an integer >= 1, got {self.round_to}")
+        self.round_to = int(self.round_to)
+        if not 0.0 <= self.max_accuracy_drop <= 1.0:
+            raise ValueError(
+                f"max_accuracy_drop: expected an accuracy in [0, 1], got {self.max_accuracy_drop}")
 
 
 def firing_rates(model: HardenedModel, x: np.ndarray, batch_size: int = 8192) -> list[np.ndarray]:
@@ -47,8 +61,23 @@ def keep_masks(
         keep = (rate > config.below) & outgoing
         if not keep.any():
             keep[int(np.argmax(rate))] = True
-        masks.append(keep)
+        masks.append(round_up(keep, rate, outgoing, config.round_to))
     return masks
+
+
+def round_up(keep: np.ndarray, rate: np.ndarray, outgoing: np.ndarray, multiple: int) -> np.ndarray:
+    """``keep`` with the most active pruned units (non-zero outgoing column first) added back
+    until the count is a multiple of ``multiple`` (or every unit is kept)."""
+    target = min(-(-int(keep.sum()) // multiple) * multiple, keep.size)
+    missing = target - int(keep.sum())
+    if missing <= 0:
+        return keep
+    keep = keep.copy()
+    candidates = np.flatnonzero(~keep)
+    # lexsort: last key is primary -> useful units first, then by firing rate
+    best = candidates[np.lexsort((-rate[candidates], ~outgoing[candidates]))][:missing]
+    keep[best] = True
+    return keep
 
 
 def compact(model: HardenedModel, masks: list[np.ndarray]) -> HardenedModel:

@@ -1,6 +1,14 @@
 """One mode's hardened model -> calibration firing rates -> pruned, compacted model + report.
 
 Pure numpy: the calibration and test arrays come in, a :class:`PrunedMode` comes out.
+
+The calibration split decides what is pruned; the accuracy guard compares the pruned model with
+the unpruned hard-gated model on a *held-out* split that played no part in that decision: by
+default the mode's test split (the pipeline passes it), or any split given as ``guard``. The
+guard is a refuse/accept check, not a search, so it does not tune anything on the test split;
+a user who iterates ``--prune-below`` against it should pass a separate ``guard`` split.
+With ``below=0`` the pruned model is exact on the calibration split, but a unit that never fires
+there could still fire on held-out data, so the guard is checked there too.
 """
 
 from __future__ import annotations
@@ -11,6 +19,19 @@ import numpy as np
 
 from taugate.export.hardened import HardenedModel
 from taugate.export.prune import PruneConfig, compact, firing_rates, keep_masks, kept_indices
+
+
+class PruningGuardError(ValueError):
+    """Pruning lost more held-out accuracy than ``PruneConfig.max_accuracy_drop`` allows."""
+
+    def __init__(self, unpruned: float, pruned: float, limit: float, below: float, split: str):
+        self.unpruned, self.pruned, self.limit = unpruned, pruned, limit
+        super().__init__(
+            f"pruning refused: on the {split} split the pruned model's accuracy is {pruned:.4f} "
+            f"against {unpruned:.4f} unpruned (hard-gated), a drop of {unpruned - pruned:.4f} > "
+            f"the limit max_accuracy_drop={limit:g} (prune-below={below:g}); lower "
+            f"--prune-below or raise --max-accuracy-drop"
+        )
 
 
 @dataclass
@@ -24,6 +45,14 @@ class PrunedMode:
     calibration_accuracy: float  # compacted model
     test_accuracy: float  # compacted model, on the mode's own held-out test set
     unpruned_test_accuracy: float  # hard-gated model before pruning, same test set
+    guard_split: str = "test"  # where the accuracy guard compared pruned vs unpruned
+    guard_accuracy: float | None = None  # pruned, on the guard split
+    unpruned_guard_accuracy: float | None = None  # unpruned, on the guard split
+
+    @property
+    def accuracy_drop(self) -> float:
+        """Held-out accuracy lost to pruning (unpruned - pruned, on the guard split)."""
+        return float(self.unpruned_guard_accuracy - self.guard_accuracy)
 
     @property
     def kept_indices(self) -> list[list[int]]:
@@ -43,20 +72,36 @@ def prune_mode(
     calibration: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     config: PruneConfig | None = None,
+    guard: tuple[np.ndarray, np.ndarray] | None = None,
+    guard_name: str = "held-out",
 ) -> PrunedMode:
-    """Prune the units of ``model`` that (almost) never fire on the calibration set."""
+    """Prune the units of ``model`` that fire on at most ``config.below`` of the calibration
+    set (or have zero gain), and refuse (:class:`PruningGuardError`) when that costs more than
+    ``config.max_accuracy_drop`` accuracy on ``guard`` (default: the ``test`` split)."""
     config = config or PruneConfig()
     cal_x, cal_y = calibration
     test_x, test_y = test
     rates = firing_rates(model, cal_x)
     masks = keep_masks(model, rates, config)
     small = compact(model, masks)
+    test_acc, unpruned_test_acc = accuracy(small, test_x, test_y), accuracy(model, test_x, test_y)
+    if guard is None:
+        guard_name, guard_acc, unpruned_guard_acc = "test", test_acc, unpruned_test_acc
+    else:
+        guard_acc, unpruned_guard_acc = accuracy(small, *guard), accuracy(model, *guard)
+    # a tiny epsilon: equal accuracies computed on the same rows must never trip the guard
+    if unpruned_guard_acc - guard_acc > config.max_accuracy_drop + 1e-12:
+        raise PruningGuardError(unpruned_guard_acc, guard_acc, config.max_accuracy_drop,
+                                config.below, guard_name)
     return PrunedMode(
         model=small,
         unpruned=model,
         masks=masks,
         rates=rates,
         calibration_accuracy=accuracy(small, cal_x, cal_y),
-        test_accuracy=accuracy(small, test_x, test_y),
-        unpruned_test_accuracy=accuracy(model, test_x, test_y),
+        test_accuracy=test_acc,
+        unpruned_test_accuracy=unpruned_test_acc,
+        guard_split=guard_name,
+        guard_accuracy=guard_acc,
+        unpruned_guard_accuracy=unpruned_guard_acc,
     )

@@ -7,7 +7,7 @@ through these, so there is one way to do each step.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
 from taugate.training.loop import TrainConfig, accuracy, train
 from taugate.training.methods import AdaptationMethod, get_method
+from taugate.training.sparsity import retune
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class AdaptConfig:
 def adapt(
     foundation: MLP, mode_data: ModeData, config: AdaptConfig, device="cpu", progress: bool = True
 ) -> tuple[AdaptationMethod, MLP]:
-    """Wrap a frozen copy of ``foundation`` with the method and train it on one mode."""
+    """Wrap a frozen copy of ``foundation`` with the method and train it on one mode; when the
+    method's config asks for ``retune_epochs`` (sparse TauGate), retune after the sparse phase."""
     torch.manual_seed(config.train.seed)
     method = get_method(config.method, config.method_config)
     model = method.wrap(foundation).to(device)
@@ -76,6 +78,12 @@ def adapt(
             label=f"{method.name} {mode_data.mode.name}",
             progress=progress,
         )
+    retune_epochs = int(getattr(method.config, "retune_epochs", 0))
+    if params and retune_epochs > 0:
+        # prune, then retune: the sparse phase zeroed whole units; retrain the rest without L1
+        torch.manual_seed(config.train.seed)
+        retune(method, model, mode_data.train, replace(config.train, epochs=retune_epochs),
+               device=device, progress=progress, label=f"retune {mode_data.mode.name}")
     return method, model.cpu().eval()
 
 

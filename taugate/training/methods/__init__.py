@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from taugate.training.methods.base import AdaptationMethod
+from taugate.training.methods.bitfit import BitFit
 from taugate.training.methods.frozen import Frozen
+from taugate.training.methods.full_ft import FullFT
+from taugate.training.methods.gain_only import GainOnly
+from taugate.training.methods.lora import LoRA
+from taugate.training.methods.tau_only import TauOnly
 from taugate.training.methods.taugate import TauGate
 
 METHODS: dict[str, type[AdaptationMethod]] = {
     "frozen": Frozen,
     "taugate": TauGate,
+    "full_ft": FullFT,
+    "bitfit": BitFit,
+    "lora": LoRA,
+    "gain_only": GainOnly,
+    "tau_only": TauOnly,
 }
 
 

@@ -6,6 +6,10 @@ arXiv 2602.11726, Eq. (2)-(5): for a hidden pre-activation z,
     loss  = CE + lambda * mean(g)                    (optional activity penalty, Eq. 5)
 At inference the gate is hardened to 1[z > tau], so h = gamma * z * 1[z > max(tau, 0)]:
 threshold t = max(tau, 0) and gamma folded into the next layer (export/hardened.py).
+
+Beyond the paper (off by default): ``unit_l1`` adds a cost-weighted proximal L1 step on the
+gains after each SGD step (training/sparsity.py), which zeroes whole units per mode so the
+exporter can remove them; ``gain_lr_scale`` gives the gains a larger learning rate.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 
 from taugate.training.backbone import MLP, UnitActivation
 from taugate.training.methods.base import AdaptationMethod
+from taugate.training.sparsity import gain_prox_step, unit_costs
 
 
 @dataclass
@@ -29,6 +34,9 @@ class TauGateConfig:
     learn_tau: bool = True  # False: tau stays at tau_init (GainOnly-like)
     learn_gain: bool = True  # False: gamma stays at gain_init (TauOnly-like)
     gated: bool = True  # False: no gate at all, h = gamma * relu(z) (GainOnly)
+    unit_l1: float = 0.0  # proximal L1 on gains, weighted by unit MAC cost (0: off = the paper)
+    gain_lr_scale: float = 1.0  # the gains' learning rate = lr * this (gradient and prox step)
+    retune_epochs: int = 0  # then retrain tau/gamma without L1, zeroed units frozen (sparsity.py)
 
     def __post_init__(self) -> None:
         if self.sharpness <= 0:
@@ -37,6 +45,14 @@ class TauGateConfig:
             raise ValueError(f"activity_lambda: expected >= 0, got {self.activity_lambda}")
         if not (self.learn_tau or self.learn_gain):
             raise ValueError("learn_tau/learn_gain: at least one must be True")
+        if self.unit_l1 < 0:
+            raise ValueError(f"unit_l1: expected >= 0, got {self.unit_l1}")
+        if self.unit_l1 > 0 and not self.learn_gain:
+            raise ValueError("unit_l1: acts on the learned gains; it needs learn_gain=True")
+        if self.retune_epochs < 0:
+            raise ValueError(f"retune_epochs: expected >= 0, got {self.retune_epochs}")
+        if self.gain_lr_scale <= 0:
+            raise ValueError(f"gain_lr_scale: expected > 0, got {self.gain_lr_scale}")
 
 
 class TauGateActivation(UnitActivation):
@@ -46,6 +62,7 @@ class TauGateActivation(UnitActivation):
         super().__init__(width)
         self.sharpness = config.sharpness
         self.gated = config.gated
+        self.gain_lr_scale = float(getattr(config, "gain_lr_scale", 1.0))
         tau = torch.full((width,), float(config.tau_init))
         gain = torch.full((width,), float(config.gain_init))
         if config.learn_tau and config.gated:
@@ -68,7 +85,11 @@ class TauGateActivation(UnitActivation):
             g = self.gate(z)
             self.last_gate = g
             h = h * g
-        return self.gain * h
+        gain = self.gain
+        if self.gain_lr_scale != 1.0 and gain.requires_grad:
+            # same value, gradient scaled: SGD(+momentum) then moves the gains at lr * scale
+            gain = gain + (self.gain_lr_scale - 1.0) * (gain - gain.detach())
+        return gain * h
 
     @torch.no_grad()
     def hardened(self) -> tuple[np.ndarray, np.ndarray]:
@@ -96,3 +117,9 @@ class TauGate(AdaptationMethod):
         if not gates:
             return None
         return self.config.activity_lambda * torch.stack([g.mean() for g in gates]).mean()
+
+    def after_step(self, model: MLP, lr: float) -> None:
+        strength = float(getattr(self.config, "unit_l1", 0.0))
+        if strength > 0:
+            scale = float(getattr(self.config, "gain_lr_scale", 1.0))
+            gain_prox_step(model, lr * scale, strength, unit_costs(model))

@@ -1,0 +1,58 @@
+"""HTTP benchmark: a bounded load run against a real uvicorn server on loopback, reporting
+requests/s and p50/p99 latency in ``benchmark.extra_info``."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("fastapi")
+
+from taugate.runtime import ModeRuntime  # noqa: E402
+from taugate.server import BackgroundServer  # noqa: E402
+
+
+def load_run(url: str, path: str, body: bytes, clients: int, requests: int) -> dict:
+    """``clients`` threads each send ``requests`` POSTs of the pre-encoded JSON ``body`` (so the
+    client's own JSON encoding is not measured); latencies in seconds."""
+    headers = {"content-type": "application/json"}
+
+    def worker(_):
+        latencies = []
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                r = client.post(path, content=body, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text
+        return latencies
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = sorted(lat for chunk in pool.map(worker, range(clients)) for lat in chunk)
+    wall = time.perf_counter() - t0
+    return {"requests": len(latencies), "wall_s": wall, "requests_per_s": len(latencies) / wall,
+            "p50_ms": statistics.median(latencies) * 1e3,
+            "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1e3}
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_http_load(benchmark, bench_bundle, batch):
+    rt = ModeRuntime.open(bench_bundle, providers="cpu")
+    x = np.random.default_rng(0).random((batch, 784)).round(4)  # ~7 characters per pixel
+    body, path = json.dumps({"inputs": x.tolist()}).encode(), f"/modes/{rt.modes[-1]}/predict"
+    clients, requests = (2, 3) if benchmark.disabled else (8, 25)
+    with BackgroundServer(rt) as server:
+        load_run(server.url, path, body, 2, 3)  # warm up connections and sessions
+        stats = benchmark.pedantic(load_run, args=(server.url, path, body, clients, requests),
+                                   rounds=1, iterations=1)
+    stats = stats or {}
+    benchmark.extra_info.update(batch=batch, body_bytes=len(body), clients=clients,
+                                requests_per_client=requests,
+                                **{k: v for k, v in stats.items()})

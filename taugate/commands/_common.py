@@ -1,0 +1,53 @@
+"""Argument groups and helpers shared by the training commands (train, export, demo)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def csv_list(text: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=None,
+                   help="MNIST root holding MNIST/raw/ (default: $TAUGATE_DATA, else a user "
+                        "cache directory, downloaded on first use)")
+    g.add_argument("--calibration-size", type=int, default=5000,
+                   help="training examples held out for calibration (default 5000)")
+    g.add_argument("--limit-train", type=int, default=None, help="use only N training examples")
+    g.add_argument("--limit-test", type=int, default=None, help="use only N test examples")
+    g.add_argument("--no-download", action="store_true",
+                   help="never download MNIST; fail if the files are not under the data root")
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "directml"],
+                   help="training device; auto prefers DirectML, then CUDA, then CPU")
+
+
+def data_config(args):
+    from taugate.training.data import DataConfig
+
+    return DataConfig(root=args.data_root, calibration_size=args.calibration_size,
+                      limit_train=args.limit_train, limit_test=args.limit_test,
+                      download=not args.no_download)
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    """A plain aligned text table (numbers formatted by the caller)."""
+    cells = [headers] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])

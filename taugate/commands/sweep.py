@@ -1,0 +1,75 @@
+"""Sweep the per-mode sparsity strength (cost-weighted L1 on the TauGate gains) for one mode and
+one or more hidden widths; write sweep.csv, sweep.json and pareto.png: accuracy, MACs and the
+onnxruntime CPU speedup of each pruned subnetwork against the dense frozen model."""
+
+from __future__ import annotations
+
+import argparse
+
+from taugate.commands._common import (
+    add_data_arguments,
+    add_device_argument,
+    csv_list,
+    data_config,
+    int_list,
+)
+
+HELP = "accuracy vs MACs vs measured speedup over sparsity strengths and widths"
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(s) for s in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="out/sweep", help="output folder (default out/sweep); "
+                   "foundations are saved there and reused")
+    p.add_argument("--mode", default="rot45", help="mode to specialize (default rot45)")
+    p.add_argument("--other", default="rot0", help="the other mode of the mixture (default rot0)")
+    p.add_argument("--widths", type=int_list, default=[128],
+                   help="hidden widths w (foundation hidden (w, w)), e.g. 128,512,1024")
+    p.add_argument("--strengths", type=_floats, default=[0.0, 0.05, 0.1, 0.15, 0.2, 0.3],
+                   help="unit_l1 strengths (0 = the paper's TauGate); default 0,0.05,...,0.3")
+    p.add_argument("--epochs", type=int, default=1, help="sparse (L1) adaptation epochs")
+    p.add_argument("--retune-epochs", type=int, default=2,
+                   help="epochs retraining tau/gamma without L1, zeroed units frozen (default 2)")
+    p.add_argument("--lr", type=float, default=0.05, help="adaptation learning rate")
+    p.add_argument("--gain-lr-scale", type=float, default=1.0, help="gains' lr multiplier")
+    p.add_argument("--prune-below", type=float, default=0.0,
+                   help="also prune units firing on <= this fraction of calibration (default 0)")
+    p.add_argument("--round-to", type=int, default=1,
+                   help="round kept units per layer up to a multiple of this (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="onnxruntime intra-op threads for timing (default 1; 0 = ORT default)")
+    p.add_argument("--repeats", type=int, default=15, help="interleaved timing rounds")
+    p.add_argument("--seed", type=int, default=0)
+    add_data_arguments(p)
+    add_device_argument(p)
+
+
+def run(args) -> int:
+    from taugate.commands._common import format_table
+    from taugate.export.prune import PruneConfig
+    from taugate.timing import TimingConfig
+    from taugate.training.devices import resolve_device
+    from taugate.training.sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(
+        out=args.out, mode=args.mode, other=args.other, widths=tuple(args.widths),
+        strengths=tuple(args.strengths), epochs=args.epochs, retune_epochs=args.retune_epochs,
+        lr=args.lr, gain_lr_scale=args.gain_lr_scale, seed=args.seed,
+        prune=PruneConfig(below=args.prune_below, round_to=args.round_to, max_accuracy_drop=1.0),
+        timing=TimingConfig(threads=args.threads, repeats=args.repeats),
+    )
+    rows = run_sweep(config, data_config(args), device=resolve_device(args.device))
+    headers = ["width", "strength", "units", "MACs x", "acc", "dense acc", "other", "b1", "b64",
+               "b256", "b4096"]
+    table = [[r["width"], f"{r['strength']:g}", r["units_kept"], f"{r['mac_ratio']:.2f}",
+              f"{r['acc_mode']:.4f}", f"{r['dense_acc_mode']:.4f}", f"{r['acc_other']:.4f}",
+              *(f"{r[f'speedup_b{b}']:.2f}" for b in (1, 64, 256, 4096))] for r in rows]
+    print(format_table(headers, table))
+    print(f"wrote {config.out}/sweep.csv, sweep.json, pareto.png")
+    return 0

@@ -1,0 +1,41 @@
+"""The taugate runtime: run a bundle's per-mode ONNX subnetworks with onnxruntime.
+
+numpy + onnxruntime only -- importing this package never imports torch, onnx, or
+``taugate.training`` / ``taugate.export`` (a test enforces it)::
+
+    from taugate.runtime import ModeRuntime
+    rt = ModeRuntime.open("bundle", providers="auto")
+    logits = rt.run("rot45", images)      # float32 [N, classes]
+    classes = rt.predict("rot45", images)  # int64 [N]
+    baseline = rt.run("dense", images)     # the dense model (DENSE)
+"""
+
+from __future__ import annotations
+
+from taugate.runtime.engine import ModeRuntime
+from taugate.runtime.errors import (
+                                    BundleError,
+                                    BundleFormatError,
+                                    BundleIntegrityError,
+                                    InputError,
+                                    ProviderError,
+                                    RuntimeConfigError,
+                                    TaugateRuntimeError,
+                                    UnknownModeError,
+)
+from taugate.runtime.manifest import DENSE, SUPPORTED_FORMAT_VERSIONS, Manifest
+
+__all__ = [
+                                    "DENSE",
+                                    "SUPPORTED_FORMAT_VERSIONS",
+                                    "BundleError",
+                                    "BundleFormatError",
+                                    "BundleIntegrityError",
+                                    "InputError",
+                                    "Manifest",
+                                    "ModeRuntime",
+                                    "ProviderError",
+                                    "RuntimeConfigError",
+                                    "TaugateRuntimeError",
+                                    "UnknownModeError",
+]

@@ -1,0 +1,291 @@
+"""ModeRuntime: a checked bundle, one onnxruntime session per mode, ``run(mode, x) -> logits``.
+
+``open`` either returns a working runtime or raises (nothing half-loaded): the manifest is
+validated, every file passes the path and sha256 checks, and -- unless ``lazy=True`` -- every
+model is loaded by onnxruntime and its inputs, outputs and metadata compared with the manifest.
+The sessions created by that check are kept (up to ``max_sessions``), so nothing is loaded twice.
+
+Sessions are created once per mode under a lock (double-checked); once loaded, a mode costs a
+dict lookup per call, without any lock, whatever the number of modes. ``max_sessions`` bounds
+how many stay loaded (least-recently-used eviction). ``run`` is safe from many threads: CPU and
+CUDA sessions run concurrently; DirectML sessions get a lock each (one run at a time).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+
+import numpy as np
+
+from taugate.runtime.errors import (
+    BundleIntegrityError,
+    RuntimeConfigError,
+    TaugateRuntimeError,
+    UnknownModeError,
+)
+from taugate.runtime.inputs import InputSpecChecker
+from taugate.runtime.manifest import (
+    DENSE,
+    Manifest,
+    ModelEntry,
+    load_manifest,
+    read_verified,
+    verify_files,
+)
+from taugate.runtime.providers import (
+    ProviderSpec,
+    SessionConfig,
+    create_session,
+    needs_run_lock,
+    resolve_providers,
+)
+
+log = logging.getLogger("taugate.runtime")
+
+
+class _Loaded:
+    """A live session and what its hot path needs."""
+
+    __slots__ = ("last_used", "lock", "session")
+
+    def __init__(self, session, lock: threading.Lock | None):
+        self.session = session
+        self.lock = lock
+        self.last_used = 0
+
+
+def _dynamic(dim) -> bool:
+    return dim is None or isinstance(dim, str)
+
+
+def check_session(session, entry: ModelEntry, manifest: Manifest) -> None:
+    """Compare a session's inputs, outputs and metadata with the manifest."""
+    where = f"{entry.name}: file {entry.file!r}"
+    spec_in, spec_out = manifest.input, manifest.output
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    got_in = [(i.name, i.type, list(i.shape)) for i in inputs]
+    if (len(inputs) != 1 or inputs[0].name != spec_in.name or inputs[0].type != "tensor(float)"
+            or len(inputs[0].shape) != 2 or not _dynamic(inputs[0].shape[0])
+            or inputs[0].shape[1] != spec_in.features):
+        raise BundleIntegrityError(f"{where}: model inputs {got_in} disagree with the manifest: "
+                                   f"expected one float input {spec_in.name!r} of shape "
+                                   f"[batch, {spec_in.features}]")
+    got_out = [(o.name, o.type, list(o.shape)) for o in outputs]
+    if (not outputs or outputs[0].name != spec_out.name or outputs[0].type != "tensor(float)"
+            or len(outputs[0].shape) != 2 or not _dynamic(outputs[0].shape[0])
+            or outputs[0].shape[1] != spec_out.classes):
+        raise BundleIntegrityError(f"{where}: model outputs {got_out} disagree with the "
+                                   f"manifest: expected float output {spec_out.name!r} of shape "
+                                   f"[batch, {spec_out.classes}]")
+    meta = session.get_modelmeta().custom_metadata_map
+    expected = {"taugate.mode": entry.name, "taugate.format_version": str(manifest.format_version)}
+    wrong = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}
+    if wrong:
+        raise BundleIntegrityError(f"{where}: model metadata {wrong} disagrees with the "
+                                   f"manifest: expected {expected}")
+
+
+class ModeRuntime:
+    """Run the modes of a taugate bundle. Create with :meth:`ModeRuntime.open`.
+
+    The dense baseline is reachable as mode :data:`DENSE` (``"dense"``), e.g.
+    ``rt.run("dense", x)`` or ``rt.run_dense(x)``; it is not listed in :attr:`modes`.
+    """
+
+    def __init__(self, root, manifest: Manifest, plan, config: SessionConfig,
+                 max_sessions: int | None, validate: bool):
+        self._root = root
+        self._manifest = manifest
+        self._plan = plan
+        self._config = config
+        self._max_sessions = max_sessions
+        self._sessions: dict[str, _Loaded] = {}
+        self._load_lock = threading.Lock()
+        self._clock = itertools.count(1)  # next() is atomic under the GIL: no lock for LRU
+        self._providers_in_use: list[str] | None = None
+        self._in_name = manifest.input.name
+        self._out_names = [manifest.output.name]
+        self.checker = InputSpecChecker(manifest.input.features, manifest.input.image_shape,
+                                        manifest.input.range)
+        self._coerce = self.checker.coerce if validate else self.checker.reshape_only
+
+    @classmethod
+    def open(cls, bundle: str | os.PathLike, providers: ProviderSpec = "auto", *,
+             max_sessions: int | None = None, validate: bool = True, lazy: bool = False,
+             session_options=None, intra_op_num_threads: int | None = None,
+             inter_op_num_threads: int | None = None,
+             graph_optimization_level: str | None = None) -> ModeRuntime:
+        """Open and check the bundle at ``bundle`` (a directory or its manifest.json).
+
+        providers: ``"auto"`` (DirectML > CUDA > CPU, falling back to CPU with a warning), one
+            name/alias (``"cpu"``, ``"cuda"``, ``"directml"``), or an explicit list (enforced).
+        max_sessions: how many sessions stay loaded (LRU eviction); None = all.
+        validate: check and coerce inputs (dtype, shape, range); False = reshape only, for
+            callers who pass float32 [N, features] in range themselves.
+        lazy: defer onnxruntime loading and the model I/O checks to each mode's first use;
+            the path and sha256 checks of all files still happen here.
+        session_options / intra_op_num_threads / inter_op_num_threads /
+            graph_optimization_level ("disable", "basic", "extended", "all"): passed to
+            onnxruntime (a full SessionOptions excludes the other three).
+        """
+        if max_sessions is not None and (not isinstance(max_sessions, int)
+                                         or isinstance(max_sessions, bool) or max_sessions < 1):
+            raise RuntimeConfigError(f"max_sessions: expected None or an integer >= 1, got "
+                                     f"{max_sessions!r}")
+        config = SessionConfig(intra_op_num_threads, inter_op_num_threads,
+                               graph_optimization_level, session_options)
+        plan = resolve_providers(providers)
+        root, manifest = load_manifest(bundle)
+        rt = cls(root, manifest, plan, config, max_sessions, bool(validate))
+        try:
+            if lazy:
+                verify_files(root, manifest)
+            else:
+                for name in (DENSE, *manifest.modes):
+                    rt._load(name)
+        except BaseException:
+            rt.close()
+            raise
+        return rt
+
+    # -- the hot path ------------------------------------------------------------------------
+
+    def run(self, mode: str, x) -> np.ndarray:
+        """Logits, float32 [N, classes], of mode ``mode`` (or ``"dense"``) for inputs ``x``.
+
+        ``x``: see :mod:`taugate.runtime.inputs` (float32/float64 in [0, 1] or uint8, shaped
+        [N, 784], [N, 28, 28], [N, 1, 28, 28] or one image). Raises :class:`UnknownModeError`,
+        :class:`InputError`.
+        """
+        loaded = self._sessions.get(mode)
+        if loaded is None:
+            loaded = self._load(mode)
+        if self._max_sessions is not None:
+            loaded.last_used = next(self._clock)
+        feed = {self._in_name: self._coerce(x)}
+        if loaded.lock is None:
+            return loaded.session.run(self._out_names, feed)[0]
+        with loaded.lock:
+            return loaded.session.run(self._out_names, feed)[0]
+
+    def predict(self, mode: str, x) -> np.ndarray:
+        """Class ids, int64 [N], of mode ``mode`` for inputs ``x``."""
+        return self.run(mode, x).argmax(axis=1).astype(np.int64, copy=False)
+
+    def run_dense(self, x) -> np.ndarray:
+        """Logits of the dense baseline model (the reference every speedup is measured on)."""
+        return self.run(DENSE, x)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _entry(self, mode: str) -> ModelEntry:
+        entry = self._manifest.entry(mode) if isinstance(mode, str) else None
+        if entry is None:
+            names = list(self._manifest.modes)
+            shown = ", ".join(repr(n) for n in names[:20])
+            more = f", ... ({len(names) - 20} more)" if len(names) > 20 else ""
+            raise UnknownModeError(f"unknown mode {mode!r}; valid: {shown}{more} "
+                                   f"(and {DENSE!r} for the dense model)")
+        return entry
+
+    def _load(self, mode: str) -> _Loaded:
+        entry = self._entry(mode)
+        with self._load_lock:
+            loaded = self._sessions.get(mode)
+            if loaded is not None:  # another thread loaded it while we waited
+                return loaded
+            loaded = self._create(entry)
+            if self._max_sessions is not None:
+                loaded.last_used = next(self._clock)
+                while len(self._sessions) >= self._max_sessions:
+                    oldest = min(self._sessions, key=lambda k: self._sessions[k].last_used)
+                    # Threads already running the evicted session hold a reference: safe.
+                    del self._sessions[oldest]
+                    log.debug("evicted session of mode %r (max_sessions=%d)", oldest,
+                              self._max_sessions)
+            self._sessions[mode] = loaded
+            return loaded
+
+    def _create(self, entry: ModelEntry) -> _Loaded:
+        data = read_verified(self._root, entry)
+        label = f"{entry.name} ({entry.file})"
+        try:
+            session, self._plan = create_session(data, self._plan, self._config, label)
+        except TaugateRuntimeError:
+            raise
+        except Exception as exc:
+            raise BundleIntegrityError(
+                f"{entry.name}: file {entry.file!r}: onnxruntime cannot load it (providers "
+                f"{list(self._plan.names)}): {exc}") from exc
+        check_session(session, entry, self._manifest)
+        in_use = list(session.get_providers())
+        self._providers_in_use = in_use
+        log.debug("loaded mode %r from %s with providers %s", entry.name, entry.file, in_use)
+        return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None)
+
+    def warmup(self, modes=None) -> None:
+        """Load and run each mode once (all modes when ``modes`` is None; add ``"dense"`` to the
+        list to include the dense model). With ``max_sessions`` below the number of modes only
+        the most recent stay loaded."""
+        zero = np.zeros((1, self._manifest.input.features), np.float32)
+        for mode in (self.modes if modes is None else modes):
+            self.run(mode, zero)
+
+    def close(self) -> None:
+        """Drop every session (they are garbage-collected once no thread is running them)."""
+        with self._load_lock:
+            self._sessions.clear()
+
+    def __enter__(self) -> ModeRuntime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- facts -------------------------------------------------------------------------------
+
+    @property
+    def modes(self) -> list[str]:
+        """Mode names in manifest order (the dense model is reachable as ``"dense"``)."""
+        return list(self._manifest.modes)
+
+    @property
+    def manifest(self) -> Manifest:
+        """The validated manifest (``.raw`` holds the JSON as written)."""
+        return self._manifest
+
+    @property
+    def bundle_dir(self):
+        return self._root
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers of the most recently created session (what onnxruntime really took), or
+        the planned ones while no session exists yet (``lazy=True``)."""
+        return list(self._providers_in_use or self._plan.names)
+
+    @property
+    def loaded_modes(self) -> list[str]:
+        """Names (modes and possibly ``"dense"``) whose sessions are loaded now."""
+        return list(self._sessions)
+
+    @property
+    def labels(self) -> tuple:
+        return self._manifest.output.labels
+
+    def info(self, mode: str) -> dict:
+        """Manifest facts of ``mode`` (or ``"dense"``) plus ``mac_ratio`` vs dense and whether
+        it is loaded. ``kept_indices`` is left out (see ``manifest.modes[m].facts``)."""
+        entry = self._entry(mode)
+        facts = {k: v for k, v in entry.facts.items() if k != "kept_indices"}
+        dense_macs = self._manifest.dense.macs
+        facts.update(name=entry.name, macs=entry.macs, loaded=mode in self._sessions,
+                     mac_ratio=entry.macs / dense_macs if dense_macs else None)
+        return facts
+
+    def __repr__(self) -> str:
+        return (f"ModeRuntime({str(self._root)!r}, modes={len(self._manifest.modes)}, "
+                f"loaded={len(self._sessions)}, providers={self.providers})")

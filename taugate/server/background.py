@@ -1,0 +1,71 @@
+"""Running the app: ``serve`` (foreground, for the CLI) and ``BackgroundServer`` (a uvicorn
+server in a thread on a loopback port, for tests and benchmarks)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+import uvicorn
+
+from taugate.server.app import DEFAULT_MAX_BODY_BYTES, create_app
+
+log = logging.getLogger("taugate.server")
+
+
+def serve(runtime, host: str = "127.0.0.1", port: int = 8000,
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
+    """Serve ``runtime`` over HTTP until interrupted (Ctrl+C)."""
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s: the API has no authentication; put it behind a proxy "
+                    "that adds it if the network is not trusted", host)
+    app = create_app(runtime, max_body_bytes=max_body_bytes)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+class BackgroundServer:
+    """``with BackgroundServer(runtime) as srv: httpx.get(srv.url + "/health")``.
+
+    Binds 127.0.0.1 on a free port chosen by the OS, waits until the server accepts
+    connections, and on exit asks uvicorn to shut down and joins the thread.
+    """
+
+    def __init__(self, runtime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 startup_timeout: float = 10.0):
+        self.app = create_app(runtime, max_body_bytes=max_body_bytes)
+        self.startup_timeout = startup_timeout
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False,
+                                lifespan="off")
+        self.server = uvicorn.Server(config)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._sock]},
+                                        name="taugate-server", daemon=True)
+
+    def start(self) -> BackgroundServer:
+        self._thread.start()
+        deadline = time.monotonic() + self.startup_timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server on {self.url} did not start within "
+                                   f"{self.startup_timeout} s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._sock.close()
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,92 @@
+"""LoRA: a trainable low-rank update ``W + (alpha / r) * B @ A`` on each frozen linear layer.
+
+Hu et al., "LoRA: Low-Rank Adaptation of Large Language Models" (arXiv 2106.09685), with PEFT's
+initialisation (huggingface/peft ``tuners/lora/layer.py``): A ~ kaiming-uniform(a=sqrt(5)),
+B = 0, so training starts from the foundation exactly. The paper under reproduction
+(arXiv 2602.11726, Table 1) uses r = 8 on all three linear layers of 784-128-128-10:
+8 * (784 + 128) + 8 * (128 + 128) + 8 * (128 + 10) = 10,448 parameters. ``harden`` merges
+the update into the weight (PEFT's *merge*), so the exported graph is a plain dense MLP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from taugate.training.backbone import MLP
+from taugate.training.methods.base import AdaptationMethod
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 8  # r: the rank of the update B @ A
+    alpha: float = 8.0  # scaling = alpha / rank (PEFT's default alpha = r: scaling 1)
+    layers: tuple[int, ...] | None = None  # indices of the linear layers to adapt; None = all
+
+    def __post_init__(self) -> None:
+        if int(self.rank) != self.rank or self.rank < 1:
+            raise ValueError(f"rank: expected an integer >= 1, got {self.rank}")
+        self.rank = int(self.rank)
+        if not self.alpha > 0:
+            raise ValueError(f"alpha: expected > 0, got {self.alpha}")
+        if self.layers is not None:
+            self.layers = tuple(int(i) for i in self.layers)
+            if not self.layers or any(i < 0 for i in self.layers):
+                raise ValueError(f"layers: expected None or indices >= 0, got {self.layers}")
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus ``scaling * B @ A``; ``merged_weight_bias`` folds them."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.rank, self.scaling = rank, alpha / rank
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=w.dtype, device=w.device))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=w.dtype, device=w.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # two thin matmuls instead of materialising the merged weight every step
+        return self.base(x) + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+
+    def merged_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(W + scaling * B @ A, b)``: what ``backbone.linear_weight_bias`` hardens."""
+        return self.base.weight + self.scaling * (self.lora_B @ self.lora_A), self.base.bias
+
+
+class LoRA(AdaptationMethod):
+    """Low-rank updates on the frozen linear layers (default: r = 8 on all of them)."""
+
+    name = "lora"
+    Config = LoRAConfig
+
+    def config_dict(self) -> dict:
+        d = super().config_dict()
+        if d["layers"] is not None:
+            d["layers"] = list(d["layers"])
+        return d
+
+    def inject(self, model: MLP) -> None:
+        n = len(model.linears)
+        targets = range(n) if self.config.layers is None else self.config.layers
+        for i in targets:
+            if i >= n:
+                raise ValueError(
+                    f"lora layers: index {i} out of range; the backbone has linear layers 0..{n - 1}"
+                )
+            model.linears[i] = LoRALinear(model.linears[i], self.config.rank, self.config.alpha)

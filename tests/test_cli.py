@@ -1,0 +1,40 @@
+"""The `taugate` console script: every subcommand has --help, bad input ends in one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from taugate.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert "usage: taugate " + command in capsys.readouterr().out
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "taugate.cli", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    for command in COMMANDS:
+        assert command in out
+
+
+def test_bad_mode_is_one_clear_line(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r"), "--modes", "rot45,sideways"]) == 2
+    err = capsys.readouterr().err
+    assert "taugate train: error:" in err and "'sideways'" in err and "rot<degrees>" in err
+
+
+def test_missing_data_is_one_clear_line(tmp_path, capsys):
+    nodata = tmp_path / "nodata"
+    code = main(["train", "--out", str(tmp_path / "r"), "--data-root", str(nodata), "--quiet",
+                 "--device", "cpu", "--foundation-only", "--no-download"])
+    err = capsys.readouterr().err
+    assert code == 2 and str(nodata / "MNIST" / "raw") in err and "--data-root" in err
+    assert not (tmp_path / "r").exists(), "nothing written when the data is missing"

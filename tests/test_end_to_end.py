@@ -1,0 +1,87 @@
+"""A short end-to-end run on a subset of the real MNIST: `taugate train` -> `taugate export` ->
+runtime, with the ONNX subnetworks checked against the torch hard-gated models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from taugate.cli import main
+from taugate.training.adapters import load_adapter, load_foundation
+from taugate.training.data import DataConfig, MNISTModes
+
+SMALL = ["--limit-train", "3000", "--limit-test", "500", "--calibration-size", "500"]
+
+
+@pytest.fixture(scope="module")
+def exported(data_root, tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    run, bundle = base / "run", base / "bundle"
+    assert main(["train", "--out", str(run), "--data-root", data_root, "--quiet", "--device", "cpu",
+                 "--method-option", "tau_init=0.3", *SMALL]) == 0
+    assert main(["export", str(run), "--out", str(bundle), "--data-root", data_root, *SMALL]) == 0
+    data = MNISTModes(DataConfig(root=data_root, calibration_size=500, limit_train=3000,
+                                 limit_test=500))
+    return run, bundle, data
+
+
+def test_bundle_layout(exported):
+    _, bundle, _ = exported
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["format"] == "taugate-bundle" and manifest["format_version"] == 1
+    assert sorted(manifest["modes"]) == ["rot0", "rot45"]
+    for name, m in manifest["modes"].items():
+        assert (bundle / m["file"]).exists() and m["file"] == f"modes/{name}.onnx"
+        assert m["units_total"] == [128, 128] and len(m["kept_indices"]) == 2
+        assert [len(k) for k in m["kept_indices"]] == m["units_kept"]
+        assert 0.5 < m["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["rot0", "rot45"])
+def test_onnx_matches_torch_hard_gate(exported, mode):
+    from taugate.runtime import ModeRuntime
+
+    run, bundle, data = exported
+    foundation, meta = load_foundation(run / "foundation")
+    adapter = load_adapter(run / "adapters" / mode, foundation, meta["sha256"])
+    # pruning is exact on the calibration split (units that never fire there are removed)
+    x = data.mode(mode).calibration.x
+    want = adapter.model.set_hard(True)(x).detach().numpy()
+    got = ModeRuntime.open(bundle).run(mode, x.numpy())
+    assert np.abs(got - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("mode", ["rot0", "rot45"])
+def test_compacted_matches_uncompacted_on_calibration(exported, mode):
+    from taugate.export.specialize import prune_mode
+
+    run, _, data = exported
+    foundation, meta = load_foundation(run / "foundation")
+    adapter = load_adapter(run / "adapters" / mode, foundation, meta["sha256"])
+    hard = adapter.method.harden(adapter.model)
+    cal, test = data.mode(mode).calibration, data.mode(mode).test
+    pruned = prune_mode(hard, (cal.x.numpy(), cal.y.numpy()), (test.x.numpy(), test.y.numpy()))
+    full, cut = hard.forward(cal.x.numpy()), pruned.model.forward(cal.x.numpy())
+    assert np.array_equal(full.argmax(1), cut.argmax(1))
+    assert np.abs(full - cut).max() <= 1e-5
+
+
+def test_frozen_weights_untouched(exported):
+    run, _, _ = exported
+    foundation, meta = load_foundation(run / "foundation")
+    before = {k: v.clone() for k, v in foundation.state_dict().items()}
+    load_adapter(run / "adapters" / "rot45", foundation, meta["sha256"])
+    assert all(torch.equal(before[k], v) for k, v in foundation.state_dict().items())
+
+
+def test_runtime_import_pulls_no_torch(exported):
+    _, bundle, _ = exported
+    code = ("import sys, numpy as np; from taugate.runtime import ModeRuntime; "
+            f"rt = ModeRuntime.open({str(bundle)!r}); rt.run('rot45', np.zeros((2, 784), np.float32)); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

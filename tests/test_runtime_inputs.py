@@ -1,0 +1,83 @@
+"""Input validation and coercion (taugate.runtime.inputs)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from taugate.runtime import InputError
+from taugate.runtime.inputs import InputSpecChecker
+
+CHECK = InputSpecChecker(784, (28, 28), (0.0, 1.0))
+RNG = np.random.default_rng(0)
+BATCH = RNG.random((3, 784), dtype=np.float32)
+
+ACCEPTED = [
+    ("flat", BATCH, BATCH),
+    ("images", BATCH.reshape(3, 28, 28), BATCH),
+    ("channels", BATCH.reshape(3, 1, 28, 28), BATCH),
+    ("single-flat", BATCH[0], BATCH[:1]),
+    ("single-image", BATCH[0].reshape(28, 28), BATCH[:1]),
+    ("float64", BATCH.astype(np.float64), BATCH),
+    ("uint8", np.full((2, 784), 255, np.uint8), np.ones((2, 784), np.float32)),
+    ("non-contiguous", np.asfortranarray(BATCH), BATCH),
+    ("list", BATCH.tolist(), BATCH),
+    ("negative-zero", np.full((1, 784), -0.0, np.float32), np.zeros((1, 784), np.float32)),
+]
+
+
+@pytest.mark.parametrize("x,expected", [a[1:] for a in ACCEPTED], ids=[a[0] for a in ACCEPTED])
+def test_accepts(x, expected):
+    out = CHECK.coerce(x)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_float32_batch_is_not_copied():
+    assert np.shares_memory(CHECK.coerce(BATCH), BATCH)
+
+
+def _with(value):
+    x = BATCH.copy()
+    x[1, 5] = value
+    return x
+
+
+REFUSED = [
+    ("int64", np.zeros((1, 784), np.int64), "unsupported dtype int64"),
+    ("float16", np.zeros((1, 784), np.float16), "unsupported dtype float16"),
+    ("bool", np.zeros((1, 784), bool), "unsupported dtype bool"),
+    ("object", np.array([None, 1]), "unsupported dtype object"),
+    ("wrong-width", np.zeros((2, 783), np.float32), "unsupported shape"),
+    ("wrong-image", np.zeros((2, 27, 28), np.float32), "unsupported shape"),
+    ("channels-3", np.zeros((2, 3, 28, 28), np.float32), "unsupported shape"),
+    ("empty", np.zeros((0, 784), np.float32), "empty batch"),
+    ("nan", _with(np.nan), "finite"),
+    ("inf", _with(np.inf), "finite"),
+    ("above-one", _with(1.5), "[0, 1]"),
+    ("negative", _with(-0.1), "[0, 1]"),
+    ("0-255-floats", BATCH * 255, "pass uint8 or divide by 255"),
+    ("ragged", [[0.0, 1.0], [0.0]], "cannot convert"),
+]
+
+
+@pytest.mark.parametrize("x,needle", [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
+def test_refuses(x, needle):
+    with pytest.raises(InputError) as info:
+        CHECK.coerce(x)
+    msg = str(info.value)
+    assert needle in msg and "accepted:" in msg
+    if isinstance(x, np.ndarray):  # says what it received
+        assert str(tuple(x.shape)) in msg and str(x.dtype) in msg
+
+
+def test_reshape_only_skips_checks():
+    out = CHECK.reshape_only(BATCH.reshape(3, 28, 28) * 255)  # would be refused by coerce
+    assert out.shape == (3, 784) and out.dtype == np.float32 and out.max() > 1
+
+
+def test_other_ranges():
+    check = InputSpecChecker(4, None, (-1.0, 1.0))
+    np.testing.assert_array_equal(check.coerce([-1.0, 0.0, 0.5, 1.0]), [[-1.0, 0.0, 0.5, 1.0]])
+    with pytest.raises(InputError, match=r"\[-1, 1\]"):
+        check.coerce([-2.0, 0.0, 0.5, 1.0])
