@@ -23,6 +23,12 @@ bench: $(BIN)/taugate
 	mkdir -p out/bench
 	$(BIN)/python -m pytest benchmarks -q --bundle-out out/bench/bundle --benchmark-json out/bench/benchmarks.json
 
+reproduce: $(BIN)/taugate
+	$(BIN)/taugate reproduce --extras --out experiments/out
+
+sweep: $(BIN)/taugate
+	$(BIN)/taugate sweep --widths 128,512,1024 --out out/sweep
+
 report: $(BIN)/taugate
 	$(BIN)/taugate report --bench out/bench/benchmarks.json --bundle out/bench/bundle --reproduce experiments/out --sweep out/sweep --out report
 

@@ -269,3 +269,45 @@ def test_runtime_never_imports_torch_or_onnx(tiny_bundle):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_session_runner_uses_the_internal_run_only_when_it_matches(rt):
+    from taugate.runtime.engine import session_runner
+
+    rt.run("rot0", X)
+    session = rt._sessions["rot0"].session
+    fast = session_runner(session, "pixels", ["logits"], 784)
+    assert fast is not session.run
+    np.testing.assert_array_equal(fast(["logits"], {"pixels": X})[0],
+                                  session.run(["logits"], {"pixels": X})[0])
+
+    class Wrapped:  # same public API, an internal run that disagrees or breaks
+        def __init__(self, inner):
+            self._sess = type("S", (), {"run": staticmethod(inner)})()
+
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+        def run(self, names, feed, options=None):
+            return session.run(names, feed, options)
+
+    wrong = Wrapped(lambda names, feed, options: [np.zeros((2, 10), np.float32)])
+    assert session_runner(wrong, "pixels", ["logits"], 784) == wrong.run
+    broken = Wrapped(lambda names, feed: None)  # a changed signature: TypeError
+    assert session_runner(broken, "pixels", ["logits"], 784) == broken.run
+
+
+def test_session_runner_keeps_the_public_run_for_other_providers():
+    from taugate.runtime.engine import session_runner
+
+    class Cuda:
+        _sess = object()
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def run(self, names, feed, options=None):
+            return ["public"]
+
+    cuda = Cuda()
+    assert session_runner(cuda, "pixels", ["logits"], 784) == cuda.run

@@ -81,3 +81,35 @@ def test_other_ranges():
     np.testing.assert_array_equal(check.coerce([-1.0, 0.0, 0.5, 1.0]), [[-1.0, 0.0, 0.5, 1.0]])
     with pytest.raises(InputError, match=r"\[-1, 1\]"):
         check.coerce([-2.0, 0.0, 0.5, 1.0])
+
+
+# The fast path of coerce (float32 C-contiguous [N, features]) decides NaN, inf and the range
+# with one integer argmax over the bit patterns; these pin it against a plain min/max check.
+EDGE_VALUES = [0.0, -0.0, 1.0, np.nextafter(np.float32(1), np.float32(2)),
+               np.nextafter(np.float32(0), np.float32(-1)), np.float32(1e-45), np.nan, -np.nan,
+               np.inf, -np.inf, 0.5, 2.0, -1.0, np.finfo(np.float32).max]
+
+
+@pytest.mark.parametrize("value", EDGE_VALUES, ids=[repr(float(v)) for v in EDGE_VALUES])
+@pytest.mark.parametrize("where", [0, 783, 2 * 784 - 1], ids=["first", "row-end", "last"])
+def test_fast_path_agrees_with_min_max(value, where):
+    x = np.full((2, 784), 0.25, np.float32)
+    x.reshape(-1)[where] = value
+    lo, hi = x.min(), x.max()
+    ok = bool(lo >= 0 and hi <= 1)  # NaN makes both comparisons False
+    if ok:
+        assert CHECK.coerce(x) is x
+    else:
+        with pytest.raises(InputError, match="finite" if not np.isfinite(value) else r"\[0, 1\]"):
+            CHECK.coerce(x)
+
+
+def test_fast_path_does_not_copy_and_slow_paths_still_checked():
+    assert CHECK.coerce(BATCH) is BATCH
+    assert CHECK.reshape_only(BATCH) is BATCH  # validate=False: no numpy call at all
+    sliced = np.asfortranarray(_with(np.nan))  # not C-contiguous: the general path
+    with pytest.raises(InputError, match="finite"):
+        CHECK.coerce(sliced)
+    out = CHECK.reshape_only(BATCH[:, ::-1])  # non-contiguous: copied, still [N, 784]
+    assert out.flags.c_contiguous and out.shape == (3, 784)
+    np.testing.assert_array_equal(out, BATCH[:, ::-1])
