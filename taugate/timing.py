@@ -120,7 +120,7 @@ def time_models(models: dict, baseline: str, config: TimingConfig | None = None)
     medians: dict[str, dict[int, float]] = {n: {} for n in sessions}
     for batch in config.batch_sizes:
         x = rng.random((batch, n_in), dtype=np.float32)
-        timer = Interleaved({n: (lambda s=s, i=inputs[n].name: s.run(None, {i: x}))
+        timer = Interleaved({n: (lambda s=s, i=inputs[n].name, x=x: s.run(None, {i: x}))
                              for n, s in sessions.items()})
         timer.number = max(_calls_needed(fn, config.min_time_s) for fn in timer.calls.values())
         for _ in range(config.warmup):

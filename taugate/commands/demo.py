@@ -76,8 +76,8 @@ def run(args) -> int:
         onnx_acc = float((rt.predict(r.name, x) == y).mean())
         dense_acc = float((rt.predict(DENSE, x) == y).mean())
         xb = np.resize(x, (args.latency_batch, x.shape[1]))
-        timer = Interleaved({"dense": lambda: rt.run(DENSE, xb),
-                             "mode": lambda name=r.name: rt.run(name, xb)})
+        timer = Interleaved({"dense": lambda xb=xb: rt.run(DENSE, xb),
+                             "mode": lambda xb=xb, name=r.name: rt.run(name, xb)})
         for _ in range(calibrate(timer, args.time_budget, min_rounds=args.repeats)):
             timer.round()
         rows.append([
