@@ -16,6 +16,7 @@ import numpy as np
 
 from taugate.export.synthetic import random_inputs
 from taugate.runtime.manifest import DENSE, load_manifest
+from taugate.training.recipes import SPARSE_RECIPE
 
 log = logging.getLogger("taugate.benchmarks")
 
@@ -26,8 +27,8 @@ class BuildConfig:
     modes: tuple[str, ...] = ("rot0", "rot45")  # pruning TauGate modes, exported under these names
     methods: tuple[str, ...] = ("taugate", "bitfit", "lora", "full_ft", "gain_only", "tau_only")
     methods_mode: str = "rot45"  # the mode every method of ``methods`` is specialized to
-    unit_l1: float = 0.1  # the pruning modes' unit-L1 strength (training/sparsity.py)
-    gain_lr_scale: float = 5.0  # the pruning modes' gain learning-rate scale
+    # the pruning modes' unit-L1 strength; the rest of the sparsity recipe is SPARSE_RECIPE's
+    unit_l1: float = SPARSE_RECIPE["unit_l1"]
     foundation_epochs: int = 2  # the paper's protocol
     limit_train: int | None = None  # training examples (None: all 55000 left after calibration)
     seed: int = 0
@@ -142,8 +143,7 @@ def build_trained(out: Path, config: BuildConfig) -> BenchSession:
         data, FoundationConfig(modes=modes, epochs=config.foundation_epochs, seed=config.seed),
         "cpu", progress=False)
     train = TrainConfig(seed=config.seed)
-    pruning = AdaptConfig("taugate", {"unit_l1": config.unit_l1,
-                                      "gain_lr_scale": config.gain_lr_scale}, train)
+    pruning = AdaptConfig("taugate", {**SPARSE_RECIPE, "unit_l1": config.unit_l1}, train)
     jobs = [(m, m, pruning) for m in config.modes]
     jobs += [(f"{config.methods_mode}-{meth}", config.methods_mode, AdaptConfig(meth, {}, train))
              for meth in config.methods]

@@ -25,6 +25,7 @@ import pytest
 
 from taugate.export.synthetic import build_random_bundle
 from taugate.runtime.manifest import DENSE
+from taugate.training.recipes import SPARSE_RECIPE
 
 _SESSION = pytest.StashKey()
 
@@ -40,8 +41,9 @@ def pytest_addoption(parser) -> None:
     g.addoption("--bench-methods", default="taugate,bitfit,lora,full_ft,gain_only,tau_only",
                 help="methods also exported for rot45 as rot45-<method> (comma-separated; "
                      "taugate here is the paper's, without unit-L1)")
-    g.addoption("--bench-unit-l1", type=float, default=0.1,
-                help="unit_l1 of the pruning TauGate modes rot0/rot45 (default 0.1)")
+    g.addoption("--bench-unit-l1", type=float, default=SPARSE_RECIPE["unit_l1"],
+                help="unit_l1 of the pruning TauGate modes rot0/rot45 (the rest of the "
+                     "sparsity recipe is taugate.training.recipes.SPARSE_RECIPE)")
     g.addoption("--bench-batches", default="1,16,256,4096", help="latency batch sizes")
     g.addoption("--bench-threads", default="1,2", help="latency intra-op thread counts")
     g.addoption("--bench-budget", type=float, default=0.4, metavar="SECONDS",

@@ -118,3 +118,46 @@ def test_gain_lr_scale_scales_the_gradient_only():
 def test_config_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         TauGateConfig(**kwargs)
+
+
+@pytest.mark.parametrize("extra", [
+    {"retune_schedule": "cosine", "retune_lr_scale": 4.0},
+    {"distill": "taugate", "distill_alpha": 0.5, "distill_temperature": 2.0},
+    {"distill": "foundation", "retune_schedule": "cosine"},
+])
+def test_retune_options_are_seeded_and_keep_zeroed_units(extra):
+    foundation, md = tiny_problem(1)
+    runs = []
+    for _ in range(2):
+        ac = AdaptConfig("taugate", {"unit_l1": 0.3, "retune_epochs": 2, **extra},
+                         TrainConfig(epochs=2, batch_size=64))
+        runs.append(adapt(foundation, md, ac, progress=False)[1])
+    _, sparse = adapt(foundation, md, AdaptConfig("taugate", {"unit_l1": 0.3},
+                      TrainConfig(epochs=2, batch_size=64)), progress=False)
+    for a, b, s in zip(runs[0].acts, runs[1].acts, sparse.acts):
+        assert torch.equal(a.gain, b.gain) and torch.equal(a.tau, b.tau)  # deterministic
+        assert torch.all(a.gain[s.gain == 0] == 0)
+        assert torch.all(torch.isfinite(a.gain))
+
+
+def test_target_mac_ratio_meets_the_budget_and_rounds_layer_one_down():
+    from taugate.training.sparsity import dense_macs, kept_macs
+
+    foundation, md = tiny_problem()
+    mc = {"unit_l1": 0.01, "retune_epochs": 1, "target_mac_ratio": 2.0, "round_units": 4}
+    _, model = adapt(foundation, md, AdaptConfig("taugate", mc, TrainConfig(epochs=1, batch_size=64)),
+                     progress=False)
+    assert dense_macs(model) / kept_macs(model) >= 2.0
+    assert int((model.acts[0].gain != 0).sum()) % 4 == 0
+
+
+@pytest.mark.parametrize("kwargs, field", [({"target_mac_ratio": 0.5}, "target_mac_ratio"),
+                                           ({"round_units": 0}, "round_units"),
+                                           ({"retune_lr_scale": 0.0}, "retune_lr_scale"),
+                                           ({"retune_schedule": "step"}, "retune_schedule"),
+                                           ({"distill": "teacher"}, "distill"),
+                                           ({"distill_alpha": 2.0}, "distill_alpha"),
+                                           ({"distill_temperature": 0.0}, "distill_temperature")])
+def test_retune_option_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        TauGateConfig(**kwargs)

@@ -5,10 +5,9 @@ through the runtime and print, per mode: units kept per layer, MAC ratio against
 model, test accuracy (torch soft gate, torch hard gate, ONNX compacted), dense accuracy, and the
 measured latency ratio against the dense model at one large batch.
 
-The adapters are trained with TauGate's unit-level sparsity option (``--unit-l1 0.1
---retune-epochs 2``) so that whole units switch off per mode and the exported subnetworks are
-smaller than the dense model; ``--unit-l1 0 --retune-epochs 0`` trains the paper's TauGate, which
-keeps every unit."""
+The adapters are trained with TauGate's unit-level sparsity recipe (``taugate train --sparse``)
+so that whole units switch off per mode and the exported subnetworks are smaller than the dense
+model; ``--paper-taugate`` trains the paper's TauGate instead, which keeps every unit."""
 
 from __future__ import annotations
 
@@ -19,8 +18,6 @@ from taugate.commands._common import add_data_arguments, add_device_argument, cs
 from taugate.commands.export import add_prune_arguments, prune_config
 from taugate.commands.train import add_method_arguments, run_config
 
-DEMO_UNIT_L1 = 0.1  # ~1.7x fewer MACs on rot45 at about the dense model's accuracy (README)
-DEMO_RETUNE_EPOCHS = 2
 HELP = "train, export, serve and measure both modes end to end (what `make demo` runs)"
 
 
@@ -42,7 +39,9 @@ def add_arguments(p) -> None:
     p.add_argument("--time-budget", type=float, default=3.0,
                    help="seconds of timing per mode, more rounds if they fit (default 3)")
     add_method_arguments(p)
-    p.set_defaults(unit_l1=DEMO_UNIT_L1, retune_epochs=DEMO_RETUNE_EPOCHS)
+    p.add_argument("--paper-taugate", dest="sparse", action="store_false",
+                   help="train the paper's TauGate (no unit sparsity: every unit is kept)")
+    p.set_defaults(sparse=True)
     add_prune_arguments(p)
     add_data_arguments(p)
     add_device_argument(p)
@@ -58,7 +57,7 @@ def run(args) -> int:
     from taugate.timing import Interleaved, calibrate
 
     if args.method not in ("taugate", "gain_only"):
-        args.unit_l1 = args.retune_epochs = None  # the sparsity option is TauGate's
+        args.sparse = False  # the sparsity recipe is TauGate's (and GainOnly's)
     out = Path(args.out)
     args.mixture, args.foundation, args.foundation_only = list(args.modes), None, False
     config = run_config(args, str(out / "run"))

@@ -11,6 +11,7 @@ import argparse
 import json
 
 from taugate.commands._common import add_data_arguments, add_device_argument, csv_list, data_config, int_list
+from taugate.training.recipes import SPARSE_RECIPE
 
 HELP = "train a foundation and/or TauGate adapters (one per mode)"
 
@@ -35,14 +36,22 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sharpness", type=float, default=None, help="TauGate gate sharpness s (Eq. 3)")
     g.add_argument("--activity-lambda", type=float, default=None,
                    help="TauGate lambda on mean gate activity (Eq. 5)")
+    g.add_argument("--sparse", action="store_true",
+                   help="unit-level sparsity with the measured recipe "
+                        + " ".join(f"{k}={v}" for k, v in SPARSE_RECIPE.items())
+                        + " (taugate, gain_only): whole units switch off per mode, so the "
+                        "exported subnetworks are smaller; the flags below override it")
     g.add_argument("--unit-l1", type=float, default=None, metavar="LAMBDA",
-                   help="unit-level sparsity: cost-weighted proximal L1 on the gains, which "
-                        "zeroes whole units so export can remove them (taugate, gain_only; "
-                        "default 0 = the paper)")
-    g.add_argument("--retune-epochs", type=int, default=None,
-                   help="after the sparse phase, retrain the kept units without L1 (default 0)")
+                   help="cost-weighted proximal L1 on the gains, which zeroes whole units "
+                        "(default 0 = the paper)")
     g.add_argument("--gain-lr-scale", type=float, default=None,
                    help="the gains' learning rate = adapt lr x this (default 1)")
+    g.add_argument("--retune-epochs", type=int, default=None,
+                   help="after the sparse phase, retrain the kept units without L1 (default 0)")
+    g.add_argument("--retune-lr-scale", type=float, default=None,
+                   help="retune lr = adapt lr x this (default 1)")
+    g.add_argument("--retune-schedule", choices=("constant", "cosine"), default=None,
+                   help="retune lr schedule (default constant)")
     g.add_argument("--method-option", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the method's config, e.g. --method-option rank=4 (repeatable)")
 
@@ -69,9 +78,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
+_METHOD_FLAGS = ("sharpness", "activity_lambda", "unit_l1", "gain_lr_scale", "retune_epochs",
+                 "retune_lr_scale", "retune_schedule")
+
+
 def method_config(args) -> dict:
-    cfg = dict(args.method_option)
-    for flag in ("sharpness", "activity_lambda", "unit_l1", "retune_epochs", "gain_lr_scale"):
+    """The method's config fields: the sparse recipe (if asked), then --method-option, then
+    the named flags, later ones winning."""
+    cfg = dict(SPARSE_RECIPE) if args.sparse else {}
+    cfg.update(args.method_option)
+    for flag in _METHOD_FLAGS:
         if getattr(args, flag) is not None:
             cfg[flag] = getattr(args, flag)
     return cfg

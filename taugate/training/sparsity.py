@@ -24,6 +24,7 @@ accuracy at the same sparsity (docs/speedup.md).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 
@@ -76,14 +77,190 @@ def frozen_zero_units(model: MLP):
             h.remove()
 
 
+def kept_macs(model: MLP) -> int:
+    """MACs of ``model`` once its zero-gain units are removed (what export/prune.py keeps)."""
+    kept = [int((getattr(a, "gain", torch.ones(a.width)) != 0).sum()) for a in model.acts]
+    dims = (model.config.input_dim, *kept, model.config.num_classes)
+    return sum(a * b for a, b in zip(dims, dims[1:]))
+
+
+def dense_macs(model: MLP) -> int:
+    dims = (model.config.input_dim, *model.config.hidden, model.config.num_classes)
+    return sum(a * b for a, b in zip(dims, dims[1:]))
+
+
+@torch.no_grad()
+def unit_importance(model: MLP, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
+    """Per hidden unit: |gamma_j| * E[h_j / gamma_j] * ||W_{l+1}[:, j]||, the mean size of what
+    the unit sends to the next layer (0 for units already removed)."""
+    model.eval()
+    sums = [torch.zeros(a.width) for a in model.acts]
+    handles = []
+    for i, act in enumerate(model.acts):
+        def hook(mod, inp, out, i=i):
+            sums[i] += out.detach().abs().sum(0).float().cpu()
+        handles.append(act.register_forward_hook(hook))
+    try:
+        for k in range(0, len(x), batch_size):
+            model(x[k:k + batch_size].to(next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    from taugate.training.backbone import linear_weight_bias
+
+    out = []
+    for i, s in enumerate(sums):
+        w_next, _ = linear_weight_bias(model.linears[i + 1])
+        out.append(s / len(x) * w_next.detach().float().cpu().norm(dim=0))
+    return out
+
+
+@torch.no_grad()
+def prune_to_mac_ratio(model: MLP, x: torch.Tensor, ratio: float, multiple: int = 1) -> list[int]:
+    """Zero the gains of the least important units (:func:`unit_importance` per MAC the unit
+    costs now) until ``dense MACs / kept MACs >= ratio``; then, if ``multiple > 1``, round the
+    first layer's kept count *down* to a multiple of it (ORT's Gemm works in 16-column panels).
+    Returns the kept units per layer."""
+    target = dense_macs(model) / ratio
+    score = unit_importance(model, x)
+    alive = [(getattr(a, "gain") != 0).cpu() for a in model.acts]
+
+    def macs():
+        dims = (model.config.input_dim, *[int(m.sum()) for m in alive], model.config.num_classes)
+        return sum(a * b for a, b in zip(dims, dims[1:]))
+
+    def remove_one(layers):
+        best = None
+        for l in layers:
+            if int(alive[l].sum()) <= 1:
+                continue
+            dims = (model.config.input_dim, *[int(m.sum()) for m in alive], model.config.num_classes)
+            cost = dims[l] + dims[l + 2]  # MACs the unit costs now: its row and its column
+            s = score[l].clone() / cost
+            s[~alive[l]] = float("inf")
+            j = int(s.argmin())
+            if best is None or float(s[j]) < best[0]:
+                best = (float(s[j]), l, j)
+        if best is None:
+            return False
+        alive[best[1]][best[2]] = False
+        return True
+
+    while macs() > target and remove_one(range(len(alive))):
+        pass
+    if multiple > 1:
+        k = int(alive[0].sum())
+        while k % multiple and k > multiple and remove_one([0]):
+            k = int(alive[0].sum())
+    for act, m in zip(model.acts, alive):
+        act.gain.mul_(m.to(act.gain.device, act.gain.dtype))
+    return [int(m.sum()) for m in alive]
+
+
+def _teacher(method, model: MLP, split, config: TrainConfig, kind: str, device, progress):
+    """The distillation teacher: the dense frozen foundation (``"foundation"``: every gain 1,
+    every threshold off) or plain TauGate adapted on ``split`` (``"taugate"``), both built on the
+    same frozen weights as ``model``."""
+    import copy
+
+    for act in model.acts:  # recorded gates are graph outputs, which deepcopy refuses
+        if getattr(act, "last_gate", None) is not None:
+            act.last_gate = None
+    teacher = copy.deepcopy(model)
+    for act in teacher.acts:
+        with torch.no_grad():
+            if isinstance(getattr(act, "gain", None), torch.Tensor):
+                act.gain.fill_(1.0)
+            if isinstance(getattr(act, "tau", None), torch.Tensor):
+                act.tau.fill_(0.0 if kind == "taugate" else -1e9)
+    if kind == "taugate":
+        for act in teacher.acts:
+            act.gain_lr_scale = 1.0
+        params = [p for p in teacher.parameters() if p.requires_grad]
+        train(teacher, params, split, replace(config, epochs=1), device=device,
+              label="teacher", progress=progress)
+    elif kind != "foundation":
+        raise ValueError(f"distill: expected 'none', 'taugate' or 'foundation', got {kind!r}")
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+def _retune_loop(model, params, split, config: TrainConfig, device, penalty, teacher,
+                 temperature: float, alpha: float, schedule: str, label: str, progress: bool):
+    """SGD with momentum like training/loop.train, plus an lr schedule and a distillation term
+    ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``."""
+    import math
+
+    from taugate.training.loop import Progress, batches
+
+    nn = torch.nn
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    gen = torch.Generator().manual_seed(config.seed)
+    per_epoch = (len(split) + config.batch_size - 1) // config.batch_size
+    steps = config.epochs * per_epoch
+    bar = Progress(label, steps, enabled=progress)
+    history, step = [], 0
+    for _ in range(config.epochs):
+        model.train()
+        total, count = 0.0, 0
+        for xb, yb in batches(split, config.batch_size, gen):
+            if schedule == "cosine":
+                for g in opt.param_groups:
+                    g["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            xb, yb = xb.to(device), yb.to(device)
+            logits = model(xb)
+            loss = nn.functional.cross_entropy(logits, yb)
+            if teacher is not None and alpha > 0:
+                with torch.no_grad():
+                    soft = torch.softmax(teacher(xb) / temperature, dim=1)
+                kd = nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1), soft,
+                                          reduction="batchmean") * temperature ** 2
+                loss = (1 - alpha) * loss + alpha * kd
+            extra = penalty(model) if penalty is not None else None
+            if extra is not None:
+                loss = loss + extra
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+            bar.update(loss=total / count)
+        history.append(total / max(count, 1))
+    model.eval()
+    return history
+
+
 def retune(method, model: MLP, split, config: TrainConfig, device="cpu", progress: bool = True,
            label: str = "retune") -> list[float]:
     """Retrain ``method``'s parameters on ``split`` with the L1 step off and zero-gain units
-    frozen at zero: undoes the L1 shrinkage of the kept gains (prune, then retune)."""
-    params = list(method.trainable(model).values())
+    frozen at zero: undoes the L1 shrinkage of the kept gains (prune, then retune).
+
+    Options on ``method.config`` (all off by default; TauGateConfig documents them):
+    ``target_mac_ratio`` (first zero the least important units until the MAC budget is met,
+    ``round_units`` rounding layer 1 down), ``retune_lr_scale``, ``retune_schedule`` and
+    distillation (``distill``, ``distill_temperature``, ``distill_alpha``)."""
+    mc = method.config
+    opt = lambda name, default: getattr(mc, name, default)  # noqa: E731
     model.to(device)
+    ratio = float(opt("target_mac_ratio", 0.0))
+    if ratio > 0:
+        n = min(len(split), 20000)
+        prune_to_mac_ratio(model, split.x[:n], ratio, int(opt("round_units", 1)))
+    distill = str(opt("distill", "none"))
+    teacher = None
+    if distill != "none":  # trained at the adaptation lr, before the retune lr is applied
+        teacher = _teacher(method, model, split, config, distill, device, progress)
+    config = replace(config, lr=config.lr * float(opt("retune_lr_scale", 1.0)))
+    schedule = str(opt("retune_schedule", "constant"))
+    params = list(method.trainable(model).values())
+    if distill == "none" and schedule == "constant":
+        with frozen_zero_units(model):
+            # no after_step: the proximal step would keep shrinking the kept gains
+            return train(model, params, split, config, device=device, penalty=method.penalty,
+                         label=label, progress=progress)
     with frozen_zero_units(model):
-        # no after_step: the proximal step would keep shrinking the kept gains
-        history = train(model, params, split, config, device=device, penalty=method.penalty,
-                        label=label, progress=progress)
-    return history
+        return _retune_loop(model, params, split, config, device, method.penalty, teacher,
+                            float(opt("distill_temperature", 4.0)),
+                            float(opt("distill_alpha", 0.5)), schedule, label, progress)

@@ -33,6 +33,10 @@ COLUMNS = ["width", "mode", "strength", "units_kept", "units_total", "macs", "de
            "onnx_max_abs_diff", "train_s"]
 
 
+RETUNE_OPTIONS = ("retune_lr_scale", "retune_schedule", "target_mac_ratio", "round_units",
+                  "distill", "distill_temperature", "distill_alpha")
+
+
 @dataclass
 class SweepConfig:
     out: str = "out/sweep"  # folder for sweep.csv / sweep.json / pareto.png / foundations
@@ -40,10 +44,21 @@ class SweepConfig:
     other: str = "rot0"  # the other mode, reported beside it
     widths: tuple[int, ...] = (128,)  # foundations with hidden (w, w)
     strengths: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)  # TauGateConfig.unit_l1
+    # unit_l1 = strength x reference_width / width: with the hot gain lr, a w-wide backbone
+    # needs a ~w/128 times smaller lambda for the same MAC ratio (docs/speedup.md); None: as is
+    reference_width: int | None = None
     epochs: int = 1  # sparse (L1) adaptation epochs
     retune_epochs: int = 2  # then epochs without L1, zeroed units frozen
     lr: float = 0.05  # adaptation SGD learning rate
     gain_lr_scale: float = 1.0  # TauGateConfig.gain_lr_scale
+    # TauGateConfig retune options (used when strength > 0; defaults: off)
+    retune_lr_scale: float = 1.0
+    retune_schedule: str = "constant"
+    target_mac_ratio: float = 0.0
+    round_units: int = 1
+    distill: str = "none"
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.5
     foundation_epochs: int = 2  # the paper's protocol
     seed: int = 0
     prune: PruneConfig = field(default_factory=lambda: PruneConfig(max_accuracy_drop=1.0))
@@ -56,6 +71,8 @@ class SweepConfig:
             raise ValueError(f"widths: expected one or more widths >= 1, got {self.widths}")
         if not self.strengths or min(self.strengths) < 0:
             raise ValueError(f"strengths: expected one or more values >= 0, got {self.strengths}")
+        if self.reference_width is not None and self.reference_width < 1:
+            raise ValueError(f"reference_width: expected None or >= 1, got {self.reference_width}")
         if self.mode == self.other:
             raise ValueError(f"other: expected a mode other than {self.mode!r}")
         if self.epochs < 1 or self.retune_epochs < 0:
@@ -101,8 +118,11 @@ def sweep_point(foundation, dense, data, width, strength, config, dense_acc, dev
     from taugate.training.pipeline import AdaptConfig, adapt
 
     md, other = data.mode(config.mode), data.mode(config.other)
-    mc = {"unit_l1": strength, "gain_lr_scale": config.gain_lr_scale,
+    unit_l1 = strength * config.reference_width / width if config.reference_width else strength
+    mc = {"unit_l1": unit_l1, "gain_lr_scale": config.gain_lr_scale,
           "retune_epochs": config.retune_epochs if strength > 0 else 0}
+    if strength > 0:
+        mc.update({k: getattr(config, k) for k in RETUNE_OPTIONS})
     ac = AdaptConfig("taugate", mc, TrainConfig(epochs=config.epochs, lr=config.lr,
                                                 seed=config.seed))
     t0 = time.perf_counter()
@@ -116,7 +136,7 @@ def sweep_point(foundation, dense, data, width, strength, config, dense_acc, dev
     from taugate.export.specialize import accuracy
 
     row = {
-        "width": width, "mode": config.mode, "strength": strength,
+        "width": width, "mode": config.mode, "strength": strength, "unit_l1": unit_l1,
         "units_kept": ";".join(map(str, small.widths)),
         "units_total": ";".join(map(str, hardened.widths)),
         "macs": small.macs, "dense_macs": dense.macs, "mac_ratio": dense.macs / small.macs,

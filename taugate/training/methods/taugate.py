@@ -37,6 +37,16 @@ class TauGateConfig:
     unit_l1: float = 0.0  # proximal L1 on gains, weighted by unit MAC cost (0: off = the paper)
     gain_lr_scale: float = 1.0  # the gains' learning rate = lr * this (gradient and prox step)
     retune_epochs: int = 0  # then retrain tau/gamma without L1, zeroed units frozen (sparsity.py)
+    # retune options (training/sparsity.py: retune; all off by default)
+    target_mac_ratio: float = 0.0  # > 0: before retuning, zero the least important units until
+    #   dense MACs / kept MACs >= this (0: keep what L1 left)
+    round_units: int = 1  # with target_mac_ratio: round layer 1's kept count down to a multiple
+    retune_lr_scale: float = 1.0  # retune lr = adaptation lr * this
+    retune_schedule: str = "constant"  # or "cosine": lr decays to 0 over the retune epochs
+    distill: str = "none"  # retune with distillation from "taugate" (plain TauGate adapted for
+    #   1 epoch on the same frozen weights) or "foundation" (the dense frozen model)
+    distill_temperature: float = 4.0  # KD temperature T
+    distill_alpha: float = 0.5  # loss = (1 - a) CE + a T^2 KL(teacher || student)
 
     def __post_init__(self) -> None:
         if self.sharpness <= 0:
@@ -51,6 +61,22 @@ class TauGateConfig:
             raise ValueError("unit_l1: acts on the learned gains; it needs learn_gain=True")
         if self.retune_epochs < 0:
             raise ValueError(f"retune_epochs: expected >= 0, got {self.retune_epochs}")
+        if self.target_mac_ratio < 0 or (0 < self.target_mac_ratio < 1):
+            raise ValueError(f"target_mac_ratio: expected 0 (off) or >= 1, got {self.target_mac_ratio}")
+        if self.round_units < 1:
+            raise ValueError(f"round_units: expected >= 1, got {self.round_units}")
+        if self.retune_lr_scale <= 0:
+            raise ValueError(f"retune_lr_scale: expected > 0, got {self.retune_lr_scale}")
+        if self.retune_schedule not in ("constant", "cosine"):
+            raise ValueError(f"retune_schedule: expected 'constant' or 'cosine', got "
+                             f"{self.retune_schedule!r}")
+        if self.distill not in ("none", "taugate", "foundation"):
+            raise ValueError(f"distill: expected 'none', 'taugate' or 'foundation', got "
+                             f"{self.distill!r}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature: expected > 0, got {self.distill_temperature}")
+        if not 0 <= self.distill_alpha <= 1:
+            raise ValueError(f"distill_alpha: expected in [0, 1], got {self.distill_alpha}")
         if self.gain_lr_scale <= 0:
             raise ValueError(f"gain_lr_scale: expected > 0, got {self.gain_lr_scale}")
 
