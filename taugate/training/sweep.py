@@ -27,7 +27,7 @@ from taugate.timing import TimingConfig, make_session, time_models
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["width", "mode", "strength", "units_kept", "units_total", "macs", "dense_macs",
+COLUMNS = ["width", "mode", "strength", "unit_l1", "units_kept", "units_total", "macs", "dense_macs",
            "mac_ratio", "acc_mode", "acc_other", "dense_acc_mode", "dense_acc_other",
            "unpruned_acc_mode", "speedup_b1", "speedup_b64", "speedup_b256", "speedup_b4096",
            "onnx_max_abs_diff", "train_s"]
