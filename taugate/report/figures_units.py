@@ -37,8 +37,8 @@ def firing_figure(modes: dict[str, dict], data: str) -> bytes:
     fig.colorbar(image, cax=cax, label="firing rate on the mode's test set")
     footer = (f"Measured: fraction of the mode's test images{f' ({data})' if data else ''} on which each unit's gate "
               f"fires (z > t), every unit of the unpruned hardened model; white dots: units "
-              f"pruned from that mode's compacted subnetwork (never fired on its calibration "
-              f"set). Machine-independent (exact counts).")
+              f"pruned from that mode's compacted subnetwork (zero gain, so no effect on the "
+              f"output, or never fired on its calibration set). Machine-independent (exact counts).")
     return to_png(fig, footer)
 
 
