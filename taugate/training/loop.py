@@ -75,11 +75,15 @@ def train(
     after_step: Callable[[nn.Module, float], None] | None = None,
     label: str = "train",
     progress: bool = True,
+    objective: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    lr_scale: Callable[[int, int], float] | None = None,
 ) -> list[float]:
     """SGD with momentum over ``data`` for ``config.epochs``; returns the mean loss per epoch.
 
-    ``penalty(model)`` (a tensor, or None for nothing) is added to the loss after each forward; ``after_step(model, lr)`` runs
-    after each optimizer step (proximal updates).
+    ``objective(logits, x, y)`` replaces cross-entropy (e.g. distillation); ``penalty(model)``
+    (a tensor, or None for nothing) is added to it after each forward; ``lr_scale(step,
+    total_steps)`` multiplies ``config.lr`` (a schedule); ``after_step(model, lr)`` runs after
+    each optimizer step (proximal updates).
     """
     params = list(params)
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
@@ -87,20 +91,29 @@ def train(
     steps = config.epochs * ((len(data) + config.batch_size - 1) // config.batch_size)
     bar = Progress(label, steps, enabled=progress)
     model.train()
-    history = []
+    history, step, lr = [], 0, config.lr
     for _ in range(config.epochs):
         total, count = 0.0, 0
         for xb, yb in batches(data, config.batch_size, gen):
+            if lr_scale is not None:
+                lr = config.lr * lr_scale(step, steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
             xb, yb = xb.to(device), yb.to(device)
-            loss = nn.functional.cross_entropy(model(xb), yb)
+            logits = model(xb)
+            if objective is None:
+                loss = nn.functional.cross_entropy(logits, yb)
+            else:
+                loss = objective(logits, xb, yb)
             extra = penalty(model) if penalty is not None else None
             if extra is not None:
                 loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            step += 1
             if after_step is not None:
-                after_step(model, config.lr)
+                after_step(model, lr)
             total += float(loss.detach()) * len(yb)
             count += len(yb)
             bar.update(loss=total / count)

@@ -23,6 +23,7 @@ accuracy at the same sparsity (docs/speedup.md).
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -186,50 +187,24 @@ def _teacher(method, model: MLP, split, config: TrainConfig, kind: str, device, 
     return teacher.eval()
 
 
-def _retune_loop(model, params, split, config: TrainConfig, device, penalty, teacher,
-                 temperature: float, alpha: float, schedule: str, label: str, progress: bool):
-    """SGD with momentum like training/loop.train, plus an lr schedule and a distillation term
-    ``alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T)) + (1 - alpha) * CE``."""
-    import math
+def cosine(step: int, steps: int) -> float:
+    """Cosine decay from 1 to 0 over ``steps`` (an ``lr_scale`` for loop.train)."""
+    return 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
 
-    from taugate.training.loop import Progress, batches
 
-    nn = torch.nn
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
-    gen = torch.Generator().manual_seed(config.seed)
-    per_epoch = (len(split) + config.batch_size - 1) // config.batch_size
-    steps = config.epochs * per_epoch
-    bar = Progress(label, steps, enabled=progress)
-    history, step = [], 0
-    for _ in range(config.epochs):
-        model.train()
-        total, count = 0.0, 0
-        for xb, yb in batches(split, config.batch_size, gen):
-            if schedule == "cosine":
-                for g in opt.param_groups:
-                    g["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-            xb, yb = xb.to(device), yb.to(device)
-            logits = model(xb)
-            loss = nn.functional.cross_entropy(logits, yb)
-            if teacher is not None and alpha > 0:
-                with torch.no_grad():
-                    soft = torch.softmax(teacher(xb) / temperature, dim=1)
-                kd = nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1), soft,
-                                          reduction="batchmean") * temperature ** 2
-                loss = (1 - alpha) * loss + alpha * kd
-            extra = penalty(model) if penalty is not None else None
-            if extra is not None:
-                loss = loss + extra
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            total += float(loss.detach()) * len(yb)
-            count += len(yb)
-            bar.update(loss=total / count)
-        history.append(total / max(count, 1))
-    model.eval()
-    return history
+def distillation(teacher, temperature: float, alpha: float):
+    """``(1 - alpha) * CE + alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))`` as an
+    ``objective`` for loop.train (Hinton et al. 2015)."""
+    f = torch.nn.functional
+
+    def objective(logits, xb, yb):
+        with torch.no_grad():
+            soft = torch.softmax(teacher(xb) / temperature, dim=1)
+        kd = f.kl_div(torch.log_softmax(logits / temperature, dim=1), soft,
+                      reduction="batchmean") * temperature ** 2
+        return (1 - alpha) * f.cross_entropy(logits, yb) + alpha * kd
+
+    return objective
 
 
 def retune(method, model: MLP, split, config: TrainConfig, device="cpu", progress: bool = True,
@@ -254,13 +229,13 @@ def retune(method, model: MLP, split, config: TrainConfig, device="cpu", progres
         teacher = _teacher(method, model, split, config, distill, device, progress)
     config = replace(config, lr=config.lr * float(opt("retune_lr_scale", 1.0)))
     schedule = str(opt("retune_schedule", "constant"))
+    objective = None
+    alpha = float(opt("distill_alpha", 0.5))
+    if teacher is not None and alpha > 0:
+        objective = distillation(teacher, float(opt("distill_temperature", 4.0)), alpha)
     params = list(method.trainable(model).values())
-    if distill == "none" and schedule == "constant":
-        with frozen_zero_units(model):
-            # no after_step: the proximal step would keep shrinking the kept gains
-            return train(model, params, split, config, device=device, penalty=method.penalty,
-                         label=label, progress=progress)
     with frozen_zero_units(model):
-        return _retune_loop(model, params, split, config, device, method.penalty, teacher,
-                            float(opt("distill_temperature", 4.0)),
-                            float(opt("distill_alpha", 0.5)), schedule, label, progress)
+        # no after_step: the proximal step would keep shrinking the kept gains
+        return train(model, params, split, config, device=device, penalty=method.penalty,
+                     label=label, progress=progress, objective=objective,
+                     lr_scale=cosine if schedule == "cosine" else None)
