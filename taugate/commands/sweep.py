@@ -6,25 +6,18 @@ from __future__ import annotations
 
 import argparse
 
-from taugate.training.recipes import SPARSE_RECIPE
 from taugate.commands._common import (
     add_data_arguments,
     add_device_argument,
-    csv_list,
     data_config,
+    float_list,
     int_list,
 )
+from taugate.training.recipes import SPARSE_RECIPE
 
 # the sparsity recipe's defaults (docs/speedup.md); 0 is the paper's TauGate, for reference
 DEFAULT_STRENGTHS = (0.0, 0.06, 0.08, 0.09, 0.1, 0.12)
 HELP = "accuracy vs MACs vs measured speedup over sparsity strengths and widths"
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(s) for s in csv_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--other", default="rot0", help="the other mode of the mixture (default rot0)")
     p.add_argument("--widths", type=int_list, default=[128],
                    help="hidden widths w (foundation hidden (w, w)), e.g. 128,512,1024")
-    p.add_argument("--strengths", type=_floats, default=list(DEFAULT_STRENGTHS),
+    p.add_argument("--strengths", type=float_list, default=list(DEFAULT_STRENGTHS),
                    help="unit_l1 strengths (0 = the paper's TauGate); default "
                         + ",".join(f"{v:g}" for v in DEFAULT_STRENGTHS))
     p.add_argument("--reference-width", type=int, default=128,

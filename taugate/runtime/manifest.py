@@ -103,16 +103,22 @@ def _int_list(d: dict, key: str, where: str) -> list[int]:
     return value
 
 
+def _batch_shape(spec: dict, where: str, what: str) -> list:
+    """``[batch, n]`` with a positive integer n (the batch axis is dynamic)."""
+    shape = _get(spec, "shape", where, list, f"[batch, {what}]")
+    if len(shape) != 2 or not isinstance(shape[1], int) or isinstance(shape[1], bool) \
+            or shape[1] < 1:
+        raise _fail(f"{where}.shape", f"[batch, {what}] with {what} >= 1", shape)
+    return shape
+
+
 def _parse_input(d: dict) -> InputSpec:
     spec = _get(d, "input", "manifest", dict, "an object")
     name = _get(spec, "name", "input", str, "a string")
     dtype = _get(spec, "dtype", "input", str, "'float32'")
     if dtype != "float32":
         raise _fail("input.dtype", "'float32'", dtype)
-    shape = _get(spec, "shape", "input", list, "[batch, features]")
-    if len(shape) != 2 or not isinstance(shape[1], int) or isinstance(shape[1], bool) \
-            or shape[1] < 1:
-        raise _fail("input.shape", "[batch, features] with features >= 1", shape)
+    shape = _batch_shape(spec, "input", "features")
     rng = _get(spec, "range", "input", list, "[low, high]")
     if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                 for v in rng) or not rng[0] < rng[1]:
@@ -132,10 +138,7 @@ def _parse_output(d: dict) -> OutputSpec:
     dtype = _get(spec, "dtype", "output", str, "'float32'")
     if dtype != "float32":
         raise _fail("output.dtype", "'float32'", dtype)
-    shape = _get(spec, "shape", "output", list, "[batch, classes]")
-    if len(shape) != 2 or not isinstance(shape[1], int) or isinstance(shape[1], bool) \
-            or shape[1] < 1:
-        raise _fail("output.shape", "[batch, classes] with classes >= 1", shape)
+    shape = _batch_shape(spec, "output", "classes")
     labels = _get(spec, "labels", "output", list, "a list of strings")
     if len(labels) != shape[1] or not all(isinstance(v, str) for v in labels):
         raise _fail("output.labels", f"{shape[1]} strings (one per class)", labels)
