@@ -112,13 +112,18 @@ def _batch_shape(spec: dict, where: str, what: str) -> list:
     return shape
 
 
-def _parse_input(d: dict) -> InputSpec:
-    spec = _get(d, "input", "manifest", dict, "an object")
-    name = _get(spec, "name", "input", str, "a string")
-    dtype = _get(spec, "dtype", "input", str, "'float32'")
+def _tensor_spec(d: dict, where: str, what: str) -> tuple[dict, str, str, list]:
+    """The ``input``/``output`` object: its dict, name, dtype (float32) and [batch, n] shape."""
+    spec = _get(d, where, "manifest", dict, "an object")
+    name = _get(spec, "name", where, str, "a string")
+    dtype = _get(spec, "dtype", where, str, "'float32'")
     if dtype != "float32":
-        raise _fail("input.dtype", "'float32'", dtype)
-    shape = _batch_shape(spec, "input", "features")
+        raise _fail(f"{where}.dtype", "'float32'", dtype)
+    return spec, name, dtype, _batch_shape(spec, where, what)
+
+
+def _parse_input(d: dict) -> InputSpec:
+    spec, name, dtype, shape = _tensor_spec(d, "input", "features")
     rng = _get(spec, "range", "input", list, "[low, high]")
     if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                 for v in rng) or not rng[0] < rng[1]:
@@ -133,12 +138,7 @@ def _parse_input(d: dict) -> InputSpec:
 
 
 def _parse_output(d: dict) -> OutputSpec:
-    spec = _get(d, "output", "manifest", dict, "an object")
-    name = _get(spec, "name", "output", str, "a string")
-    dtype = _get(spec, "dtype", "output", str, "'float32'")
-    if dtype != "float32":
-        raise _fail("output.dtype", "'float32'", dtype)
-    shape = _batch_shape(spec, "output", "classes")
+    spec, name, dtype, shape = _tensor_spec(d, "output", "classes")
     labels = _get(spec, "labels", "output", list, "a list of strings")
     if len(labels) != shape[1] or not all(isinstance(v, str) for v in labels):
         raise _fail("output.labels", f"{shape[1]} strings (one per class)", labels)
