@@ -122,3 +122,51 @@ def fold_gain(next_weight: np.ndarray, gain: np.ndarray) -> np.ndarray:
     any sign of gamma because the gate depends on z, not on gamma.
     """
     return (next_weight * gain[None, :]).astype(np.float32)
+
+
+ACTIVATIONS = ("relu", "gelu")
+
+
+@dataclass(frozen=True)
+class GatedUnits:
+    """The hard-gated output units of one target ``nn.Linear`` (docs/bundle-v2.md, section 1).
+
+    Unit j computes ``gain_j * act(z_j) * 1[z_j > threshold_j]`` and feeds ``consumer``.
+    """
+
+    producer: str  # module path of the target Linear, e.g. "blocks.0.ffn.fc1"
+    consumer: str  # module path of the Linear that consumes its (activated) outputs
+    activation: str  # "relu" | "gelu": the elementwise op between producer and consumer
+    threshold: np.ndarray  # [units] float32; relu: max(tau, 0), gelu: tau
+    gain: np.ndarray  # [units] float32, folded into the consumer's columns
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
+        t, g = self.threshold, self.gain
+        if t.ndim != 1 or g.shape != t.shape:
+            raise ValueError(f"{self.producer}: threshold and gain must be 1-D of one length, "
+                             f"got shapes {t.shape} and {g.shape}")
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(g))):
+            raise ValueError(f"{self.producer}: threshold and gain must be finite")
+        if self.activation == "relu" and np.any(t < 0):
+            raise ValueError(f"{self.producer}: relu thresholds must be >= 0 (t = max(tau, 0))")
+
+    @property
+    def units(self) -> int:
+        return int(self.threshold.shape[0])
+
+
+@dataclass(frozen=True)
+class GatedSpec:
+    """What makes a mode a mode on any torch model: gated targets plus the tensors a method
+    changed. Method-agnostic; export never learns which method produced it."""
+
+    targets: tuple[GatedUnits, ...]
+    overrides: dict = field(default_factory=dict)  # state-dict name -> whole np.ndarray
+    meta: dict = field(default_factory=dict)  # method, mode, facts, ...
+
+    def __post_init__(self) -> None:
+        names = [t.producer for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"targets: a producer appears twice in {names}")

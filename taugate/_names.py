@@ -1,0 +1,33 @@
+"""The one rule for mode names, shared by the exporter and the runtime (standard library only).
+
+A mode name becomes a file name inside a bundle and a URL path segment, so it is kept plain.
+"""
+
+from __future__ import annotations
+
+import re
+
+DENSE = "dense"  # reserved: the dense baseline model
+MODE_NAME_RULE = (
+    "1-64 ASCII letters, digits, '_', '.', '-', starting with a letter or digit, "
+    "and not 'dense'"
+)
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def mode_name_error(name: object) -> str | None:
+    """Why ``name`` is not a valid mode name, or None when it is."""
+    if not isinstance(name, str):
+        return f"mode name: expected a string, got {type(name).__name__}"
+    if name == DENSE or not _NAME_RE.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        return f"mode name {shown!r}: expected {MODE_NAME_RULE}"
+    return None
+
+
+def check_mode_name(name: object) -> str:
+    """Return ``name`` if it is a valid mode name, else raise ValueError saying why."""
+    error = mode_name_error(name)
+    if error is not None:
+        raise ValueError(error)
+    return name  # type: ignore[return-value]
