@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from conftest import random_hardened
 
@@ -120,6 +121,12 @@ def _garbage(root, tmp):
     replace_model(root, "rot0", b"this is not an onnx model")
 
 
+def _future_ir(root, tmp):  # well-formed protobuf, allowed operators, but not loadable
+    proto = onnx.load_from_string((root / "modes" / "rot0.onnx").read_bytes())
+    proto.ir_version = 1000
+    replace_model(root, "rot0", proto.SerializeToString())
+
+
 def _wrong_width(root, tmp):
     meta = {"taugate.mode": "rot0", "taugate.format_version": 1}
     replace_model(root, "rot0", onnx_bytes(random_hardened(1, n_in=100), meta))
@@ -142,7 +149,8 @@ REFUSALS = [
     ("symlink-out", _symlink_out, "outside the bundle directory", True),
     ("missing-file", _missing, "missing from bundle", True),
     ("sha-mismatch", _tampered, "sha256 mismatch", True),
-    ("not-onnx", _garbage, "onnxruntime cannot load", False),
+    ("not-onnx", _garbage, "not a well-formed ONNX model", True),
+    ("unloadable", _future_ir, "onnxruntime cannot load", False),
     ("input-width", _wrong_width, "model inputs", False),
     ("output-classes", _wrong_classes, "model outputs", False),
     ("metadata", _wrong_metadata, "model metadata", False),
@@ -276,7 +284,7 @@ def test_session_runner_uses_the_internal_run_only_when_it_matches(rt):
 
     rt.run("rot0", X)
     session = rt._sessions["rot0"].session
-    fast = session_runner(session, "pixels", ["logits"], 784)
+    fast = session_runner(session, "pixels", ["logits"], 784, 10, "rot0")
     assert fast is not session.run
     np.testing.assert_array_equal(fast(["logits"], {"pixels": X})[0],
                                   session.run(["logits"], {"pixels": X})[0])
@@ -292,9 +300,9 @@ def test_session_runner_uses_the_internal_run_only_when_it_matches(rt):
             return session.run(names, feed, options)
 
     wrong = Wrapped(lambda names, feed, options: [np.zeros((2, 10), np.float32)])
-    assert session_runner(wrong, "pixels", ["logits"], 784) == wrong.run
+    assert session_runner(wrong, "pixels", ["logits"], 784, 10, "w") == wrong.run
     broken = Wrapped(lambda names, feed: None)  # a changed signature: TypeError
-    assert session_runner(broken, "pixels", ["logits"], 784) == broken.run
+    assert session_runner(broken, "pixels", ["logits"], 784, 10, "b") == broken.run
 
 
 def test_session_runner_keeps_the_public_run_for_other_providers():
@@ -307,7 +315,7 @@ def test_session_runner_keeps_the_public_run_for_other_providers():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
         def run(self, names, feed, options=None):
-            return ["public"]
+            return [np.zeros((2, 10), np.float32)]
 
     cuda = Cuda()
-    assert session_runner(cuda, "pixels", ["logits"], 784) == cuda.run
+    assert session_runner(cuda, "pixels", ["logits"], 784, 10, "cuda") == cuda.run

@@ -58,8 +58,25 @@ REFUSALS = [
     ("accuracy", _set("modes.rot0.test_accuracy", "high"), "modes.rot0.test_accuracy"),
     ("no-modes", _set("modes", {}), "at least one mode"),
     ("mode-named-dense", lambda d: d["modes"].__setitem__("dense", d["modes"]["rot0"]),
-     "reserved"),
+     "not 'dense'"),
+    ("version-float", _set("format_version", 1.0), "format_version 1.0 is not supported"),
 ]
+# names the exporter refuses (taugate/_names.py): the runtime refuses them too
+BAD_NAMES = ["a/b", "..", ".", "a\0b", "a\nb", "zero\u200bwidth", "", " rot0", "x" * 65,
+             "-lead", "r\u00f6t"]
+REFUSALS += [(f"mode-name-{i}", (lambda n: lambda d: d["modes"].__setitem__(n, d["modes"]["rot0"]))(
+    name), "mode name") for i, name in enumerate(BAD_NAMES)]
+
+
+def test_runtime_and_exporter_share_the_mode_name_rule(tmp_path):
+    from taugate._names import mode_name_error
+    from taugate.export.synthetic import build_random_bundle
+
+    for name in BAD_NAMES:
+        assert mode_name_error(name) is not None
+        with pytest.raises(ValueError, match="mode name"):
+            build_random_bundle(tmp_path / "b", modes=(name,))
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.parametrize("edit,needle", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])

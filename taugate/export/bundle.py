@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from taugate import __version__
-from taugate._atomic import atomic_directory
+from taugate._atomic import atomic_directory, write_bytes, write_text
+from taugate._names import check_mode_name
 from taugate.export.graph import BATCH, FORMAT_VERSION, INPUT_NAME, OUTPUT_NAME, build_graph
 from taugate.export.hardened import HardenedModel
 
 BUNDLE_FORMAT = "taugate-bundle"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -40,8 +39,7 @@ def _write_onnx(path: Path, model: HardenedModel, name: str) -> str:
     proto = build_graph(model, name, {"taugate.mode": name, "taugate.format_version": FORMAT_VERSION,
                                       "taugate.version": __version__})
     data = proto.SerializeToString()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -84,17 +82,12 @@ def write_bundle(out: str | Path, dense: HardenedModel, modes: dict[str, ModeExp
     if not modes:
         raise ValueError("modes: expected at least one mode to export")
     for name in modes:
-        # names become file names inside the bundle: keep them plain
-        if not _NAME_RE.match(name) or name == "dense":
-            raise ValueError(
-                f"mode name {name!r}: expected 1-64 letters, digits, '_', '.', '-' "
-                f"(starting with a letter or digit), and not 'dense'"
-            )
+        check_mode_name(name)  # names become file names inside the bundle: the one rule
     out = Path(out)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         dense_sha = _write_onnx(tmp / "dense.onnx", dense, "dense")
         shas = {name: _write_onnx(tmp / "modes" / f"{name}.onnx", m.model, name)
                 for name, m in modes.items()}
         manifest = build_manifest(dense, dense_sha, modes, shas, dense_extra)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), "utf-8")
+        write_text(tmp / "manifest.json", json.dumps(manifest, indent=2))
     return out

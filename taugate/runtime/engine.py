@@ -19,13 +19,17 @@ import os
 import threading
 
 import numpy as np
+import onnxruntime as ort
 
 from taugate.runtime.errors import (
+    BundleError,
     BundleIntegrityError,
+    InvalidOutputError,
     RuntimeConfigError,
     TaugateRuntimeError,
     UnknownModeError,
 )
+from taugate.runtime.graph_check import check_model
 from taugate.runtime.inputs import InputSpecChecker
 from taugate.runtime.manifest import (
     DENSE,
@@ -33,7 +37,7 @@ from taugate.runtime.manifest import (
     ModelEntry,
     load_manifest,
     read_verified,
-    verify_files,
+    resolve_file,
 )
 from taugate.runtime.providers import (
     CPU,
@@ -59,8 +63,44 @@ class _Loaded:
         self.last_used = 0
 
 
-def session_runner(session, input_name: str, output_names: list, features: int):
+PROBE_TIMEOUT_S = 10.0  # the probe run at load gets this long, then onnxruntime is told to stop
+
+
+def bounded_run(run, output_names: list, feed: dict, timeout_s: float):
+    """``run(output_names, feed, run_options)`` stopped after ``timeout_s`` seconds:
+    onnxruntime checks ``RunOptions.terminate`` between operators and fails the run."""
+    options = ort.RunOptions()
+    timer = threading.Timer(timeout_s, setattr, (options, "terminate", True))
+    timer.daemon = True
+    timer.start()
+    try:
+        return run(output_names, feed, options)
+    finally:
+        timer.cancel()
+
+
+def output_error(out, n: int, classes: int) -> str | None:
+    """Why ``out`` is not float32 logits [n, classes] with finite values, or None.
+
+    Finiteness is decided by one float32 dot product (about 1.5 us at batch 1..256, several
+    times cheaper than ``np.isfinite(out).all()``): it is inf/NaN when any value is, and also
+    when a magnitude exceeds ~1e19, which no meaningful logit does.
+    """
+    if type(out) is not np.ndarray or out.shape != (n, classes) or out.dtype != np.float32:
+        return (f"expected float32 logits of shape [{n}, {classes}], got "
+                f"{getattr(out, 'dtype', type(out).__name__)} of shape {getattr(out, 'shape', '?')}")
+    flat = out.ravel()
+    if not np.isfinite(flat.dot(flat)):
+        return "the logits contain NaN, inf or values beyond 1e19"
+    return None
+
+
+def session_runner(session, input_name: str, output_names: list, features: int,
+                   classes: int, where: str):
     """The callable ``run`` uses: ``(output_names, feed) -> outputs``.
+
+    First a probe run (two rows of 0.5), bounded by :data:`PROBE_TIMEOUT_S`: it must finish
+    and give float32 [2, classes] finite logits, else :class:`BundleIntegrityError`.
 
     For a CPU-only session this is the C++ ``run`` that ``InferenceSession.run`` wraps (its
     private ``_sess``). The wrapper's own Python work -- checking that the feed names every
@@ -71,13 +111,22 @@ def session_runner(session, input_name: str, output_names: list, features: int):
     public ``run``'s result; otherwise (another onnxruntime, another provider) the public
     ``run`` is used.
     """
+    probe = {input_name: np.full((2, features), 0.5, np.float32)}
+    try:
+        expected = bounded_run(session.run, output_names, probe, PROBE_TIMEOUT_S)[0]
+    except Exception as exc:
+        raise BundleIntegrityError(f"{where}: the probe run at load failed (or took over "
+                                   f"{PROBE_TIMEOUT_S:g} s): {exc}") from None
+    problem = output_error(expected, 2, classes)
+    if problem:
+        raise BundleIntegrityError(f"{where}: the probe run at load gave invalid output: "
+                                   f"{problem}")
     inner = getattr(getattr(session, "_sess", None), "run", None)
     if not callable(inner) or list(session.get_providers()) != [CPU]:
         return session.run
-    probe = {input_name: np.full((2, features), 0.5, np.float32)}
     try:
-        same = np.array_equal(inner(output_names, probe, None)[0],
-                              session.run(output_names, probe)[0])
+        same = np.array_equal(bounded_run(inner, output_names, probe, PROBE_TIMEOUT_S)[0],
+                              expected)
     except Exception:  # noqa: BLE001 - any failure means: not the API we know
         same = False
     if not same:
@@ -117,6 +166,15 @@ def check_session(session, entry: ModelEntry, manifest: Manifest) -> None:
                                    f"manifest: expected {expected}")
 
 
+def _materialized(entry: ModelEntry) -> frozenset:
+    """Initializer names the manifest says are materialized (bundle v2 ``materialize``)."""
+    items = entry.facts.get("materialize")
+    if not isinstance(items, list):
+        return frozenset()
+    return frozenset(m["name"] for m in items if isinstance(m, dict)
+                     and isinstance(m.get("name"), str))
+
+
 class ModeRuntime:
     """Run the modes of a taugate bundle. Create with :meth:`ModeRuntime.open`.
 
@@ -137,6 +195,10 @@ class ModeRuntime:
         self._providers_in_use: list[str] | None = None
         self._in_name = manifest.input.name
         self._out_names = [manifest.output.name]
+        self._classes = manifest.output.classes
+        self._stamps: dict[str, tuple] = {}  # name -> stat of its file when it was verified
+        self._unavailable: dict[str, str] = {}  # name -> why it failed to load after open
+        self._opened = False
         self.checker = InputSpecChecker(manifest.input.features, manifest.input.image_shape,
                                         manifest.input.range)
         self._coerce = self.checker.coerce if validate else self.checker.reshape_only
@@ -171,13 +233,15 @@ class ModeRuntime:
         rt = cls(root, manifest, plan, config, max_sessions, bool(validate))
         try:
             if lazy:
-                verify_files(root, manifest)
+                for entry in (manifest.dense, *manifest.modes.values()):
+                    rt._read(entry)
             else:
                 for name in (DENSE, *manifest.modes):
                     rt._load(name)
         except BaseException:
             rt.close()
             raise
+        rt._opened = True
         return rt
 
     # -- the hot path ------------------------------------------------------------------------
@@ -194,11 +258,18 @@ class ModeRuntime:
             loaded = self._load(mode)
         if self._max_sessions is not None:
             loaded.last_used = next(self._clock)
-        feed = {self._in_name: self._coerce(x)}
+        batch = self._coerce(x)
+        feed = {self._in_name: batch}
         if loaded.lock is None:
-            return loaded.run(self._out_names, feed)[0]
-        with loaded.lock:
-            return loaded.run(self._out_names, feed)[0]
+            out = loaded.run(self._out_names, feed)[0]
+        else:
+            with loaded.lock:
+                out = loaded.run(self._out_names, feed)[0]
+        problem = output_error(out, batch.shape[0], self._classes)
+        if problem is not None:
+            raise InvalidOutputError(f"mode {mode!r}: the model produced invalid output: "
+                                     f"{problem}")
+        return out
 
     def predict(self, mode: str, x) -> np.ndarray:
         """Class ids, int64 [N], of mode ``mode`` for inputs ``x``."""
@@ -226,7 +297,14 @@ class ModeRuntime:
             loaded = self._sessions.get(mode)
             if loaded is not None:  # another thread loaded it while we waited
                 return loaded
-            loaded = self._create(entry)
+            try:
+                loaded = self._create(entry)
+            except BundleError as exc:
+                if self._opened:  # a file changed or vanished since open: the mode is down
+                    self._unavailable[mode] = str(exc)
+                    log.error("mode %r is unavailable: %s", mode, exc)
+                raise
+            self._unavailable.pop(mode, None)
             if self._max_sessions is not None:
                 loaded.last_used = next(self._clock)
                 while len(self._sessions) >= self._max_sessions:
@@ -238,8 +316,20 @@ class ModeRuntime:
             self._sessions[mode] = loaded
             return loaded
 
-    def _create(self, entry: ModelEntry) -> _Loaded:
+    def _read(self, entry: ModelEntry) -> bytes:
+        """The verified bytes of ``entry``'s file (path + sha256 + operator checks)."""
         data = read_verified(self._root, entry)
+        try:
+            st = os.stat(resolve_file(self._root, entry))
+            self._stamps[entry.name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            pass
+        check_model(data, self._manifest.format_version, f"{entry.name}: file {entry.file!r}",
+                    _materialized(entry))
+        return data
+
+    def _create(self, entry: ModelEntry) -> _Loaded:
+        data = self._read(entry)
         label = f"{entry.name} ({entry.file})"
         try:
             session, self._plan = create_session(data, self._plan, self._config, label)
@@ -254,8 +344,27 @@ class ModeRuntime:
         self._providers_in_use = in_use
         log.debug("loaded mode %r from %s with providers %s", entry.name, entry.file, in_use)
         run = session_runner(session, self._in_name, self._out_names,
-                             self._manifest.input.features)
+                             self._manifest.input.features, self._classes,
+                             f"{entry.name}: file {entry.file!r}")
         return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run)
+
+    def unavailable(self) -> dict[str, str]:
+        """Modes (or ``"dense"``) that cannot be served now, with the reason: those whose load
+        failed after ``open``, and those whose file changed or vanished since it was verified
+        (a stat per file: size, inode, mtime). Empty when the bundle is healthy."""
+        out = dict(self._unavailable)
+        for name, stamp in list(self._stamps.items()):
+            if name in out:
+                continue
+            entry = self._manifest.entry(name)
+            try:
+                st = os.stat(self._root / entry.file)
+            except OSError as exc:
+                out[name] = f"file {entry.file!r} is gone since open: {exc.strerror}"
+                continue
+            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != stamp:
+                out[name] = f"file {entry.file!r} changed since open"
+        return out
 
     def warmup(self, modes=None) -> None:
         """Load and run each mode once (all modes when ``modes`` is None; add ``"dense"`` to the

@@ -43,3 +43,8 @@ class InputError(TaugateRuntimeError, ValueError):
 
 class ProviderError(TaugateRuntimeError, RuntimeError):
     """An execution provider was asked for that is unknown, unavailable, or was not taken."""
+
+
+class InvalidOutputError(TaugateRuntimeError, RuntimeError):
+    """A model produced output that is not float32 logits ``[N, classes]`` with finite values
+    (a broken or hostile bundle: the caller's input was fine)."""

@@ -9,19 +9,22 @@ and every file must match its sha256.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from taugate._names import mode_name_error
 from taugate.runtime.errors import BundleError, BundleFormatError, BundleIntegrityError
+from taugate.runtime.safe_json import UnsafeInputError, loads_strict, read_regular_file
 
 BUNDLE_FORMAT = "taugate-bundle"
 SUPPORTED_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
 DENSE = "dense"  # the name under which the dense baseline model is reachable
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # read at most this much of manifest.json
+MAX_MODEL_BYTES = 2 * 1024 ** 3  # a model file larger than protobuf's limit is refused
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,8 @@ def parse_manifest(data) -> Manifest:
         raise BundleFormatError(f"{MANIFEST_NAME}: format: expected {BUNDLE_FORMAT!r}, got "
                                 f"{fmt!r}: not a taugate bundle")
     version = data.get("format_version")
-    if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
+    # type() is int: 1.0 == 1 and True == 1 in Python, but neither is a format version
+    if type(version) is not int or version not in SUPPORTED_FORMAT_VERSIONS:
         supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
         raise BundleFormatError(
             f"{MANIFEST_NAME}: format_version {version!r} is not supported by this runtime "
@@ -190,9 +194,9 @@ def parse_manifest(data) -> Manifest:
         raise _fail("modes", "at least one mode", raw_modes)
     modes = {}
     for name, entry in raw_modes.items():
-        if not name or name == DENSE or name.strip() != name:
-            raise _fail("modes", f"non-empty mode names without surrounding spaces, other than "
-                        f"{DENSE!r} (reserved for the dense model)", name)
+        error = mode_name_error(name)  # the exporter's rule (taugate/_names.py)
+        if error:
+            raise BundleFormatError(f"{MANIFEST_NAME}: modes: {error}")
         modes[name] = _parse_model(name, entry, f"modes.{name}", is_mode=True)
     return Manifest(fmt, version, created_by, inp, out, dense, modes, data)
 
@@ -203,22 +207,27 @@ def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
     Returns (bundle directory, manifest). Checks no model file: see :func:`verify_files`.
     """
     root = Path(bundle)
-    if root.is_file() and root.name == MANIFEST_NAME:
-        root = root.parent
-    if not root.is_dir():
-        raise BundleError(f"bundle {str(root)!r}: not a directory (expected a bundle directory "
-                          f"holding {MANIFEST_NAME})")
+    try:
+        if root.is_file() and root.name == MANIFEST_NAME:
+            root = root.parent
+        is_dir = root.is_dir()
+    except (OSError, ValueError) as exc:  # NUL byte, name too long, symlink loop
+        raise BundleError(f"bundle {str(root)[:200]!r}: unusable path: {exc}") from None
+    if not is_dir:
+        raise BundleError(f"bundle {str(root)[:200]!r}: not a directory (expected a bundle "
+                          f"directory holding {MANIFEST_NAME})")
     path = root / MANIFEST_NAME
     try:
-        text = path.read_text("utf-8")
+        # a regular file, not a symlink (out of the bundle or not), a FIFO or a device
+        text = read_regular_file(path, MAX_MANIFEST_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise BundleError(f"bundle {str(root)!r}: no {MANIFEST_NAME}: is this a taugate "
                           f"bundle?") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, UnsafeInputError) as exc:
         raise BundleError(f"{path}: cannot read: {exc}") from exc
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
+        data = loads_strict(text)
+    except ValueError as exc:  # invalid JSON, duplicate keys, nesting, numbers
         raise BundleFormatError(f"{path}: invalid JSON: {exc}") from exc
     return root, parse_manifest(data)
 
@@ -234,8 +243,14 @@ def resolve_file(root: Path, entry: ModelEntry) -> Path:
     if ".." in PureWindowsPath(rel).parts:  # splits on both / and \
         raise BundleIntegrityError(f"{where}: '..' is not allowed: files must stay inside the "
                                    f"bundle directory")
-    base = root.resolve()
-    path = (root / rel).resolve()  # follows symlinks
+    if "\0" in rel or len(rel) > 1024:
+        raise BundleIntegrityError(f"{entry.name}: file {rel[:100]!r}: expected a relative path "
+                                   f"of at most 1024 characters without NUL bytes")
+    try:
+        base = root.resolve()
+        path = (root / rel).resolve()  # follows symlinks
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long
+        raise BundleIntegrityError(f"{where}: cannot resolve the path: {exc}") from None
     if path != base and base not in path.parents:
         raise BundleIntegrityError(f"{where}: resolves to {path}, outside the bundle directory "
                                    f"{base} (a symlink pointing out?)")
@@ -251,7 +266,11 @@ def read_verified(root: Path, entry: ModelEntry) -> bytes:
     what was checked, even if the file changes afterwards.
     """
     path = resolve_file(root, entry)
-    data = path.read_bytes()
+    try:
+        data = read_regular_file(path, MAX_MODEL_BYTES)
+    except (OSError, UnsafeInputError) as exc:
+        raise BundleIntegrityError(f"{entry.name}: file {entry.file!r}: cannot read: "
+                                   f"{exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise BundleIntegrityError(f"{entry.name}: file {entry.file!r}: sha256 mismatch: manifest "
