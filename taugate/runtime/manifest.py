@@ -249,12 +249,13 @@ def resolve_file(root: Path, entry: ModelEntry) -> Path:
     try:
         base = root.resolve()
         path = (root / rel).resolve()  # follows symlinks
+        is_file = path.is_file()
     except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long
         raise BundleIntegrityError(f"{where}: cannot resolve the path: {exc}") from None
     if path != base and base not in path.parents:
         raise BundleIntegrityError(f"{where}: resolves to {path}, outside the bundle directory "
                                    f"{base} (a symlink pointing out?)")
-    if not path.is_file():
+    if not is_file:
         raise BundleIntegrityError(f"{where}: missing from bundle {str(root)!r}")
     return path
 
