@@ -32,11 +32,15 @@ def client(runtime):
 
 def test_health_and_modes(client):
     health = client.get("/health").json()
-    assert health == {"status": "ok", "modes": 2, "providers": ["CPUExecutionProvider"]}
+    assert health == {"status": "ok", "modes": 2, "providers": ["CPUExecutionProvider"],
+                      "unavailable": {}}
     body = client.get("/modes").json()
     assert [m["name"] for m in body["modes"]] == ["rot0", "rot45"]
     assert body["modes"][1]["angle"] == 45.0 and body["modes"][1]["units_kept"] == [32, 16]
     assert body["dense"]["name"] == "dense"
+    # the exporter writes the dense model's accuracy per mode (a mapping)
+    assert body["dense"]["test_accuracy"] == {"rot0": 0.5, "rot45": 0.5}
+    assert client.get("/modes/dense").json()["test_accuracy"] == {"rot0": 0.5, "rot45": 0.5}
     assert client.get("/modes/rot45").json()["mac_ratio"] == pytest.approx(1.0)
 
 
@@ -67,6 +71,18 @@ BAD_REQUESTS = [
     ("out-of-range", "rot0", {"json": {"inputs": [[255.0] * 784]}}, 422, "invalid input"),
     ("nan", "rot0", {"content": b'{"inputs": [[NaN]]}'}, 422, "invalid input"),
     ("empty", "rot0", {"json": {"inputs": []}}, 422, "invalid input"),
+    ("numeric-strings", "rot0", {"json": {"inputs": [["0.5"] * 784]}}, 422, "invalid input"),
+    ("booleans", "rot0", {"json": {"inputs": [[True] * 784]}}, 422, "invalid input"),
+    ("a-boolean-among-numbers", "rot0", {"json": {"inputs": [[0.5] * 783 + [False]]}}, 422,
+     "invalid input"),
+    ("null", "rot0", {"json": {"inputs": [[None] * 784]}}, 422, "invalid input"),
+    ("nested-20k", "rot0", {"content": b'{"inputs": ' + b"[" * 20_000 + b"]" * 20_000
+                                        + b"}"}, 400, "malformed JSON"),
+    ("nested-5", "rot0", {"json": {"inputs": [[[[[0.5]]]]]}}, 422, "invalid input"),
+    ("5000-digit-int", "rot0", {"content": b'{"inputs": [[' + b"1" * 5000 + b"]]}"}, 400,
+     "malformed JSON"),
+    ("beyond-float32", "rot0", {"content": b'{"inputs": [[1e300]]}'}, 400,
+     "number out of range"),
     ("unknown-mode", "rot90", {"json": {"inputs": [[0.5] * 784]}}, 404, "unknown mode"),
     ("too-large", "rot0", {"content": b"1" * (LIMIT + 1)}, 413, "payload too large"),
     ("too-large-chunked", "rot0", {"content": _chunks}, 413, "payload too large"),
@@ -82,6 +98,8 @@ def test_bad_requests_get_json_errors(client, mode, kwargs, status, error):
     assert r.status_code == status, r.text
     body = r.json()
     assert body["error"] == error and body["detail"]
+    # an error answered without parsing the request closes the connection
+    assert (r.headers.get("connection") == "close") == (status in (400, 413))
     assert client.get("/health").status_code == 200  # still serving
 
 

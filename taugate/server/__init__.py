@@ -16,5 +16,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES, create_app
 from taugate.server.background import BackgroundServer, serve
+from taugate.server.limits import ServerLimits
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "BackgroundServer", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "BackgroundServer", "ServerLimits", "create_app", "serve"]

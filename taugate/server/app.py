@@ -3,8 +3,11 @@
 Endpoints: ``GET /health``, ``GET /modes``, ``GET /modes/{mode}``, ``POST /modes/{mode}/predict``
 with ``{"inputs": [[784 floats in [0, 1]], ...]}`` (or 28x28 nested lists per image), answering
 ``{"mode", "classes", "logits"}``. Every error is JSON ``{"error": ..., "detail": ...}`` with a
-4xx status (5xx only for a bug); the server keeps serving. Parsing and inference run in the
-threadpool so the event loop stays free.
+4xx status, or a 5xx one for: a bug (500), a model that produced invalid output (500), a mode
+whose file changed or vanished since the bundle was opened (503), too many requests in flight
+(503). An error the server answers without having parsed the request (400, 408, 413, 500, 503)
+closes the connection. Parsing and inference run in the threadpool; ``/health`` runs on the
+event loop, so it is answered while inference is saturated (limits: taugate.server.limits).
 """
 
 from __future__ import annotations
@@ -22,8 +25,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taugate import __version__
-from taugate.runtime import DENSE, InputError, ModeRuntime, UnknownModeError
-from taugate.server.limits import BodyLimitMiddleware
+from taugate.runtime import (
+    DENSE,
+    BundleError,
+    InputError,
+    InvalidOutputError,
+    ModeRuntime,
+    UnknownModeError,
+)
+from taugate.server.limits import (
+    BodyLimitMiddleware,
+    InFlightLimitMiddleware,
+    RateLimitedLog,
+    ServerLimits,
+)
 from taugate.server.schemas import (
     ErrorBody,
     Health,
@@ -35,12 +50,15 @@ from taugate.server.schemas import (
 
 log = logging.getLogger("taugate.server")
 
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # ~1000 images of 784 floats as JSON text
-_ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
+DEFAULT_MAX_BODY_BYTES = ServerLimits.max_body_bytes
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 408, 413, 422, 500, 503)}
+_CLOSE = {400, 408, 413, 500, 503}  # the request was not (fully) parsed or served: hang up
+_NUMBERS = {int, float}
 
 
 def _error(status: int, error: str, detail) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+    headers = {"connection": "close"} if status in _CLOSE else None
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
 class _BadRequest(Exception):
@@ -49,12 +67,23 @@ class _BadRequest(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
+def _numbers_only(x: list, depth: int = 0) -> bool:
+    """True when ``x`` is a list of numbers or of such lists, at most 3 levels deep (a batch
+    of images of rows): JSON strings, booleans and null are refused, not converted."""
+    kinds = set(map(type, x))
+    if kinds <= _NUMBERS:
+        return True
+    return kinds == {list} and depth < 2 and all(_numbers_only(v, depth + 1) for v in x)
+
+
 def _parse_inputs(body: bytes) -> np.ndarray:
-    """JSON body -> a numeric array (shape checks are the runtime's)."""
+    """JSON body -> a float32 array (shape checks are the runtime's)."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _BadRequest(400, "malformed JSON", str(exc)) from None
+    except RecursionError:
+        raise _BadRequest(400, "malformed JSON", "the body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an int over 4300 digits
+        raise _BadRequest(400, "malformed JSON", str(exc)[:500]) from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise _BadRequest(422, "invalid request body",
                           'expected a JSON object {"inputs": [[784 floats], ...]}')
@@ -62,8 +91,16 @@ def _parse_inputs(body: bytes) -> np.ndarray:
     if not isinstance(inputs, list):
         raise _BadRequest(422, "invalid request body",
                           f"inputs: expected a list of images, got {type(inputs).__name__}")
+    if not _numbers_only(inputs):
+        raise _BadRequest(422, "invalid input",
+                          "inputs: expected lists of JSON numbers only (no strings, booleans "
+                          "or null), each image 784 numbers or 28 rows of 28")
     try:
-        return np.asarray(inputs, dtype=np.float32)
+        with np.errstate(over="raise"):
+            return np.asarray(inputs, dtype=np.float32)
+    except FloatingPointError:
+        raise _BadRequest(400, "number out of range",
+                          "inputs: a number is too long or beyond the float32 range") from None
     except (ValueError, TypeError):
         raise _BadRequest(422, "invalid input",
                           "inputs: expected equal-length lists of numbers (each image 784 "
@@ -75,11 +112,16 @@ def _mode_info(runtime: ModeRuntime, mode: str) -> dict:
     return {k: info.get(k) for k in ModeInfo.model_fields}
 
 
-def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The ASGI app serving ``runtime``; bodies over ``max_body_bytes`` get 413."""
+def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, *,
+               limits: ServerLimits | None = None) -> FastAPI:
+    """The ASGI app serving ``runtime``; bodies over ``max_body_bytes`` get 413. ``limits``
+    (default :class:`ServerLimits` with this ``max_body_bytes``) also bounds body time and
+    requests in flight; connection limits are the server's (see ``serve``)."""
     if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) \
             or max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: expected an integer >= 1, got {max_body_bytes!r}")
+    if limits is None:
+        limits = ServerLimits(max_body_bytes=max_body_bytes)
     app = FastAPI(title="taugate", version=__version__,
                   description="Mode-specialized MNIST classifiers: one compacted ONNX "
                               "subnetwork per mode, run with onnxruntime.")
@@ -94,14 +136,22 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
     async def validation_error(request: Request, exc: RequestValidationError):
         return _error(422, "invalid request", jsonable_encoder(exc.errors()))
 
+    @app.exception_handler(InvalidOutputError)
+    async def invalid_output(request: Request, exc: InvalidOutputError):
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return _error(500, "invalid model output", str(exc))
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error", type(exc).__name__)
 
     @app.get("/health", response_model=Health)
-    def health():
-        return {"status": "ok", "modes": len(runtime.modes), "providers": runtime.providers}
+    async def health():
+        # async: answered on the event loop even when every inference thread is busy
+        down = runtime.unavailable()
+        return {"status": "degraded" if down else "ok", "modes": len(runtime.modes),
+                "providers": runtime.providers, "unavailable": down}
 
     @app.get("/modes", response_model=ModeList)
     def modes():
@@ -124,6 +174,11 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
             return _error(404, "unknown mode", str(exc))
         except InputError as exc:
             return _error(422, "invalid input", str(exc))
+        except InvalidOutputError as exc:
+            log.error("%s", exc)
+            return _error(500, "invalid model output", str(exc))
+        except BundleError as exc:  # its file changed or vanished since open
+            return _error(503, "mode unavailable", str(exc))
         classes = logits.argmax(axis=1)
         return JSONResponse({"mode": mode, "classes": classes.tolist(),
                              "logits": logits.tolist()})
@@ -137,5 +192,8 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         body = await request.body()
         return await run_in_threadpool(predict_sync, mode, body)
 
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes,
+                       body_timeout_s=limits.body_timeout_s)
+    app.add_middleware(InFlightLimitMiddleware, max_in_flight=limits.max_in_flight,
+                       events=RateLimitedLog())
     return app

@@ -9,20 +9,34 @@ import threading
 import time
 
 import uvicorn
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES, create_app
+from taugate.server.limits import RateLimitedLog, ServerLimits, guarded_protocol
 
 log = logging.getLogger("taugate.server")
 
 
+def uvicorn_config(app, limits: ServerLimits, **kwargs) -> uvicorn.Config:
+    """A uvicorn config whose HTTP protocol enforces ``limits`` (connections, header time)."""
+    base = import_from_string(HTTP_PROTOCOLS["auto"])  # httptools if installed, else h11
+    protocol = guarded_protocol(base, limits, RateLimitedLog())
+    return uvicorn.Config(app, http=protocol, timeout_keep_alive=limits.keep_alive_s,
+                          **kwargs)
+
+
 def serve(runtime, host: str = "127.0.0.1", port: int = 8000,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info") -> None:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info",
+          limits: ServerLimits | None = None) -> None:
     """Serve ``runtime`` over HTTP until interrupted (Ctrl+C)."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: the API has no authentication; put it behind a proxy "
                     "that adds it if the network is not trusted", host)
-    app = create_app(runtime, max_body_bytes=max_body_bytes)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
+    app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits)
+    uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
+                                  log_level=log_level)).run()
 
 
 class BackgroundServer:
@@ -33,10 +47,11 @@ class BackgroundServer:
     """
 
     def __init__(self, runtime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 startup_timeout: float = 10.0):
-        self.app = create_app(runtime, max_body_bytes=max_body_bytes)
+                 startup_timeout: float = 10.0, limits: ServerLimits | None = None):
+        limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
+        self.app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits)
         self.startup_timeout = startup_timeout
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False,
+        config = uvicorn_config(self.app, limits, log_level="warning", access_log=False,
                                 lifespan="off")
         self.server = uvicorn.Server(config)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

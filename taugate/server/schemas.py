@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from pydantic import BaseModel, Field
 
@@ -25,9 +25,11 @@ class ErrorBody(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(..., description='"ok", or "degraded" when some modes cannot be served')
     modes: int
     providers: List[str]
+    unavailable: Dict[str, str] = Field(
+        default_factory=dict, description="Modes (or dense) that cannot be served, and why")
 
 
 class ModeInfo(BaseModel):
@@ -41,7 +43,9 @@ class ModeInfo(BaseModel):
     macs: int
     mac_ratio: Optional[float] = Field(None, description="MACs relative to the dense model")
     calibration_accuracy: Optional[float] = None
-    test_accuracy: Optional[float] = None
+    test_accuracy: Optional[Union[float, Dict[str, float]]] = Field(
+        None, description="A mode's accuracy on its test set; for the dense model, the "
+                          "accuracy on each mode's test set (a mapping) or one number")
     loaded: bool
 
 
