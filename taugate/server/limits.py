@@ -78,7 +78,7 @@ def guarded_protocol(base: type, limits: ServerLimits, events: RateLimitedLog) -
     class GuardedProtocol(base):
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
-            self._hdr_timer = None
+            self._hdr_timer = self._hdr_cycle = None
             if len(self.connections) > limits.max_connections:
                 events.note(f"connections closed over the cap of {limits.max_connections}")
                 transport.close()
@@ -87,7 +87,9 @@ def guarded_protocol(base: type, limits: ServerLimits, events: RateLimitedLog) -
 
         def data_received(self, data: bytes) -> None:
             # bytes of a new request on a kept-alive connection: its headers get a deadline too
-            if self._hdr_timer is None and (self.cycle is None or self.cycle.response_complete):
+            # (unless one is already running for this request)
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and (self._hdr_timer is None or self._hdr_cycle is not self.cycle):
                 self._arm_header_timer()
             super().data_received(data)
 
@@ -98,9 +100,11 @@ def guarded_protocol(base: type, limits: ServerLimits, events: RateLimitedLog) -
             super().connection_lost(exc)
 
         def _arm_header_timer(self) -> None:
-            cycle = self.cycle  # a new request (its headers complete) replaces it
+            if self._hdr_timer is not None:
+                self._hdr_timer.cancel()
+            self._hdr_cycle = self.cycle  # a new request (its headers complete) replaces it
             self._hdr_timer = self.loop.call_later(limits.header_timeout_s, self._headers_late,
-                                                   cycle)
+                                                   self._hdr_cycle)
 
         def _headers_late(self, cycle) -> None:
             self._hdr_timer = None
