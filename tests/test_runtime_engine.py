@@ -365,7 +365,7 @@ def test_output_error(out, needle):
 
 
 def test_probe_failures_are_integrity_errors(tiny_bundle, tmp_path, monkeypatch):
-    import taugate.runtime.engine as engine
+    from taugate.runtime import engine
 
     def stuck(run, names, feed, timeout_s):
         raise RuntimeError("Exiting due to terminate flag being set to true")

@@ -64,8 +64,13 @@ REFUSALS = [
 # names the exporter refuses (taugate/_names.py): the runtime refuses them too
 BAD_NAMES = ["a/b", "..", ".", "a\0b", "a\nb", "zero\u200bwidth", "", " rot0", "x" * 65,
              "-lead", "r\u00f6t"]
-REFUSALS += [(f"mode-name-{i}", (lambda n: lambda d: d["modes"].__setitem__(n, d["modes"]["rot0"]))(
-    name), "mode name") for i, name in enumerate(BAD_NAMES)]
+
+
+def _add_mode(name):
+    return lambda d: d["modes"].__setitem__(name, d["modes"]["rot0"])
+
+
+REFUSALS += [(f"mode-name-{i}", _add_mode(name), "mode name") for i, name in enumerate(BAD_NAMES)]
 
 
 def test_runtime_and_exporter_share_the_mode_name_rule(tmp_path):

@@ -18,8 +18,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from taugate.runtime import ModeRuntime  # noqa: E402
-from taugate.server import BackgroundServer, ServerLimits  # noqa: E402
+from taugate.runtime import ModeRuntime
+from taugate.server import BackgroundServer, ServerLimits
 
 PIXELS = {"inputs": [[0.5] * 784]}
 

@@ -39,10 +39,10 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
         | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
-    except OSError as exc:
+    except OSError:
         if os.path.islink(path):
             raise UnsafeInputError(f"{path}: is a symlink; expected a regular file") from None
-        raise exc
+        raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

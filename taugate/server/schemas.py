@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List, Optional, Union
 
 from pydantic import BaseModel, Field
 
@@ -28,7 +28,7 @@ class Health(BaseModel):
     status: str = Field(..., description='"ok", or "degraded" when some modes cannot be served')
     modes: int
     providers: List[str]
-    unavailable: Dict[str, str] = Field(
+    unavailable: dict[str, str] = Field(
         default_factory=dict, description="Modes (or dense) that cannot be served, and why")
 
 
@@ -43,7 +43,8 @@ class ModeInfo(BaseModel):
     macs: int
     mac_ratio: Optional[float] = Field(None, description="MACs relative to the dense model")
     calibration_accuracy: Optional[float] = None
-    test_accuracy: Optional[Union[float, Dict[str, float]]] = Field(
+    # typing.Union: pydantic evaluates annotations, and `X | Y` needs Python 3.10
+    test_accuracy: Optional[Union[float, dict[str, float]]] = Field(  # noqa: UP007
         None, description="A mode's accuracy on its test set; for the dense model, the "
                           "accuracy on each mode's test set (a mapping) or one number")
     loaded: bool
