@@ -85,3 +85,34 @@ def test_runtime_import_pulls_no_torch(exported):
             f"rt = ModeRuntime.open({str(bundle)!r}); rt.run('rot45', np.zeros((2, 784), np.float32)); "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_server_endpoint_answers_200_on_an_exported_bundle(exported):
+    """Issue 10 point 1: the server on a bundle written by `taugate export` (whose manifest
+    holds the dense model's accuracy per mode), each answer valid under the documented schema."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    from taugate.runtime import ModeRuntime
+    from taugate.server import BackgroundServer
+    from taugate.server.schemas import Health, ModeInfo, ModeList, PredictResponse
+
+    _, bundle, data = exported
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert isinstance(manifest["dense"]["test_accuracy"], dict)  # the case that answered 500
+    x = np.random.default_rng(0).random((2, 784), dtype=np.float32).round(4).tolist()
+    gets = [("/health", Health), ("/modes", ModeList), ("/modes/dense", ModeInfo),
+            ("/modes/rot0", ModeInfo), ("/modes/rot45", ModeInfo), ("/openapi.json", None),
+            ("/docs", None)]
+    with BackgroundServer(ModeRuntime.open(bundle)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        for path, schema in gets:
+            r = client.get(path)
+            assert r.status_code == 200, (path, r.text)
+            if schema is not None:
+                schema.model_validate(r.json())
+        dense = client.get("/modes/dense").json()
+        assert dense["test_accuracy"] == manifest["dense"]["test_accuracy"]
+        for mode in ("rot0", "rot45", "dense"):
+            r = client.post(f"/modes/{mode}/predict", json={"inputs": x})
+            assert r.status_code == 200, r.text
+            PredictResponse.model_validate(r.json())
