@@ -426,3 +426,21 @@ def test_changed_or_deleted_files_make_modes_unavailable(tiny_bundle, tmp_path):
     with pytest.raises(BundleIntegrityError, match="missing from bundle"):
         rt.run("rot0", X)  # evicted (max_sessions=1): reloading finds the file gone
     assert "missing from bundle" in rt.unavailable()["rot0"]
+
+
+def test_many_modes_get_one_thread_per_session(tmp_path):
+    """Issue 10 point 11: one onnxruntime thread pool per session made a 2,000-mode bundle take
+    minutes to open; past MANY_SESSIONS sessions each gets one thread unless told otherwise."""
+    from taugate.export.synthetic import build_random_bundle
+    from taugate.runtime.engine import MANY_SESSIONS
+
+    modes = [f"m{i}" for i in range(MANY_SESSIONS)]  # + dense: one more than the bound
+    root = build_random_bundle(tmp_path / "many", modes=modes, widths=(4,))
+
+    def threads(rt):
+        opts = rt._sessions["m0"].session.get_session_options()
+        return opts.intra_op_num_threads, opts.inter_op_num_threads
+
+    assert threads(ModeRuntime.open(root)) == (1, 1)
+    assert threads(ModeRuntime.open(root, intra_op_num_threads=2)) == (2, 0)
+    assert threads(ModeRuntime.open(root, max_sessions=MANY_SESSIONS)) == (0, 0)  # ort default
