@@ -58,7 +58,8 @@ def _angle(name: str) -> float:
 
 
 def build_random_bundle(path: str | Path, modes=("rot0", "rot45"), seed: int = 0,
-                        widths=(32, 16), pruned: bool = False, n_examples: int = 256) -> Path:
+                        widths=(32, 16), pruned: bool = False, n_examples: int = 256,
+                        overwrite: bool = False) -> Path:
     """A valid bundle with random weights: mode i uses seed+1+i; even-indexed modes have plain
     ReLUs, odd-indexed ones thresholds.
 
@@ -80,4 +81,5 @@ def build_random_bundle(path: str | Path, modes=("rot0", "rot45"), seed: int = 0
             )
     # as the training pipeline writes it: the dense model's accuracy on each mode's test set
     return write_bundle(path, dense, exports,
-                        dense_extra={"test_accuracy": {name: 0.5 for name in modes}})
+                        dense_extra={"test_accuracy": {name: 0.5 for name in modes}},
+                        overwrite=overwrite)
