@@ -38,3 +38,12 @@ def test_missing_data_is_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and str(nodata / "MNIST" / "raw") in err and "--data-root" in err
     assert not (tmp_path / "r").exists(), "nothing written when the data is missing"
+
+
+@pytest.mark.parametrize("flag,value,needle", [
+    ("--max-in-flight", "0", "max_in_flight: expected an integer >= 1, got 0"),
+    ("--header-timeout", "-1", "header_timeout_s: expected a number of seconds > 0"),
+])
+def test_serve_limits_are_checked_before_opening(tiny_bundle, capsys, flag, value, needle):
+    assert main(["serve", str(tiny_bundle), flag, value]) == 2
+    assert needle in capsys.readouterr().err
