@@ -106,6 +106,21 @@ def test_stalled_connections_do_not_stop_health_and_do_not_flood_the_log(runtime
     assert "closed for not sending request headers within 2 s" in limit_lines[0]
 
 
+def test_invalid_http_requests_do_not_flood_the_log(runtime):
+    with BackgroundServer(runtime) as server:
+        handler = _Records()  # attached after uvicorn configured its loggers
+        logging.getLogger("uvicorn.error").addHandler(handler)
+        log_lines = handler.lines
+        for _ in range(50):
+            s = _connect(server)
+            s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert _read_response(s).startswith(b"HTTP/1.1 400")  # then closed
+            s.close()
+    logging.getLogger("uvicorn.error").removeHandler(handler)
+    invalid = [line for line in log_lines if "Invalid HTTP request" in line]
+    assert len(invalid) == 1, log_lines
+
+
 def test_trickled_headers_on_a_kept_alive_connection_time_out(runtime):
     with BackgroundServer(runtime, limits=ServerLimits(header_timeout_s=0.5)) as server:
         s = _connect(server)

@@ -13,7 +13,7 @@ from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
 
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES, create_app
-from taugate.server.limits import RateLimitedLog, ServerLimits, guarded_protocol
+from taugate.server.limits import RateLimitedLog, RepeatFilter, ServerLimits, guarded_protocol
 
 log = logging.getLogger("taugate.server")
 
@@ -22,8 +22,12 @@ def uvicorn_config(app, limits: ServerLimits, **kwargs) -> uvicorn.Config:
     """A uvicorn config whose HTTP protocol enforces ``limits`` (connections, header time)."""
     base = import_from_string(HTTP_PROTOCOLS["auto"])  # httptools if installed, else h11
     protocol = guarded_protocol(base, limits, RateLimitedLog())
-    return uvicorn.Config(app, http=protocol, timeout_keep_alive=limits.keep_alive_s,
-                          **kwargs)
+    config = uvicorn.Config(app, http=protocol, timeout_keep_alive=limits.keep_alive_s,
+                            **kwargs)  # configures uvicorn's loggers: add the filter after
+    error_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RepeatFilter) for f in error_log.filters):
+        error_log.addFilter(RepeatFilter())
+    return config
 
 
 def serve(runtime, host: str = "127.0.0.1", port: int = 8000,

@@ -71,6 +71,32 @@ class RateLimitedLog:
                         "per %g s)", summary, self.every_s)
 
 
+class RepeatFilter(logging.Filter):
+    """Drops a warning whose message template was logged less than ``every_s`` ago; the next
+    one logged says how many were dropped. Errors always pass. For uvicorn's own per-request
+    warnings ("Invalid HTTP request received."), which a client can repeat at will."""
+
+    def __init__(self, every_s: float = LOG_EVERY_S):
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict = {}
+        self._dropped: dict = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key, now = (record.name, record.msg), time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every_s:
+            self._dropped[key] = self._dropped.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        dropped = self._dropped.pop(key, 0)
+        if dropped:
+            record.msg = f"{record.msg} ({dropped} more like this not logged)"
+        return True
+
+
 def guarded_protocol(base: type, limits: ServerLimits, events: RateLimitedLog) -> type:
     """A subclass of uvicorn's HTTP protocol class ``base`` (h11 or httptools) that enforces
     ``limits.max_connections`` and ``limits.header_timeout_s``."""
