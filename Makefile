@@ -20,7 +20,7 @@ test: $(BIN)/taugate
 
 # The training code on torch 2.4.1 / torchvision 0.19.1, the versions torch-directml 0.2.5 pins,
 # with torch-directml installed (on Linux it cannot load: `--device auto` must fall back).
-# A second venv; measured here: ~2.2 min to install from PyPI, ~1.5-4.5 min of tests on 2 cores.
+# A second venv; measured here under load: 2-5.5 min to install from PyPI, 4 min of tests (2 cores).
 COMPAT_VENV ?= .venv-compat
 COMPAT_PINS := torch==2.4.1 torchvision==0.19.1 torch-directml==0.2.5.dev240914
 COMPAT_TESTS := tests/test_devices.py tests/test_methods.py tests/test_adapters.py \
