@@ -96,7 +96,7 @@ def test_every_server_endpoint_answers_200_on_an_exported_bundle(exported):
     from taugate.server import BackgroundServer
     from taugate.server.schemas import Health, ModeInfo, ModeList, PredictResponse
 
-    _, bundle, data = exported
+    _, bundle, _ = exported
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert isinstance(manifest["dense"]["test_accuracy"], dict)  # the case that answered 500
     x = np.random.default_rng(0).random((2, 784), dtype=np.float32).round(4).tolist()
