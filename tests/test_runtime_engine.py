@@ -169,8 +169,8 @@ def test_refuses_broken_bundles(tiny_bundle, tmp_path, breakage, needle, at_open
 
 def test_refuses_unknown_format_version(tiny_bundle, tmp_path):
     root = copy_bundle(tiny_bundle, tmp_path)
-    edit_manifest(root, lambda m: m.__setitem__("format_version", 2))
-    with pytest.raises(BundleFormatError, match=r"format_version 2 .*supported: 1"):
+    edit_manifest(root, lambda m: m.__setitem__("format_version", 3))
+    with pytest.raises(BundleFormatError, match=r"format_version 3 .*supported: 1, 2"):
         ModeRuntime.open(root)
 
 

@@ -27,6 +27,7 @@ from taugate.runtime.errors import (
     UnknownModeError,
 )
 from taugate.runtime.inputs import InputSpecChecker
+from taugate.runtime.materialize import build_initializers
 from taugate.runtime.manifest import (
     DENSE,
     Manifest,
@@ -43,6 +44,7 @@ from taugate.runtime.providers import (
     needs_run_lock,
     resolve_providers,
 )
+from taugate.runtime.safetensors import read_safetensors
 
 log = logging.getLogger("taugate.runtime")
 
@@ -50,16 +52,17 @@ log = logging.getLogger("taugate.runtime")
 class _Loaded:
     """A live session and what its hot path needs: ``run(output_names, feed)``."""
 
-    __slots__ = ("last_used", "lock", "run", "session")
+    __slots__ = ("keep", "last_used", "lock", "run", "session")
 
-    def __init__(self, session, lock: threading.Lock | None, run):
+    def __init__(self, session, lock: threading.Lock | None, run, keep=None):
         self.session = session
         self.lock = lock
         self.run = run
         self.last_used = 0
+        self.keep = keep  # materialized initializers: onnxruntime uses their buffers in place
 
 
-def session_runner(session, input_name: str, output_names: list, features: int):
+def session_runner(session, input_name: str, output_names: list, sample_shape):
     """The callable ``run`` uses: ``(output_names, feed) -> outputs``.
 
     For a CPU-only session this is the C++ ``run`` that ``InferenceSession.run`` wraps (its
@@ -74,7 +77,7 @@ def session_runner(session, input_name: str, output_names: list, features: int):
     inner = getattr(getattr(session, "_sess", None), "run", None)
     if not callable(inner) or list(session.get_providers()) != [CPU]:
         return session.run
-    probe = {input_name: np.full((2, features), 0.5, np.float32)}
+    probe = {input_name: np.full((2, *np.atleast_1d(sample_shape)), 0.5, np.float32)}
     try:
         same = np.array_equal(inner(output_names, probe, None)[0],
                               session.run(output_names, probe)[0])
@@ -97,11 +100,11 @@ def check_session(session, entry: ModelEntry, manifest: Manifest) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     got_in = [(i.name, i.type, list(i.shape)) for i in inputs]
     if (len(inputs) != 1 or inputs[0].name != spec_in.name or inputs[0].type != "tensor(float)"
-            or len(inputs[0].shape) != 2 or not _dynamic(inputs[0].shape[0])
-            or inputs[0].shape[1] != spec_in.features):
+            or len(inputs[0].shape) != 1 + len(spec_in.shape) or not _dynamic(inputs[0].shape[0])
+            or tuple(inputs[0].shape[1:]) != spec_in.shape):
         raise BundleIntegrityError(f"{where}: model inputs {got_in} disagree with the manifest: "
                                    f"expected one float input {spec_in.name!r} of shape "
-                                   f"[batch, {spec_in.features}]")
+                                   f"[batch, {', '.join(map(str, spec_in.shape))}]")
     got_out = [(o.name, o.type, list(o.shape)) for o in outputs]
     if (not outputs or outputs[0].name != spec_out.name or outputs[0].type != "tensor(float)"
             or len(outputs[0].shape) != 2 or not _dynamic(outputs[0].shape[0])
@@ -137,8 +140,8 @@ class ModeRuntime:
         self._providers_in_use: list[str] | None = None
         self._in_name = manifest.input.name
         self._out_names = [manifest.output.name]
-        self.checker = InputSpecChecker(manifest.input.features, manifest.input.image_shape,
-                                        manifest.input.range)
+        self.checker = InputSpecChecker.from_spec(manifest.input)
+        self._backbone = None  # name -> array, read (and hashed) once, on first need
         self._coerce = self.checker.coerce if validate else self.checker.reshape_only
 
     @classmethod
@@ -238,11 +241,28 @@ class ModeRuntime:
             self._sessions[mode] = loaded
             return loaded
 
+    def _materialized(self, entry: ModelEntry) -> dict | None:
+        """The initializers of a weightless graph (name -> array), or None for a graph that
+        holds its weights."""
+        if entry.materialize is None:
+            return None
+        if self._backbone is None and self._manifest.backbone is not None:
+            ref = self._manifest.backbone
+            self._backbone = read_safetensors(read_verified(self._root, ref), ref.file)[0]
+        mode = {}
+        if entry.weights is not None:
+            mode = read_safetensors(read_verified(self._root, entry.weights),
+                                    entry.weights.file)[0]
+        return build_initializers(entry.materialize, self._backbone or {}, mode,
+                                  f"{entry.name}: file {entry.file!r}")
+
     def _create(self, entry: ModelEntry) -> _Loaded:
         data = read_verified(self._root, entry)
         label = f"{entry.name} ({entry.file})"
+        initializers = self._materialized(entry)
         try:
-            session, self._plan = create_session(data, self._plan, self._config, label)
+            session, self._plan = create_session(data, self._plan, self._config, label,
+                                                 initializers)
         except TaugateRuntimeError:
             raise
         except Exception as exc:
@@ -253,15 +273,16 @@ class ModeRuntime:
         in_use = list(session.get_providers())
         self._providers_in_use = in_use
         log.debug("loaded mode %r from %s with providers %s", entry.name, entry.file, in_use)
-        run = session_runner(session, self._in_name, self._out_names,
-                             self._manifest.input.features)
-        return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run)
+        run = session_runner(session, self._in_name, self._out_names, self._manifest.input.shape)
+        return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
+                       initializers)
 
     def warmup(self, modes=None) -> None:
         """Load and run each mode once (all modes when ``modes`` is None; add ``"dense"`` to the
         list to include the dense model). With ``max_sessions`` below the number of modes only
         the most recent stay loaded."""
-        zero = np.zeros((1, self._manifest.input.features), np.float32)
+        spec = self._manifest.input
+        zero = np.full((1, *spec.shape), spec.range[0] if spec.range else 0.0, np.float32)
         for mode in (self.modes if modes is None else modes):
             self.run(mode, zero)
 
@@ -308,13 +329,17 @@ class ModeRuntime:
         return self._manifest.output.labels
 
     def info(self, mode: str) -> dict:
-        """Manifest facts of ``mode`` (or ``"dense"``) plus ``mac_ratio`` vs dense and whether
-        it is loaded. ``kept_indices`` is left out (see ``manifest.modes[m].facts``)."""
+        """Manifest facts of ``mode`` (or ``"dense"``) plus ``mac_ratio`` (MACs relative to
+        dense), ``facts`` (the mode's free-form facts; format 1: its angle) and whether it is
+        loaded. ``kept_indices`` and ``materialize`` are left out (see
+        ``manifest.modes[m].facts``)."""
         entry = self._entry(mode)
-        facts = {k: v for k, v in entry.facts.items() if k != "kept_indices"}
+        facts = {k: v for k, v in entry.facts.items() if k not in ("kept_indices", "materialize")}
         dense_macs = self._manifest.dense.macs
         facts.update(name=entry.name, macs=entry.macs, loaded=mode in self._sessions,
                      mac_ratio=entry.macs / dense_macs if dense_macs else None)
+        if entry is not self._manifest.dense:
+            facts["facts"] = dict(entry.mode_facts)
         return facts
 
     def __repr__(self) -> str:
