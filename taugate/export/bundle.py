@@ -119,7 +119,9 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_sp
             manifest["backbone"] = _write(tmp, BACKBONE_FILE, safetensors_bytes(backbone))
         manifest["dense"] = {**dense_fields, **dense_entry}
         manifest["modes"] = {name: {**mode_fields[name], **m.entry} for name, m in modes.items()}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), "utf-8")
+        # indented for people reading a few modes; one line for thousands (bundle size)
+        indent = 1 if len(modes) <= 64 else None
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=indent), "utf-8")
     return out
 
 
