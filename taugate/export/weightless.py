@@ -54,6 +54,23 @@ def _sentinel(init: TensorProto) -> TensorProto:
     return out
 
 
+def _strip_names(proto: onnx.ModelProto) -> None:
+    """Drop node names and doc strings and shorten intermediate value names: they are most of
+    a small weightless graph's bytes. Inputs, outputs and initializers keep their names."""
+    g = proto.graph
+    keep = {v.name for v in (*g.input, *g.output)} | {i.name for i in g.initializer}
+    short: dict[str, str] = {}
+    for node in g.node:
+        node.name = ""
+        node.doc_string = ""
+        for field in (node.input, node.output):
+            for j, name in enumerate(field):
+                if name and name not in keep:
+                    field[j] = short.setdefault(name, f"v{len(short)}")
+    del g.value_info[:]
+    proto.doc_string = ""
+
+
 def weightless(graph: GraphExport, where: str) -> tuple[onnx.ModelProto, list[dict]]:
     """(weightless proto, manifest ``materialize`` steps) for a shared-backbone graph.
 
@@ -76,9 +93,14 @@ def weightless(graph: GraphExport, where: str) -> tuple[onnx.ModelProto, list[di
             raise ValueError(f"{where}: initializer {init.name!r}: the recipe {recipe} does not "
                              f"rebuild the exported tensor bit for bit")
         inits[i].CopyFrom(_sentinel(init))
-        steps.append({"name": step.name, "source": step.source, "tensor": step.tensor,
-                      "take": [list(t) for t in step.take],
-                      "scale": list(step.scale) if step.scale else None, "add": step.add,
-                      "dtype": step.dtype, "shape": list(step.shape)})
+        fields = {"name": step.name, "source": step.source, "tensor": step.tensor}
+        if step.take:  # absent keys mean none (keeps a thousand-mode manifest small)
+            fields["take"] = [list(t) for t in step.take]
+        if step.scale:
+            fields["scale"] = list(step.scale)
+        if step.add:
+            fields["add"] = step.add
+        steps.append({**fields, "dtype": step.dtype, "shape": list(step.shape)})
+    _strip_names(proto)
     # recipes of tensors the exporter left out of the graph (unused ones) are simply not needed
     return proto, steps

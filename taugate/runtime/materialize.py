@@ -4,7 +4,9 @@ Each :class:`~taugate.runtime.manifest.MaterializeStep` takes a tensor of the ba
 the mode's own file), gathers kept indices along axes (``take``), multiplies by a vector along
 one axis (``scale``) and adds a tensor (``add``), all in numpy; the engine hands the results to
 onnxruntime with ``SessionOptions.add_external_initializers`` (docs/bundle-v2.md, section 4).
-Every index is range-checked and every result must have the dtype and shape the manifest
+An index tensor is a list of
+integers (int16/int32/int64) or, as uint8, a packed bit mask over the axis (``np.packbits``,
+big-endian bit order; its set bits are the kept indices, in order). Every index is range-checked and every result must have the dtype and shape the manifest
 declares, or the mode is refused.
 """
 
@@ -34,6 +36,11 @@ def _take(arr: np.ndarray, axis: int, idx: np.ndarray, where: str) -> np.ndarray
         raise BundleIntegrityError(f"{where}: take: axis {axis} out of range for a tensor of "
                                    f"shape {arr.shape}")
     n = arr.shape[axis]
+    if idx.dtype == np.uint8:  # a packed bit mask over the axis (np.packbits, big-endian bits)
+        if idx.shape != ((n + 7) // 8,):
+            raise BundleIntegrityError(f"{where}: take: a uint8 bit mask over an axis of {n} "
+                                       f"needs {(n + 7) // 8} bytes, got {idx.shape[0]}")
+        idx = np.flatnonzero(np.unpackbits(idx, count=n))
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise BundleIntegrityError(f"{where}: take: indices must lie in [0, {n}) along axis "
                                    f"{axis}, got min {int(idx.min())}, max {int(idx.max())}")

@@ -56,7 +56,12 @@ class GatedReport:
 
 
 def _index_tensor(idx: np.ndarray, size: int) -> np.ndarray:
-    """Kept indices in the smallest integer type that holds them (bundle size)."""
+    """Kept indices in the smallest form (bundle size): a packed uint8 bit mask over the axis,
+    or a list in the smallest integer type that holds them."""
+    if (size + 7) // 8 < 2 * len(idx):
+        mask = np.zeros(size, np.uint8)
+        mask[idx] = 1
+        return np.packbits(mask)
     for dtype in (np.int16, np.int32):
         if size <= np.iinfo(dtype).max:
             return idx.astype(dtype)
