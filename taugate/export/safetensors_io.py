@@ -20,7 +20,7 @@ def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
     """The safetensors file holding ``tensors`` (name -> array) and string ``metadata``."""
     arrays = {}
     for name, value in tensors.items():
-        arr = np.ascontiguousarray(value)
+        arr = np.asarray(value, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         if arr.dtype.newbyteorder("<") not in CODES:
             raise ValueError(f"tensor {name!r}: dtype {arr.dtype} not supported; valid: "
                              f"{', '.join(str(d) for d in CODES)}")
