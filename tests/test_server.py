@@ -35,7 +35,7 @@ def test_health_and_modes(client):
     assert health == {"status": "ok", "modes": 2, "providers": ["CPUExecutionProvider"]}
     body = client.get("/modes").json()
     assert [m["name"] for m in body["modes"]] == ["rot0", "rot45"]
-    assert body["modes"][1]["angle"] == 45.0 and body["modes"][1]["units_kept"] == [32, 16]
+    assert body["modes"][1]["facts"] == {"angle": 45.0} and body["modes"][1]["units_kept"] == [32, 16]
     assert body["dense"]["name"] == "dense"
     assert client.get("/modes/rot45").json()["mac_ratio"] == pytest.approx(1.0)
 

@@ -14,7 +14,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from taugate.commands._common import add_data_arguments, add_device_argument, csv_list, format_table
+from taugate.commands._common import (
+    add_data_arguments,
+    add_device_argument,
+    csv_list,
+    format_table,
+    mac_ratio_text,
+)
 from taugate.commands.export import add_prune_arguments, prune_config
 from taugate.commands.train import add_method_arguments, run_config
 
@@ -80,7 +86,7 @@ def run(args) -> int:
         for _ in range(calibrate(timer, args.time_budget, min_rounds=args.repeats)):
             timer.round()
         rows.append([
-            r.name, r.units, f"{dense_macs / r.pruned.model.macs:.2f}x",
+            r.name, r.units, mac_ratio_text(dense_macs, r.pruned.model.macs),
             f"{r.soft_accuracy:.4f}", f"{r.hard_accuracy:.4f}", f"{onnx_acc:.4f}",
             f"{dense_acc:.4f}", f"{timer.ratio('dense', 'mode'):.2f}x",
         ])

@@ -46,6 +46,7 @@ class GatedMode:
     test: tuple  # (x, y) tensors: accuracies reported in the manifest
     method: str = "taugate"
     facts: dict = field(default_factory=dict)
+    hard_model: object = None  # optional () -> nn.Module: the trained hard-gated model, checked
 
 
 @dataclass
@@ -147,6 +148,14 @@ def export_mode(name: str, foundation: nn.Module, mode: GatedMode, foundation_st
     if not diff <= ONNX_TOLERANCE:
         raise ParityError(f"{name}: ONNX vs torch hard-gated logits differ by {diff:.3g} > "
                           f"{ONNX_TOLERANCE:g}")
+    if mode.hard_model is not None:  # the spec must describe what training produced
+        ref = mode.hard_model()
+        ref_diff = onnx_max_diff(proto, ref, cal_x[:parity_samples], input_name)
+        if not ref_diff <= ONNX_TOLERANCE:
+            raise ParityError(f"{name}: the exported graph differs from the trained hard-gated "
+                              f"model by {ref_diff:.3g} > {ONNX_TOLERANCE:g} on the calibration "
+                              f"split: the mode's GatedSpec does not describe its model")
+        diff = max(diff, ref_diff)
     units_total = [t.units for t in spec.targets]
     entry = {
         "method": mode.method, "facts": dict(mode.facts),
@@ -197,3 +206,14 @@ def export_gated_bundle(out: str | Path, foundation: nn.Module, modes: dict[str,
                            dense=dense, dense_entry=dense_entry, modes=exports, targets=targets,
                            overwrite=overwrite)
     return path, reports
+
+
+def export_run_bundle(run, out: str | Path, *, shared: bool = True, overwrite: bool = False
+                      ) -> tuple[Path, list[GatedReport]]:
+    """Export a run read by ``taugate.training.loaded.load_run`` (any family) to a bundle."""
+    modes = {name: GatedMode(m.spec, m.calibration, m.test, m.method, dict(m.facts),
+                             hard_model=m.hard_model)
+             for name, m in run.modes.items()}
+    return export_gated_bundle(out, run.foundation, modes, family=run.family,
+                               input_spec=run.input_spec, output_spec=run.output_spec,
+                               shared=shared, overwrite=overwrite)
