@@ -94,18 +94,24 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_sp
 
     input_spec / output_spec: the manifest's ``input`` / ``output`` objects (docs/bundle-v2.md);
     dense_entry: facts of the dense model (``macs``, ``units``, ``test_accuracy`` per mode);
-    modes: name -> :class:`BundleMode`.
+    modes: name -> :class:`BundleMode`, or an iterable of (name, BundleMode) pairs consumed one
+    at a time (thousands of modes never sit in memory together; ``dense_entry`` is read after
+    the last one, so the producer may still fill it in).
     """
-    if not modes:
-        raise ValueError("modes: expected at least one mode to export")
-    for name in modes:
-        check_mode_name(name)
+    items = modes.items() if isinstance(modes, dict) else modes
     out = Path(out)
     backbone: dict = {}
+    entries: dict[str, dict] = {}
     with atomic_directory(out, overwrite=overwrite) as tmp:
         dense_fields = _write_graph(tmp, "dense.onnx", DENSE, dense, backbone)
-        mode_fields = {name: _write_graph(tmp, f"modes/{name}.onnx", name, m.graph, backbone)
-                       for name, m in modes.items()}
+        for name, m in items:
+            check_mode_name(name)
+            if name in entries:
+                raise ValueError(f"mode {name!r}: given twice")
+            entries[name] = {**_write_graph(tmp, f"modes/{name}.onnx", name, m.graph, backbone),
+                             **m.entry}
+        if not entries:
+            raise ValueError("modes: expected at least one mode to export")
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -118,9 +124,9 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_sp
         if backbone:
             manifest["backbone"] = _write(tmp, BACKBONE_FILE, safetensors_bytes(backbone))
         manifest["dense"] = {**dense_fields, **dense_entry}
-        manifest["modes"] = {name: {**mode_fields[name], **m.entry} for name, m in modes.items()}
+        manifest["modes"] = entries
         # indented for people reading a few modes; one line for thousands (bundle size)
-        indent = 1 if len(modes) <= 64 else None
+        indent = 1 if len(entries) <= 64 else None
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=indent), "utf-8")
     return out
 

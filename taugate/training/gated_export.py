@@ -17,6 +17,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from taugate._names import check_mode_name
 from taugate.export.bundle import BundleMode, write_bundle_v2
 from taugate.export.hardened import GatedSpec
 from taugate.export.weightless import GraphExport, Recipe
@@ -181,30 +182,38 @@ def export_gated_bundle(out: str | Path, foundation: nn.Module, modes: dict[str,
     ``name`` become the graph's input and output names. ``shared``: shared-backbone graphs
     (default); False writes every graph self-contained.
     """
+    if not modes:
+        raise ValueError("modes: expected at least one mode to export")
+    for name in modes:
+        check_mode_name(name)  # before any work
     foundation = foundation.eval()
     state = _state(foundation)
     in_name, out_name = input_spec["name"], output_spec["name"]
-    exports, reports = {}, []
     first = next(iter(modes.values()))
-    for name, mode in modes.items():
-        graph, report = export_mode(name, foundation, mode, state, in_name, out_name)
-        if not shared:
-            graph = GraphExport(graph.proto)
-        else:  # the kept indices are in the mode's file: keep the manifest small
-            report.entry.pop("kept_indices")
-        exports[name] = BundleMode(graph, report.entry)
-        reports.append(report)
-    dense_proto = export_onnx(foundation, first.calibration[0], in_name, out_name)
+    example = first.calibration[0]
+    dense_proto = export_onnx(foundation, example, in_name, out_name)
     dense = (shared_graph(dense_proto, foundation, {}, None, state) if shared
              else GraphExport(dense_proto))
-    dense_entry = {"macs": linear_macs(foundation, first.calibration[0]),
-                   "units": [t.units for t in first.spec.targets],
-                   "test_accuracy": {n: r.entry["dense_test_accuracy"]
-                                     for n, r in zip(modes, reports)}}
+    dense_acc: dict = {}
+    dense_entry = {"macs": linear_macs(foundation, example),
+                   "units": [t.units for t in first.spec.targets], "test_accuracy": dense_acc}
+    reports: list[GatedReport] = []
+
+    def exported():  # one mode at a time: its standalone graph is dropped once written
+        for name, mode in modes.items():
+            graph, report = export_mode(name, foundation, mode, state, in_name, out_name)
+            if not shared:
+                graph = GraphExport(graph.proto)
+            else:  # the kept indices are in the mode's file: keep the manifest small
+                report.entry.pop("kept_indices")
+            dense_acc[name] = report.entry["dense_test_accuracy"]
+            reports.append(report)
+            yield name, BundleMode(graph, report.entry)
+
     targets = [t.producer for t in first.spec.targets]
     path = write_bundle_v2(out, family=family, input_spec=input_spec, output_spec=output_spec,
-                           dense=dense, dense_entry=dense_entry, modes=exports, targets=targets,
-                           overwrite=overwrite)
+                           dense=dense, dense_entry=dense_entry, modes=exported(),
+                           targets=targets, overwrite=overwrite)
     return path, reports
 
 
