@@ -54,7 +54,7 @@ def exported(request, tmp_path_factory):
 
 
 def test_onnx_matches_the_torch_hard_gated_model(exported):
-    kind, model, modes, x, shared, _, reports = exported
+    _, model, modes, x, shared, _, reports = exported
     assert all(r.onnx_max_diff <= 1e-4 for r in reports)
     with ModeRuntime.open(shared, providers="cpu") as rt:
         for name, mode in modes.items():
@@ -115,7 +115,7 @@ def test_tampered_mode_file_is_refused(exported, tmp_path):
     import hashlib
     import shutil
 
-    _, _, modes, x, shared, _, _ = exported
+    shared = exported[4]
     root = tmp_path / "b"
     shutil.copytree(shared, root)
     manifest = json.loads((root / "manifest.json").read_text())
@@ -144,7 +144,7 @@ def test_keep_masks_rules():
 
 
 def test_overrides_become_mode_tensors(tmp_path):
-    model, modes, spec_in, spec_out, x = _case("mlp")
+    model, modes, spec_in, spec_out, _ = _case("mlp")
     bias = np.full(5, 0.25, np.float32)
     mode = modes["site-0"]
     mode.spec = GatedSpec(mode.spec.targets, {"readout.bias": bias})

@@ -44,15 +44,15 @@ def _text(rt, facts: list[dict]) -> str:
     files = len(m.files())
     lines = [f"bundle        {rt.bundle_dir}",
              f"format        {m.format} v{m.format_version} (created by {m.created_by})",
-             f"family        {m.family}" + (f"  targets {', '.join(m.targets)}" if m.targets
-                                            else ""),
+             (f"family        {m.family}"
+              f"{'  targets ' + ', '.join(m.targets) if m.targets else ''}"),
              f"input         {input_text(m.input)}",
              f"output        {m.output.name} float32 [batch, {m.output.classes}]",
-             f"dense         {m.dense.file}  {m.dense.macs:,} MACs  units "
-             f"{m.dense.facts.get('units', '-')}"
-             + ("  (weights: shared backbone " + m.backbone.file + ")" if m.backbone else ""),
-             f"verification  OK: paths and sha256 of {files} files, all models load "
-             f"with {rt.providers}", ""]
+             (f"dense         {m.dense.file}  {m.dense.macs:,} MACs  units "
+              f"{m.dense.facts.get('units', '-')}"
+              f"{'  (weights: shared backbone ' + m.backbone.file + ')' if m.backbone else ''}"),
+             (f"verification  OK: paths and sha256 of {files} files, all models load "
+              f"with {rt.providers}"), ""]
     dense_macs = m.dense.macs
     rows = [[f["name"], f.get("method") or "-", facts_text(f.get("facts")), _units(f),
              f"{f['macs']:,}", mac_ratio_text(dense_macs, f["macs"]),

@@ -63,10 +63,10 @@ def _strip_names(proto: onnx.ModelProto) -> None:
     for node in g.node:
         node.name = ""
         node.doc_string = ""
-        for field in (node.input, node.output):
-            for j, name in enumerate(field):
+        for names in (node.input, node.output):
+            for j, name in enumerate(names):
                 if name and name not in keep:
-                    field[j] = short.setdefault(name, f"v{len(short)}")
+                    names[j] = short.setdefault(name, f"v{len(short)}")
     del g.value_info[:]
     proto.doc_string = ""
 
@@ -92,7 +92,7 @@ def weightless(graph: GraphExport, where: str) -> tuple[onnx.ModelProto, list[di
                 got.tobytes() != np.ascontiguousarray(want).tobytes():
             raise ValueError(f"{where}: initializer {init.name!r}: the recipe {recipe} does not "
                              f"rebuild the exported tensor bit for bit")
-        inits[i].CopyFrom(_sentinel(init))
+        init.CopyFrom(_sentinel(init))
         fields = {"name": step.name, "source": step.source, "tensor": step.tensor}
         if step.take:  # absent keys mean none (keeps a thousand-mode manifest small)
             fields["take"] = [list(t) for t in step.take]

@@ -27,7 +27,6 @@ from taugate.runtime.errors import (
     UnknownModeError,
 )
 from taugate.runtime.inputs import InputSpecChecker
-from taugate.runtime.materialize import build_initializers
 from taugate.runtime.manifest import (
     DENSE,
     Manifest,
@@ -36,6 +35,7 @@ from taugate.runtime.manifest import (
     read_verified,
     verify_files,
 )
+from taugate.runtime.materialize import build_initializers
 from taugate.runtime.providers import (
     CPU,
     ProviderSpec,

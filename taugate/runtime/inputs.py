@@ -160,7 +160,7 @@ class InputSpecChecker:
         The caller promises float32-compatible values already in range (uint8 is *not* scaled).
         A float32 C-contiguous [N, *shape] array is returned as is (no call into numpy).
         """
-        if type(x) is _NDARRAY and x.dtype is _FLOAT32 and x.flags.c_contiguous:
-            if x.shape[1:] == self.shape:
-                return x
+        if (type(x) is _NDARRAY and x.dtype is _FLOAT32 and x.flags.c_contiguous
+                and x.shape[1:] == self.shape):
+            return x
         return np.ascontiguousarray(x, dtype=np.float32).reshape(-1, *self.shape)

@@ -62,8 +62,9 @@ def _linear(model: nn.Module, path: str, role: str) -> nn.Linear:
         mod = model.get_submodule(path)
     except AttributeError:
         raise ValueError(f"{role} {path!r}: no such module in the model") from None
-    if not isinstance(mod, nn.Linear):
-        raise ValueError(f"{role} {path!r}: expected an nn.Linear, got {type(mod).__name__}")
+    if not isinstance(mod, nn.Linear):  # a spec naming the wrong module: a bad value
+        raise ValueError(  # noqa: TRY004
+            f"{role} {path!r}: expected an nn.Linear, got {type(mod).__name__}")
     return mod
 
 
@@ -243,7 +244,6 @@ def export_onnx(model: nn.Module, example: torch.Tensor, input_name: str = "inpu
     opsets = {o.domain or "": o.version for o in proto.opset_import}
     if opsets.get("", OPSET) != OPSET or set(opsets) - {""}:
         raise ValueError(f"the exporter wrote opsets {opsets}; expected only ai.onnx {OPSET}")
-    if proto.ir_version > IR_VERSION:
-        proto.ir_version = IR_VERSION  # opset 17 needs nothing of IR 9+
+    proto.ir_version = min(proto.ir_version, IR_VERSION)  # opset 17 needs nothing of IR 9+
     onnx.checker.check_model(proto, full_check=True)
     return proto
