@@ -100,7 +100,12 @@ def run_generic(args) -> int:
     import json
 
     from taugate.training.gated_export import export_run_bundle
-    from taugate.training.loaded import load_run
+
+    try:
+        from taugate.training.loaded import load_run
+    except ImportError as exc:  # the training side of issue 9 lands separately
+        raise RuntimeError(f"--engine torch needs taugate.training.loaded.load_run, which this "
+                           f"installation lacks ({exc}); use --engine numpy for mlp runs") from None
 
     run = load_run(args.run, args.data_root, args.modes)
     path, reports = export_run_bundle(run, args.out, shared=not args.standalone,
