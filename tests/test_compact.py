@@ -9,12 +9,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _gated_models import MLP_TARGETS, VIT_TARGETS, TinyTransformer, odd_mlp, random_spec
 
 from taugate.export.hardened import GatedSpec, GatedUnits
 from taugate.runtime import BundleIntegrityError, ModeRuntime
 from taugate.training.compact import compact, firing_counts, hard_gated, keep_masks
 from taugate.training.gated_export import GatedMode, export_gated_bundle
-from tests._gated_models import MLP_TARGETS, VIT_TARGETS, TinyTransformer, odd_mlp, random_spec
 
 # what the graphs of these models may contain (the list reported for the operator allowlist)
 MLP_OPS = {"Gemm", "Relu", "Greater", "Cast", "Mul"}
