@@ -48,12 +48,17 @@ class GatedLinear(nn.Linear):
         super().__init__(in_features, out_features)
         self.register_buffer("threshold", threshold.detach().clone().float())
         self.counts: torch.Tensor | None = None
+        self.margins: list | None = None  # per sample: min |z - threshold| over units, positions
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = super().forward(x)
         fire = z > self.threshold
         if self.counts is not None:
             self.counts += fire.reshape(-1, z.shape[-1]).sum(0)
+        if self.margins is not None:
+            # only units whose gate is a jump: at |t| ~ 0 a flip changes act(z) by ~0
+            gap = (z - self.threshold).abs().masked_fill(self.threshold.abs() <= 1e-5, np.inf)
+            self.margins.append(gap.reshape(z.shape[0], -1).amin(1))
         return z * fire.to(z.dtype)
 
 
@@ -174,6 +179,28 @@ def firing_counts(hard: nn.Module, spec: GatedSpec, x: torch.Tensor, batch_size:
     finally:
         for g in gates:
             g.counts = None
+
+
+@torch.no_grad()
+def gate_margins(hard: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per sample of ``x``: how close any gated unit with a threshold away from 0 comes to it
+    (min |z - t| over units with |t| > 1e-5; inf when none).
+
+    A sample whose margin is within float rounding of 0 can flip a gate between two correct
+    implementations that sum in another order (torch vs onnxruntime), changing the output by a
+    jump of act(t): parity is judged on the other samples."""
+    gates = [m for m in hard.modules() if isinstance(m, GatedLinear)]
+    for g in gates:
+        g.margins = []
+    try:
+        hard(x)
+        per_gate = [torch.cat(g.margins) for g in gates]
+    finally:
+        for g in gates:
+            g.margins = None
+    if not per_gate:
+        return torch.full((len(x),), float("inf"))
+    return torch.stack(per_gate).amin(0)
 
 
 def keep_masks(spec: GatedSpec, counts: list[np.ndarray]) -> list[np.ndarray]:
