@@ -254,6 +254,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, input_name: str = "inpu
     kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters \
         else {}
     mha = getattr(torch.backends, "mha", None)
+    if not hasattr(mha, "set_fastpath_enabled"):  # older torch: no switch (and no fast path
+        mha = None  # under tracing)
     fastpath = mha.get_fastpath_enabled() if mha else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
