@@ -171,3 +171,16 @@ def test_bad_specs_are_refused():
         hard_gated(model, wrong)
     with pytest.raises(ValueError, match="overrides: 'nope'"):
         hard_gated(model, GatedSpec((), {"nope": np.zeros(1)}))
+
+
+def test_gate_margins_only_count_jump_gates():
+    from taugate.training.compact import GatedLinear, gate_margins
+
+    gate = GatedLinear(1, 2, torch.tensor([0.5, 0.0]))
+    with torch.no_grad():
+        gate.weight.copy_(torch.tensor([[1.0], [1.0]]))
+        gate.bias.zero_()
+    x = torch.tensor([[0.5 + 1e-6], [0.9], [0.0]])
+    # sample 0 sits on unit 0's threshold; unit 1 (t = 0) never counts: a flip there is ~0
+    margins = gate_margins(gate, x)
+    assert margins[0] < 2e-6 and margins[1] == pytest.approx(0.4) and margins[2] == 0.5
