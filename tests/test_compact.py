@@ -184,3 +184,15 @@ def test_gate_margins_only_count_jump_gates():
     # sample 0 sits on unit 0's threshold; unit 1 (t = 0) never counts: a flip there is ~0
     margins = gate_margins(gate, x)
     assert margins[0] < 2e-6 and margins[1] == pytest.approx(0.4) and margins[2] == 0.5
+
+
+def test_linear_macs_counts_attention():
+    from taugate.training.compact import linear_macs
+
+    model, x = TinyTransformer(), torch.randn(2, 6, 8)
+    # per block: in_proj 6*8*24, out_proj 6*8*8, fc1 6*8*32, fc2 6*32*8, q k^T and att v 2*6*6*8
+    block = 6 * 8 * 24 + 6 * 8 * 8 + 2 * 6 * 8 * 32 + 2 * 6 * 6 * 8
+    assert linear_macs(model, x) == 2 * block + 8 * 4
+    model.attention_macs = lambda: 1000  # a model that counts its own attention
+    assert linear_macs(model, x) == 2 * 2 * 6 * 8 * 32 + 8 * 4 + 1000
+    assert linear_macs(odd_mlp(), torch.randn(1, 13)) == 13 * 24 + 24 * 16 + 16 * 5

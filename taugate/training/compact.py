@@ -223,9 +223,12 @@ def compact(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray]
 
 @torch.no_grad()
 def linear_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates per sample of the Linear layers and of attention's two matmuls
-    (``nn.MultiheadAttention``); elementwise work, norms and softmax are not counted."""
-    total = [0]
+    """Multiply-accumulates per sample of the Linear layers plus attention's two matmuls: the
+    model's own ``attention_macs()`` when it has one (hand-written attention, e.g. the vit
+    family), else those of every ``nn.MultiheadAttention`` (with its projections, which it
+    applies without calling its Linear); elementwise work, norms and softmax are not counted."""
+    own = getattr(model, "attention_macs", None)
+    total = [int(own()) if callable(own) else 0]
 
     def linear(mod, inp, out):
         total[0] += out.numel() // out.shape[0] * mod.in_features
@@ -233,11 +236,14 @@ def linear_macs(model: nn.Module, example: torch.Tensor) -> int:
     def attention(mod, inp, out):
         q, k = inp[0], inp[1]
         seq_q, seq_k = (q.shape[1], k.shape[1]) if mod.batch_first else (q.shape[0], k.shape[0])
-        total[0] += 2 * seq_q * seq_k * mod.embed_dim
+        e = mod.embed_dim
+        # its projections bypass the Linear hooks: q and out over seq_q, k and v over seq_k
+        total[0] += 2 * seq_q * seq_k * e + 2 * seq_q * e * e + seq_k * e * (mod.kdim + mod.vdim)
 
     hooks = [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, nn.Linear)]
-    hooks += [m.register_forward_hook(attention) for m in model.modules()
-              if isinstance(m, nn.MultiheadAttention)]
+    if not callable(own):
+        hooks += [m.register_forward_hook(attention) for m in model.modules()
+                  if isinstance(m, nn.MultiheadAttention)]
     try:
         model(example[:1])
     finally:
