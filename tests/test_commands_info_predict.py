@@ -26,15 +26,17 @@ def main(monkeypatch):
 def test_info_text(main, tiny_bundle, capsys):
     assert main(["info", str(tiny_bundle)]) == 0
     out = capsys.readouterr().out
-    for needle in ("taugate-bundle v1", "created by taugate", "25,760 MACs", "verification  OK",
-                   "rot45", "32/32 16/16", "1.000", "0.5000"):
+    for needle in ("taugate-bundle v2", "created by taugate", "25,760 MACs", "verification  OK",
+                   "rot45", "angle=45", "32/32 16/16", "1.00x fewer", "0.5000",
+                   "pixels float32 [batch, 784] in [0, 1], image 1x28x28"):
         assert needle in out
 
 
 def test_info_json(main, tiny_bundle, capsys):
     assert main(["info", str(tiny_bundle), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["ok"] and info["format_version"] == 1
+    assert info["ok"] and info["format_version"] == 2 and info["family"] == "mlp"
+    assert info["modes"][1]["facts"] == {"angle": 45.0}
     assert [m["name"] for m in info["modes"]] == ["rot0", "rot45"]
     assert info["modes"][1]["units_kept"] == [32, 16] and info["modes"][1]["mac_ratio"] == 1.0
     assert info["verification"]["models_load"] == "ok" and info["dense"]["macs"] == 25760

@@ -33,13 +33,15 @@ def exported(data_root, tmp_path_factory):
 def test_bundle_layout(exported):
     _, bundle, _ = exported
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["format"] == "taugate-bundle" and manifest["format_version"] == 1
+    assert manifest["format"] == "taugate-bundle" and manifest["format_version"] == 2
+    assert manifest["family"] == "mlp" and manifest["input"]["layout"]["height"] == 28
     assert sorted(manifest["modes"]) == ["rot0", "rot45"]
     for name, m in manifest["modes"].items():
         assert (bundle / m["file"]).exists() and m["file"] == f"modes/{name}.onnx"
         assert m["units_total"] == [128, 128] and len(m["kept_indices"]) == 2
         assert [len(k) for k in m["kept_indices"]] == m["units_kept"]
         assert 0.5 < m["test_accuracy"] <= 1.0
+        assert m["facts"]["angle"] == float(name[3:]) and 0.5 < m["dense_test_accuracy"] <= 1.0
 
 
 @pytest.mark.parametrize("mode", ["rot0", "rot45"])

@@ -80,11 +80,11 @@ def test_run_matches_numpy_golden(rt, mode):
 def test_facts(rt, tiny_bundle):
     assert rt.modes == ["rot0", "rot45"]
     assert rt.providers == ["CPUExecutionProvider"]
-    assert rt.bundle_dir == tiny_bundle and rt.manifest.format_version == 1
+    assert rt.bundle_dir == tiny_bundle and rt.manifest.format_version == 2
     assert len(rt.labels) == 10
     np.testing.assert_array_equal(rt.run_dense(X), rt.run(DENSE, X))
     info = rt.info("rot45")
-    assert info["angle"] == 45.0 and info["mac_ratio"] == pytest.approx(1.0)
+    assert info["facts"] == {"angle": 45.0} and info["mac_ratio"] == pytest.approx(1.0)
     assert "kept_indices" not in info and info["name"] == "rot45"
     assert "rot0" in repr(rt) or "modes=2" in repr(rt)
 
@@ -182,8 +182,8 @@ def test_refuses_broken_bundles(tiny_bundle, tmp_path, breakage, needle, at_open
 
 def test_refuses_unknown_format_version(tiny_bundle, tmp_path):
     root = copy_bundle(tiny_bundle, tmp_path)
-    edit_manifest(root, lambda m: m.__setitem__("format_version", 2))
-    with pytest.raises(BundleFormatError, match=r"format_version 2 .*supported: 1"):
+    edit_manifest(root, lambda m: m.__setitem__("format_version", 3))
+    with pytest.raises(BundleFormatError, match=r"format_version 3 .*supported: 1, 2"):
         ModeRuntime.open(root)
 
 

@@ -113,3 +113,54 @@ def test_fast_path_does_not_copy_and_slow_paths_still_checked():
     out = CHECK.reshape_only(BATCH[:, ::-1])  # non-contiguous: copied, still [N, 784]
     assert out.flags.c_contiguous and out.shape == (3, 784)
     np.testing.assert_array_equal(out, BATCH[:, ::-1])
+
+
+# Format 2 input specs: whatever shape, range and layout the manifest says, and nothing else.
+TABULAR = InputSpecChecker((5,), None, None, uint8_pixels=False)  # range null: any finite value
+TOKENS = InputSpecChecker((3, 4), None, None, uint8_pixels=False)
+IMAGE_CHW = InputSpecChecker((1, 6, 6), (6, 6), (0.0, 1.0), channels=1, uint8_pixels=True)
+NEG = -RNG.random((2, 5), dtype=np.float32) * 100
+TOK = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+IMG = RNG.random((2, 1, 6, 6), dtype=np.float32)
+
+GENERIC_ACCEPTED = [
+    ("tabular-negative", TABULAR, NEG, NEG),
+    ("tabular-single", TABULAR, NEG[0], NEG[:1]),
+    ("tokens", TOKENS, TOK, TOK),
+    ("tokens-single", TOKENS, TOK[0], TOK[:1]),
+    ("image-nchw", IMAGE_CHW, IMG, IMG),
+    ("image-nhw", IMAGE_CHW, IMG.reshape(2, 6, 6), IMG),
+    ("image-flat", IMAGE_CHW, IMG.reshape(2, 36), IMG),
+    ("image-uint8", IMAGE_CHW, np.full((1, 6, 6), 255, np.uint8), np.ones((1, 1, 6, 6))),
+]
+
+
+@pytest.mark.parametrize("check,x,expected", [a[1:] for a in GENERIC_ACCEPTED],
+                         ids=[a[0] for a in GENERIC_ACCEPTED])
+def test_generic_specs_accept(check, x, expected):
+    out = check.coerce(x)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and out.shape == expected.shape
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+GENERIC_REFUSED = [
+    ("tabular-784", TABULAR, BATCH, "unsupported shape"),
+    ("tabular-uint8", TABULAR, np.zeros((2, 5), np.uint8), "unsupported dtype uint8"),
+    ("tabular-nan", TABULAR, np.full((1, 5), np.nan, np.float32), "finite"),
+    ("tokens-flat", TOKENS, TOK.reshape(2, 12), "unsupported shape"),
+    ("image-range", IMAGE_CHW, IMG * 255, r"\[0, 1\].*uint8"),
+    ("image-28", IMAGE_CHW, BATCH.reshape(3, 28, 28), "unsupported shape"),
+]
+
+
+@pytest.mark.parametrize("check,x,needle", [a[1:] for a in GENERIC_REFUSED],
+                         ids=[a[0] for a in GENERIC_REFUSED])
+def test_generic_specs_refuse(check, x, needle):
+    with pytest.raises(InputError, match=needle) as info:
+        check.coerce(x)
+    assert "accepted:" in str(info.value)
+
+
+def test_generic_accepted_message_names_the_spec():
+    assert TABULAR.accepted.startswith("any finite float32/float64 values, shaped [N, 5]")
+    assert "[N, 3, 4]" in TOKENS.accepted and "uint8" not in TOKENS.accepted

@@ -22,7 +22,8 @@ def test_parses_the_exporters_manifest(raw):
     assert list(m.modes) == ["rot0", "rot45"]
     assert (m.input.name, m.input.features, m.input.image_shape) == ("pixels", 784, (28, 28))
     assert (m.output.name, m.output.classes) == ("logits", 10)
-    assert m.entry(DENSE) is m.dense and m.entry("rot45").facts["angle"] == 45.0
+    assert m.entry(DENSE) is m.dense and m.entry("rot45").mode_facts["angle"] == 45.0
+    assert m.family == "mlp" and m.input.range == (0.0, 1.0) and m.input.uint8_pixels
     assert m.entry("nope") is None
 
 
@@ -48,7 +49,16 @@ REFUSALS = [
     ("input-dtype", _set("input.dtype", "float16"), "input.dtype"),
     ("input-shape", _set("input.shape", ["batch"]), "input.shape"),
     ("input-range", _set("input.range", [1, 0]), "input.range"),
-    ("image-shape", _set("input.image_shape", [27, 28]), "input.image_shape"),
+    ("layout-size", _set("input.layout.height", 27), "input.layout"),
+    ("layout-kind", _set("input.layout.kind", "audio"), "input.layout.kind"),
+    ("no-family", _set("family", _DELETE), "missing field 'family'"),
+    ("targets", _set("targets", [1]), "targets"),
+    ("facts", _set("modes.rot0.facts", [1]), "modes.rot0.facts"),
+    ("backbone-sha", _set("backbone", {"file": "b", "sha256": "x"}), "backbone.sha256"),
+    ("materialize-without-weights",
+     _set("modes.rot0.materialize", [{"name": "w", "source": "mode", "tensor": "w",
+                                      "dtype": "float32", "shape": [1]}]), "source"),
+    ("materialize-keys", _set("modes.rot0.materialize", [{"name": "w", "evil": 1}]), "keys"),
     ("labels", _set("output.labels", ["0"]), "output.labels"),
     ("dense-file", _set("dense.file", 3), "dense.file"),
     ("sha", _set("modes.rot0.sha256", "abc"), "modes.rot0.sha256"),

@@ -36,7 +36,7 @@ def test_health_and_modes(client):
                       "unavailable": {}}
     body = client.get("/modes").json()
     assert [m["name"] for m in body["modes"]] == ["rot0", "rot45"]
-    assert body["modes"][1]["angle"] == 45.0 and body["modes"][1]["units_kept"] == [32, 16]
+    assert body["modes"][1]["facts"] == {"angle": 45.0} and body["modes"][1]["units_kept"] == [32, 16]
     assert body["dense"]["name"] == "dense"
     # the exporter writes the dense model's accuracy per mode (a mapping)
     assert body["dense"]["test_accuracy"] == {"rot0": 0.5, "rot45": 0.5}

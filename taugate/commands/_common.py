@@ -58,3 +58,19 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def mac_ratio_text(dense_macs, macs) -> str:
+    """``"1.94x fewer"``: how many times fewer MACs than the dense model (one wording for the
+    demo, export and info)."""
+    if not dense_macs or not macs:
+        return "-"
+    return f"{dense_macs / macs:.2f}x fewer"
+
+
+def facts_text(facts: dict | None) -> str:
+    """A mode's free-form facts on one line: ``angle=45 source=mnist-rotation``."""
+    if not facts:
+        return "-"
+    return " ".join(f"{k}={format(v, 'g') if isinstance(v, float) else v}"
+                    for k, v in facts.items())

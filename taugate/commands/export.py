@@ -1,10 +1,15 @@
-"""Export a training run (foundation + adapters) to a bundle: harden the gates, fold the gains,
-prune the units that never fire on the calibration split, write one compacted ONNX graph per
-mode plus the dense frozen model and manifest.json."""
+"""Export a training run (foundation + adapters) to a bundle (format 2): harden the gates, fold
+the gains, prune the units that never fire on the calibration split, write one compacted ONNX
+graph per mode plus the dense frozen model and manifest.json.
+
+Two paths: the paper's chain MLP (``family: mlp``, the default ``--engine auto``) keeps the
+numpy graph builder (identical numbers); any other family (``vit``, user models) is compacted
+in torch, exported with ``torch.onnx.export`` and written as a shared-backbone bundle
+(``taugate.training.gated_export``); ``--engine torch`` forces that path for an mlp run too."""
 
 from __future__ import annotations
 
-from taugate.commands._common import add_data_arguments, csv_list, format_table
+from taugate.commands._common import add_data_arguments, csv_list, format_table, mac_ratio_text
 
 HELP = "export a run's adapters to a bundle of compacted per-mode ONNX subnetworks"
 
@@ -27,6 +32,12 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--modes", type=csv_list, default=None, help="modes to export (default all)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--engine", choices=["auto", "numpy", "torch"], default="auto",
+                   help="auto: numpy graph builder for mlp runs, torch export (shared backbone) "
+                        "for the other families; numpy / torch: force one")
+    p.add_argument("--standalone", action="store_true",
+                   help="torch engine: write every mode graph with its own weights instead of "
+                        "a shared backbone")
     add_prune_arguments(p)
     add_data_arguments(p)
 
@@ -42,7 +53,7 @@ def report_rows(reports, dense_macs: int) -> list[list]:
     rows = []
     for r in reports:
         p = r.pruned
-        rows.append([r.name, r.method, r.units, f"{dense_macs / p.model.macs:.2f}x",
+        rows.append([r.name, r.method, r.units, mac_ratio_text(dense_macs, p.model.macs),
                      f"{r.soft_accuracy:.4f}", f"{r.hard_accuracy:.4f}",
                      f"{p.unpruned_test_accuracy:.4f}", f"{p.test_accuracy:.4f}"])
     return rows
@@ -52,7 +63,65 @@ REPORT_HEADERS = ["mode", "method", "units kept", "MAC ratio", "acc soft", "acc 
                   "acc hard (numpy)", "acc pruned (numpy)"]
 
 
+def _run_family(run_dir: str) -> str:
+    """The run's model family from its run file (format 1 runs: mlp)."""
+    import json
+    from pathlib import Path
+
+    from taugate.training import runs
+
+    name = getattr(runs, "RUN_FILE", None)
+    path = Path(run_dir) / name if name else None
+    if path is None or not path.is_file():
+        return "mlp"
+    return json.loads(path.read_text("utf-8")).get("family", "mlp")
+
+
+def generic_rows(reports, dense_macs: int) -> list[list]:
+    from taugate.commands._common import facts_text
+
+    rows = []
+    for r in reports:
+        e = r.entry
+        units = " ".join(f"{k}/{t}" for k, t in zip(e["units_kept"], e["units_total"]))
+        rows.append([r.name, e["method"], facts_text(e["facts"]), units,
+                     mac_ratio_text(dense_macs, e["macs"]), f"{e['dense_test_accuracy']:.4f}",
+                     f"{e['unpruned_test_accuracy']:.4f}", f"{e['test_accuracy']:.4f}",
+                     f"{r.onnx_max_diff:.1e}"])
+    return rows
+
+
+GENERIC_HEADERS = ["mode", "method", "facts", "units kept", "MAC ratio", "acc dense",
+                   "acc hard", "acc pruned", "ONNX diff"]
+
+
+def run_generic(args) -> int:
+    """The torch engine: any family, through ``load_run`` (i9train's run reader)."""
+    import json
+
+    from taugate.training.gated_export import export_run_bundle
+
+    try:
+        from taugate.training.loaded import load_run
+    except ImportError as exc:  # the training side of issue 9 lands separately
+        raise RuntimeError(f"--engine torch needs taugate.training.loaded.load_run, which this "
+                           f"installation lacks ({exc}); use --engine numpy for mlp runs") from None
+
+    run = load_run(args.run, args.data_root, args.modes)
+    path, reports = export_run_bundle(run, args.out, shared=not args.standalone,
+                                      overwrite=args.force)
+    dense_macs = json.loads((path / "manifest.json").read_text("utf-8"))["dense"]["macs"]
+    print(format_table(GENERIC_HEADERS, generic_rows(reports, dense_macs)))
+    print(f"bundle: {path}")
+    return 0
+
+
 def run(args) -> int:
+    engine = args.engine
+    if engine == "auto":
+        engine = "numpy" if _run_family(args.run) == "mlp" else "torch"
+    if engine == "torch":
+        return run_generic(args)
     from taugate.commands._common import data_config
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run

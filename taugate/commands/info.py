@@ -27,25 +27,40 @@ def _units(info: dict) -> str:
     return " ".join(f"{k}/{t}" for k, t in zip(kept, total)) or "-"
 
 
+def input_text(spec) -> str:
+    """``pixels float32 [batch, 784] in [0, 1], image 1x28x28`` from a manifest InputSpec."""
+    text = f"{spec.name} float32 [batch, {', '.join(str(d) for d in spec.shape)}]"
+    text += (f" in [{spec.range[0]:g}, {spec.range[1]:g}]" if spec.range is not None
+             else " (any finite values)")
+    if spec.image_shape:
+        text += f", image {spec.channels}x{spec.image_shape[0]}x{spec.image_shape[1]}"
+    return text
+
+
 def _text(rt, facts: list[dict]) -> str:
-    from taugate.commands._common import format_table
+    from taugate.commands._common import facts_text, format_table, mac_ratio_text
 
     m = rt.manifest
+    files = len(m.files())
     lines = [f"bundle        {rt.bundle_dir}",
              f"format        {m.format} v{m.format_version} (created by {m.created_by})",
-             f"input         {m.input.name} float32 [batch, {m.input.features}] in "
-             f"[{m.input.range[0]:g}, {m.input.range[1]:g}]",
+             (f"family        {m.family}"
+              f"{'  targets ' + ', '.join(m.targets) if m.targets else ''}"),
+             f"input         {input_text(m.input)}",
              f"output        {m.output.name} float32 [batch, {m.output.classes}]",
-             f"dense         {m.dense.file}  {m.dense.macs:,} MACs  units "
-             f"{m.dense.facts.get('units', '-')}",
-             f"verification  OK: paths and sha256 of {len(facts) + 1} files, all models load "
-             f"with {rt.providers}", ""]
-    rows = [[f["name"], f.get("method") or "-", _fmt(f.get("angle"), "g"), _units(f),
-             f"{f['macs']:,}", _fmt(f.get("mac_ratio"), ".3f"),
+             (f"dense         {m.dense.file}  {m.dense.macs:,} MACs  units "
+              f"{m.dense.facts.get('units', '-')}"
+              f"{'  (weights: shared backbone ' + m.backbone.file + ')' if m.backbone else ''}"),
+             (f"verification  OK: paths and sha256 of {files} files, all models load "
+              f"with {rt.providers}"), ""]
+    dense_macs = m.dense.macs
+    rows = [[f["name"], f.get("method") or "-", facts_text(f.get("facts")), _units(f),
+             f"{f['macs']:,}", mac_ratio_text(dense_macs, f["macs"]),
+             _fmt(f.get("dense_test_accuracy"), ".4f"),
              _fmt(f.get("calibration_accuracy"), ".4f"), _fmt(f.get("test_accuracy"), ".4f")]
             for f in facts]
-    table = format_table(["mode", "method", "angle", "units kept/total", "MACs", "vs dense",
-                          "calib acc", "test acc"], rows)
+    table = format_table(["mode", "method", "facts", "units kept/total", "MACs", "MAC ratio",
+                          "dense acc", "calib acc", "test acc"], rows)
     return "\n".join(lines) + table
 
 
@@ -70,6 +85,7 @@ def run(args) -> int:
         print(json.dumps({
             "bundle": str(rt.bundle_dir), "ok": True,
             "format": m.format, "format_version": m.format_version, "created_by": m.created_by,
+            "family": m.family, "targets": list(m.targets),
             "input": m.raw["input"], "output": m.raw["output"],
             "dense": {k: v for k, v in rt.info("dense").items() if k != "loaded"},
             "modes": facts,

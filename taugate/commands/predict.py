@@ -1,11 +1,12 @@
-"""Classify images with one mode of a bundle.
+"""Classify inputs with one mode of a bundle, following the bundle's input spec.
 
-Inputs: ``.npy`` files (any shape and dtype the runtime accepts: float32/float64 in [0, 1] or
-uint8 0-255, shaped [N, 784], [N, 28, 28], [N, 1, 28, 28] or one image) and image files (PNG,
-or anything Pillow reads): converted to grayscale ('L') and, unless already 28x28, resized with
-``Image.resize((28, 28), Image.BILINEAR)``. MNIST digits are white on black; pass ``--invert``
-for black-on-white images. Prints one class id per line (files in order, images in order), or
-with ``--json`` a list of {file, index, class, logits}.
+Inputs: ``.npy`` files, any shape and dtype the bundle's input spec accepts (``[N, *shape]`` or
+one sample; see ``taugate info`` for the spec), and -- only when the manifest's input has an
+image layout -- image files (PNG, or anything Pillow reads): converted to grayscale ('L') for one
+channel or RGB for three and, unless already the layout's size, resized with
+``Image.resize((width, height), Image.BILINEAR)``. MNIST digits are white on black; pass
+``--invert`` for black-on-white images. Prints one class id per line (files in order, samples in
+order), or with ``--json`` a list of {file, index, class, logits}.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def add_arguments(p) -> None:
                    help="auto (default), cpu, cuda, directml, or a comma-separated list")
 
 
-def load_image(path: Path, invert: bool = False):
-    """A uint8 [28, 28] array from an image file (grayscale, bilinear resize, optional invert)."""
+def load_image(path: Path, invert: bool = False, layout: dict | None = None):
+    """A uint8 image array for ``layout`` (default MNIST's 1x28x28): [H, W] for one channel,
+    [C, H, W] for three (bilinear resize, optional invert)."""
     try:
         from PIL import Image
     except ImportError:
@@ -46,19 +48,28 @@ def load_image(path: Path, invert: bool = False):
                            f"'taugate[train]')") from None
     import numpy as np
 
+    layout = layout or {"kind": "image", "channels": 1, "height": 28, "width": 28}
+    channels, size = layout["channels"], (layout["width"], layout["height"])
+    if channels not in (1, 3):
+        raise ValueError(f"{path}: the bundle's image input has {channels} channels; image files "
+                         f"can feed 1 (grayscale) or 3 (RGB): pass a .npy array instead")
     try:
         with Image.open(path) as img:
-            gray = img.convert("L")
+            img = img.convert("L" if channels == 1 else "RGB")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read as an image: {exc}") from exc
-    if gray.size != (28, 28):
-        gray = gray.resize((28, 28), Image.BILINEAR)
-    pixels = np.asarray(gray, dtype=np.uint8)
+    if img.size != size:
+        img = img.resize(size, Image.BILINEAR)
+    pixels = np.asarray(img, dtype=np.uint8)
+    if channels == 3:
+        pixels = np.ascontiguousarray(pixels.transpose(2, 0, 1))
     return 255 - pixels if invert else pixels
 
 
-def load_file(path: Path, invert: bool = False):
-    """The array in ``path``: ``.npy`` as stored (no pickles), images via :func:`load_image`."""
+def load_file(path: Path, invert: bool = False, layout: dict | None = None,
+              images: bool = True):
+    """The array in ``path``: ``.npy`` as stored (no pickles), images via :func:`load_image`
+    (``images``: whether the bundle's input takes images at all)."""
     import numpy as np
 
     if not path.is_file():
@@ -70,7 +81,10 @@ def load_file(path: Path, invert: bool = False):
         except ValueError as exc:
             raise ValueError(f"{path}: cannot read as a .npy array: {exc}") from exc
     if suffix in IMAGE_SUFFIXES:
-        return load_image(path, invert)
+        if not images:
+            raise ValueError(f"{path}: this bundle's input has no image layout (see `taugate "
+                             f"info`): pass its samples as a .npy array")
+        return load_image(path, invert, layout)
     raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; expected .npy or an "
                      f"image ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
@@ -82,7 +96,8 @@ def run(args) -> int:
     results = []
     for name in args.files:
         path = Path(name)
-        x = load_file(path, args.invert)
+        spec = rt.manifest.input
+        x = load_file(path, args.invert, spec.layout, images=spec.image_shape is not None)
         try:
             logits = rt.run(args.mode, x)
         except InputError as exc:

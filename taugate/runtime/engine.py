@@ -39,6 +39,7 @@ from taugate.runtime.manifest import (
     read_verified,
     resolve_file,
 )
+from taugate.runtime.materialize import build_initializers
 from taugate.runtime.providers import (
     CPU,
     ProviderSpec,
@@ -47,6 +48,7 @@ from taugate.runtime.providers import (
     needs_run_lock,
     resolve_providers,
 )
+from taugate.runtime.safetensors import read_safetensors
 
 log = logging.getLogger("taugate.runtime")
 
@@ -54,13 +56,14 @@ log = logging.getLogger("taugate.runtime")
 class _Loaded:
     """A live session and what its hot path needs: ``run(output_names, feed)``."""
 
-    __slots__ = ("last_used", "lock", "run", "session")
+    __slots__ = ("keep", "last_used", "lock", "run", "session")
 
-    def __init__(self, session, lock: threading.Lock | None, run):
+    def __init__(self, session, lock: threading.Lock | None, run, keep=None):
         self.session = session
         self.lock = lock
         self.run = run
         self.last_used = 0
+        self.keep = keep  # materialized initializers: onnxruntime uses their buffers in place
 
 
 MANY_SESSIONS = 16  # above this many loaded sessions, each gets 1 onnxruntime thread by default
@@ -96,7 +99,7 @@ def output_error(out, n: int, classes: int) -> str | None:
     return None
 
 
-def session_runner(session, input_name: str, output_names: list, features: int,
+def session_runner(session, input_name: str, output_names: list, sample_shape,
                    classes: int, where: str):
     """The callable ``run`` uses: ``(output_names, feed) -> outputs``.
 
@@ -112,7 +115,7 @@ def session_runner(session, input_name: str, output_names: list, features: int,
     public ``run``'s result; otherwise (another onnxruntime, another provider) the public
     ``run`` is used.
     """
-    probe = {input_name: np.full((2, features), 0.5, np.float32)}
+    probe = {input_name: np.full((2, *np.atleast_1d(sample_shape)), 0.5, np.float32)}
     try:
         expected = bounded_run(session.run, output_names, probe, PROBE_TIMEOUT_S)[0]
     except Exception as exc:  # noqa: BLE001 - whatever the model does, the bundle is refused
@@ -147,11 +150,11 @@ def check_session(session, entry: ModelEntry, manifest: Manifest) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     got_in = [(i.name, i.type, list(i.shape)) for i in inputs]
     if (len(inputs) != 1 or inputs[0].name != spec_in.name or inputs[0].type != "tensor(float)"
-            or len(inputs[0].shape) != 2 or not _dynamic(inputs[0].shape[0])
-            or inputs[0].shape[1] != spec_in.features):
+            or len(inputs[0].shape) != 1 + len(spec_in.shape) or not _dynamic(inputs[0].shape[0])
+            or tuple(inputs[0].shape[1:]) != spec_in.shape):
         raise BundleIntegrityError(f"{where}: model inputs {got_in} disagree with the manifest: "
                                    f"expected one float input {spec_in.name!r} of shape "
-                                   f"[batch, {spec_in.features}]")
+                                   f"[batch, {', '.join(map(str, spec_in.shape))}]")
     got_out = [(o.name, o.type, list(o.shape)) for o in outputs]
     if (not outputs or outputs[0].name != spec_out.name or outputs[0].type != "tensor(float)"
             or len(outputs[0].shape) != 2 or not _dynamic(outputs[0].shape[0])
@@ -200,8 +203,8 @@ class ModeRuntime:
         self._stamps: dict[str, tuple] = {}  # name -> stat of its file when it was verified
         self._unavailable: dict[str, str] = {}  # name -> why it failed to load after open
         self._opened = False
-        self.checker = InputSpecChecker(manifest.input.features, manifest.input.image_shape,
-                                        manifest.input.range)
+        self.checker = InputSpecChecker.from_spec(manifest.input)
+        self._backbone = None  # name -> array, read (and hashed) once, on first need
         self._coerce = self.checker.coerce if validate else self.checker.reshape_only
 
     @classmethod
@@ -330,6 +333,21 @@ class ModeRuntime:
             self._sessions[mode] = loaded
             return loaded
 
+    def _initializers(self, entry: ModelEntry) -> dict | None:
+        """The initializers of a weightless graph (name -> array), or None for a graph that
+        holds its weights."""
+        if entry.materialize is None:
+            return None
+        if self._backbone is None and self._manifest.backbone is not None:
+            ref = self._manifest.backbone
+            self._backbone = read_safetensors(read_verified(self._root, ref), ref.file)[0]
+        mode = {}
+        if entry.weights is not None:
+            mode = read_safetensors(read_verified(self._root, entry.weights),
+                                    entry.weights.file)[0]
+        return build_initializers(entry.materialize, self._backbone or {}, mode,
+                                  f"{entry.name}: file {entry.file!r}")
+
     def _read(self, entry: ModelEntry) -> bytes:
         """The verified bytes of ``entry``'s file (path + sha256 + operator checks)."""
         data = read_verified(self._root, entry)
@@ -345,8 +363,10 @@ class ModeRuntime:
     def _create(self, entry: ModelEntry) -> _Loaded:
         data = self._read(entry)
         label = f"{entry.name} ({entry.file})"
+        initializers = self._initializers(entry)
         try:
-            session, self._plan = create_session(data, self._plan, self._config, label)
+            session, self._plan = create_session(data, self._plan, self._config, label,
+                                                 initializers)
         except TaugateRuntimeError:
             raise
         except Exception as exc:
@@ -357,10 +377,10 @@ class ModeRuntime:
         in_use = list(session.get_providers())
         self._providers_in_use = in_use
         log.debug("loaded mode %r from %s with providers %s", entry.name, entry.file, in_use)
-        run = session_runner(session, self._in_name, self._out_names,
-                             self._manifest.input.features, self._classes,
-                             f"{entry.name}: file {entry.file!r}")
-        return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run)
+        run = session_runner(session, self._in_name, self._out_names, self._manifest.input.shape,
+                             self._classes, f"{entry.name}: file {entry.file!r}")
+        return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
+                       initializers)
 
     def unavailable(self) -> dict[str, str]:
         """Modes (or ``"dense"``) that cannot be served now, with the reason: those whose load
@@ -384,7 +404,8 @@ class ModeRuntime:
         """Load and run each mode once (all modes when ``modes`` is None; add ``"dense"`` to the
         list to include the dense model). With ``max_sessions`` below the number of modes only
         the most recent stay loaded."""
-        zero = np.zeros((1, self._manifest.input.features), np.float32)
+        spec = self._manifest.input
+        zero = np.full((1, *spec.shape), spec.range[0] if spec.range else 0.0, np.float32)
         for mode in (self.modes if modes is None else modes):
             self.run(mode, zero)
 
@@ -431,13 +452,17 @@ class ModeRuntime:
         return self._manifest.output.labels
 
     def info(self, mode: str) -> dict:
-        """Manifest facts of ``mode`` (or ``"dense"``) plus ``mac_ratio`` vs dense and whether
-        it is loaded. ``kept_indices`` is left out (see ``manifest.modes[m].facts``)."""
+        """Manifest facts of ``mode`` (or ``"dense"``) plus ``mac_ratio`` (MACs relative to
+        dense), ``facts`` (the mode's free-form facts; format 1: its angle) and whether it is
+        loaded. ``kept_indices`` and ``materialize`` are left out (see
+        ``manifest.modes[m].facts``)."""
         entry = self._entry(mode)
-        facts = {k: v for k, v in entry.facts.items() if k != "kept_indices"}
+        facts = {k: v for k, v in entry.facts.items() if k not in ("kept_indices", "materialize")}
         dense_macs = self._manifest.dense.macs
         facts.update(name=entry.name, macs=entry.macs, loaded=mode in self._sessions,
                      mac_ratio=entry.macs / dense_macs if dense_macs else None)
+        if entry is not self._manifest.dense:
+            facts["facts"] = dict(entry.mode_facts)
         return facts
 
     def __repr__(self) -> str:

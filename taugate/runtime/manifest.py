@@ -1,4 +1,4 @@
-"""The bundle schema (format_version 1): load ``manifest.json``, validate it, and check files.
+"""The bundle schema (format_version 1 and 2): load ``manifest.json``, validate it, and check files.
 
 Standard library only. The writer is ``taugate.export.bundle``; this module is the reader's
 side of that contract and trusts nothing it reads: every field is type-checked, every file path
@@ -19,7 +19,7 @@ from taugate.runtime.errors import BundleError, BundleFormatError, BundleIntegri
 from taugate.runtime.safe_json import UnsafeInputError, loads_strict, read_regular_file
 
 BUNDLE_FORMAT = "taugate-bundle"
-SUPPORTED_FORMAT_VERSIONS = (1,)
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 DENSE = "dense"  # the name under which the dense baseline model is reachable
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -29,34 +29,90 @@ MAX_MODEL_BYTES = 2 * 1024 ** 3  # a model file larger than protobuf's limit is 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The model input: ``name`` float32 [batch, features], values in ``range``."""
+    """The model input: ``name`` float32 ``[batch, *shape]``.
+
+    ``range``: None (no range check; negative values fine) or (low, high). ``layout``: None or
+    ``{"kind": "image", "channels", "height", "width"}``. ``uint8_pixels``: uint8 inputs are
+    0-255 pixels scaled by 1/255 (format 1 bundles, and format 2 image inputs in [0, 1]).
+    """
 
     name: str
     dtype: str
-    features: int
-    range: tuple[float, float]
-    image_shape: tuple[int, int] | None  # e.g. (28, 28) when features == 784
+    shape: tuple  # per-sample shape (after the batch axis), e.g. (784,) or (1, 28, 28)
+    range: tuple[float, float] | None
+    layout: dict | None = None
+    uint8_pixels: bool = False
+
+    @property
+    def features(self) -> int:
+        """Values per sample (the product of ``shape``)."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """(height, width) when the layout is an image, else None."""
+        if self.layout and self.layout.get("kind") == "image":
+            return (self.layout["height"], self.layout["width"])
+        return None
+
+    @property
+    def channels(self) -> int | None:
+        return self.layout["channels"] if self.image_shape else None
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """The model output: ``name`` float32 logits [batch, classes]."""
+    """The model output: ``name`` float32 logits [batch, classes]; ``labels`` may be None."""
 
     name: str
     dtype: str
     classes: int
-    labels: tuple[str, ...]
+    labels: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A bundle file and its sha256 (``name`` says what it is in error messages)."""
+
+    name: str
+    file: str
+    sha256: str
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One model file of the bundle (the dense baseline or a mode) and its manifest facts."""
+    """One model file of the bundle (the dense baseline or a mode) and its manifest facts.
+
+    ``facts`` is the manifest entry as written; ``mode_facts`` the free-form facts of the mode
+    (format 1: ``{"angle": ...}``). ``weights`` + ``materialize``: a weightless graph whose
+    initializers are built at load (format 2 shared backbone), else None.
+    """
 
     name: str
     file: str  # relative to the bundle directory, POSIX separators
     sha256: str
     macs: int
-    facts: dict = field(default_factory=dict)  # the manifest entry as written
+    facts: dict = field(default_factory=dict)
+    mode_facts: dict = field(default_factory=dict)
+    weights: FileRef | None = None
+    materialize: tuple | None = None  # of MaterializeStep
+
+
+@dataclass(frozen=True)
+class MaterializeStep:
+    """How one initializer of a weightless graph is built (docs/bundle-v2.md, section 4)."""
+
+    name: str  # initializer name in the graph
+    source: str  # "backbone" | "mode"
+    tensor: str  # tensor name in that safetensors file
+    take: tuple  # ((axis, index tensor name in the mode file), ...), applied in order
+    scale: tuple | None  # (axis, vector name in the mode file) or None
+    add: str | None  # tensor name in the mode file or None
+    dtype: str  # the result's dtype ("float32", ...)
+    shape: tuple  # the result's shape
 
 
 @dataclass(frozen=True)
@@ -71,14 +127,26 @@ class Manifest:
     dense: ModelEntry
     modes: dict  # name -> ModelEntry, in manifest order
     raw: dict = field(repr=False, default_factory=dict)
+    family: str = "mlp"
+    targets: tuple = ()
+    backbone: FileRef | None = None
 
     def entry(self, name: str) -> ModelEntry | None:
         """The entry of mode ``name`` (or of the dense model for ``DENSE``); None if unknown."""
         return self.dense if name == DENSE else self.modes.get(name)
 
+    def files(self) -> list:
+        """Every file the bundle's manifest covers (FileRef or ModelEntry), each once."""
+        out = [self.backbone] if self.backbone else []
+        for entry in (self.dense, *self.modes.values()):
+            out += [entry] + ([entry.weights] if entry.weights else [])
+        return out
+
 
 def _fail(where: str, what: str, got) -> BundleFormatError:
-    return BundleFormatError(f"{MANIFEST_NAME}: {where}: expected {what}, got {got!r}")
+    shown = repr(got)
+    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    return BundleFormatError(f"{MANIFEST_NAME}: {where}: expected {what}, got {shown}")
 
 
 def _get(d: dict, key: str, where: str, kind, what: str, optional: bool = False):
@@ -99,75 +167,174 @@ def _as_tuple(kind) -> tuple:
     return kind if isinstance(kind, tuple) else (kind,)
 
 
+def _is_int(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
 def _int_list(d: dict, key: str, where: str) -> list[int]:
     value = _get(d, key, where, list, "a list of non-negative integers")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+    if not all(_is_int(v) for v in value):
         raise _fail(f"{where}.{key}", "a list of non-negative integers", value)
     return value
 
 
-def _batch_shape(spec: dict, where: str, what: str) -> list:
-    """``[batch, n]`` with a positive integer n (the batch axis is dynamic)."""
+def _batch_shape(spec: dict, where: str, what: str, any_rank: bool) -> tuple:
+    """The per-sample shape after a dynamic batch axis: ``[batch, n, ...]``, dims >= 1."""
     shape = _get(spec, "shape", where, list, f"[batch, {what}]")
-    if len(shape) != 2 or not isinstance(shape[1], int) or isinstance(shape[1], bool) \
-            or shape[1] < 1:
-        raise _fail(f"{where}.shape", f"[batch, {what}] with {what} >= 1", shape)
-    return shape
+    rank_ok = len(shape) >= 2 if any_rank else len(shape) == 2
+    if not rank_ok or not isinstance(shape[0], str) or not all(_is_int(v, 1) for v in shape[1:]):
+        want = f"['batch', {what}, ...] (any rank)" if any_rank else f"['batch', {what}]"
+        raise _fail(f"{where}.shape", f"{want} with sizes >= 1", shape)
+    return tuple(shape[1:])
 
 
-def _tensor_spec(d: dict, where: str, what: str) -> tuple[dict, str, str, list]:
-    """The ``input``/``output`` object: its dict, name, dtype (float32) and [batch, n] shape."""
+def _tensor_spec(d: dict, where: str, what: str, any_rank: bool) -> tuple[dict, str, str, tuple]:
+    """The ``input``/``output`` object: its dict, name, dtype (float32) and per-sample shape."""
     spec = _get(d, where, "manifest", dict, "an object")
     name = _get(spec, "name", where, str, "a string")
     dtype = _get(spec, "dtype", where, str, "'float32'")
     if dtype != "float32":
-        raise _fail(f"{where}.dtype", "'float32'", dtype)
-    return spec, name, dtype, _batch_shape(spec, where, what)
+        raise _fail(f"{where}.dtype", "'float32' (the only input/output dtype supported)", dtype)
+    return spec, name, dtype, _batch_shape(spec, where, what, any_rank)
 
 
-def _parse_input(d: dict) -> InputSpec:
-    spec, name, dtype, shape = _tensor_spec(d, "input", "features")
-    rng = _get(spec, "range", "input", list, "[low, high]")
+def _range(spec: dict, optional: bool) -> tuple[float, float] | None:
+    rng = _get(spec, "range", "input", list, "[low, high]" + (" or null" if optional else ""),
+               optional=optional)
+    if rng is None:
+        return None
     if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                 for v in rng) or not rng[0] < rng[1]:
         raise _fail("input.range", "[low, high] numbers with low < high", rng)
+    return float(rng[0]), float(rng[1])
+
+
+def _parse_input_v1(d: dict) -> InputSpec:
+    spec, name, dtype, shape = _tensor_spec(d, "input", "features", any_rank=False)
+    rng = _range(spec, optional=False)
     image = _get(spec, "image_shape", "input", list, "[height, width] or null", optional=True)
-    if image is not None and (len(image) != 2 or not all(isinstance(v, int) and v > 0
-                                                         for v in image)
-                              or image[0] * image[1] != shape[1]):
-        raise _fail("input.image_shape", f"null or [h, w] with h*w == {shape[1]}", image)
-    return InputSpec(name, dtype, shape[1], (float(rng[0]), float(rng[1])),
-                     tuple(image) if image is not None else None)
+    if image is not None and (len(image) != 2 or not all(_is_int(v, 1) for v in image)
+                              or image[0] * image[1] != shape[0]):
+        raise _fail("input.image_shape", f"null or [h, w] with h*w == {shape[0]}", image)
+    layout = None if image is None else {"kind": "image", "channels": 1, "height": image[0],
+                                         "width": image[1]}
+    return InputSpec(name, dtype, shape, rng, layout, uint8_pixels=True)
 
 
-def _parse_output(d: dict) -> OutputSpec:
-    spec, name, dtype, shape = _tensor_spec(d, "output", "classes")
-    labels = _get(spec, "labels", "output", list, "a list of strings")
-    if len(labels) != shape[1] or not all(isinstance(v, str) for v in labels):
-        raise _fail("output.labels", f"{shape[1]} strings (one per class)", labels)
-    return OutputSpec(name, dtype, shape[1], tuple(labels))
+LAYOUT_KINDS = ("image",)
 
 
-def _parse_model(name: str, d: dict, where: str, is_mode: bool) -> ModelEntry:
+def _parse_input_v2(d: dict) -> InputSpec:
+    spec, name, dtype, shape = _tensor_spec(d, "input", "n", any_rank=True)
+    rng = _range(spec, optional=True)
+    layout = _get(spec, "layout", "input", dict, "an object or null", optional=True)
+    if layout is not None:
+        if layout.get("kind") not in LAYOUT_KINDS:
+            raise _fail("input.layout.kind", f"one of {list(LAYOUT_KINDS)}", layout.get("kind"))
+        dims = [layout.get(k) for k in ("channels", "height", "width")]
+        n = 1
+        for v in shape:
+            n *= v
+        if not all(_is_int(v, 1) for v in dims) or dims[0] * dims[1] * dims[2] != n:
+            raise _fail("input.layout", f"channels, height, width >= 1 with channels*height*"
+                        f"width == {n} (the per-sample size)", layout)
+        layout = {"kind": "image", "channels": dims[0], "height": dims[1], "width": dims[2]}
+    return InputSpec(name, dtype, shape, rng, layout,
+                     uint8_pixels=layout is not None and rng == (0.0, 1.0))
+
+
+def _parse_output(d: dict, version: int) -> OutputSpec:
+    spec, name, dtype, shape = _tensor_spec(d, "output", "classes", any_rank=False)
+    labels = _get(spec, "labels", "output", list, "a list of strings", optional=version >= 2)
+    if labels is not None and (len(labels) != shape[0]
+                               or not all(isinstance(v, str) for v in labels)):
+        raise _fail("output.labels", f"{shape[0]} strings (one per class)", labels)
+    return OutputSpec(name, dtype, shape[0], tuple(labels) if labels is not None else None)
+
+
+def _file_ref(name: str, d, where: str) -> FileRef:
     if not isinstance(d, dict):
-        raise _fail(where, "an object", d)
+        raise _fail(where, "an object {file, sha256}", d)
     file = _get(d, "file", where, str, "a relative path inside the bundle")
     sha = _get(d, "sha256", where, str, "64 lowercase hex characters")
     if not _SHA256.match(sha):
         raise _fail(f"{where}.sha256", "64 lowercase hex characters", sha)
+    return FileRef(name, file, sha)
+
+
+_STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "dtype", "shape"}
+
+
+def _parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> MaterializeStep:
+    if not isinstance(s, dict) or not set(s) <= _STEP_KEYS:
+        raise _fail(where, f"an object with keys from {sorted(_STEP_KEYS)}", s)
+    name = _get(s, "name", where, str, "a string")
+    source = _get(s, "source", where, str, "'backbone' or 'mode'")
+    if source not in ("backbone", "mode") or (source == "backbone" and not has_backbone) \
+            or (source == "mode" and not has_weights):
+        raise _fail(f"{where}.source", "'backbone' (needs the manifest's backbone) or 'mode' "
+                    "(needs the entry's weights)", source)
+    tensor = _get(s, "tensor", where, str, "a tensor name")
+    take = _get(s, "take", where, list, "a list of [axis, index tensor]", optional=True) or []
+    if not all(isinstance(t, list) and len(t) == 2 and _is_int(t[0]) and isinstance(t[1], str)
+               for t in take):
+        raise _fail(f"{where}.take", "a list of [axis >= 0, index tensor name]", take)
+    scale = _get(s, "scale", where, list, "[axis, vector name] or null", optional=True)
+    if scale is not None and not (len(scale) == 2 and _is_int(scale[0])
+                                  and isinstance(scale[1], str)):
+        raise _fail(f"{where}.scale", "[axis >= 0, vector name] or null", scale)
+    if (take or scale or s.get("add") is not None) and not has_weights:
+        raise _fail(where, "no take/scale/add without the entry's weights file", s)
+    add = _get(s, "add", where, str, "a tensor name or null", optional=True)
+    dtype = _get(s, "dtype", where, str, "a dtype name such as 'float32'")
+    shape = _get(s, "shape", where, list, "a list of sizes")
+    if not all(_is_int(v) for v in shape):
+        raise _fail(f"{where}.shape", "a list of sizes >= 0", shape)
+    return MaterializeStep(name, source, tensor, tuple((a, n) for a, n in take),
+                           tuple(scale) if scale else None, add, dtype, tuple(shape))
+
+
+def _parse_materialize(name: str, d: dict, where: str, has_backbone: bool
+                       ) -> tuple[FileRef | None, tuple | None]:
+    weights = d.get("weights")
+    weights = None if weights is None else _file_ref(f"{name} weights", weights,
+                                                     f"{where}.weights")
+    steps = _get(d, "materialize", where, list, "a list of steps or null", optional=True)
+    if steps is None:
+        return weights, None
+    parsed = tuple(_parse_step(s, f"{where}.materialize[{i}]", weights is not None, has_backbone)
+                   for i, s in enumerate(steps))
+    names = [s.name for s in parsed]
+    if len(set(names)) != len(names):
+        raise _fail(f"{where}.materialize", "each initializer built once", names)
+    return weights, parsed
+
+
+def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
+                 has_backbone: bool = False) -> ModelEntry:
+    if not isinstance(d, dict):
+        raise _fail(where, "an object", d)
+    ref = _file_ref(name, d, where)
     macs = _get(d, "macs", where, int, "a non-negative integer")
     if macs < 0:
         raise _fail(f"{where}.macs", "a non-negative integer", macs)
+    mode_facts: dict = {}
     if is_mode:
-        _get(d, "method", where, str, "a string")
-        _get(d, "angle", where, (int, float), "a number")
+        _get(d, "method", where, str, "a string", optional=version >= 2)
+        if version == 1:
+            mode_facts = {"angle": _get(d, "angle", where, (int, float), "a number")}
+        else:
+            mode_facts = dict(_get(d, "facts", where, dict, "an object or null", optional=True)
+                              or {})
         kept, total = _int_list(d, "units_kept", where), _int_list(d, "units_total", where)
         if len(kept) != len(total) or any(k > t for k, t in zip(kept, total)):
             raise _fail(f"{where}.units_kept", f"one count <= units_total {total} per layer", kept)
-        for key in ("calibration_accuracy", "test_accuracy"):
+        for key in ("calibration_accuracy", "test_accuracy", "dense_test_accuracy"):
             _get(d, key, where, (int, float), "a number or null", optional=True)
         _get(d, "kept_indices", where, list, "a list of index lists", optional=True)
-    return ModelEntry(name, file, sha, macs, dict(d))
+    weights, steps = (None, None) if version == 1 else _parse_materialize(name, d, where,
+                                                                          has_backbone)
+    return ModelEntry(name, ref.file, ref.sha256, macs, dict(d), mode_facts, weights, steps)
 
 
 def parse_manifest(data) -> Manifest:
@@ -186,9 +353,21 @@ def parse_manifest(data) -> Manifest:
             f"{MANIFEST_NAME}: format_version {version!r} is not supported by this runtime "
             f"(supported: {supported}); upgrade taugate or re-export the bundle")
     created_by = _get(data, "created_by", "manifest", str, "a string")
-    inp, out = _parse_input(data), _parse_output(data)
+    inp = _parse_input_v1(data) if version == 1 else _parse_input_v2(data)
+    out = _parse_output(data, version)
+    family, targets, backbone = "mlp", (), None
+    if version >= 2:
+        family = _get(data, "family", "manifest", str, "a string such as 'mlp', 'vit', 'user'")
+        targets = tuple(_get(data, "targets", "manifest", list, "a list of module paths",
+                             optional=True) or ())
+        if not all(isinstance(t, str) for t in targets):
+            raise _fail("targets", "a list of module paths (strings)", list(targets))
+        raw_backbone = data.get("backbone")
+        backbone = None if raw_backbone is None else _file_ref("backbone", raw_backbone,
+                                                               "backbone")
+    has_backbone = backbone is not None
     dense = _parse_model(DENSE, _get(data, "dense", "manifest", dict, "an object"), "dense",
-                         is_mode=False)
+                         is_mode=False, version=version, has_backbone=has_backbone)
     raw_modes = _get(data, "modes", "manifest", dict, "an object mapping mode names")
     if not raw_modes:
         raise _fail("modes", "at least one mode", raw_modes)
@@ -197,8 +376,10 @@ def parse_manifest(data) -> Manifest:
         error = mode_name_error(name)  # the exporter's rule (taugate/_names.py)
         if error:
             raise BundleFormatError(f"{MANIFEST_NAME}: modes: {error}")
-        modes[name] = _parse_model(name, entry, f"modes.{name}", is_mode=True)
-    return Manifest(fmt, version, created_by, inp, out, dense, modes, data)
+        modes[name] = _parse_model(name, entry, f"modes.{name}", is_mode=True, version=version,
+                                   has_backbone=has_backbone)
+    return Manifest(fmt, version, created_by, inp, out, dense, modes, data, family, targets,
+                    backbone)
 
 
 def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
@@ -232,7 +413,7 @@ def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
     return root, parse_manifest(data)
 
 
-def resolve_file(root: Path, entry: ModelEntry) -> Path:
+def resolve_file(root: Path, entry) -> Path:
     """The absolute path of ``entry.file``, refusing paths that leave ``root``."""
     rel = entry.file
     where = f"{entry.name}: file {rel!r}"
@@ -260,7 +441,7 @@ def resolve_file(root: Path, entry: ModelEntry) -> Path:
     return path
 
 
-def read_verified(root: Path, entry: ModelEntry) -> bytes:
+def read_verified(root: Path, entry) -> bytes:
     """The bytes of ``entry``'s file after the path and sha256 checks.
 
     Returning the bytes that were hashed (rather than a path) means what gets loaded is exactly
@@ -281,6 +462,6 @@ def read_verified(root: Path, entry: ModelEntry) -> bytes:
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
-    """Path + sha256 checks of every model file (dense and all modes)."""
-    for entry in (manifest.dense, *manifest.modes.values()):
+    """Path + sha256 checks of every file the manifest lists (models, backbone, mode weights)."""
+    for entry in manifest.files():
         read_verified(root, entry)

@@ -149,14 +149,35 @@ def needs_run_lock(providers_in_use: Sequence[str]) -> bool:
     return DML in providers_in_use
 
 
-def create_session(model: bytes, plan: ProviderPlan, config: SessionConfig, label: str):
+def _fresh_options(opts: ort.SessionOptions) -> ort.SessionOptions:
+    """A new SessionOptions with ``opts``' common settings: external initializers are added to
+    the options object, so a shared one (a caller's ``session_options``) must not receive them."""
+    fresh = ort.SessionOptions()
+    for attr in ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level",
+                 "execution_mode", "enable_mem_pattern", "enable_cpu_mem_arena",
+                 "log_severity_level", "enable_profiling"):
+        setattr(fresh, attr, getattr(opts, attr))
+    return fresh
+
+
+def create_session(model: bytes, plan: ProviderPlan, config: SessionConfig, label: str,
+                   initializers: dict | None = None):
     """Create an InferenceSession for ``model``; returns (session, plan actually used).
+
+    ``initializers`` (name -> numpy array) replace the graph's external-data initializers
+    (``SessionOptions.add_external_initializers``); the caller keeps the arrays alive as long
+    as the session.
 
     With an ``"auto"`` plan, a provider that fails or is not taken falls back to CPU (logged
     as a warning); the returned plan is then :data:`CPU_PLAN` so later sessions skip the retry.
     Errors of onnxruntime itself (a model it cannot load) propagate unchanged.
     """
     opts = build_session_options(config, plan)
+    if initializers:
+        opts = _fresh_options(opts)
+        names = list(initializers)
+        opts.add_external_initializers(
+            names, [ort.OrtValue.ortvalue_from_numpy(initializers[n]) for n in names])
     try:
         session = ort.InferenceSession(model, sess_options=opts, providers=list(plan.providers))
     except Exception as exc:
@@ -164,7 +185,7 @@ def create_session(model: bytes, plan: ProviderPlan, config: SessionConfig, labe
             raise
         log.warning("%s: creating a session with %s failed (%s); retrying with %s only",
                     label, list(plan.names), exc, CPU)
-        return create_session(model, CPU_PLAN, config, label)
+        return create_session(model, CPU_PLAN, config, label, initializers)
     taken = list(session.get_providers())
     missing = [name for name in plan.names if name not in taken]
     if not missing:
@@ -175,4 +196,4 @@ def create_session(model: bytes, plan: ProviderPlan, config: SessionConfig, labe
                             f"Use providers='auto' to fall back to CPU")
     log.warning("%s: provider(s) %s are in this onnxruntime build but were not taken (session "
                 "uses %s); falling back to %s", label, missing, taken, CPU)
-    return create_session(model, CPU_PLAN, config, label)
+    return create_session(model, CPU_PLAN, config, label, initializers)

@@ -1,7 +1,8 @@
 """The FastAPI app: health, mode listing, and prediction over a :class:`ModeRuntime`.
 
 Endpoints: ``GET /health``, ``GET /modes``, ``GET /modes/{mode}``, ``POST /modes/{mode}/predict``
-with ``{"inputs": [[784 floats in [0, 1]], ...]}`` (or 28x28 nested lists per image), answering
+with ``{"inputs": [sample, ...]}`` (each sample a nested list of numbers shaped as the bundle's
+input spec, e.g. 784 floats in [0, 1] or 28 rows of 28 for the MNIST bundles), answering
 ``{"mode", "classes", "logits"}``. Every error is JSON ``{"error": ..., "detail": ...}`` with a
 4xx status, or a 5xx one for: a bug (500), a model that produced invalid output (500), a mode
 whose file changed or vanished since the bundle was opened (503), too many requests in flight
@@ -86,15 +87,15 @@ def _parse_inputs(body: bytes) -> np.ndarray:
         raise _BadRequest(400, "malformed JSON", str(exc)[:500]) from None
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise _BadRequest(422, "invalid request body",
-                          'expected a JSON object {"inputs": [[784 floats], ...]}')
+                          'expected a JSON object {"inputs": [sample, ...]}')
     inputs = payload["inputs"]
     if not isinstance(inputs, list):
         raise _BadRequest(422, "invalid request body",
-                          f"inputs: expected a list of images, got {type(inputs).__name__}")
+                          f"inputs: expected a list of samples, got {type(inputs).__name__}")
     if not _numbers_only(inputs):
         raise _BadRequest(422, "invalid input",
                           "inputs: expected lists of JSON numbers only (no strings, booleans "
-                          "or null), each image 784 numbers or 28 rows of 28")
+                          "or null), each sample shaped as the bundle's input")
     try:
         with np.errstate(over="raise"):
             return np.asarray(inputs, dtype=np.float32)
@@ -103,8 +104,8 @@ def _parse_inputs(body: bytes) -> np.ndarray:
                           "inputs: a number is too long or beyond the float32 range") from None
     except (ValueError, TypeError):
         raise _BadRequest(422, "invalid input",
-                          "inputs: expected equal-length lists of numbers (each image 784 "
-                          "numbers or 28 rows of 28)") from None
+                          "inputs: expected equal-length (nested) lists of numbers, each "
+                          "sample shaped as the bundle's input") from None
 
 
 def _mode_info(runtime: ModeRuntime, mode: str) -> dict:

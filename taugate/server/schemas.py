@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from pydantic import BaseModel, Field
 
 
 class PredictRequest(BaseModel):
-    inputs: List[Union[List[float], List[List[float]]]] = Field(
-        ..., description="A batch of images: each 784 floats in [0, 1] (row-major 28x28) or "
-                         "28 rows of 28 floats; white digit on black, as in MNIST.")
+    inputs: List[Any] = Field(
+        ..., description="A batch of samples, each a (nested) list of numbers shaped as the "
+                         "bundle's input spec (`taugate info`); e.g. for the MNIST bundles 784 "
+                         "floats in [0, 1] (row-major 28x28) or 28 rows of 28 floats, white "
+                         "digit on black.")
 
 
 class PredictResponse(BaseModel):
     mode: str
-    classes: List[int] = Field(..., description="Predicted class id per image")
-    logits: List[List[float]] = Field(..., description="Logits per image, one per class")
+    classes: List[int] = Field(..., description="Predicted class id per sample")
+    logits: List[List[float]] = Field(..., description="Logits per sample, one per class")
 
 
 class ErrorBody(BaseModel):
@@ -37,7 +39,8 @@ class ModeInfo(BaseModel):
     file: str
     sha256: str
     method: Optional[str] = None
-    angle: Optional[float] = None
+    facts: Optional[Dict[str, Any]] = Field(
+        None, description="The mode's free-form facts (a rotation mode: its angle)")
     units_kept: Optional[List[int]] = None
     units_total: Optional[List[int]] = None
     macs: int
@@ -47,6 +50,8 @@ class ModeInfo(BaseModel):
     test_accuracy: Optional[Union[float, dict[str, float]]] = Field(  # noqa: UP007
         None, description="A mode's accuracy on its test set; for the dense model, the "
                           "accuracy on each mode's test set (a mapping) or one number")
+    dense_test_accuracy: Optional[float] = Field(
+        None, description="The dense model's accuracy on this mode's test set")
     loaded: bool
 
 
