@@ -65,12 +65,12 @@ def test_crash_while_writing_leaves_a_temporary_that_the_next_export_removes(tmp
     build_random_bundle(tmp_path / "bundle", modes=("rot0",))
     r = _crash(tmp_path, """
         import taugate.export.bundle as b
-        real = b._write_onnx
-        def dying(path, model, name):
+        real = b._write_graph
+        def dying(root, rel, name, graph, backbone):
             if name == "rot0":
                 os._exit(3)  # killed half-way through writing the new bundle
-            return real(path, model, name)
-        b._write_onnx = dying
+            return real(root, rel, name, graph, backbone)
+        b._write_graph = dying
         build_random_bundle(out, modes=("rot0", "rot45"), widths=(8,), overwrite=True)
     """)
     assert r.returncode == 3, r.stderr

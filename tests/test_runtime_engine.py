@@ -333,7 +333,7 @@ def _nan_bomb_model() -> bytes:
     w = np.zeros((10, 784), np.float32)
     w[0, :4] = [3e38, -3e38, 3e38, -3e38]
     return onnx_bytes(HardenedModel((HardenedLayer(w, np.zeros(10, np.float32), None),)),
-                      {"taugate.mode": "rot0", "taugate.format_version": 1})
+                      {"taugate.mode": "rot0", "taugate.format_version": 2})
 
 
 def test_outputs_are_checked_at_run(tiny_bundle, tmp_path):
@@ -378,7 +378,7 @@ def test_probe_failures_are_integrity_errors(tiny_bundle, tmp_path, monkeypatch)
     w = np.ones((10, 784), np.float32) * 1e30  # inf already on the probe input
     replace_model(root, "rot0", onnx_bytes(HardenedModel(
         (HardenedLayer(w, np.zeros(10, np.float32), None),)),
-        {"taugate.mode": "rot0", "taugate.format_version": 1}))
+        {"taugate.mode": "rot0", "taugate.format_version": 2}))
     with pytest.raises(BundleIntegrityError, match="probe run at load gave invalid output"):
         ModeRuntime.open(root)
 

@@ -34,7 +34,7 @@ def _write(root, text: str) -> None:
 
 
 def _replace_version(root, value: str) -> None:
-    _write(root, _text(root).replace('"format_version": 1', f'"format_version": {value}', 1))
+    _write(root, _text(root).replace('"format_version": 2', f'"format_version": {value}', 1))
 
 
 def _set_file(root, value: str) -> None:
@@ -60,8 +60,8 @@ MANIFEST_REFUSALS = [
      "5000 characters"),
     ("1e400", lambda r: _replace_version(r, "1e400"), BundleFormatError, "out of the float range"),
     ("NaN", lambda r: _replace_version(r, "NaN"), BundleFormatError, "NaN is not valid JSON"),
-    ("duplicate-keys", lambda r: _write(r, _text(r).replace('"format_version": 1',
-                                                           '"format_version": 1, "format_version": 1',
+    ("duplicate-keys", lambda r: _write(r, _text(r).replace('"format_version": 2',
+                                                           '"format_version": 2, "format_version": 2',
                                                            1)),
      BundleFormatError, "duplicate key 'format_version'"),
     ("format-version-1.0", lambda r: _replace_version(r, "1.0"), BundleFormatError,

@@ -175,6 +175,8 @@ def _mode_entry(m: ModeExport, dense_acc) -> dict:
 def write_bundle(out: str | Path, dense: HardenedModel, modes: dict[str, ModeExport],
                  dense_extra: dict | None = None, overwrite: bool = False) -> Path:
     """Write a chain-MLP bundle (format 2, self-contained numpy-built graphs) atomically."""
+    for name in modes:
+        check_mode_name(name)  # before any graph is built: the one rule (taugate/_names.py)
     dense_extra = dict(dense_extra or {})
     exports = {name: BundleMode(GraphExport(build_graph(m.model, name)),
                                 _mode_entry(m, dense_extra.get("test_accuracy")))

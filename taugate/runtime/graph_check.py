@@ -35,6 +35,7 @@ _FORMAT2_OPS = _FORMAT1_OPS | frozenset({
     "MatMul", "Add", "Sub", "Div", "Erf", "Sqrt", "Pow", "Tanh", "Sigmoid", "Softmax",
     "LayerNormalization", "ReduceMean", "Transpose", "Reshape", "Flatten", "Slice", "Gather",
     "Unsqueeze", "Squeeze", "Shape", "Constant", "Identity", "Conv", "Split", "Expand",
+    "Mod", "Equal",  # nn.MultiheadAttention through the TorchScript exporter
     # onnxruntime.quantization (quantize_dynamic / quantize_static QDQ and QOperator)
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
     "ConvInteger", "QLinearMatMul",
