@@ -11,8 +11,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from taugate.runtime import ModeRuntime  # noqa: E402
-from taugate.server import BackgroundServer  # noqa: E402
+from taugate.runtime import ModeRuntime
+from taugate.server import BackgroundServer
 
 X = np.random.default_rng(7).random((5, 784), dtype=np.float32)
 HEADER = "Inference-Header-Content-Length"
@@ -25,9 +25,9 @@ def runtime(tiny_bundle):
 
 @pytest.fixture(scope="module")
 def client(runtime):
-    with BackgroundServer(runtime, max_body_bytes=256 * 1024) as server:
-        with httpx.Client(base_url=server.url, timeout=10) as c:
-            yield c
+    with BackgroundServer(runtime, max_body_bytes=256 * 1024) as server, \
+            httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
 
 
 def tensor(x: np.ndarray, binary: bool, name: str = "pixels", datatype: str = "FP32") -> dict:

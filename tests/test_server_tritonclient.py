@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("fastapi")
 httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from tritonclient.utils import InferenceServerException
 
-from taugate.runtime import ModeRuntime  # noqa: E402
-from taugate.server import BackgroundServer  # noqa: E402
+from taugate.runtime import ModeRuntime
+from taugate.server import BackgroundServer
 
 X = np.random.default_rng(11).random((4, 784), dtype=np.float32)
 
