@@ -46,6 +46,11 @@ log = logging.getLogger("taugate.server")
 
 APP_NAME = "taugate"
 REPLICA_HEADER = "x-taugate-replica"  # which model replica answered, and what it holds
+# Ray passes objects up to this size inside its RPC messages instead of through the shared-memory
+# object store: a batch of 64 images (200 KB) over the default 100 KB went through the store and
+# cost ~1.4x the requests/s (measured: 57 vs 79 req/s, binary tensors, batch 64, 1 replica). On a
+# cluster, set the same through the environment of every node: RAY_max_direct_call_object_size.
+RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": DEFAULT_MAX_BODY_BYTES}
 _RAY_UNAVAILABLE = tuple(getattr(ray.exceptions, name) for name in (
     "RayActorError", "ActorDiedError", "ActorUnavailableError") if hasattr(ray.exceptions, name))
 
@@ -183,7 +188,9 @@ def run_ray(config: RayServeConfig, host: str = "127.0.0.1", port: int = 8000) -
     and serve until interrupted; then remove the application (and stop Ray if we started it)."""
     started = not ray.is_initialized()
     if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, include_dashboard=False,
+                 _system_config=None if address else RAY_SYSTEM_CONFIG)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     log.warning("taugate on Ray Serve: http://%s:%d (config %s); Ctrl+C stops", host, port,
