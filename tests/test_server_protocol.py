@@ -102,3 +102,12 @@ def test_runtime_and_server_imports_stay_light():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=False, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("headers,expected", [
+    ({}, 10), ({"inference-header-content-length": "4"}, 4),
+    ({"inference-header-content-length": "99"}, 10),
+    ({"inference-header-content-length": "x"}, 10),
+], ids=["json", "binary", "too-long", "not-a-number"])
+def test_json_size_counts_only_the_json_part(handler, headers, expected):
+    assert handler.json_size(HttpRequest("POST", "/", headers, b"0123456789")) == expected

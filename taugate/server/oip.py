@@ -111,6 +111,15 @@ class InferRequest:
     outputs: list  # [(output name, binary?)] in the order to answer
 
 
+def json_size(body: bytes, header_length) -> int:
+    """Bytes of JSON in a body (all of it without the binary extension's header)."""
+    try:
+        return min(len(body), max(0, int(header_length))) if header_length is not None \
+            else len(body)
+    except ValueError:
+        return len(body)
+
+
 def _split_body(body: bytes, header_length) -> tuple[dict, memoryview]:
     if header_length is None:
         json_part, binary = body, memoryview(b"")

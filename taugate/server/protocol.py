@@ -120,6 +120,11 @@ class ProtocolHandler:
         status, phrase = (405, "Method Not Allowed") if allowed else (404, "Not Found")
         return taugate_error(status, phrase.lower(), f"{req.method} {req.path}: {phrase}")
 
+    @staticmethod
+    def json_size(req: HttpRequest) -> int:
+        """Bytes of JSON that routing ``req`` parses (the binary tensors after it are cheap)."""
+        return oip.json_size(req.body, req.headers.get(oip.HEADER_LENGTH))
+
     def handle(self, req: HttpRequest, run: Run) -> HttpResponse:
         """Route ``req`` and, when it asks for inference, compute it with ``run(mode, x)``."""
         routed = self.route(req)
