@@ -90,6 +90,22 @@ def infer_binary(client, mode: str, x: np.ndarray = X):
     return r, np.frombuffer(r.content[n:], "<f4").reshape(len(x), -1)
 
 
+def test_app_builder_for_serve_run_and_config_files(bundle):
+    # `serve run taugate.server.ray_app:app_builder bundle=... replicas=2`: values are strings
+    from ray.serve import Application
+
+    from taugate.server.ray_app import app_builder
+
+    assert isinstance(app_builder({"bundle": str(bundle), "replicas": "2",
+                                   "max_modes_per_replica": "3"}), Application)
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['replica'\]"):
+        app_builder({"bundle": str(bundle), "replica": "2"})
+    with pytest.raises(ValueError, match="max_modes_per_replica: expected an integer >= 1"):
+        app_builder({"bundle": str(bundle), "max_modes_per_replica": "0"})
+    with pytest.raises(ValueError, match="not a directory"):
+        app_builder({"bundle": str(bundle / "missing")})
+
+
 @pytest.mark.parametrize("mode", MODELS)
 def test_answers_equal_the_runtime_for_every_mode(client, runtime, mode):
     expected = runtime.run(mode, X)
