@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from taugate.runtime import ModeRuntime
+from taugate.runtime import InputError, ModeRuntime
 from taugate.server.messages import HttpRequest, ServiceUnavailable
 from taugate.server.protocol import ProtocolHandler
 
@@ -62,24 +62,29 @@ FAILURES = [
     (PREDICT, RuntimeError("bug"), 500, {"error": "internal error",
                                          "detail": "internal error: RuntimeError"}),
     (INFER, RuntimeError("bug"), 500, {"error": "internal error: RuntimeError"}),
+    (PREDICT, InputError("bad"), 422, {"error": "invalid input", "detail": "bad"}),
+    (INFER, InputError("bad"), 400, {"error": "bad"}),
 ]
 
 
 @pytest.mark.parametrize("req,exc,status,body", FAILURES,
-                         ids=["predict-503", "infer-503", "predict-500", "infer-500"])
+                         ids=["predict-503", "infer-503", "predict-500", "infer-500",
+                              "predict-input", "infer-input"])
 def test_run_failures_map_to_each_apis_errors(handler, req, exc, status, body):
     answer = handler.handle(req, _raise(exc))
     assert (answer.status, json.loads(answer.body)) == (status, body)
 
 
+@pytest.mark.parametrize("offload", [None, 0], ids=["inline", "offloaded"])
 @pytest.mark.parametrize("req", [PREDICT, INFER], ids=["predict", "infer"])
-def test_async_path_answers_like_the_sync_one(handler, req):
+def test_async_path_answers_like_the_sync_one(handler, req, offload):
     rt = handler.runtime
 
     async def run(mode, x):
         return rt.run(mode, x)
 
-    sync, async_ = handler.handle(req, rt.run), asyncio.run(handler.handle_async(req, run))
+    sync = handler.handle(req, rt.run)
+    async_ = asyncio.run(handler.handle_async(req, run, offload_json_above=offload))
     assert (sync.status, sync.body, sync.headers) == (async_.status, async_.body, async_.headers)
     assert sync.status == 200
 

@@ -329,7 +329,10 @@ class _Endpoints:
         def respond(logits: np.ndarray):
             return encode_infer(mode, parsed, {logits_name: logits}, self.outputs)
 
-        return Inference(mode, x, respond, lambda status, kind, message: error(status, message))
+        def failed(status: int, kind: str, message: str):
+            return error(400 if status == 422 else status, message)  # the protocol has no 422
+
+        return Inference(mode, x, respond, failed)
 
 
 def routes(handler) -> list:

@@ -19,6 +19,7 @@ returns an :class:`Inference` when the model must run; Ray's ingress awaits a re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable
@@ -136,9 +137,16 @@ class ProtocolHandler:
             return self.run_failed(routed, req, exc)
         return routed.respond(logits)
 
-    async def handle_async(self, req: HttpRequest, run: AsyncRun) -> HttpResponse:
-        """:meth:`handle` with an awaitable ``run`` (Ray Serve's deployment handles)."""
-        routed = self.route(req)
+    async def handle_async(self, req: HttpRequest, run: AsyncRun,
+                           offload_json_above: int | None = None) -> HttpResponse:
+        """:meth:`handle` with an awaitable ``run`` (Ray Serve's deployment handles). Routing
+        runs in a worker thread when the body holds more than ``offload_json_above`` bytes of
+        JSON (parsing a large batch would block the event loop; a thread hop costs more than
+        parsing a small or binary one)."""
+        if offload_json_above is not None and self.json_size(req) > offload_json_above:
+            routed = await asyncio.to_thread(self.route, req)
+        else:
+            routed = self.route(req)
         if isinstance(routed, HttpResponse):
             return routed
         try:

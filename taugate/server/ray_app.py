@@ -21,7 +21,6 @@ files. Ray Serve docs: https://docs.ray.io/en/latest/serve/model-multiplexing.ht
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -39,7 +38,7 @@ from starlette.responses import Response
 from taugate.runtime import ModeRuntime
 from taugate.runtime.manifest import load_manifest
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES
-from taugate.server.messages import HttpRequest, HttpResponse, ServiceUnavailable
+from taugate.server.messages import HttpRequest, ServiceUnavailable
 from taugate.server.protocol import ProtocolHandler, taugate_error
 
 log = logging.getLogger("taugate.server")
@@ -51,7 +50,7 @@ REPLICA_HEADER = "x-taugate-replica"  # which model replica answered, and what i
 # cost ~1.4x the requests/s (measured: 57 vs 79 req/s, binary tensors, batch 64, 1 replica). On a
 # cluster, set the same through the environment of every node: RAY_max_direct_call_object_size.
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": DEFAULT_MAX_BODY_BYTES}
-INLINE_JSON_BYTES = 64 * 1024  # the ingress parses smaller JSON on its event loop
+INLINE_JSON_BYTES = 64 * 1024  # the ingress parses smaller JSON bodies on its event loop
 _RAY_UNAVAILABLE = tuple(getattr(ray.exceptions, name) for name in (
     "RayActorError", "ActorDiedError", "ActorUnavailableError") if hasattr(ray.exceptions, name))
 
@@ -77,9 +76,13 @@ class RayServeConfig:
                 setattr(self, name, value)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        self.replica_cpus = float(self.replica_cpus)
-        if not self.replica_cpus >= 0:
+        try:
+            cpus = float(self.replica_cpus)
+        except (TypeError, ValueError):
+            cpus = float("nan")
+        if not cpus >= 0:
             raise ValueError(f"replica_cpus: expected a number >= 0, got {self.replica_cpus!r}")
+        self.replica_cpus = cpus
 
 
 class TaugateModel:
@@ -105,7 +108,7 @@ class TaugateModel:
         """Logits of the request's multiplexed mode for the validated batch ``x``, and what this
         replica holds (for the ``x-taugate-replica`` header)."""
         mode = serve.get_multiplexed_model_id()
-        before = self.loads
+        before = self.loads  # "hit" is exact for sequential requests, approximate when concurrent
         await self.load_mode(mode)
         logits = self.runtime.run(mode, x)
         return logits, {"replica": self.replica, "hit": self.loads == before,
@@ -130,31 +133,27 @@ class TaugateIngress:
                                    f"{self.max_body_bytes} bytes")
         else:
             req = HttpRequest(request.method, request.url.path, request.headers, body)
-            # Parsing a large JSON batch is CPU work: keep it off the replica's event loop; a
-            # small or binary body is parsed in place (a thread hop would cost more).
-            if self.handler.json_size(req) > INLINE_JSON_BYTES:
-                routed = await asyncio.to_thread(self.handler.route, req)
-            else:
-                routed = self.handler.route(req)
-            answer = await self._answer(req, routed)
+            served: dict = {}
+            answer = await self.handler.handle_async(
+                req, lambda mode, x: self._run(mode, x, served),
+                offload_json_above=INLINE_JSON_BYTES)
+            if served:
+                answer.headers[REPLICA_HEADER] = (
+                    f"{served['replica']};hit={int(served['hit'])};loads={served['loads']};"
+                    f"loaded={','.join(served['loaded'])}")
         return Response(answer.body, answer.status, headers=answer.headers)
 
-    async def _answer(self, req: HttpRequest, routed) -> HttpResponse:
-        if isinstance(routed, HttpResponse):
-            return routed
+    async def _run(self, mode: str, x, served: dict):
+        """Logits from a model replica that holds ``mode``; what that replica reported goes
+        into ``served``."""
         try:
-            logits, info = await self.model.options(
-                multiplexed_model_id=routed.mode).run.remote(routed.x)
-        except Exception as exc:  # noqa: BLE001 - mapped to an HTTP error by the handler
-            if isinstance(exc, _RAY_UNAVAILABLE):
-                exc = ServiceUnavailable(f"the replica serving mode {routed.mode!r} is gone "
-                                         f"({type(exc).__name__}); Ray Serve replaces it: retry")
-            return self.handler.run_failed(routed, req, exc)
-        answer = routed.respond(logits)
-        answer.headers[REPLICA_HEADER] = (f"{info['replica']};hit={int(info['hit'])};"
-                                          f"loads={info['loads']};"
-                                          f"loaded={','.join(info['loaded'])}")
-        return answer
+            logits, info = await self.model.options(multiplexed_model_id=mode).run.remote(x)
+        except _RAY_UNAVAILABLE as exc:
+            raise ServiceUnavailable(f"the replica serving mode {mode!r} is gone "
+                                     f"({type(exc).__name__}); Ray Serve replaces it: retry"
+                                     ) from exc
+        served.update(info)
+        return logits
 
 
 def build_app(config: RayServeConfig, ingress_options: dict | None = None,
