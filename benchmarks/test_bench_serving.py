@@ -30,7 +30,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from taugate.runtime import ModeRuntime  # noqa: E402
+from taugate.runtime import ModeRuntime
 
 HEADER = "Inference-Header-Content-Length"
 CASES = [(engine, batch) for engine in ("single", "ray-1", "ray-2") for batch in (1, 64)]
