@@ -116,3 +116,18 @@ def test_runtime_and_server_imports_stay_light():
 ], ids=["json", "binary", "too-long", "not-a-number"])
 def test_json_size_counts_only_the_json_part(handler, headers, expected):
     assert handler.json_size(HttpRequest("POST", "/", headers, b"0123456789")) == expected
+
+
+@pytest.mark.parametrize("shape,expected", [
+    (None, [-1, 784]), (["batch", 1, 28, 28], [-1, 1, 28, 28]), ((1, 28, 28), [-1, 1, 28, 28]),
+], ids=["v1", "v2-with-batch", "v2-per-sample"])
+def test_metadata_shapes_follow_the_manifest(shape, expected):
+    from types import SimpleNamespace
+
+    from taugate.server import oip
+
+    spec = SimpleNamespace(name="input", dtype="float32", features=784)
+    if shape is not None:
+        spec.shape = shape
+    meta = oip.input_spec(SimpleNamespace(input=spec)).metadata()
+    assert meta == {"name": "input", "datatype": "FP32", "shape": expected}

@@ -49,22 +49,29 @@ def error(status: int, message: str) -> HttpResponse:
 
 # -- metadata (the only place that reads the manifest's tensor specs) ---------------------------
 
+def _with_batch(shape) -> list:
+    """``shape`` with a leading batch axis: kept when the first entry names it (a string or
+    None, as the manifests write ``"batch"``), else -1 is prepended (a per-sample shape)."""
+    shape = list(shape)
+    return shape if shape and not isinstance(shape[0], int) else [-1, *shape]
+
+
 def input_spec(manifest) -> TensorSpec:
     """The model input as the protocol names it.
 
-    The one adapter over the manifest's input spec: format 1 stores ``features`` of a
-    ``[batch, features]`` input; bundle v2 stores a per-sample shape (switch here at merge).
+    The one adapter over the manifest's input spec: format 1 parses ``[batch, features]`` into
+    ``features``; bundle v2 keeps a shape (with or without the batch axis: both work here).
     """
     spec = manifest.input
-    shape = getattr(spec, "shape", None) or ["batch", spec.features]
-    return tensor_spec(spec.name, spec.dtype, list(shape))
+    shape = getattr(spec, "shape", None) or [spec.features]
+    return tensor_spec(spec.name, spec.dtype, _with_batch(shape))
 
 
 def output_spec(manifest) -> TensorSpec:
     """The model output (logits ``[batch, classes]``) as the protocol names it."""
     spec = manifest.output
-    shape = getattr(spec, "shape", None) or ["batch", spec.classes]
-    return tensor_spec(spec.name, spec.dtype, list(shape))
+    shape = getattr(spec, "shape", None) or [spec.classes]
+    return tensor_spec(spec.name, spec.dtype, _with_batch(shape))
 
 
 def server_metadata() -> dict:
