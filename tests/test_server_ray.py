@@ -188,6 +188,9 @@ def test_a_killed_replica_is_replaced(cluster, client, runtime):
 
 
 def test_clean_shutdown_leaves_no_process(cluster):
+    if not os.path.isdir("/proc"):
+        cluster.stop()
+        pytest.skip("no /proc on this system: Ray's processes cannot be listed")
     started = set(cluster.processes)
     assert started, "no Ray process was seen: the check below would be vacuous"
     left = cluster.stop()
