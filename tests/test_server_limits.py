@@ -22,6 +22,8 @@ from taugate.runtime import ModeRuntime
 from taugate.server import BackgroundServer, ServerLimits
 
 PIXELS = {"inputs": [[0.5] * 784]}
+OIP_PIXELS = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 784],
+                          "data": [0.5] * 784}]}
 
 
 def _connect(server, timeout: float = 10.0) -> socket.socket:
@@ -198,8 +200,12 @@ def test_in_flight_cap_and_health_while_saturated(runtime):
         r = client.post("/modes/rot45/predict", json=PIXELS)
         assert r.status_code == 503 and r.json()["error"] == "server busy"
         assert r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
+        r = client.post("/v2/models/rot45/infer", json=OIP_PIXELS)  # the cap counts the OIP too
+        assert r.status_code == 503 and r.headers["connection"] == "close"
         health = client.get("/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
+        for path in ("/v2/health/live", "/v2/health/ready"):
+            assert client.get(path).status_code == 200
         assert client.get("/modes").status_code == 200
         blocking.release.set()
         assert [f.result().status_code for f in busy] == [200, 200]
@@ -222,6 +228,9 @@ def test_changed_and_deleted_files_answer_503_and_health_degrades(tiny_bundle, t
             r = c.post(f"/modes/{mode}/predict", json=PIXELS)
             assert r.status_code == 503 and r.json()["error"] == "mode unavailable"
             assert reason in r.json()["detail"] and r.headers["connection"] == "close"
+            r = c.post(f"/v2/models/{mode}/infer", json=OIP_PIXELS)
+            assert r.status_code == 503 and reason in r.json()["error"]
+            assert r.headers["connection"] == "close"
         assert c.post("/modes/dense/predict", json=PIXELS).status_code == 200
 
 
@@ -243,4 +252,8 @@ def test_invalid_model_output_is_a_json_500_that_closes(tiny_bundle, tmp_path):
         assert r.status_code == 500 and r.headers["connection"] == "close"
         assert r.json()["error"] == "invalid model output"
         assert "the model produced invalid output" in r.json()["detail"]
+        r = c.post("/v2/models/rot0/infer", json={"inputs": [
+            {"name": "pixels", "datatype": "FP32", "shape": [1, 784], "data": x[0]}]})
+        assert r.status_code == 500 and r.headers["connection"] == "close"
+        assert "the model produced invalid output" in r.json()["error"]
         assert c.get("/health").status_code == 200

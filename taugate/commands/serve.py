@@ -1,13 +1,22 @@
-"""Serve a bundle over HTTP (FastAPI + uvicorn, the ``serve`` extra).
+"""Serve a bundle over HTTP: taugate's JSON API and the Open Inference Protocol v2 REST.
 
 Endpoints: GET /health, GET /modes, GET /modes/{mode}, POST /modes/{mode}/predict with
-{"inputs": [[784 floats in [0, 1]], ...]}; OpenAPI at /openapi.json and /docs. The bundle is
-fully verified and every mode loaded before the server starts listening.
+{"inputs": [[784 floats in [0, 1]], ...]}; the Open Inference Protocol under /v2 (/v2/health/live,
+/v2/models/{mode}, POST /v2/models/{mode}/infer with JSON or binary tensors); OpenAPI at
+/openapi.json and /docs.
+
+--engine fastapi (default, the 'serve' extra): one process; the bundle is fully verified and
+every mode loaded before the server starts listening; --max-connections, --max-in-flight,
+--header-timeout and --body-timeout bound slow and hostile clients.
+--engine ray (the 'ray' extra): Ray Serve, N model replicas each keeping at most K modes loaded,
+requests routed by mode to a replica that has it (RAY_ADDRESS joins an existing cluster).
 """
 
 from __future__ import annotations
 
-HELP = "serve a bundle's modes over HTTP (needs the 'serve' extra)"
+HELP = "serve a bundle's modes over HTTP (needs the 'serve' extra; --engine ray the 'ray' extra)"
+_RAY_ONLY = ("replicas", "max_modes_per_replica", "replica_cpus")
+_FASTAPI_LIMITS = ("max_connections", "max_in_flight", "header_timeout", "body_timeout")
 
 
 def add_arguments(p) -> None:
@@ -17,14 +26,19 @@ def add_arguments(p) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--max-body-bytes", type=int, default=None,
                    help="refuse request bodies larger than this with 413 (default 8 MiB)")
-    p.add_argument("--providers", default="auto",
-                   help="auto (default), cpu, cuda, directml, or a comma-separated list")
+    p.add_argument("--providers", default=None,
+                   help="auto (default; cpu with --engine ray), cpu, cuda, directml, or a "
+                        "comma-separated list")
     p.add_argument("--max-sessions", type=int, default=None,
-                   help="keep at most N sessions loaded (LRU); default all")
+                   help="keep at most N sessions loaded (LRU); default all (fastapi engine)")
     p.add_argument("--threads", type=int, default=None,
                    help="onnxruntime intra-op threads per session (default: onnxruntime's; "
-                        "1 when more than 16 sessions are loaded)")
-    g = p.add_argument_group("limits against slow and hostile clients (see README: Threat model)")
+                        "1 when more than 16 sessions are loaded; 1 per replica with "
+                        "--engine ray)")
+    p.add_argument("--engine", choices=["fastapi", "ray"], default="fastapi",
+                   help="fastapi: one process (default); ray: Ray Serve replicas")
+    g = p.add_argument_group("limits against slow and hostile clients (see README: Threat "
+                             "model; --engine fastapi)")
     g.add_argument("--max-connections", type=int, default=None,
                    help="open connections at most; past it new ones are closed (default 1000)")
     g.add_argument("--max-in-flight", type=int, default=None,
@@ -33,9 +47,49 @@ def add_arguments(p) -> None:
                    help="time to receive a request's headers (default 10)")
     g.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
                    help="time to receive a request's body, then 408 (default 30)")
+    g = p.add_argument_group("Ray Serve (--engine ray)")
+    g.add_argument("--replicas", type=int, default=None, help="model replicas (default 1)")
+    g.add_argument("--max-modes-per-replica", type=int, default=None,
+                   help="modes (dense counts) a replica keeps loaded, LRU past it (default 4)")
+    g.add_argument("--replica-cpus", type=float, default=None,
+                   help="Ray CPUs reserved per model replica (default 1)")
+
+
+def _flags(args, names) -> list[str]:
+    return [f"--{k.replace('_', '-')}" for k in names if getattr(args, k) is not None]
+
+
+def _run_ray(args) -> int:
+    try:
+        from taugate.server.ray_app import RayServeConfig, run_ray
+    except ImportError as exc:
+        raise RuntimeError(str(exc)) from exc
+    if args.max_sessions is not None:
+        raise ValueError("--max-sessions is for --engine fastapi; with --engine ray use "
+                         "--max-modes-per-replica")
+    given = _flags(args, _FASTAPI_LIMITS)
+    if given:
+        # Ray's HTTP proxy, not taugate's uvicorn protocol, holds the connections there
+        raise ValueError(f"{', '.join(given)}: only with --engine fastapi (Ray Serve's proxy "
+                         f"has its own connection handling; --max-body-bytes applies to both)")
+    from taugate.commands.predict import parse_providers
+
+    given = {k: getattr(args, k) for k in (*_RAY_ONLY, "max_body_bytes")
+             if getattr(args, k) is not None}
+    if args.providers is not None:
+        given["providers"] = parse_providers(args.providers)
+    config = RayServeConfig(args.bundle, threads=args.threads or 1, **given)
+    run_ray(config, host=args.host, port=args.port)
+    return 0
 
 
 def run(args) -> int:
+    if args.engine == "ray":
+        return _run_ray(args)
+    given = _flags(args, _RAY_ONLY)
+    if given:
+        raise ValueError(f"{', '.join(given)}: only with --engine ray (got --engine "
+                         f"{args.engine})")
     try:
         from taugate.server import ServerLimits, serve
     except ImportError as exc:
@@ -47,7 +101,7 @@ def run(args) -> int:
              "max_in_flight": args.max_in_flight, "header_timeout_s": args.header_timeout,
              "body_timeout_s": args.body_timeout}
     limits = ServerLimits(**{k: v for k, v in given.items() if v is not None})  # fail fast
-    rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers),
+    rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers or "auto"),
                           max_sessions=args.max_sessions, intra_op_num_threads=args.threads)
     rt.warmup()
     serve(rt, host=args.host, port=args.port, limits=limits)

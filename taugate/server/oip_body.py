@@ -1,0 +1,235 @@
+"""The Open Inference Protocol's inference body: JSON tensors and the binary tensor data
+extension, parsed into an array (:func:`parse_infer`) and answered (:func:`encode_infer`). Pure
+functions over bytes; :mod:`taugate.server.oip` serves them.
+
+A body is JSON (``{"id", "parameters", "inputs": [{"name", "shape", "datatype", "data"}],
+"outputs": [{"name", "parameters": {"binary_data"}}]}``) or, with the header
+``Inference-Header-Content-Length: n``, n bytes of that JSON followed by the raw little-endian
+tensors of the inputs whose ``parameters.binary_data_size`` says how many bytes they take.
+
+Protocol: https://github.com/kserve/open-inference-protocol/blob/main/specification/protocol/inference_rest.md
+Binary extension: https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from taugate.server import strict_json
+from taugate.server.messages import HttpResponse, json_bytes
+
+VERSION = "1"  # every model has one version
+HEADER_LENGTH = "inference-header-content-length"
+_MAX_DATA_DEPTH = 8  # lists in an input's "data" at most (an image batch needs 4)
+_DATATYPES = {"float32": ("FP32", np.dtype("<f4")), "float16": ("FP16", np.dtype("<f2")),
+              "float64": ("FP64", np.dtype("<f8")), "uint8": ("UINT8", np.dtype("u1")),
+              "int64": ("INT64", np.dtype("<i8"))}
+
+
+class OipError(Exception):
+    """A request the protocol refuses: ``status`` and the message of ``{"error": ...}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str  # the protocol's name, e.g. "FP32"
+    shape: list  # -1 for the batch axis
+    dtype: np.dtype  # little-endian numpy dtype of the binary form
+
+    def metadata(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": self.shape}
+
+
+def tensor_spec(name: str, dtype: str, shape: list) -> TensorSpec:
+    datatype, np_dtype = _DATATYPES[dtype]
+    return TensorSpec(name, datatype, [d if isinstance(d, int) else -1 for d in shape], np_dtype)
+
+
+# -- inference requests --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A parsed inference request: the input array (not yet range-checked) and what to answer."""
+
+    x: np.ndarray
+    id: str | None
+    outputs: list  # [(output name, binary?)] in the order to answer
+
+
+def json_size(body: bytes, header_length) -> int:
+    """Bytes of JSON in a body (all of it without the binary extension's header)."""
+    try:
+        return min(len(body), max(0, int(header_length))) if header_length is not None \
+            else len(body)
+    except ValueError:
+        return len(body)
+
+
+def _split_body(body: bytes, header_length) -> tuple[dict, memoryview]:
+    if header_length is None:
+        json_part, binary = body, memoryview(b"")
+    else:
+        try:
+            n = int(header_length)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= len(body):
+            raise OipError(400, f"Inference-Header-Content-Length: expected an integer from 0 to "
+                                f"the body size {len(body)}, got {header_length!r}")
+        json_part, binary = body[:n], memoryview(body)[n:]
+    try:
+        payload = strict_json.loads(json_part)
+    except strict_json.JsonRefused as exc:
+        raise OipError(400, f"malformed JSON in the inference request: {exc.detail}") from None
+    if not isinstance(payload, dict):
+        raise OipError(400, f"inference request: expected a JSON object, got "
+                            f"{type(payload).__name__}")
+    return payload, binary
+
+
+def _params(obj: dict, where: str) -> dict:
+    params = obj.get("parameters", {})
+    if not isinstance(params, dict):
+        raise OipError(400, f"{where}.parameters: expected an object, got "
+                            f"{type(params).__name__}")
+    return params
+
+
+def _shape(tensor: dict, where: str) -> list:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise OipError(400, f"{where}.shape: expected a list of non-negative integers, got "
+                            f"{shape!r}")
+    return shape
+
+
+def _tensor_data(tensor: dict, where: str, spec: TensorSpec, shape: list, binary: memoryview,
+                 offset: int) -> tuple[np.ndarray, int]:
+    """The input's values as an array of ``shape``, and the new offset in the binary part."""
+    count = math.prod(shape)
+    size = _params(tensor, where).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise OipError(400, f"{where}.parameters.binary_data_size: expected a non-negative "
+                                f"integer, got {size!r}")
+        if "data" in tensor:
+            raise OipError(400, f"{where}: has both binary_data_size and data; send one")
+        expected = count * spec.dtype.itemsize
+        if size != expected:
+            raise OipError(400, f"{where}: binary_data_size {size} does not match shape {shape} "
+                                f"of {spec.datatype} ({expected} bytes)")
+        if offset + size > len(binary):
+            raise OipError(400, f"{where}: binary_data_size {size} runs past the "
+                                f"{len(binary) - offset} bytes of binary data left in the body")
+        x = np.frombuffer(binary[offset:offset + size], dtype=spec.dtype)
+        if not x.flags.aligned:  # the JSON header may end at any byte
+            x = x.copy()
+        return x.reshape(shape), offset + size
+    if "data" not in tensor:
+        raise OipError(400, f"{where}: expected data (a list of numbers) or "
+                            f"parameters.binary_data_size")
+    data = tensor["data"]
+    expected = (f"{where}.data: expected a (possibly nested) list of numbers (JSON numbers "
+                f"only, no strings, booleans or null) of datatype {spec.datatype}")
+    # strict: numbers only, nested flat or as deep as the shape (bounded: the shape is the
+    # client's, and the check recurses)
+    depth = max(1, min(len(shape), _MAX_DATA_DEPTH))
+    if not isinstance(data, list) or not strict_json.numbers_only(data, depth):
+        raise OipError(400, expected)
+    try:
+        values = strict_json.as_array(data, spec.dtype, f"{where}.data")
+    except strict_json.JsonRefused as exc:
+        raise OipError(400, exc.detail) from None
+    except (ValueError, TypeError):  # ragged lists
+        raise OipError(400, expected) from None
+    if values.size != count:
+        raise OipError(400, f"{where}: shape {shape} holds {count} values, data has "
+                            f"{values.size}")
+    return values.reshape(shape), offset
+
+
+def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list) -> InferRequest:
+    """Parse an inference body (JSON, or JSON + binary tensors) for a model with one input
+    ``spec`` and the output names ``outputs``. Raises :class:`OipError` (400)."""
+    payload, binary = _split_body(body, header_length)
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise OipError(400, f"id: expected a string, got {type(request_id).__name__}")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        got = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
+        raise OipError(400, f"inputs: expected a list holding one tensor object "
+                            f"({spec.name!r}), got {got}")
+    tensor = inputs[0]
+    where = f"input {tensor.get('name')!r}"
+    if tensor.get("name") != spec.name:
+        raise OipError(400, f"{where}: unknown input; the model has one input {spec.name!r}")
+    if tensor.get("datatype") != spec.datatype:
+        raise OipError(400, f"{where}.datatype: expected {spec.datatype!r}, got "
+                            f"{tensor.get('datatype')!r}")
+    shape = _shape(tensor, where)
+    x, used = _tensor_data(tensor, where, spec, shape, binary, 0)
+    if used != len(binary):
+        raise OipError(400, f"binary data: {len(binary) - used} bytes after the JSON header "
+                            f"belong to no input (check binary_data_size and "
+                            f"Inference-Header-Content-Length)")
+    binary_default = _params(payload, "request").get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise OipError(400, f"parameters.binary_data_output: expected true or false, got "
+                            f"{binary_default!r}")
+    return InferRequest(x, request_id, _requested_outputs(payload, outputs, binary_default))
+
+
+def _requested_outputs(payload: dict, names: list, binary_default: bool) -> list:
+    requested = payload.get("outputs")
+    if requested is None:
+        return [(name, binary_default) for name in names]
+    if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
+        raise OipError(400, f"outputs: expected a list of objects, got {requested!r}")
+    chosen = []
+    for out in requested:
+        name, params = out.get("name"), _params(out, f"output {out.get('name')!r}")
+        if name not in names:
+            raise OipError(400, f"outputs: unknown output {name!r}; valid: {names}")
+        if params.get("classification"):
+            raise OipError(400, f"output {name!r}: the classification extension is not "
+                                f"supported; request the logits")
+        binary = params.get("binary_data", binary_default)
+        if not isinstance(binary, bool):
+            raise OipError(400, f"output {name!r}.parameters.binary_data: expected true or "
+                                f"false, got {binary!r}")
+        chosen.append((name, binary))
+    return chosen
+
+
+def encode_infer(mode: str, request: InferRequest, results: dict, specs: dict):
+    """The inference answer: JSON, or JSON + raw tensors when any output is binary."""
+    outputs, chunks = [], []
+    for name, binary in request.outputs:
+        value, spec = results[name], specs[name]
+        out = {"name": name, "datatype": spec.datatype, "shape": list(value.shape)}
+        if binary:
+            raw = np.ascontiguousarray(value, dtype=spec.dtype).tobytes()
+            out["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            out["data"] = value.reshape(-1).tolist()
+        outputs.append(out)
+    answer = {"model_name": mode, "model_version": VERSION, "outputs": outputs}
+    if request.id is not None:
+        answer = {"id": request.id, **answer}
+    if not chunks:
+        return HttpResponse.json(answer)
+    header = json_bytes(answer)
+    return HttpResponse(200, b"".join([header, *chunks]),
+                        {"content-type": "application/octet-stream",
+                         HEADER_LENGTH: str(len(header))})

@@ -1,0 +1,234 @@
+"""The one request handler behind every way taugate is served.
+
+It owns both HTTP APIs -- taugate's JSON API (``/health``, ``/modes``, ``/modes/{mode}/predict``)
+and the Open Inference Protocol v2 REST (``/v2/...``, see :mod:`taugate.server.oip`) -- as pure
+request -> response logic: it knows no web framework. FastAPI (``taugate.server.app``) and Ray
+Serve (``taugate.server.ray_app``) only turn their request into an :class:`HttpRequest` and the
+answer back. Both therefore parse, validate (through the runtime's own input checker) and answer
+byte for byte the same way; only *where* the model runs differs, which is the ``run`` callable
+they pass:
+
+    handler = ProtocolHandler(runtime)
+    response = handler.handle(HttpRequest("POST", "/v2/models/rot45/infer", headers, body),
+                              runtime.run)
+
+:meth:`ProtocolHandler.route` does the first half alone (parse, validate, or answer outright) and
+returns an :class:`Inference` when the model must run; Ray's ingress awaits a remote call between
+``route`` and ``Inference.respond``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Callable, Union
+
+import numpy as np
+
+from taugate.runtime import (
+    DENSE,
+    BundleError,
+    InputError,
+    InvalidOutputError,
+    ModeRuntime,
+    UnknownModeError,
+)
+from taugate.server import oip, strict_json
+from taugate.server.messages import (
+    HttpRequest,
+    HttpResponse,
+    Inference,
+    Route,
+    ServiceUnavailable,
+)
+from taugate.server.schemas import ModeInfo
+
+log = logging.getLogger("taugate.server")
+
+_MODE_INFO_FIELDS = tuple(ModeInfo.model_fields)
+
+
+Run = Callable[[str, np.ndarray], np.ndarray]
+AsyncRun = Callable[[str, np.ndarray], Awaitable[np.ndarray]]
+Routed = Union[HttpResponse, Inference]
+
+
+# -- taugate's JSON API -------------------------------------------------------------------------
+
+def taugate_error(status: int, error: str, detail) -> HttpResponse:
+    return HttpResponse.json({"error": error, "detail": detail}, status)
+
+
+_BadRequest = strict_json.JsonRefused
+
+
+def parse_predict_body(body: bytes, max_depth: int = 3) -> np.ndarray:
+    """``{"inputs": [...]}`` -> the inputs as a float32 array (shape checks are the runtime's).
+    Strict: numbers only, at most ``max_depth`` lists deep (the handler passes one more than the
+    rank of a sample of the bundle's input, e.g. 3 for a batch of 28x28 images)."""
+    payload = strict_json.loads(body)
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise _BadRequest(422, "invalid request body",
+                          'expected a JSON object {"inputs": [sample, ...]}')
+    inputs = payload["inputs"]
+    if not isinstance(inputs, list):
+        raise _BadRequest(422, "invalid request body",
+                          f"inputs: expected a list of samples, got {type(inputs).__name__}")
+    if not strict_json.numbers_only(inputs, max_depth=max_depth):
+        raise _BadRequest(422, "invalid input",
+                          f"inputs: expected lists of JSON numbers only (no strings, booleans "
+                          f"or null), at most {max_depth} lists deep, each sample shaped as the "
+                          f"bundle's input")
+    try:
+        return strict_json.as_array(inputs, np.float32, "inputs")
+    except (ValueError, TypeError):
+        raise _BadRequest(422, "invalid input",
+                          "inputs: expected equal-length (nested) lists of numbers, each sample "
+                          "shaped as the bundle's input") from None
+
+
+def validate_input(runtime: ModeRuntime, x) -> np.ndarray:
+    """The runtime's own input check, used on every path (JSON, binary, Ray's ingress) so that
+    every engine accepts and refuses exactly what ``ModeRuntime.run`` does, with its messages."""
+    return runtime.checker.coerce(x)
+
+
+class ProtocolHandler:
+    """Answers taugate's JSON API and the Open Inference Protocol v2 for one bundle.
+
+    ``runtime`` supplies the facts (modes, manifest, input checker); it need not hold loaded
+    sessions (Ray's ingress opens it with ``lazy=True`` and runs models elsewhere).
+    """
+
+    def __init__(self, runtime: ModeRuntime):
+        self.runtime = runtime
+        spec = runtime.manifest.input
+        # a batch of samples; image inputs may also come as [N, H, W] or [N, C, H, W] lists
+        self._json_depth = max(len(spec.shape) + 1, 4 if spec.layout is not None else 0)
+        self.routes = [
+            Route("GET", "/health", "health", self.health, inline=True),
+            Route("GET", "/modes", "modes", self.modes),
+            Route("GET", "/modes/{mode}", "mode_info", self.mode_info),
+            Route("POST", "/modes/{mode}/predict", "predict", self.predict),
+            *oip.routes(self),
+        ]
+        self._compiled = [(r, r.compile()) for r in self.routes]
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def route(self, req: HttpRequest) -> Routed:
+        """Answer ``req`` outright, or return the :class:`Inference` it asks for."""
+        allowed = []
+        for r, pattern in self._compiled:
+            match = pattern.match(req.path)
+            if match is None:
+                continue
+            if r.method != req.method:
+                allowed.append(r.method)
+                continue
+            return r.target(req, **match.groupdict())
+        status, phrase = (405, "Method Not Allowed") if allowed else (404, "Not Found")
+        return taugate_error(status, phrase.lower(), f"{req.method} {req.path}: {phrase}")
+
+    @staticmethod
+    def json_size(req: HttpRequest) -> int:
+        """Bytes of JSON that routing ``req`` parses (the binary tensors after it are cheap)."""
+        return oip.json_size(req.body, req.headers.get(oip.HEADER_LENGTH))
+
+    def handle(self, req: HttpRequest, run: Run) -> HttpResponse:
+        """Route ``req`` and, when it asks for inference, compute it with ``run(mode, x)``."""
+        routed = self.route(req)
+        if isinstance(routed, HttpResponse):
+            return routed
+        try:
+            logits = run(routed.mode, routed.x)
+        except Exception as exc:  # noqa: BLE001 - mapped to an HTTP error below
+            return self.run_failed(routed, req, exc)
+        return routed.respond(logits)
+
+    async def handle_async(self, req: HttpRequest, run: AsyncRun,
+                           offload_json_above: int | None = None) -> HttpResponse:
+        """:meth:`handle` with an awaitable ``run`` (Ray Serve's deployment handles). Routing
+        runs in a worker thread when the body holds more than ``offload_json_above`` bytes of
+        JSON (parsing a large batch would block the event loop; a thread hop costs more than
+        parsing a small or binary one)."""
+        if offload_json_above is not None and self.json_size(req) > offload_json_above:
+            routed = await asyncio.to_thread(self.route, req)
+        else:
+            routed = self.route(req)
+        if isinstance(routed, HttpResponse):
+            return routed
+        try:
+            logits = await run(routed.mode, routed.x)
+        except Exception as exc:  # noqa: BLE001
+            return self.run_failed(routed, req, exc)
+        return routed.respond(logits)
+
+    @staticmethod
+    def run_failed(inference: Inference, req: HttpRequest, exc: Exception) -> HttpResponse:
+        if isinstance(exc, UnknownModeError):
+            return inference.error(404, "unknown mode", str(exc))
+        if isinstance(exc, InputError):
+            return inference.error(422, "invalid input", str(exc))
+        if isinstance(exc, ServiceUnavailable):
+            return inference.error(503, "unavailable", str(exc))
+        if isinstance(exc, InvalidOutputError):  # a broken or hostile bundle, not the input
+            log.error("%s %s: %s", req.method, req.path, exc)
+            return inference.error(500, "invalid model output", str(exc))
+        if isinstance(exc, BundleError):  # its file changed or vanished since open
+            return inference.error(503, "mode unavailable", str(exc))
+        log.error("inference failed on %s %s", req.method, req.path, exc_info=exc)
+        kind = "internal error"
+        return inference.error(500, kind, f"{kind}: {type(exc).__name__}")
+
+    # -- facts -------------------------------------------------------------------------------
+
+    def knows(self, mode: str) -> bool:
+        return mode == DENSE or mode in self.runtime.manifest.modes
+
+    def _info(self, mode: str) -> dict:
+        info = self.runtime.info(mode)
+        return {k: info.get(k) for k in _MODE_INFO_FIELDS}
+
+    def checked_input(self, x) -> np.ndarray:
+        return validate_input(self.runtime, x)
+
+    # -- taugate's JSON API ------------------------------------------------------------------
+
+    def health(self, req: HttpRequest) -> HttpResponse:
+        # cheap (a stat per mode file): mounted on the event loop, so it answers while every
+        # inference thread is busy
+        rt = self.runtime
+        down = rt.unavailable()
+        return HttpResponse.json({"status": "degraded" if down else "ok", "modes": len(rt.modes),
+                                  "providers": rt.providers, "unavailable": down})
+
+    def modes(self, req: HttpRequest) -> HttpResponse:
+        return HttpResponse.json({"modes": [self._info(m) for m in self.runtime.modes],
+                                  "dense": self._info(DENSE)})
+
+    def mode_info(self, req: HttpRequest, mode: str) -> HttpResponse:
+        try:
+            return HttpResponse.json(self._info(mode))
+        except UnknownModeError as exc:
+            return taugate_error(404, "unknown mode", str(exc))
+
+    def predict(self, req: HttpRequest, mode: str) -> Routed:
+        try:
+            x = parse_predict_body(req.body, self._json_depth)
+            if not self.knows(mode):
+                self.runtime.info(mode)  # raises UnknownModeError with the valid choices
+            x = self.checked_input(x)
+        except _BadRequest as exc:
+            return taugate_error(exc.status, exc.error, exc.detail)
+        except UnknownModeError as exc:
+            return taugate_error(404, "unknown mode", str(exc))
+        except InputError as exc:
+            return taugate_error(422, "invalid input", str(exc))
+
+        def respond(logits: np.ndarray) -> HttpResponse:
+            return HttpResponse.json({"mode": mode, "classes": logits.argmax(axis=1).tolist(),
+                                      "logits": logits.tolist()})
+
+        return Inference(mode, x, respond, taugate_error)

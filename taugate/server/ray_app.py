@@ -1,0 +1,219 @@
+"""taugate on Ray Serve: per-mode sessions multiplexed over a pool of replicas (the ``ray`` extra).
+
+Two deployments:
+
+* ``TaugateIngress`` receives every HTTP request (route prefix ``/``) and hands it to the same
+  :class:`~taugate.server.protocol.ProtocolHandler` as ``taugate serve``: parsing, validation
+  (the runtime's input checker, on a lazily opened runtime that loads no session) and the
+  answers are the single-process server's. For an inference it calls the model deployment's
+  handle with ``.options(multiplexed_model_id=mode)``: the mode comes from the URL
+  (``/v2/models/{mode}/infer``, ``/modes/{mode}/predict``), and Ray routes each mode to a replica
+  that already has it loaded (Ray's HTTP proxy alone would only read the model id from a
+  ``serve_multiplexed_model_id`` header).
+* ``TaugateModel`` replicas hold a :class:`~taugate.runtime.ModeRuntime` (lazy, at most K sessions,
+  one intra-op thread); the per-mode session loader is ``@serve.multiplexed(
+  max_num_models_per_replica=K)``, so Ray evicts the least recently used mode past K.
+
+``build_app(RayServeConfig(...))`` returns the Serve application; ``app_builder`` is the same for
+``serve run taugate.server.ray_app:app_builder bundle=/shared/bundle replicas=4`` and Serve config
+files. Ray Serve docs: https://docs.ray.io/en/latest/serve/model-multiplexing.html
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+
+try:
+    import ray
+    from ray import serve
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(f"taugate's Ray engine needs Ray Serve ({exc.name} is missing): "
+                      f"pip install 'taugate[ray]'") from exc
+from starlette.requests import Request
+from starlette.responses import Response
+
+from taugate.runtime import ModeRuntime
+from taugate.runtime.manifest import load_manifest
+from taugate.server.app import DEFAULT_MAX_BODY_BYTES
+from taugate.server.messages import HttpRequest, ServiceUnavailable
+from taugate.server.protocol import ProtocolHandler, taugate_error
+
+log = logging.getLogger("taugate.server")
+
+APP_NAME = "taugate"
+REPLICA_HEADER = "x-taugate-replica"  # which model replica answered, and what it holds
+# Ray passes objects up to this size inside its RPC messages instead of through the shared-memory
+# object store: a batch of 64 images (200 KB) over the default 100 KB went through the store and
+# cost ~1.4x the requests/s (measured: 57 vs 79 req/s, binary tensors, batch 64, 1 replica). On a
+# cluster, set the same through the environment of every node: RAY_max_direct_call_object_size.
+RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": DEFAULT_MAX_BODY_BYTES}
+INLINE_JSON_BYTES = 64 * 1024  # the ingress parses smaller JSON bodies on its event loop
+_RAY_UNAVAILABLE = tuple(getattr(ray.exceptions, name) for name in (
+    "RayActorError", "ActorDiedError", "ActorUnavailableError") if hasattr(ray.exceptions, name))
+
+
+@dataclass
+class RayServeConfig:
+    """What ``--engine ray`` deploys."""
+
+    bundle: str  # bundle directory; on a cluster, the same path on every node (shared storage)
+    replicas: int = 1  # model replicas
+    max_modes_per_replica: int = 4  # sessions a replica keeps loaded (LRU past it), dense counts
+    providers: str | list = "cpu"  # onnxruntime providers of the model replicas
+    threads: int = 1  # onnxruntime intra-op threads per replica
+    replica_cpus: float = 1.0  # Ray CPUs reserved per model replica
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413
+
+    def __post_init__(self) -> None:
+        self.bundle = os.path.abspath(os.fspath(self.bundle))
+        for name in ("replicas", "max_modes_per_replica", "threads", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value.isdigit():  # from `serve run ... key=value`
+                value = int(value)
+                setattr(self, name, value)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        try:
+            cpus = float(self.replica_cpus)
+        except (TypeError, ValueError):
+            cpus = float("nan")
+        if not cpus >= 0:
+            raise ValueError(f"replica_cpus: expected a number >= 0, got {self.replica_cpus!r}")
+        self.replica_cpus = cpus
+
+
+class TaugateModel:
+    """A model replica: a lazy :class:`ModeRuntime` whose sessions Ray multiplexes by mode."""
+
+    def __init__(self, config: RayServeConfig):
+        self.runtime = ModeRuntime.open(
+            config.bundle, providers=config.providers, lazy=True,
+            max_sessions=config.max_modes_per_replica, intra_op_num_threads=config.threads,
+            inter_op_num_threads=1)
+        self.loads = 0  # sessions this replica has created (a miss of Ray's routing or a new mode)
+        self.replica = serve.get_replica_context().replica_id.unique_id
+
+    async def load_mode(self, mode: str) -> str:
+        """Create (and warm up) the session of ``mode``; Ray calls it once per mode it routes
+        here and forgets the mode past ``max_modes_per_replica``, least recently used first.
+        The runtime's own LRU bound is the same K, so it drops the same session."""
+        self.runtime.warmup([mode])
+        self.loads += 1
+        return mode
+
+    async def run(self, x):
+        """Logits of the request's multiplexed mode for the validated batch ``x``, and what this
+        replica holds (for the ``x-taugate-replica`` header)."""
+        mode = serve.get_multiplexed_model_id()
+        before = self.loads  # "hit" is exact for sequential requests, approximate when concurrent
+        await self.load_mode(mode)
+        logits = self.runtime.run(mode, x)
+        return logits, {"replica": self.replica, "hit": self.loads == before,
+                        "loaded": self.runtime.loaded_modes, "loads": self.loads}
+
+
+class TaugateIngress:
+    """Every HTTP request: the shared protocol handler, inference on a model replica."""
+
+    def __init__(self, model, config: RayServeConfig):
+        self.model = model
+        self.max_body_bytes = config.max_body_bytes
+        # Facts and the input checker only: lazy, no session is ever created here.
+        self.handler = ProtocolHandler(ModeRuntime.open(config.bundle, providers="cpu",
+                                                        lazy=True))
+
+    async def __call__(self, request: Request) -> Response:
+        body = await request.body()
+        if len(body) > self.max_body_bytes:
+            answer = taugate_error(413, "payload too large",
+                                   f"request body of {len(body)} bytes exceeds the limit of "
+                                   f"{self.max_body_bytes} bytes")
+        else:
+            req = HttpRequest(request.method, request.url.path, request.headers, body)
+            served: dict = {}
+            answer = await self.handler.handle_async(
+                req, lambda mode, x: self._run(mode, x, served),
+                offload_json_above=INLINE_JSON_BYTES)
+            if served:
+                answer.headers[REPLICA_HEADER] = (
+                    f"{served['replica']};hit={int(served['hit'])};loads={served['loads']};"
+                    f"loaded={','.join(served['loaded'])}")
+        return Response(answer.body, answer.status, headers=answer.headers)
+
+    async def _run(self, mode: str, x, served: dict):
+        """Logits from a model replica that holds ``mode``; what that replica reported goes
+        into ``served``."""
+        try:
+            logits, info = await self.model.options(multiplexed_model_id=mode).run.remote(x)
+        except _RAY_UNAVAILABLE as exc:
+            raise ServiceUnavailable(f"the replica serving mode {mode!r} is gone "
+                                     f"({type(exc).__name__}); Ray Serve replaces it: retry"
+                                     ) from exc
+        except ray.exceptions.RayTaskError as exc:
+            # the replica's own exception (InvalidOutputError, BundleError, ...): re-raised
+            # as is, so that the handler maps it as in one process, message without Ray's
+            # traceback
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+        served.update(info)
+        return logits
+
+
+def build_app(config: RayServeConfig, ingress_options: dict | None = None,
+              model_options: dict | None = None):
+    """The Serve application (``serve.run(build_app(cfg), name="taugate", route_prefix="/")``).
+
+    ``ingress_options`` / ``model_options`` are extra ``serve.deployment`` options (e.g.
+    ``ray_actor_options``), overriding the defaults below.
+    """
+    load_manifest(config.bundle)  # fail here, not in every replica, on a missing/bad bundle
+    k = config.max_modes_per_replica
+    model_cls = type("TaugateModel", (TaugateModel,), {
+        "load_mode": serve.multiplexed(max_num_models_per_replica=k)(TaugateModel.load_mode)})
+    model = serve.deployment(model_cls, name="TaugateModel", **{
+        "num_replicas": config.replicas,
+        "ray_actor_options": {"num_cpus": config.replica_cpus},
+        **(model_options or {})})
+    ingress = serve.deployment(TaugateIngress, name="TaugateIngress", **{
+        "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, **(ingress_options or {})})
+    return ingress.bind(model.bind(config), config)
+
+
+def app_builder(args: dict):
+    """For ``serve run taugate.server.ray_app:app_builder bundle=DIR [replicas=N]
+    [max_modes_per_replica=K] [threads=1] [replica_cpus=1]`` and Serve config files
+    (``import_path`` + ``args``)."""
+    known = {f.name for f in fields(RayServeConfig)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {unknown}; valid: {sorted(known)}")
+    return build_app(RayServeConfig(**args))
+
+
+def run_ray(config: RayServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """``taugate serve --engine ray``: start (or join, with RAY_ADDRESS) a Ray cluster, deploy,
+    and serve until interrupted; then remove the application (and stop Ray if we started it)."""
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, include_dashboard=False,
+                 _system_config=None if address else RAY_SYSTEM_CONFIG)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+    log.warning("taugate on Ray Serve: http://%s:%d (config %s); Ctrl+C stops", host, port,
+                asdict(config))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        serve.delete(APP_NAME)
+        if started:
+            serve.shutdown()
+            ray.shutdown()
