@@ -58,3 +58,8 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
+
+
+def fewer_macs(ratio: float | None) -> str:
+    """``dense MACs / mode MACs`` as the tables print it: ``"1.94x fewer"`` ("-" when unknown)."""
+    return "-" if ratio is None else f"{ratio:.2f}x fewer"
