@@ -47,6 +47,12 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 def data_config(args):
     from taugate.training.data import DataConfig
 
+    if args.limit_train is not None and args.limit_train <= args.calibration_size:
+        raise ValueError(
+            f"--limit-train {args.limit_train} leaves no training data once --calibration-size "
+            f"{args.calibration_size} examples are held out for calibration; pass a smaller "
+            f"--calibration-size (e.g. --calibration-size {max(1, args.limit_train // 5)}) or a "
+            f"larger --limit-train")
     return DataConfig(root=args.data_root, calibration_size=args.calibration_size,
                       limit_train=args.limit_train, limit_test=args.limit_test,
                       download=not args.no_download)

@@ -8,9 +8,11 @@ and the flags) unless --allow-worse lets it through with a warning."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from taugate.commands._common import add_data_arguments, csv_list, fewer_macs, format_table
 
-HELP = "export a run's adapters to a bundle of compacted per-mode ONNX subnetworks [extra: train]"
+HELP = "export a run's adapters to a bundle of compacted per-mode ONNX subnetworks"
 
 
 def add_prune_arguments(p) -> None:
@@ -76,10 +78,14 @@ def onnx_accuracies(bundle, reports, data) -> dict[str, float]:
 
 
 def run(args) -> int:
-    from taugate.commands._common import data_config
+    from pathlib import Path
+
+from taugate.commands._common import data_config
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run
 
+    if Path(args.out).exists() and not args.force:  # before minutes of work, not after
+        raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
     data = MNISTModes(data_config(args))
     path, reports = export_run(args.run, args.out, data, prune_config(args), args.modes,
                                overwrite=args.force, allow_worse=args.allow_worse)

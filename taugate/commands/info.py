@@ -28,7 +28,7 @@ def _units(info: dict) -> str:
 
 
 def _text(rt, facts: list[dict]) -> str:
-    from taugate.commands._common import format_table
+    from taugate.commands._common import fewer_macs, format_table
 
     m = rt.manifest
     lines = [f"bundle        {rt.bundle_dir}",
@@ -41,10 +41,10 @@ def _text(rt, facts: list[dict]) -> str:
              f"verification  OK: paths and sha256 of {len(facts) + 1} files, all models load "
              f"with {rt.providers}", ""]
     rows = [[f["name"], f.get("method") or "-", _fmt(f.get("angle"), "g"), _units(f),
-             f"{f['macs']:,}", _fmt(f.get("mac_ratio"), ".3f"),
+             f"{f['macs']:,}", fewer_macs(1 / f["mac_ratio"] if f.get("mac_ratio") else None),
              _fmt(f.get("calibration_accuracy"), ".4f"), _fmt(f.get("test_accuracy"), ".4f")]
             for f in facts]
-    table = format_table(["mode", "method", "angle", "units kept/total", "MACs", "vs dense",
+    table = format_table(["mode", "method", "angle", "units kept/total", "MACs", "MACs vs dense",
                           "calib acc", "test acc"], rows)
     return "\n".join(lines) + table
 

@@ -26,10 +26,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    try:
-        from taugate.server import DEFAULT_MAX_BODY_BYTES, serve
-    except ImportError as exc:
-        raise RuntimeError(str(exc)) from exc
+    # a missing fastapi/uvicorn ends in cli.main's one line naming the 'serve' extra
+    from taugate.server import DEFAULT_MAX_BODY_BYTES, serve
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
 

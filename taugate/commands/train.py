@@ -22,7 +22,7 @@ from taugate.commands._common import (
 )
 from taugate.training.recipes import REFERENCE_WIDTH, SPARSE_RECIPE, sparse_recipe
 
-HELP = "train a foundation and/or TauGate adapters (one per mode) [extra: train]"
+HELP = "train a foundation and/or TauGate adapters (one per mode)"
 
 
 def _kv(text: str) -> tuple[str, object]:
