@@ -37,7 +37,7 @@ MODULE_EXTRAS = {"torch": "train", "torchvision": "train", "onnx": "train", "saf
                  "pydantic": "serve", "starlette": "serve", "PIL": "train"}
 
 EPILOG = ("The runtime install (numpy + onnxruntime) runs info and predict; a command marked "
-          "[needs EXTRA] needs pip install 'taugate[EXTRA]' (from a checkout: pip install "
+          "[EXTRA] needs pip install 'taugate[EXTRA]' (from a checkout: pip install "
           "'.[EXTRA]').")
 
 
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         extra = COMMAND_EXTRAS.get(name)
-        help_ = f"{module.HELP} [needs {extra}]" if extra else module.HELP
+        help_ = f"[{extra}] {module.HELP}" if extra else module.HELP
         p = sub.add_parser(name, help=help_, description=module.__doc__,
                            epilog=f"needs: pip install 'taugate[{extra}]'" if extra else None)
         module.add_arguments(p)

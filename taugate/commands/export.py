@@ -78,9 +78,7 @@ def onnx_accuracies(bundle, reports, data) -> dict[str, float]:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-from taugate.commands._common import data_config
+    from taugate.commands._common import data_config
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run
 

@@ -7,7 +7,7 @@ fully verified and every mode loaded before the server starts listening.
 
 from __future__ import annotations
 
-HELP = "serve a bundle's modes over HTTP (needs the 'serve' extra)"
+HELP = "serve a bundle's modes over HTTP"
 
 
 def add_arguments(p) -> None:
