@@ -33,9 +33,14 @@ def add_prune_arguments(p) -> None:
 
 def add_arguments(p) -> None:
     p.add_argument("run", help="run directory written by `taugate train`")
-    p.add_argument("--out", required=True, help="bundle directory to write")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="bundle directory to write")
+    where.add_argument("--into", metavar="BUNDLE",
+                       help="add the modes to this existing bundle (same foundation), keeping "
+                            "its modes; rewritten atomically")
     p.add_argument("--modes", type=csv_list, default=None, help="modes to export (default all)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing bundle (with --into: replace modes it has)")
     add_prune_arguments(p)
     add_data_arguments(p)
 
@@ -82,6 +87,8 @@ def run(args) -> int:
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run
 
+    if args.into:
+        return run_into(args)
     if Path(args.out).exists() and not args.force:  # before minutes of work, not after
         raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
     data = MNISTModes(data_config(args))
@@ -89,4 +96,34 @@ def run(args) -> int:
                                overwrite=args.force, allow_worse=args.allow_worse)
     print(format_table(REPORT_HEADERS, report_rows(reports, onnx_accuracies(path, reports, data))))
     print(f"bundle: {path}")
+    return 0
+
+
+def run_into(args) -> int:
+    """``--into BUNDLE``: export the modes to a temporary bundle beside it, then merge."""
+    import shutil
+    import tempfile
+
+    from taugate.commands._common import data_config
+    from taugate.export.merge import merge_into
+    from taugate.runtime import ModeRuntime
+    from taugate.training.data import MNISTModes
+    from taugate.training.runs import export_run
+
+    bundle = Path(args.into)
+    if not (bundle / "manifest.json").is_file():
+        raise FileNotFoundError(f"--into {bundle}: no manifest.json there (expected a bundle "
+                                f"written by `taugate export`; to write a new one use --out)")
+    data = MNISTModes(data_config(args))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.add.", dir=bundle.parent))
+    try:
+        path, reports = export_run(args.run, scratch / "bundle", data, prune_config(args),
+                                   args.modes, allow_worse=args.allow_worse)
+        onnx = onnx_accuracies(path, reports, data)
+        added = merge_into(bundle, path, replace=args.force,
+                           verify=lambda p: ModeRuntime.open(p, providers="cpu").close())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(format_table(REPORT_HEADERS, report_rows(reports, onnx)))
+    print(f"bundle: {bundle} (added {', '.join(added)})")
     return 0

@@ -32,13 +32,18 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", required=True, help="mode to run (or 'dense' for the dense model)")
     p.add_argument("--invert", action="store_true",
                    help="invert image files (for black digits on white; MNIST is white on black)")
+    p.add_argument("--mnist-style", action="store_true",
+                   help="prepare image files as MNIST's digits were: grayscale, invert if the "
+                        "background is light, crop to the ink, fit into 20x20 keeping the "
+                        "aspect ratio, centre of mass at the centre of 28x28 (for photos)")
     p.add_argument("--json", action="store_true", help="print JSON with logits")
     p.add_argument("--providers", default="auto",
                    help="auto (default), cpu, cuda, directml, or a comma-separated list")
 
 
-def load_image(path: Path, invert: bool = False):
-    """A uint8 [28, 28] array from an image file (grayscale, bilinear resize, optional invert)."""
+def load_image(path: Path, invert: bool = False, mnist_style: bool = False):
+    """A uint8 [28, 28] array from an image file (grayscale, bilinear resize, optional invert;
+    or with ``mnist_style`` the preparation of taugate/mnist_style.py)."""
     try:
         from PIL import Image
     except ImportError:
@@ -51,13 +56,20 @@ def load_image(path: Path, invert: bool = False):
             gray = img.convert("L")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read as an image: {exc}") from exc
+    if mnist_style:
+        from taugate.mnist_style import mnist_style as prepare
+
+        try:
+            return prepare(np.asarray(gray, dtype=np.uint8))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
     if gray.size != (28, 28):
         gray = gray.resize((28, 28), Image.BILINEAR)
     pixels = np.asarray(gray, dtype=np.uint8)
     return 255 - pixels if invert else pixels
 
 
-def load_file(path: Path, invert: bool = False):
+def load_file(path: Path, invert: bool = False, mnist_style: bool = False):
     """The array in ``path``: ``.npy`` as stored (no pickles), images via :func:`load_image`."""
     import numpy as np
 
@@ -70,7 +82,7 @@ def load_file(path: Path, invert: bool = False):
         except ValueError as exc:
             raise ValueError(f"{path}: cannot read as a .npy array: {exc}") from exc
     if suffix in IMAGE_SUFFIXES:
-        return load_image(path, invert)
+        return load_image(path, invert, mnist_style)
     raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; expected .npy or an "
                      f"image ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
@@ -82,7 +94,7 @@ def run(args) -> int:
     results = []
     for name in args.files:
         path = Path(name)
-        x = load_file(path, args.invert)
+        x = load_file(path, args.invert, args.mnist_style)
         try:
             logits = rt.run(args.mode, x)
         except InputError as exc:
