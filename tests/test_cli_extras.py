@@ -28,7 +28,7 @@ def run_without(blocked: list[str], argv: list[str], cwd) -> subprocess.Complete
         from taugate.cli import main
         sys.exit(main({argv!r}))
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                           cwd=cwd, timeout=120)
 
 
