@@ -14,7 +14,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from taugate.commands._common import add_data_arguments, add_device_argument, csv_list, format_table
+from taugate.commands._common import (
+    add_data_arguments,
+    add_device_argument,
+    csv_list,
+    fewer_macs,
+    format_table,
+)
 from taugate.commands.export import add_prune_arguments, prune_config
 from taugate.commands.train import add_method_arguments, run_config
 
@@ -52,9 +58,9 @@ def run(args) -> int:
     import numpy as np
 
     from taugate.runtime import DENSE, ModeRuntime
+    from taugate.timing import Interleaved, calibrate
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run, train_run
-    from taugate.timing import Interleaved, calibrate
 
     if args.method not in ("taugate", "gain_only"):
         args.sparse = False  # the sparsity recipe is TauGate's (and GainOnly's)
@@ -80,12 +86,12 @@ def run(args) -> int:
         for _ in range(calibrate(timer, args.time_budget, min_rounds=args.repeats)):
             timer.round()
         rows.append([
-            r.name, r.units, f"{dense_macs / r.pruned.model.macs:.2f}x",
+            r.name, r.units, fewer_macs(dense_macs / r.pruned.model.macs),
             f"{r.soft_accuracy:.4f}", f"{r.hard_accuracy:.4f}", f"{onnx_acc:.4f}",
             f"{dense_acc:.4f}", f"{timer.ratio('dense', 'mode'):.2f}x",
         ])
     print()
-    print(format_table(["mode", "units kept", "MAC ratio", "acc soft", "acc hard", "acc ONNX",
+    print(format_table(["mode", "units kept", "MACs", "acc soft", "acc hard", "acc ONNX",
                         "acc dense", f"speedup@{args.latency_batch}"], rows))
     print(f"\nbundle: {bundle}  (providers {', '.join(rt.providers)}, "
           f"{os.cpu_count()} CPUs; speedup = dense latency / mode latency, median of "
