@@ -27,7 +27,7 @@ def test_info_text(main, tiny_bundle, capsys):
     assert main(["info", str(tiny_bundle)]) == 0
     out = capsys.readouterr().out
     for needle in ("taugate-bundle v1", "created by taugate", "25,760 MACs", "verification  OK",
-                   "rot45", "32/32 16/16", "1.000", "0.5000"):
+                   "rot45", "32/32 16/16", "1.00x fewer", "0.5000"):
         assert needle in out
 
 
