@@ -66,7 +66,7 @@ def main(argv=None) -> int:
         sys.stderr.write(done.stderr)
         return done.returncode
     block = render(done.stdout, seconds, before, after)
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
     readme.write_text(pattern.sub(lambda _: block, text), "utf-8")
     print(block)
     return 0

@@ -24,14 +24,14 @@ def collapsed_run(data_root, tmp_path_factory):
 
 
 def test_train_prints_dense_beside_the_mode_and_warns(collapsed_run, capsys):
-    run, argv = collapsed_run
+    _, argv = collapsed_run
     assert main(argv) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("mode "))
     for column in ("acc dense", "acc soft", "acc hard", "MACs"):
         assert column in header
     row = next(line for line in out.splitlines() if line.startswith("rot45 ")).split()
-    dense, soft, hard = (float(v) for v in row[-3:])
+    dense, _soft, hard = (float(v) for v in row[-3:])
     assert hard < 0.5 < dense, "collapsed, and the dense accuracy beside it shows it"
     assert "warning: mode rot45: test accuracy" in out and "will refuse it" in out
 

@@ -14,14 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 SMALL = "DataConfig(limit_train=3000, limit_test=500, calibration_size=500)"
 
 
 def examples() -> list[str]:
-    return re.findall(r"^```python example\n(.*?)^```", README.read_text("utf-8"), re.S | re.M)
+    return re.findall(r"^```python example\n(.*?)^```", README.read_text("utf-8"), re.DOTALL | re.MULTILINE)
 
 
 def test_readme_has_examples():

@@ -27,9 +27,9 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     # a missing fastapi/uvicorn ends in cli.main's one line naming the 'serve' extra
-    from taugate.server import DEFAULT_MAX_BODY_BYTES, serve
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
+    from taugate.server import DEFAULT_MAX_BODY_BYTES, serve
 
     rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers),
                           max_sessions=args.max_sessions, intra_op_num_threads=args.threads)
