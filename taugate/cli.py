@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from taugate import __version__
@@ -26,6 +27,29 @@ COMMANDS = {
     "report": "taugate.commands.report",
 }
 
+#: The install extra each command needs beyond the runtime (numpy + onnxruntime).
+COMMAND_EXTRAS = {"train": "train", "export": "train", "demo": "train", "reproduce": "train",
+                  "sweep": "train", "serve": "serve", "report": "report"}
+
+#: Top-level module -> the extra that installs it (what a missing import means to the user).
+MODULE_EXTRAS = {"torch": "train", "torchvision": "train", "onnx": "train", "safetensors": "train",
+                 "matplotlib": "report", "fastapi": "serve", "uvicorn": "serve",
+                 "pydantic": "serve", "starlette": "serve", "PIL": "train"}
+
+EPILOG = ("The runtime install (numpy + onnxruntime) runs info and predict; a command marked "
+          "[EXTRA] needs pip install 'taugate[EXTRA]' (from a checkout: pip install "
+          "'.[EXTRA]').")
+
+
+def missing_extra(command: str, exc: ImportError) -> str:
+    """The one line a user sees when ``command`` needs a package that is not installed."""
+    module = (exc.name or "").split(".")[0]
+    extra = MODULE_EXTRAS.get(module) or COMMAND_EXTRAS.get(command)
+    if extra is None:
+        return f"missing module {exc.name or exc}: reinstall taugate ({exc})"
+    return (f"this needs the '{extra}' extra (no module named {module or exc.name!r}): "
+            f"pip install 'taugate[{extra}]', or from a checkout: pip install '.[{extra}]'")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -35,10 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"taugate {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.epilog = EPILOG
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.__doc__)
+        extra = COMMAND_EXTRAS.get(name)
+        help_ = f"[{extra}] {module.HELP}" if extra else module.HELP
+        p = sub.add_parser(name, help=help_, description=module.__doc__,
+                           epilog=f"needs: pip install 'taugate[{extra}]'" if extra else None)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -49,7 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args._run(args) or 0)
+        status = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return status
+    except BrokenPipeError:
+        # `taugate predict ... | head`: the reader left; end quietly like any Unix tool
+        # (the Python docs' recipe: point stdout at devnull so the exit flush cannot fail)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # what a shell reports for a process ended by SIGPIPE
+    except ImportError as exc:
+        print(f"taugate {args.command}: error: {missing_extra(args.command, exc)}",
+              file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, FileExistsError, KeyError, RuntimeError) as exc:
         # Errors at the boundary are meant for the user: one clear line, no traceback.
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

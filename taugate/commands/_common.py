@@ -47,6 +47,12 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 def data_config(args):
     from taugate.training.data import DataConfig
 
+    if args.limit_train is not None and args.limit_train <= args.calibration_size:
+        raise ValueError(
+            f"--limit-train {args.limit_train} leaves no training data once --calibration-size "
+            f"{args.calibration_size} examples are held out for calibration; pass a smaller "
+            f"--calibration-size (e.g. --calibration-size {max(1, args.limit_train // 5)}) or a "
+            f"larger --limit-train")
     return DataConfig(root=args.data_root, calibration_size=args.calibration_size,
                       limit_train=args.limit_train, limit_test=args.limit_test,
                       download=not args.no_download)
@@ -60,12 +66,15 @@ def format_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join([line(cells[0]), "  ".join("-" * w for w in widths)] + [line(r) for r in cells[1:]])
 
 
+def fewer_macs(ratio: float | None) -> str:
+    """``dense MACs / mode MACs`` as the tables print it: ``"1.94x fewer"`` ("-" when unknown)."""
+    return "-" if ratio is None else f"{ratio:.2f}x fewer"
+
+
 def mac_ratio_text(dense_macs, macs) -> str:
     """``"1.94x fewer"``: how many times fewer MACs than the dense model (one wording for the
     demo, export and info)."""
-    if not dense_macs or not macs:
-        return "-"
-    return f"{dense_macs / macs:.2f}x fewer"
+    return fewer_macs(dense_macs / macs if dense_macs and macs else None)
 
 
 def facts_text(facts: dict | None) -> str:

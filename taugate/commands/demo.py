@@ -91,7 +91,7 @@ def run(args) -> int:
             f"{dense_acc:.4f}", f"{timer.ratio('dense', 'mode'):.2f}x",
         ])
     print()
-    print(format_table(["mode", "units kept", "MAC ratio", "acc soft", "acc hard", "acc ONNX",
+    print(format_table(["mode", "units kept", "MACs", "acc soft", "acc hard", "acc ONNX",
                         "acc dense", f"speedup@{args.latency_batch}"], rows))
     print(f"\nbundle: {bundle}  (providers {', '.join(rt.providers)}, "
           f"{os.cpu_count()} CPUs; speedup = dense latency / mode latency, median of "

@@ -33,14 +33,20 @@ def add_arguments(p) -> None:
     p.add_argument("--mode", required=True, help="mode to run (or 'dense' for the dense model)")
     p.add_argument("--invert", action="store_true",
                    help="invert image files (for black digits on white; MNIST is white on black)")
+    p.add_argument("--mnist-style", action="store_true",
+                   help="prepare image files as MNIST's digits were: grayscale, invert if the "
+                        "background is light, crop to the ink, fit into 20x20 keeping the "
+                        "aspect ratio, centre of mass at the centre of 28x28 (for photos)")
     p.add_argument("--json", action="store_true", help="print JSON with logits")
     p.add_argument("--providers", default="auto",
                    help="auto (default), cpu, cuda, directml, or a comma-separated list")
 
 
-def load_image(path: Path, invert: bool = False, layout: dict | None = None):
+def load_image(path: Path, invert: bool = False, layout: dict | None = None,
+               mnist_style: bool = False):
     """A uint8 image array for ``layout`` (default MNIST's 1x28x28): [H, W] for one channel,
-    [C, H, W] for three (bilinear resize, optional invert)."""
+    [C, H, W] for three (bilinear resize, optional invert; or with ``mnist_style`` the
+    preparation of taugate/mnist_style.py, for a 1x28x28 layout)."""
     try:
         from PIL import Image
     except ImportError:
@@ -58,6 +64,16 @@ def load_image(path: Path, invert: bool = False, layout: dict | None = None):
             img = img.convert("L" if channels == 1 else "RGB")
     except OSError as exc:
         raise ValueError(f"{path}: cannot read as an image: {exc}") from exc
+    if mnist_style:
+        if (channels, size) != (1, (28, 28)):
+            raise ValueError(f"{path}: --mnist-style prepares 1x28x28 digits; this bundle's image "
+                             f"input is {channels}x{size[1]}x{size[0]}")
+        from taugate.mnist_style import mnist_style as prepare
+
+        try:
+            return prepare(np.asarray(img, dtype=np.uint8))
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
     if img.size != size:
         img = img.resize(size, Image.BILINEAR)
     pixels = np.asarray(img, dtype=np.uint8)
@@ -67,7 +83,7 @@ def load_image(path: Path, invert: bool = False, layout: dict | None = None):
 
 
 def load_file(path: Path, invert: bool = False, layout: dict | None = None,
-              images: bool = True):
+              images: bool = True, mnist_style: bool = False):
     """The array in ``path``: ``.npy`` as stored (no pickles), images via :func:`load_image`
     (``images``: whether the bundle's input takes images at all)."""
     import numpy as np
@@ -84,7 +100,7 @@ def load_file(path: Path, invert: bool = False, layout: dict | None = None,
         if not images:
             raise ValueError(f"{path}: this bundle's input has no image layout (see `taugate "
                              f"info`): pass its samples as a .npy array")
-        return load_image(path, invert, layout)
+        return load_image(path, invert, layout, mnist_style)
     raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; expected .npy or an "
                      f"image ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
@@ -97,7 +113,8 @@ def run(args) -> int:
     for name in args.files:
         path = Path(name)
         spec = rt.manifest.input
-        x = load_file(path, args.invert, spec.layout, images=spec.image_shape is not None)
+        x = load_file(path, args.invert, spec.layout, images=spec.image_shape is not None,
+                      mnist_style=args.mnist_style)
         try:
             logits = rt.run(args.mode, x)
         except InputError as exc:

@@ -14,7 +14,7 @@ requests routed by mode to a replica that has it (RAY_ADDRESS joins an existing 
 
 from __future__ import annotations
 
-HELP = "serve a bundle's modes over HTTP (needs the 'serve' extra; --engine ray the 'ray' extra)"
+HELP = "serve a bundle's modes over HTTP (--engine ray: the 'ray' extra)"
 _RAY_ONLY = ("replicas", "max_modes_per_replica", "replica_cpus")
 _FASTAPI_LIMITS = ("max_connections", "max_in_flight", "header_timeout", "body_timeout")
 
@@ -90,10 +90,8 @@ def run(args) -> int:
     if given:
         raise ValueError(f"{', '.join(given)}: only with --engine ray (got --engine "
                          f"{args.engine})")
-    try:
-        from taugate.server import ServerLimits, serve
-    except ImportError as exc:
-        raise RuntimeError(str(exc)) from exc
+    # a missing fastapi/uvicorn ends in cli.main's one line naming the 'serve' extra
+    from taugate.server import ServerLimits, serve
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
 

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from taugate.commands._common import add_data_arguments, add_device_argument, csv_list, data_config, int_list
-from taugate.training.recipes import SPARSE_RECIPE
+from taugate.commands._common import (
+    add_data_arguments,
+    add_device_argument,
+    csv_list,
+    data_config,
+    fewer_macs,
+    format_table,
+    int_list,
+)
+from taugate.training.recipes import REFERENCE_WIDTH, SPARSE_RECIPE, sparse_recipe
 
 HELP = "train a foundation and/or TauGate adapters (one per mode)"
 
@@ -39,8 +48,10 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sparse", action="store_true",
                    help="unit-level sparsity with the measured recipe "
                         + " ".join(f"{k}={v}" for k, v in SPARSE_RECIPE.items())
-                        + " (taugate, gain_only): whole units switch off per mode, so the "
-                        "exported subnetworks are smaller; the flags below override it")
+                        + f" (taugate, gain_only; unit_l1 is for width {REFERENCE_WIDTH} and "
+                        "scales with 128 / the mean hidden width): whole units switch off per "
+                        "mode, so the exported subnetworks are smaller; the flags below "
+                        "override it")
     g.add_argument("--unit-l1", type=float, default=None, metavar="LAMBDA",
                    help="cost-weighted proximal L1 on the gains, which zeroes whole units "
                         "(default 0 = the paper)")
@@ -61,7 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", type=csv_list, default=["rot0", "rot45"],
                    help="modes to adapt to, comma-separated rot<degrees> (default rot0,rot45)")
     p.add_argument("--foundation", default=None,
-                   help="reuse this foundation (.safetensors/.json stem) instead of training one")
+                   help="reuse this foundation instead of training one: a run directory "
+                        "written by `taugate train` (e.g. out/demo/run) or the foundation's "
+                        ".safetensors/.json stem")
     p.add_argument("--foundation-only", action="store_true", help="train the foundation only")
     g = p.add_argument_group("foundation")
     g.add_argument("--hidden", type=int_list, default=[128, 128],
@@ -82,10 +95,37 @@ _METHOD_FLAGS = ("sharpness", "activity_lambda", "unit_l1", "gain_lr_scale", "re
                  "retune_lr_scale", "retune_schedule")
 
 
-def method_config(args) -> dict:
-    """The method's config fields: the sparse recipe (if asked), then --method-option, then
-    the named flags, later ones winning."""
-    cfg = dict(SPARSE_RECIPE) if args.sparse else {}
+def foundation_stem(text: str) -> Path:
+    """``--foundation`` as a stem: a run directory becomes ``RUN/foundation``; a
+    ``.safetensors``/``.json`` suffix is dropped. Errors name the flag and what is accepted."""
+    p = Path(text)
+    if p.is_dir():
+        if (p / "foundation.json").is_file():
+            return p / "foundation"
+        raise ValueError(f"--foundation {text}: a directory without foundation.json; pass a run "
+                         f"directory written by `taugate train` (e.g. out/demo/run) or a "
+                         f"foundation's stem (e.g. out/demo/run/foundation)")
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    if not stem.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"--foundation {text}: no {stem.with_suffix('.json')}; pass a "
+                                f"run directory written by `taugate train` (e.g. out/demo/run) "
+                                f"or a foundation's stem (e.g. out/demo/run/foundation)")
+    return stem
+
+
+def foundation_hidden(stem: Path) -> list[int]:
+    """The hidden widths recorded in a foundation's JSON (read without loading torch)."""
+    try:
+        return list(json.loads(stem.with_suffix(".json").read_text("utf-8"))["backbone"]["hidden"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--foundation {stem}: cannot read the backbone's hidden widths from "
+                         f"{stem.with_suffix('.json')} ({exc})") from exc
+
+
+def method_config(args, hidden=None) -> dict:
+    """The method's config fields: the sparse recipe (if asked; scaled to the ``hidden``
+    widths), then --method-option, then the named flags, later ones winning."""
+    cfg = sparse_recipe(hidden or args.hidden) if args.sparse else {}
     cfg.update(args.method_option)
     for flag in _METHOD_FLAGS:
         if getattr(args, flag) is not None:
@@ -99,6 +139,9 @@ def run_config(args, out: str):
     from taugate.training.pipeline import AdaptConfig
     from taugate.training.runs import RunConfig
 
+    stem = getattr(args, "foundation", None)
+    stem = foundation_stem(stem) if stem else None
+    hidden = foundation_hidden(stem) if stem else args.hidden
     return RunConfig(
         out=out,
         modes=tuple(args.modes),
@@ -107,23 +150,49 @@ def run_config(args, out: str):
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         ),
         adapt=AdaptConfig(
-            method=args.method, method_config=method_config(args),
+            method=args.method, method_config=method_config(args, hidden),
             train=TrainConfig(epochs=args.adapt_epochs, batch_size=args.batch_size,
                               lr=args.adapt_lr, seed=args.seed),
         ),
         data=data_config(args),
-        foundation_path=getattr(args, "foundation", None),
+        foundation_path=str(stem) if stem else None,
         foundation_only=getattr(args, "foundation_only", False),
         device=args.device,
         progress=not args.quiet,
     )
 
 
+TRAIN_HEADERS = ["mode", "method", "units kept", "MACs", "acc dense", "acc soft", "acc hard"]
+
+
+def summary(run_dir, data, modes) -> str:
+    """Per mode: the dense frozen model's test accuracy beside the adapter's (soft, hard) and
+    the MACs `taugate export` would keep; a line for each mode export would refuse."""
+    from taugate.export.prune import PruneConfig
+    from taugate.export.regression import check_not_worse
+    from taugate.training.runs import assess_run, dense_comparisons
+
+    # a report, not the export: the pruning guard must not stop it (export applies it)
+    _, reports = assess_run(run_dir, data, PruneConfig(max_accuracy_drop=1.0), list(modes))
+    rows = [[r.name, r.method, r.units, fewer_macs(r.pruned.unpruned.macs / r.pruned.model.macs),
+             f"{r.dense_accuracy:.4f}", f"{r.soft_accuracy:.4f}", f"{r.hard_accuracy:.4f}"]
+            for r in reports]
+    notes = check_not_worse(dense_comparisons(reports), PruneConfig().max_accuracy_drop, True)
+    notes = [n.replace("; exported anyway (--allow-worse)",
+                       "; `taugate export` will refuse it unless --allow-worse") for n in notes]
+    return "\n".join([format_table(TRAIN_HEADERS, rows), *(f"warning: {n}" for n in notes)])
+
+
 def run(args) -> int:
+    from taugate.training.data import MNISTModes
     from taugate.training.runs import train_run
 
-    trained = train_run(run_config(args, args.out))
+    config = run_config(args, args.out)
+    data = MNISTModes(config.data)
+    trained = train_run(config, data)
     print(f"foundation: {trained.path / 'foundation.safetensors'} (sha256 {trained.foundation_sha[:12]})")
     for mode, path in trained.adapters.items():
         print(f"adapter {mode}: {path}")
+    if trained.adapters:
+        print(summary(trained.path, data, trained.adapters))
     return 0

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from taugate.training.data import Split
+from taugate.training.guards import DivergenceGuard
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +78,22 @@ def train(
     progress: bool = True,
     objective: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     lr_scale: Callable[[int, int], float] | None = None,
+    max_grad_norm: float | None = None,
 ) -> list[float]:
     """SGD with momentum over ``data`` for ``config.epochs``; returns the mean loss per epoch.
 
     ``objective(logits, x, y)`` replaces cross-entropy (e.g. distillation); ``penalty(model)``
     (a tensor, or None for nothing) is added to it after each forward; ``lr_scale(step,
     total_steps)`` multiplies ``config.lr`` (a schedule); ``after_step(model, lr)`` runs after
-    each optimizer step (proximal updates).
+    each optimizer step (proximal updates); ``max_grad_norm`` clips the gradient's norm.
+    A non-finite or exploding loss stops with :class:`~taugate.training.guards.TrainingDiverged`.
     """
     params = list(params)
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
     gen = torch.Generator().manual_seed(config.seed)
     steps = config.epochs * ((len(data) + config.batch_size - 1) // config.batch_size)
     bar = Progress(label, steps, enabled=progress)
+    guard = DivergenceGuard(label)
     model.train()
     history, step, lr = [], 0, config.lr
     for _ in range(config.epochs):
@@ -108,8 +112,11 @@ def train(
             extra = penalty(model) if penalty is not None else None
             if extra is not None:
                 loss = loss + extra
+            guard.check(step, steps, float(loss.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(params, max_grad_norm)
             opt.step()
             step += 1
             if after_step is not None:

@@ -97,6 +97,7 @@ class ModeReport:
     soft_accuracy: float  # torch, smooth gate (as trained)
     hard_accuracy: float  # torch, hard gate
     pruned: PrunedMode
+    dense_accuracy: float | None = None  # the dense frozen foundation, same test set
 
     @property
     def units(self) -> str:
@@ -135,7 +136,8 @@ def export_bundle(
 ) -> Path:
     """Write the bundle: the dense foundation + one compacted subnetwork per mode."""
     dense: HardenedModel = harden_mlp(foundation, {"method": "frozen"})
-    dense_acc = {r.mode.name: accuracy(foundation, data.mode(r.mode).test) for r in reports}
+    dense_acc = {r.mode.name: r.dense_accuracy if r.dense_accuracy is not None
+                 else accuracy(foundation, data.mode(r.mode).test) for r in reports}
     exports = {
         r.name: ModeExport(
             model=r.pruned.model,

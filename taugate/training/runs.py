@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taugate.export.prune import PruneConfig
+from taugate.export.regression import DenseComparison, check_not_worse
 from taugate.training.adapters import load_adapter, load_foundation, save_adapter, save_foundation
 from taugate.training.backbone import FoundationConfig
 from taugate.training.data import DataConfig, MNISTModes, Mode
 from taugate.training.devices import resolve_device
-from taugate.training.pipeline import AdaptConfig, ModeReport, adapt, export_bundle, harden_mode, pretrain_foundation
+from taugate.training.pipeline import (
+    AdaptConfig,
+    ModeReport,
+    adapt,
+    export_bundle,
+    harden_mode,
+    pretrain_foundation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +87,16 @@ def _plain(cfg) -> dict:
     return asdict(cfg)
 
 
-def export_run(
+def assess_run(
     run: str | Path,
-    bundle: str | Path,
     data: MNISTModes,
     prune: PruneConfig | None = None,
     modes: list[str] | None = None,
-    overwrite: bool = False,
-) -> tuple[Path, list[ModeReport]]:
-    """Load a run's foundation and adapters, harden + prune each mode, write the bundle."""
+) -> tuple[object, list[ModeReport]]:
+    """Load a run's foundation and adapters; harden + prune each mode and measure it beside
+    the dense frozen foundation on the mode's test set. Returns (foundation, reports)."""
+    from taugate.training.loop import accuracy
+
     run = Path(run)
     foundation, meta = load_foundation(run / FOUNDATION_STEM)
     found = sorted(p.stem for p in (run / ADAPTER_DIR).glob("*.json"))
@@ -101,6 +110,33 @@ def export_run(
     for name in wanted:
         adapter = load_adapter(run / ADAPTER_DIR / name, foundation, meta["sha256"])
         mode = Mode(**adapter.meta["mode"])
-        reports.append(harden_mode(adapter.method, adapter.model, data.mode(mode), prune, name))
+        report = harden_mode(adapter.method, adapter.model, data.mode(mode), prune, name)
+        report.dense_accuracy = accuracy(foundation, data.mode(mode).test)
+        reports.append(report)
+    return foundation, reports
+
+
+def export_run(
+    run: str | Path,
+    bundle: str | Path,
+    data: MNISTModes,
+    prune: PruneConfig | None = None,
+    modes: list[str] | None = None,
+    overwrite: bool = False,
+    allow_worse: bool = False,
+) -> tuple[Path, list[ModeReport]]:
+    """Load a run's foundation and adapters, harden + prune each mode, refuse a mode worse
+    than the dense frozen model (export/regression.py; ``allow_worse`` logs a warning
+    instead), write the bundle."""
+    prune = prune or PruneConfig()
+    foundation, reports = assess_run(run, data, prune, modes)
+    for warning in check_not_worse(dense_comparisons(reports), prune.max_accuracy_drop,
+                                   allow_worse):
+        log.warning(warning)
     path = export_bundle(bundle, foundation, reports, data, overwrite=overwrite)
     return path, reports
+
+
+def dense_comparisons(reports: list[ModeReport]) -> list[DenseComparison]:
+    """Each report's compacted test accuracy beside the dense frozen model's."""
+    return [DenseComparison(r.name, r.pruned.test_accuracy, r.dense_accuracy) for r in reports]

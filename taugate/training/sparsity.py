@@ -31,6 +31,7 @@ import torch
 
 from taugate.training.backbone import MLP
 from taugate.training.loop import TrainConfig, train
+from taugate.training.recipes import RETUNE_MAX_GRAD_NORM
 
 
 def unit_costs(model: MLP) -> list[torch.Tensor]:
@@ -238,4 +239,5 @@ def retune(method, model: MLP, split, config: TrainConfig, device="cpu", progres
         # no after_step: the proximal step would keep shrinking the kept gains
         return train(model, params, split, config, device=device, penalty=method.penalty,
                      label=label, progress=progress, objective=objective,
-                     lr_scale=cosine if schedule == "cosine" else None)
+                     lr_scale=cosine if schedule == "cosine" else None,
+                     max_grad_norm=RETUNE_MAX_GRAD_NORM)
