@@ -37,5 +37,6 @@ def test_readme_examples_run(data_root, tmp_path):
                               capture_output=True, text=True, check=False, timeout=600)
         assert done.returncode == 0, f"README example {i + 1} failed:\n{code}\n{done.stderr}"
     out = done.stdout.splitlines()  # the runtime example's
-    assert out[0] == "['rot0', 'rot45', 'rot-30']" and out[2] == "(8, 10)"
+    assert out[0] == "['rot0', 'rot45', 'rot-30']" and "'angle': 45" in out[1]
+    assert out[3] == "(8, 10)"
     assert (tmp_path / "bundle" / "manifest.json").is_file()
