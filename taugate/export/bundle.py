@@ -34,15 +34,36 @@ class ModeExport:
     calibration_accuracy: float
     test_accuracy: float
     extra: dict = field(default_factory=dict)  # more manifest facts (e.g. pruning report)
+    variants: dict = field(default_factory=dict)  # precision -> export.variants.Variant
 
 
-def _write_onnx(path: Path, model: HardenedModel, name: str) -> str:
+def graph_bytes(model: HardenedModel, name: str) -> bytes:
+    """The serialized fp32 graph ``write_bundle`` writes for ``name`` (the reference that
+    precision variants are quantized from and checked against)."""
     proto = build_graph(model, name, {"taugate.mode": name, "taugate.format_version": FORMAT_VERSION,
                                       "taugate.version": __version__})
-    data = proto.SerializeToString()
+    return proto.SerializeToString()
+
+
+def _write_bytes(path: Path, data: bytes) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
+
+
+def _write_variants(root: Path, stem: str, variants: dict) -> dict:
+    """Write ``<stem>.<precision>.onnx`` per variant; returns the manifest's ``variants``."""
+    out = {}
+    for precision, v in variants.items():
+        rel = f"{stem}.{precision}.onnx"
+        out[precision] = {"precision": precision, "file": rel,
+                          "sha256": _write_bytes(root / rel, v.data),
+                          "test_accuracy": v.test_accuracy, "quantization": v.quantization}
+    return out
+
+
+def _write_onnx(path: Path, model: HardenedModel, name: str) -> str:
+    return _write_bytes(path, graph_bytes(model, name))
 
 
 def build_manifest(dense: HardenedModel, dense_sha: str, modes: dict[str, ModeExport],
@@ -79,8 +100,13 @@ def build_manifest(dense: HardenedModel, dense_sha: str, modes: dict[str, ModeEx
 
 
 def write_bundle(out: str | Path, dense: HardenedModel, modes: dict[str, ModeExport],
-                 dense_extra: dict | None = None, overwrite: bool = False) -> Path:
-    """Write a complete bundle to ``out`` atomically; returns its path."""
+                 dense_extra: dict | None = None, overwrite: bool = False,
+                 dense_variants: dict | None = None) -> Path:
+    """Write a complete bundle to ``out`` atomically; returns its path.
+
+    Modes' ``variants`` (and ``dense_variants``: precision -> Variant) are written beside their
+    fp32 graphs as ``<file stem>.<precision>.onnx`` and recorded under the entry's
+    ``variants`` key (docs/bundle-v2.md section 3); every fp32 entry records ``precision``."""
     if not modes:
         raise ValueError("modes: expected at least one mode to export")
     for name in modes:
@@ -96,5 +122,12 @@ def write_bundle(out: str | Path, dense: HardenedModel, modes: dict[str, ModeExp
         shas = {name: _write_onnx(tmp / "modes" / f"{name}.onnx", m.model, name)
                 for name, m in modes.items()}
         manifest = build_manifest(dense, dense_sha, modes, shas, dense_extra)
+        if dense_variants:
+            manifest["dense"]["variants"] = _write_variants(tmp, "dense", dense_variants)
+        for name, m in modes.items():
+            if m.variants:
+                entry = manifest["modes"][name]
+                entry["precision"] = "fp32"
+                entry["variants"] = _write_variants(tmp, f"modes/{name}", m.variants)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), "utf-8")
     return out

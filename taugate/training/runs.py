@@ -15,7 +15,15 @@ from taugate.training.adapters import load_adapter, load_foundation, save_adapte
 from taugate.training.backbone import FoundationConfig
 from taugate.training.data import DataConfig, MNISTModes, Mode
 from taugate.training.devices import resolve_device
-from taugate.training.pipeline import AdaptConfig, ModeReport, adapt, export_bundle, harden_mode, pretrain_foundation
+from taugate.training.pipeline import (
+    AdaptConfig,
+    ModeReport,
+    PrecisionConfig,
+    adapt,
+    export_bundle,
+    harden_mode,
+    pretrain_foundation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +94,10 @@ def export_run(
     prune: PruneConfig | None = None,
     modes: list[str] | None = None,
     overwrite: bool = False,
+    precision: PrecisionConfig | None = None,
 ) -> tuple[Path, list[ModeReport]]:
-    """Load a run's foundation and adapters, harden + prune each mode, write the bundle."""
+    """Load a run's foundation and adapters, harden + prune each mode, write the bundle (with
+    the precision variants ``precision`` asks for)."""
     run = Path(run)
     foundation, meta = load_foundation(run / FOUNDATION_STEM)
     found = sorted(p.stem for p in (run / ADAPTER_DIR).glob("*.json"))
@@ -102,5 +112,6 @@ def export_run(
         adapter = load_adapter(run / ADAPTER_DIR / name, foundation, meta["sha256"])
         mode = Mode(**adapter.meta["mode"])
         reports.append(harden_mode(adapter.method, adapter.model, data.mode(mode), prune, name))
-    path = export_bundle(bundle, foundation, reports, data, overwrite=overwrite)
+    path = export_bundle(bundle, foundation, reports, data, overwrite=overwrite,
+                         precision=precision)
     return path, reports
