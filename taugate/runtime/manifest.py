@@ -21,6 +21,7 @@ BUNDLE_FORMAT = "taugate-bundle"
 SUPPORTED_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
 DENSE = "dense"  # the name under which the dense baseline model is reachable
+PRECISIONS = ("fp32", "int8")  # fp32: the entry's own file; others: entry["variants"][p]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -164,7 +165,38 @@ def _parse_model(name: str, d: dict, where: str, is_mode: bool) -> ModelEntry:
         for key in ("calibration_accuracy", "test_accuracy"):
             _get(d, key, where, (int, float), "a number or null", optional=True)
         _get(d, "kept_indices", where, list, "a list of index lists", optional=True)
-    return ModelEntry(name, file, sha, macs, dict(d))
+    entry = ModelEntry(name, file, sha, macs, dict(d))
+    for precision in PRECISIONS[1:]:
+        variant_entry(entry, precision)  # malformed variants fail at load, not at first use
+    return entry
+
+
+def variant_entry(entry: ModelEntry, precision: str) -> ModelEntry | None:
+    """``entry`` served in ``precision``: itself for fp32, else its ``variants[precision]``
+    file (same name, MACs and facts); None when the bundle has no such variant.
+
+    Raises :class:`BundleFormatError` for a malformed ``variants`` object."""
+    if precision == "fp32":
+        return entry
+    variants = entry.facts.get("variants")
+    where = f"{'dense' if entry.name == DENSE else 'modes.' + entry.name}.variants"
+    if variants is None:
+        return None
+    if not isinstance(variants, dict):
+        raise _fail(where, "an object mapping precision names", variants)
+    v = variants.get(precision)
+    if v is None:
+        return None
+    where = f"{where}.{precision}"
+    if not isinstance(v, dict):
+        raise _fail(where, "an object", v)
+    file = _get(v, "file", where, str, "a relative path inside the bundle")
+    sha = _get(v, "sha256", where, str, "64 lowercase hex characters")
+    if not _SHA256.match(sha):
+        raise _fail(f"{where}.sha256", "64 lowercase hex characters", sha)
+    if v.get("precision", precision) != precision:
+        raise _fail(f"{where}.precision", repr(precision), v.get("precision"))
+    return ModelEntry(entry.name, file, sha, entry.macs, entry.facts)
 
 
 def parse_manifest(data) -> Manifest:
@@ -261,6 +293,10 @@ def read_verified(root: Path, entry: ModelEntry) -> bytes:
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
-    """Path + sha256 checks of every model file (dense and all modes)."""
+    """Path + sha256 checks of every model file (dense and all modes, with their variants)."""
     for entry in (manifest.dense, *manifest.modes.values()):
         read_verified(root, entry)
+        for precision in PRECISIONS[1:]:
+            variant = variant_entry(entry, precision)
+            if variant is not None:
+                read_verified(root, variant)
