@@ -24,6 +24,7 @@ COMMANDS = {
     "sweep": "taugate.commands.sweep",
     "serve": "taugate.commands.serve",
     "report": "taugate.commands.report",
+    "bench": "taugate.commands.bench",
 }
 
 
