@@ -76,7 +76,11 @@ def mnist_data(manifest, modes: list[str], root: str | None) -> tuple[dict, str 
         from taugate.training.data import DataConfig, MNISTModes, Mode
     except ImportError:
         return {}, "accuracy: MNIST test sets need taugate[train] (torch); or pass --data"
-    data = MNISTModes(DataConfig(root=root, download=False))
+    try:
+        data = MNISTModes(DataConfig(root=root, download=False))
+    except FileNotFoundError:
+        return {}, ("accuracy: MNIST not found (set --data-root or $TAUGATE_DATA); or pass "
+                    "--data FILE.npz")
     out = {}
     for m in modes:
         facts = manifest.modes[m].facts

@@ -12,7 +12,8 @@ Two schemes (https://onnxruntime.ai/docs/performance/model-optimizations/quantiz
   fused by onnxruntime into ``QGemm``.
 
 The threshold ops of a gated layer (``Greater``, ``Cast``, ``Mul``, ``Where``) stay float32:
-only the matrix products are int8. Needs onnx + onnxruntime (the export side, no torch).
+only the matrix products are int8. Needs onnx + onnxruntime (the export side, no torch);
+onnx is imported inside the functions so the CLI can read :data:`SCHEMES` without it.
 """
 
 from __future__ import annotations
@@ -22,17 +23,18 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import helper, numpy_helper
 
 SCHEMES = ("dynamic-per-channel", "static-per-channel")
 DEFAULT_SCHEME = "dynamic-per-channel"
 PRECISIONS = ("fp32", "int8")
 
 
-def gemm_to_matmul(model: onnx.ModelProto) -> onnx.ModelProto:
+def gemm_to_matmul(model):
     """A copy of ``model`` with each ``Gemm(A, W, b, transB=1)`` (alpha = beta = 1, W and b
     initializers) as ``MatMul(A, W.T) + b`` -- the form the dynamic quantizer handles."""
+    import onnx
+    from onnx import helper, numpy_helper
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -67,10 +69,12 @@ class _Reader:
         return next(self._it, None)
 
 
-def quantize(model: onnx.ModelProto | bytes, scheme: str = DEFAULT_SCHEME,
+def quantize(model, scheme: str = DEFAULT_SCHEME,
              calibration: np.ndarray | None = None) -> bytes:
-    """The int8 variant of ``model`` (serialized). ``calibration`` (float32 inputs) is needed by
-    the static scheme only. opset and IR version of the float graph are kept."""
+    """The int8 variant of ``model`` (an onnx.ModelProto or its bytes), serialized.
+    ``calibration`` (float32 inputs) is needed by the static scheme only. The opset, IR version
+    and metadata of the float graph are kept."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     if scheme not in SCHEMES:
@@ -102,8 +106,10 @@ def quantize(model: onnx.ModelProto | bytes, scheme: str = DEFAULT_SCHEME,
     return q.SerializeToString()
 
 
-def operators(model: onnx.ModelProto | bytes) -> list[tuple[str, str]]:
+def operators(model) -> list[tuple[str, str]]:
     """Sorted (domain, op_type) pairs a graph uses (domain "" is the default ONNX domain)."""
+    import onnx
+
     if isinstance(model, (bytes, bytearray)):
         model = onnx.load_from_string(bytes(model))
     return sorted({(n.domain, n.op_type) for n in model.graph.node})
