@@ -98,7 +98,7 @@ def cell_timer(rts: dict, mode: str, x: np.ndarray) -> Interleaved:
 def cell_result(timer: Interleaved, rts: dict, mode: str, batch: int, threads: int) -> Cell:
     """Medians and ratios of a timer built by :func:`cell_timer` after its rounds ran."""
     s = {k: v["median_us"] for k, v in timer.summary().items()}
-    base = s[f"{DENSE}/fp32"] if f"{DENSE}/fp32" in s else None
+    base = s.get(f"{DENSE}/fp32")
     speedup, same = {}, {}
     for p in rts:
         m = s[f"{mode}/{p}"]
