@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test bench report reproduce sweep clean
+.PHONY: demo test bench peers report reproduce sweep clean
 
 $(BIN)/taugate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: $(BIN)/taugate
 bench: $(BIN)/taugate
 	mkdir -p out/bench
 	$(BIN)/python -m pytest benchmarks -q --bundle-out out/bench/bundle --benchmark-json out/bench/benchmarks.json
+
+# TauGate (sparse) beside Torch-Pruning, a small MLP from scratch and dense int8, in one run.
+peers: $(BIN)/taugate
+	$(BIN)/taugate train --out out/peers/run --sparse --quiet
+	$(BIN)/taugate peers out/peers/run --out out/peers
 
 reproduce: $(BIN)/taugate
 	$(BIN)/taugate reproduce --extras --out experiments/out

@@ -25,6 +25,7 @@ COMMANDS = {
     "serve": "taugate.commands.serve",
     "report": "taugate.commands.report",
     "bench": "taugate.commands.bench",
+    "peers": "taugate.commands.peers",
 }
 
 
