@@ -9,7 +9,14 @@ import torch
 
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.data import Mode, ModeData, Split
-from taugate.training.peers import PeersConfig, harden, n_params, peer_graph, scratch_mlp, torch_pruned
+from taugate.training.peers import (
+    PeersConfig,
+    harden,
+    n_params,
+    peer_graph,
+    scratch_mlp,
+    torch_pruned,
+)
 
 pytest.importorskip("torch_pruning")
 
