@@ -118,11 +118,12 @@ class Peer:
 
 
 def harden(model: MLP) -> HardenedModel:
+    """The plain per-layer form of a peer (input normalization folded, no thresholds)."""
     return harden_mlp(model, {})
 
 
-def peer_graph(model: HardenedModel, name: str, int8: bool = False,
-               calibration: np.ndarray | None = None) -> bytes:
+def peer_graph(model: HardenedModel, name: str, int8: bool = False) -> bytes:
+    """The model's fp32 graph as a bundle would hold it, or its dynamic int8 variant."""
     data = graph_bytes(model, name)
     return quantize(data) if int8 else data
 
@@ -150,13 +151,12 @@ def run_peers(run, mode_name: str, other_name: str, data, config: PeersConfig,
     import tempfile
 
     from taugate.timing import time_models
+    from taugate.training.adapters import load_foundation
     from taugate.training.runs import export_run
 
     with tempfile.TemporaryDirectory(prefix="taugate-peers-") as tmp:
         _, reports = export_run(run, os.path.join(tmp, "bundle"), data, modes=[mode_name])
     report = reports[0]
-    from taugate.training.adapters import load_foundation
-
     foundation, _ = load_foundation(os.path.join(run, "foundation"))
     mode, other = data.mode(report.mode), data.mode(other_name)
     dense = harden(foundation)
