@@ -13,7 +13,7 @@ ifneq ($(filter-out cpu,$(TORCH)),)
 $(error TORCH: expected 'cpu' or nothing, got '$(TORCH)')
 endif
 
-.PHONY: demo test test-compat bench report reproduce sweep clean wheel-smoke readme-demo
+.PHONY: demo test test-compat bench report reproduce sweep clean wheel-smoke readme-demo peers
 
 $(BIN)/taugate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ test-compat: $(COMPAT_VENV)/bin/python
 bench: $(BIN)/taugate
 	mkdir -p out/bench
 	$(BIN)/python -m pytest benchmarks -q --bundle-out out/bench/bundle --benchmark-json out/bench/benchmarks.json
+
+# TauGate (sparse) beside Torch-Pruning, a small MLP from scratch and dense int8, in one run.
+peers: $(BIN)/taugate
+	$(BIN)/taugate train --out out/peers/run --sparse --quiet
+	$(BIN)/taugate peers out/peers/run --out out/peers
 
 reproduce: $(BIN)/taugate
 	$(BIN)/taugate reproduce --extras --out experiments/out

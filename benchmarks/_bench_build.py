@@ -129,6 +129,7 @@ def build_trained(out: Path, config: BuildConfig) -> BenchSession:
     from taugate.training.loop import TrainConfig
     from taugate.training.pipeline import (
         AdaptConfig,
+        PrecisionConfig,
         adapt,
         export_bundle,
         harden_mode,
@@ -152,7 +153,9 @@ def build_trained(out: Path, config: BuildConfig) -> BenchSession:
         log.info("benchmark bundle: adapting %s (%s)", name, adapt_config.method)
         method, model = adapt(foundation, data.mode(mode), adapt_config, "cpu", progress=False)
         reports.append(harden_mode(method, model, data.mode(mode), None, name))
-    path = export_bundle(out, foundation, reports, data, overwrite=True)
+    # int8 variants of every model: taugate bench / test_bench_bundle.py measure them
+    path = export_bundle(out, foundation, reports, data, overwrite=True,
+                         precision=PrecisionConfig(("fp32", "int8")))
     test_sets = _test_sets(data, modes)
     n = len(next(iter(test_sets.values()))[1])
     build = {**asdict(config), "build_seconds": round(time.perf_counter() - t0, 1)}

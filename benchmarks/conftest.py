@@ -82,7 +82,8 @@ def _make_session(config):
         return load_given(Path(given), with_data=_has_mnist())
     if tiny or not _has_mnist():
         path = build_random_bundle(_temp_dir(config, "taugate-bench-") / "bundle",
-                                   modes=("rot0", "rot45"), pruned=True, n_examples=512)
+                                   modes=("rot0", "rot45"), pruned=True, n_examples=512,
+                                   int8=True)
         return BenchSession.random(path, "--tiny" if tiny else "TAUGATE_DATA not set")
     out = config.getoption("--bundle-out")
     out = Path(out) if out else _temp_dir(config, "taugate-bench-") / "bundle"

@@ -25,6 +25,8 @@ COMMANDS = {
     "sweep": "taugate.commands.sweep",
     "serve": "taugate.commands.serve",
     "report": "taugate.commands.report",
+    "bench": "taugate.commands.bench",
+    "peers": "taugate.commands.peers",
 }
 
 #: The install extra each command needs beyond the runtime (numpy + onnxruntime).

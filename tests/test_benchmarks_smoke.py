@@ -26,7 +26,8 @@ def test_every_benchmark_runs_once_on_the_tiny_bundle():
     assert r.returncode == 0, out[-6000:]
     # one latency test per mode x batch x threads, one accuracy test per model
     for case in ("test_latency_vs_dense[rot0-b1-t1]", "test_latency_vs_dense[rot45-b4096-t2]",
-                 "test_accuracy[dense]", "test_accuracy[rot45]"):
+                 "test_accuracy[dense]", "test_accuracy[rot45]",
+                 "test_bundle_mode_vs_dense[rot45-b256-t1]"):
         assert f"{case} PASSED" in out, case
     assert " failed" not in out and " error" not in out
 

@@ -118,3 +118,34 @@ def test_every_server_endpoint_answers_200_on_an_exported_bundle(exported):
             r = client.post(f"/modes/{mode}/predict", json={"inputs": x})
             assert r.status_code == 200, r.text
             PredictResponse.model_validate(r.json())
+
+
+def test_export_int8_variants(exported, data_root, tmp_path, capsys):
+    """`taugate export --precision fp32,int8`: int8 variants of every mode and the dense model,
+    within --max-accuracy-drop of fp32, served by the runtime with precision="int8"."""
+    from taugate.runtime import ModeRuntime
+
+    run, _, data = exported
+    bundle = tmp_path / "b8"
+    assert main(["export", str(run), "--out", str(bundle), "--data-root", data_root,
+                 "--precision", "fp32,int8", *SMALL]) == 0
+    assert "int8 rot45: test accuracy" in capsys.readouterr().out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for name, m in manifest["modes"].items():
+        v = m["variants"]["int8"]
+        assert v["file"] == f"modes/{name}.int8.onnx" and (bundle / v["file"]).exists()
+        assert m["test_accuracy"] - v["test_accuracy"] <= 0.005
+    assert set(manifest["dense"]["variants"]["int8"]["test_accuracy"]) == {"rot0", "rot45"}
+    x = data.mode("rot45").test.x.numpy()
+    rt = ModeRuntime.open(bundle, precision="int8")
+    acc = float((rt.predict("rot45", x) == data.mode("rot45").test.y.numpy()).mean())
+    assert abs(acc - manifest["modes"]["rot45"]["variants"]["int8"]["test_accuracy"]) <= 0.002
+
+
+def test_export_refuses_an_unknown_precision(exported, data_root, tmp_path, capsys):
+    run, _, _ = exported
+    assert main(["export", str(run), "--out", str(tmp_path / "b"), "--data-root", data_root,
+                 "--precision", "fp16", *SMALL]) == 2
+    assert "precision: expected a comma-separated subset of fp32, int8, got fp16" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

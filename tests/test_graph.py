@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from taugate.export.graph import FORMS, build_graph
 from taugate.export.hardened import HardenedLayer, HardenedModel
@@ -65,10 +66,32 @@ def test_relu_when_thresholds_all_zero(form):
     assert ops == ["Gemm", "Relu", "Gemm", "Relu", "Gemm"]
 
 
-def test_default_form_is_fusable_thresholded_relu():
+def test_default_form_is_relu_or_mask_multiply():
     model = with_thresholds(random_hardened(5, widths=(8, 6)), ("mixed", "zero"))
     ops = [n.op_type for n in build_graph(model, "m").graph.node]
-    assert ops == ["Gemm", "ThresholdedRelu", "Gemm", "Relu", "Gemm"]
+    assert ops == ["Gemm", "Greater", "Cast", "Mul", "Gemm", "Relu", "Gemm"]
+
+
+@pytest.mark.parametrize("kinds", CASES, ids=["-".join(c) for c in CASES])
+def test_default_form_keeps_weights_unscaled(kinds):
+    """No row scaling (the old 1e12 for t == 0): every initializer is a trained tensor as is."""
+    model = with_thresholds(random_hardened(6, widths=(16, 12)), kinds)
+    inits = {t.name: numpy_helper.to_array(t) for t in build_graph(model, "m").graph.initializer}
+    for i, layer in enumerate(model.layers):
+        np.testing.assert_array_equal(inits[f"gemm{i}_W"], layer.weight)
+        np.testing.assert_array_equal(inits[f"gemm{i}_b"], layer.bias)
+
+
+@pytest.mark.parametrize("kinds", CASES, ids=["-".join(c) for c in CASES])
+def test_default_form_survives_fp16(kinds):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = with_thresholds(random_hardened(7, widths=(24, 12)), kinds)
+    x = clear_of_thresholds(model, np.random.default_rng(2).random((600, 784), dtype=np.float32),
+                            margin=5e-3)
+    half = convert_float_to_float16(build_graph(model, "m"), keep_io_types=True)
+    got, want = run(half, x), model.forward(x)
+    np.testing.assert_allclose(got, want, atol=0.02 * np.abs(want).max(), rtol=0)
 
 
 def test_unknown_form_is_refused():

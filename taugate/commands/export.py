@@ -33,8 +33,9 @@ def add_prune_arguments(p) -> None:
                         "(default 0: only units that never fire, which is exact)")
     g.add_argument("--max-accuracy-drop", type=float, default=0.005, metavar="DROP",
                    help="refuse a mode whose test accuracy is below the dense frozen model's, "
-                        "or a pruning that loses against the unpruned hard-gated model, by more "
-                        "than DROP (default 0.005)")
+                        "a pruning that loses against the unpruned hard-gated model, or an int8 "
+                        "variant that loses against the fp32 graph, by more than DROP "
+                        "(default 0.005)")
     g.add_argument("--allow-worse", action="store_true",
                    help="export a mode worse than the dense frozen model anyway, with a warning")
     g.add_argument("--round-to", type=int, default=1, metavar="N",
@@ -59,7 +60,27 @@ def add_arguments(p) -> None:
                    help="torch engine: write every mode graph with its own weights instead of "
                         "a shared backbone")
     add_prune_arguments(p)
+    add_precision_arguments(p)
     add_data_arguments(p)
+
+
+def add_precision_arguments(p) -> None:
+    from taugate.export.quantize import DEFAULT_SCHEME, SCHEMES
+
+    g = p.add_argument_group("precision")
+    g.add_argument("--precision", type=csv_list, default=["fp32"], metavar="LIST",
+                   help="fp32, int8 or fp32,int8: int8 adds modes/<m>.int8.onnx (and "
+                        "dense.int8.onnx) beside the fp32 graphs, which are always written "
+                        "(default fp32)")
+    g.add_argument("--quantization", default=DEFAULT_SCHEME, choices=SCHEMES,
+                   help=f"int8 scheme (onnxruntime.quantization; default {DEFAULT_SCHEME}; "
+                        "static calibrates on the calibration split)")
+
+
+def precision_config(args):
+    from taugate.training.pipeline import PrecisionConfig
+
+    return PrecisionConfig(tuple(args.precision), args.quantization, args.max_accuracy_drop)
 
 
 def prune_config(args):
@@ -152,6 +173,21 @@ def run_generic(args) -> int:
     return 0
 
 
+def int8_summary(path) -> str:
+    """One line per int8 variant written: accuracy beside fp32."""
+    import json
+
+    manifest = json.loads((path / "manifest.json").read_text("utf-8"))
+    lines = []
+    for name, m in manifest["modes"].items():
+        v = m.get("variants", {}).get("int8")
+        if v:
+            lines.append(f"int8 {name}: test accuracy {v['test_accuracy']:.4f} (fp32 "
+                         f"{m['test_accuracy']:.4f}, {v['quantization']})")
+    return "\n".join(lines)
+
+
+
 def run(args) -> int:
     engine = args.engine
     if engine == "auto":
@@ -167,12 +203,16 @@ def run(args) -> int:
 
     if args.into:
         return run_into(args)
+    precision = precision_config(args)  # validated before any work
     if Path(args.out).exists() and not args.force:  # before minutes of work, not after
         raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
     data = MNISTModes(data_config(args))
     path, reports = export_run(args.run, args.out, data, prune_config(args), args.modes,
-                               overwrite=args.force, allow_worse=args.allow_worse)
+                               overwrite=args.force, allow_worse=args.allow_worse,
+                               precision=precision)
     print(format_table(REPORT_HEADERS, report_rows(reports, onnx_accuracies(path, reports, data))))
+    if precision.int8:
+        print(int8_summary(path))
     print(f"bundle: {path}")
     return 0
 

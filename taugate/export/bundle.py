@@ -39,6 +39,7 @@ class BundleMode:
 
     graph: GraphExport
     entry: dict
+    variants: dict = field(default_factory=dict)  # precision -> export.variants.Variant
 
 
 def _sha(data: bytes) -> str:
@@ -87,7 +88,7 @@ def _write_graph(root: Path, rel: str, name: str, graph: GraphExport, backbone: 
 
 def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_spec: dict,
                     dense: GraphExport, dense_entry: dict, modes: dict, targets=(),
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, dense_variants: dict | None = None) -> Path:
     """Write a format 2 bundle atomically; returns its path.
 
     input_spec / output_spec: the manifest's ``input`` / ``output`` objects (docs/bundle-v2.md);
@@ -108,6 +109,8 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_sp
                 raise ValueError(f"mode {name!r}: given twice")
             entries[name] = {**_write_graph(tmp, f"modes/{name}.onnx", name, m.graph, backbone),
                              **m.entry}
+            if m.variants:
+                entries[name]["variants"] = _write_variants(tmp, f"modes/{name}", m.variants)
         if not entries:
             raise ValueError("modes: expected at least one mode to export")
         manifest = {
@@ -122,6 +125,8 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_sp
         if backbone:
             manifest["backbone"] = _write(tmp, BACKBONE_FILE, safetensors_bytes(backbone))
         manifest["dense"] = {**dense_fields, **dense_entry}
+        if dense_variants:
+            manifest["dense"]["variants"] = _write_variants(tmp, "dense", dense_variants)
         manifest["modes"] = entries
         # indented for people reading a few modes; one line for thousands (bundle size)
         indent = 1 if len(entries) <= 64 else None
@@ -145,6 +150,23 @@ class ModeExport:
     test_accuracy: float
     extra: dict = field(default_factory=dict)  # more manifest facts (e.g. pruning report)
     facts: dict | None = None  # free-form facts (default: {"angle": angle} when given)
+    variants: dict = field(default_factory=dict)  # precision -> export.variants.Variant
+
+
+def graph_bytes(model: HardenedModel, name: str) -> bytes:
+    """The serialized fp32 graph ``write_bundle`` writes for ``name`` (the reference that
+    precision variants are quantized from and checked against)."""
+    return _with_metadata(build_graph(model, name), name).SerializeToString()
+
+
+def _write_variants(root: Path, stem: str, variants: dict) -> dict:
+    """Write ``<stem>.<precision>.onnx`` per variant; returns the manifest's ``variants``."""
+    out = {}
+    for precision, v in variants.items():
+        rel = f"{stem}.{precision}.onnx"
+        out[precision] = {"precision": precision, **_write(root, rel, v.data),
+                          "test_accuracy": v.test_accuracy, "quantization": v.quantization}
+    return out
 
 
 def mlp_input_spec(n_in: int) -> dict:
@@ -173,17 +195,22 @@ def _mode_entry(m: ModeExport, dense_acc) -> dict:
 
 
 def write_bundle(out: str | Path, dense: HardenedModel, modes: dict[str, ModeExport],
-                 dense_extra: dict | None = None, overwrite: bool = False) -> Path:
-    """Write a chain-MLP bundle (format 2, self-contained numpy-built graphs) atomically."""
+                 dense_extra: dict | None = None, overwrite: bool = False,
+                 dense_variants: dict | None = None) -> Path:
+    """Write a chain-MLP bundle (format 2, self-contained numpy-built graphs) atomically.
+
+    Modes' ``variants`` (and ``dense_variants``: precision -> Variant) are written beside their
+    fp32 graphs as ``<file stem>.<precision>.onnx`` and recorded under the entry's ``variants``
+    key (docs/bundle-v2.md section 3)."""
     for name in modes:
         check_mode_name(name)  # before any graph is built: the one rule (taugate/_names.py)
     dense_extra = dict(dense_extra or {})
     exports = {name: BundleMode(GraphExport(build_graph(m.model, name)),
-                                _mode_entry(m, dense_extra.get("test_accuracy")))
+                                _mode_entry(m, dense_extra.get("test_accuracy")), m.variants)
                for name, m in modes.items()}
     n_in, n_out = dense.layers[0].in_features, dense.layers[-1].out_features
     return write_bundle_v2(
         out, family="mlp", input_spec=mlp_input_spec(n_in), output_spec=classes_output_spec(n_out),
         dense=GraphExport(build_graph(dense, DENSE)),
         dense_entry={"macs": dense.macs, "units": dense.widths, **dense_extra},
-        modes=exports, overwrite=overwrite)
+        modes=exports, overwrite=overwrite, dense_variants=dense_variants)

@@ -59,13 +59,15 @@ def _angle(name: str) -> float:
 
 def build_random_bundle(path: str | Path, modes=("rot0", "rot45"), seed: int = 0,
                         widths=(32, 16), pruned: bool = False, n_examples: int = 256,
-                        overwrite: bool = False) -> Path:
+                        overwrite: bool = False, int8: bool = False) -> Path:
     """A valid bundle with random weights: mode i uses seed+1+i; even-indexed modes have plain
     ReLUs, odd-indexed ones thresholds.
 
     pruned: False keeps every unit (the test fixture); True prunes the units that never fire on
         ``n_examples`` random inputs and records ``test_firing_rates`` like a trained export,
         so the benchmark smoke run and the report see realistic manifests.
+    int8: also write dynamic int8 variants of every mode and the dense model; their
+        ``test_accuracy`` is their agreement with the fp32 graph on random inputs.
     """
     dense = random_hardened(seed, widths=widths, thresholds=False)
     exports = {}
@@ -79,7 +81,23 @@ def build_random_bundle(path: str | Path, modes=("rot0", "rot45"), seed: int = 0
                 kept_indices=[list(range(w)) for w in m.widths],
                 calibration_accuracy=0.5, test_accuracy=0.5,
             )
+    dense_variants = {}
+    if int8:
+        dense_variants = _int8_variants("dense", dense, modes, seed, n_examples)
+        for name, e in exports.items():
+            e.variants = {k: v for k, v in _int8_variants(name, e.model, [name], seed,
+                                                          n_examples).items()}
     # as the training pipeline writes it: the dense model's accuracy on each mode's test set
     return write_bundle(path, dense, exports,
                         dense_extra={"test_accuracy": {name: 0.5 for name in modes}},
-                        overwrite=overwrite)
+                        overwrite=overwrite, dense_variants=dense_variants)
+
+
+def _int8_variants(name: str, model: HardenedModel, modes, seed: int, n: int) -> dict:
+    from taugate.export.bundle import graph_bytes
+    from taugate.export.variants import int8_variant
+
+    x = random_inputs(seed + 7, n, model.layers[0].in_features)
+    tests = {m: (x, model.forward(x).argmax(1)) for m in modes}
+    return {"int8": int8_variant(name, graph_bytes(model, name), tests, 1.0,
+                                 per_mode=name == "dense")}

@@ -33,11 +33,13 @@ from taugate.runtime.graph_check import check_model
 from taugate.runtime.inputs import InputSpecChecker
 from taugate.runtime.manifest import (
     DENSE,
+    PRECISIONS,
     Manifest,
     ModelEntry,
     load_manifest,
     read_verified,
     resolve_file,
+    variant_entry,
 )
 from taugate.runtime.materialize import build_initializers
 from taugate.runtime.providers import (
@@ -189,8 +191,9 @@ class ModeRuntime:
     """
 
     def __init__(self, root, manifest: Manifest, plan, config: SessionConfig,
-                 max_sessions: int | None, validate: bool):
+                 max_sessions: int | None, validate: bool, precision: str = "fp32"):
         self._root = root
+        self._precision = precision
         self._manifest = manifest
         self._plan = plan
         self._config = config
@@ -214,7 +217,8 @@ class ModeRuntime:
              max_sessions: int | None = None, validate: bool = True, lazy: bool = False,
              session_options=None, intra_op_num_threads: int | None = None,
              inter_op_num_threads: int | None = None,
-             graph_optimization_level: str | None = None) -> ModeRuntime:
+             graph_optimization_level: str | None = None,
+             precision: str = "fp32") -> ModeRuntime:
         """Open and check the bundle at ``bundle`` (a directory or its manifest.json).
 
         providers: ``"auto"`` (DirectML > CUDA > CPU, falling back to CPU with a warning), one
@@ -229,7 +233,15 @@ class ModeRuntime:
             onnxruntime (a full SessionOptions excludes the other three). When more than
             :data:`MANY_SESSIONS` sessions can be loaded at once and none of these is given,
             each session gets one intra-op and one inter-op thread (not one per core each).
+        precision: ``"fp32"`` (the modes' own graphs) or ``"int8"`` (each mode's int8
+            variant, ``taugate export --precision int8``). Every mode must have the variant
+            (else :class:`RuntimeConfigError` naming those without); the dense model is served
+            in that precision when the bundle has its variant, and ``run("dense")`` raises
+            :class:`RuntimeConfigError` otherwise. Nothing falls back silently.
         """
+        if precision not in PRECISIONS:
+            raise RuntimeConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
+                                     f"{precision!r}")
         if max_sessions is not None and (not isinstance(max_sessions, int)
                                          or isinstance(max_sessions, bool) or max_sessions < 1):
             raise RuntimeConfigError(f"max_sessions: expected None or an integer >= 1, got "
@@ -249,14 +261,21 @@ class ModeRuntime:
                      "(pass intra_op_num_threads to choose)", sessions, MANY_SESSIONS)
         config = SessionConfig(intra_op_num_threads, inter_op_num_threads,
                                graph_optimization_level, session_options)
-        rt = cls(root, manifest, plan, config, max_sessions, bool(validate))
+        missing = [m for m, e in manifest.modes.items() if variant_entry(e, precision) is None]
+        if missing:
+            raise RuntimeConfigError(
+                f"precision {precision!r}: modes {missing} have no {precision} variant in "
+                f"{str(root)!r} (export with `taugate export --precision fp32,{precision}`, or "
+                f"open with precision='fp32')")
+        rt = cls(root, manifest, plan, config, max_sessions, bool(validate), precision)
         try:
             if lazy:
                 for entry in (manifest.dense, *manifest.modes.values()):
-                    rt._read(entry)
+                    rt._read(variant_entry(entry, precision) or entry)
             else:
                 for name in (DENSE, *manifest.modes):
-                    rt._load(name)
+                    if variant_entry(manifest.entry(name), precision) is not None:
+                        rt._load(name)
         except BaseException:
             rt.close()
             raise
@@ -310,8 +329,17 @@ class ModeRuntime:
                                    f"(and {DENSE!r} for the dense model)")
         return entry
 
-    def _load(self, mode: str) -> _Loaded:
+    def _served(self, mode: str) -> ModelEntry:
+        """The entry whose file serves ``mode`` in this runtime's precision."""
         entry = self._entry(mode)
+        served = variant_entry(entry, self._precision)
+        if served is None:
+            raise RuntimeConfigError(f"{mode!r} has no {self._precision} variant in this bundle "
+                                     f"(open with precision='fp32' to run it)")
+        return served
+
+    def _load(self, mode: str) -> _Loaded:
+        entry = self._served(mode)
         with self._load_lock:
             loaded = self._sessions.get(mode)
             if loaded is not None:  # another thread loaded it while we waited
@@ -433,6 +461,11 @@ class ModeRuntime:
     def manifest(self) -> Manifest:
         """The validated manifest (``.raw`` holds the JSON as written)."""
         return self._manifest
+
+    @property
+    def precision(self) -> str:
+        """The precision every model is served in (``"fp32"`` or ``"int8"``)."""
+        return self._precision
 
     @property
     def bundle_dir(self):

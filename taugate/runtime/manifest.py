@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from taugate._names import mode_name_error
@@ -22,6 +22,7 @@ BUNDLE_FORMAT = "taugate-bundle"
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 DENSE = "dense"  # the name under which the dense baseline model is reachable
+PRECISIONS = ("fp32", "int8")  # fp32: the entry's own file; others: entry["variants"][p]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # read at most this much of manifest.json
 MAX_MODEL_BYTES = 2 * 1024 ** 3  # a model file larger than protobuf's limit is refused
@@ -140,6 +141,7 @@ class Manifest:
         out = [self.backbone] if self.backbone else []
         for entry in (self.dense, *self.modes.values()):
             out += [entry] + ([entry.weights] if entry.weights else [])
+            out += [v for p in PRECISIONS[1:] if (v := variant_entry(entry, p)) is not None]
         return out
 
 
@@ -334,7 +336,39 @@ def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
         _get(d, "kept_indices", where, list, "a list of index lists", optional=True)
     weights, steps = (None, None) if version == 1 else _parse_materialize(name, d, where,
                                                                           has_backbone)
-    return ModelEntry(name, ref.file, ref.sha256, macs, dict(d), mode_facts, weights, steps)
+    entry = ModelEntry(name, ref.file, ref.sha256, macs, dict(d), mode_facts, weights, steps)
+    for precision in PRECISIONS[1:]:
+        variant_entry(entry, precision)  # malformed variants fail at load, not at first use
+    return entry
+
+
+def variant_entry(entry: ModelEntry, precision: str) -> ModelEntry | None:
+    """``entry`` served in ``precision``: itself for fp32, else its ``variants[precision]``
+    file (same name, MACs and facts); None when the bundle has no such variant.
+
+    Raises :class:`BundleFormatError` for a malformed ``variants`` object."""
+    if precision == "fp32":
+        return entry
+    variants = entry.facts.get("variants")
+    where = f"{'dense' if entry.name == DENSE else 'modes.' + entry.name}.variants"
+    if variants is None:
+        return None
+    if not isinstance(variants, dict):
+        raise _fail(where, "an object mapping precision names", variants)
+    v = variants.get(precision)
+    if v is None:
+        return None
+    where = f"{where}.{precision}"
+    if not isinstance(v, dict):
+        raise _fail(where, "an object", v)
+    file = _get(v, "file", where, str, "a relative path inside the bundle")
+    sha = _get(v, "sha256", where, str, "64 lowercase hex characters")
+    if not _SHA256.match(sha):
+        raise _fail(f"{where}.sha256", "64 lowercase hex characters", sha)
+    if v.get("precision", precision) != precision:
+        raise _fail(f"{where}.precision", repr(precision), v.get("precision"))
+    # a variant is a self-contained graph: nothing to materialize
+    return replace(entry, file=file, sha256=sha, weights=None, materialize=None)
 
 
 def parse_manifest(data) -> Manifest:

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taugate.export.bundle import ModeExport, write_bundle
+from taugate.export.bundle import ModeExport, graph_bytes, write_bundle
 from taugate.export.hardened import HardenedModel
 from taugate.export.prune import PruneConfig, firing_rates
+from taugate.export.quantize import DEFAULT_SCHEME, PRECISIONS
 from taugate.export.specialize import PrunedMode, prune_mode
+from taugate.export.variants import int8_variant
 from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
 from taugate.training.loop import TrainConfig, accuracy, train
@@ -127,17 +129,66 @@ def harden_mode(
     return ModeReport(name or mode_data.mode.name, mode_data.mode, method.name, soft, hard, pruned)
 
 
+@dataclass
+class PrecisionConfig:
+    """Which precision variants ``export_bundle`` adds beside the fp32 graphs."""
+
+    precisions: tuple[str, ...] = ("fp32",)  # fp32 is always written: the reference
+    quantization: str = DEFAULT_SCHEME  # taugate.export.quantize.SCHEMES
+    max_accuracy_drop: float = 0.005  # refuse a variant losing more test accuracy than this
+    calibration_rows: int = 2000  # calibration rows the static scheme reads (per mode)
+
+    def __post_init__(self) -> None:
+        from taugate.export.quantize import SCHEMES
+
+        self.precisions = tuple(self.precisions)
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise ValueError(f"precision: expected a comma-separated subset of "
+                             f"{', '.join(PRECISIONS)}, got {','.join(self.precisions) or '(none)'}")
+        if self.quantization not in SCHEMES:
+            raise ValueError(f"quantization: expected one of {', '.join(SCHEMES)}, got "
+                             f"{self.quantization!r}")
+        if self.max_accuracy_drop < 0:
+            raise ValueError(f"max_accuracy_drop: expected >= 0, got {self.max_accuracy_drop}")
+
+    @property
+    def int8(self) -> bool:
+        return "int8" in self.precisions
+
+
+def _int8(name, model, tests, calibration, config: PrecisionConfig, per_mode=False):
+    return {"int8": int8_variant(name, graph_bytes(model, name), tests, config.max_accuracy_drop,
+                                 config.quantization, calibration, per_mode=per_mode)}
+
+
 def export_bundle(
     out: str | Path,
     foundation: MLP,
     reports: list[ModeReport],
     data: MNISTModes,
     overwrite: bool = False,
+    precision: PrecisionConfig | None = None,
 ) -> Path:
-    """Write the bundle: the dense foundation + one compacted subnetwork per mode."""
+    """Write the bundle: the dense foundation + one compacted subnetwork per mode (+ int8
+    variants of each, and of the dense model, when ``precision`` asks for them)."""
+    precision = precision or PrecisionConfig()
     dense: HardenedModel = harden_mlp(foundation, {"method": "frozen"})
     dense_acc = {r.mode.name: r.dense_accuracy if r.dense_accuracy is not None
                  else accuracy(foundation, data.mode(r.mode).test) for r in reports}
+    variants, dense_variants = {}, {}
+    if precision.int8:
+        n = precision.calibration_rows
+        splits = {r.mode.name: data.mode(r.mode) for r in reports}
+        tests = {m: _np(d.test) for m, d in splits.items()}
+        cals = {m: _np(d.calibration)[0][:n].reshape(-1, dense.layers[0].in_features)
+                for m, d in splits.items()}
+        for r in reports:
+            log.info("int8 variant of %s (%s)", r.name, precision.quantization)
+            variants[r.name] = _int8(r.name, r.pruned.model, {r.mode.name: tests[r.mode.name]},
+                                     cals[r.mode.name], precision)
+        dense_variants = _int8("dense", dense, tests, np.concatenate(list(cals.values())),
+                               precision, per_mode=True)
     exports = {
         r.name: ModeExport(
             model=r.pruned.model,
@@ -157,8 +208,9 @@ def export_bundle(
                     for rate in firing_rates(r.pruned.unpruned, data.mode(r.mode).test.x.numpy())
                 ],
             },
+            variants=variants.get(r.name, {}),
         )
         for r in reports
     }
     return write_bundle(out, dense, exports, dense_extra={"test_accuracy": dense_acc},
-                        overwrite=overwrite)
+                        overwrite=overwrite, dense_variants=dense_variants)

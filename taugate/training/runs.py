@@ -19,6 +19,7 @@ from taugate.training.devices import resolve_device
 from taugate.training.pipeline import (
     AdaptConfig,
     ModeReport,
+    PrecisionConfig,
     adapt,
     export_bundle,
     harden_mode,
@@ -124,16 +125,18 @@ def export_run(
     modes: list[str] | None = None,
     overwrite: bool = False,
     allow_worse: bool = False,
+    precision: PrecisionConfig | None = None,
 ) -> tuple[Path, list[ModeReport]]:
     """Load a run's foundation and adapters, harden + prune each mode, refuse a mode worse
     than the dense frozen model (export/regression.py; ``allow_worse`` logs a warning
-    instead), write the bundle."""
+    instead), write the bundle (with the precision variants ``precision`` asks for)."""
     prune = prune or PruneConfig()
     foundation, reports = assess_run(run, data, prune, modes)
     for warning in check_not_worse(dense_comparisons(reports), prune.max_accuracy_drop,
                                    allow_worse):
         log.warning(warning)
-    path = export_bundle(bundle, foundation, reports, data, overwrite=overwrite)
+    path = export_bundle(bundle, foundation, reports, data, overwrite=overwrite,
+                         precision=precision)
     return path, reports
 
 

@@ -1,0 +1,115 @@
+"""int8 precision variants of exported graphs (onnxruntime.quantization), pure bytes -> bytes.
+
+Two schemes (https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html):
+
+- ``"dynamic-per-channel"``: weights int8 per output unit, activations quantized per batch at
+  run time. onnxruntime's dynamic quantizer handles ``MatMul`` but not ``Gemm``, so every
+  ``Gemm(transB=1)`` is first rewritten as ``MatMul`` (weight transposed once) + ``Add``; the
+  quantized graph holds ``DynamicQuantizeLinear``, ``MatMulInteger``, ``Cast``, ``Mul``, ``Add``
+  (all default domain), which onnxruntime fuses into its ``DynamicQuantizeMatMul`` kernel.
+- ``"static-per-channel"``: activation ranges calibrated on the calibration split (MinMax),
+  QDQ format around each ``Gemm``: ``QuantizeLinear`` / ``DequantizeLinear`` + the original ops,
+  fused by onnxruntime into ``QGemm``.
+
+The threshold ops of a gated layer (``Greater``, ``Cast``, ``Mul``, ``Where``) stay float32:
+only the matrix products are int8. Needs onnx + onnxruntime (the export side, no torch);
+onnx is imported inside the functions so the CLI can read :data:`SCHEMES` without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SCHEMES = ("dynamic-per-channel", "static-per-channel")
+DEFAULT_SCHEME = "dynamic-per-channel"
+PRECISIONS = ("fp32", "int8")
+
+
+def gemm_to_matmul(model):
+    """A copy of ``model`` with each ``Gemm(A, W, b, transB=1)`` (alpha = beta = 1, W and b
+    initializers) as ``MatMul(A, W.T) + b`` -- the form the dynamic quantizer handles."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes = []
+    for node in g.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or attrs.get("transA", 0) != 0 or attrs.get("transB", 0) != 1
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0
+                or len(node.input) != 3 or node.input[1] not in inits):
+            nodes.append(node)
+            continue
+        w = inits[node.input[1]]
+        wt = numpy_helper.to_array(w).T.copy()
+        w.CopyFrom(numpy_helper.from_array(wt, w.name))
+        mm = f"{node.name or node.output[0]}_mm"
+        nodes.append(helper.make_node("MatMul", [node.input[0], w.name], [mm], name=mm))
+        nodes.append(helper.make_node("Add", [mm, node.input[2]], list(node.output),
+                                      name=f"{node.name or node.output[0]}_add"))
+    del g.node[:]
+    g.node.extend(nodes)
+    return out
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over one float32 array, in batches."""
+
+    def __init__(self, name: str, x: np.ndarray, batch: int = 256):
+        self._it = iter([{name: x[i:i + batch]} for i in range(0, len(x), batch)])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize(model, scheme: str = DEFAULT_SCHEME,
+             calibration: np.ndarray | None = None) -> bytes:
+    """The int8 variant of ``model`` (an onnx.ModelProto or its bytes), serialized.
+    ``calibration`` (float32 inputs) is needed by the static scheme only. The opset, IR version
+    and metadata of the float graph are kept."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if scheme not in SCHEMES:
+        raise ValueError(f"quantization scheme: expected one of {', '.join(SCHEMES)}, "
+                         f"got {scheme!r}")
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    if scheme.startswith("static") and (calibration is None or len(calibration) == 0):
+        raise ValueError(f"quantization scheme {scheme!r} needs calibration inputs")
+    # the quantizer logs per-node chatter at INFO/WARNING ("Please consider pre-processing ...")
+    logging.getLogger("root").setLevel(max(logging.getLogger("root").level, logging.ERROR))
+    with tempfile.TemporaryDirectory(prefix="taugate-quant-") as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        if scheme == "dynamic-per-channel":
+            onnx.save(gemm_to_matmul(model), src)
+            quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+        else:
+            onnx.save(model, src)
+            name = model.graph.input[0].name
+            quantize_static(src, dst, _Reader(name, np.ascontiguousarray(calibration, np.float32)),
+                            quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        q = onnx.load(dst)
+    # keep what the runtime checks: IR version, opset, metadata (the quantizer may change them)
+    q.ir_version = model.ir_version
+    del q.metadata_props[:]
+    q.metadata_props.extend(model.metadata_props)
+    onnx.checker.check_model(q, full_check=True)
+    return q.SerializeToString()
+
+
+def operators(model) -> list[tuple[str, str]]:
+    """Sorted (domain, op_type) pairs a graph uses (domain "" is the default ONNX domain)."""
+    import onnx
+
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    return sorted({(n.domain, n.op_type) for n in model.graph.node})
