@@ -85,19 +85,25 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
     if scheme.startswith("static") and (calibration is None or len(calibration) == 0):
         raise ValueError(f"quantization scheme {scheme!r} needs calibration inputs")
     # the quantizer logs per-node chatter at INFO/WARNING ("Please consider pre-processing ...")
-    logging.getLogger("root").setLevel(max(logging.getLogger("root").level, logging.ERROR))
-    with tempfile.TemporaryDirectory(prefix="taugate-quant-") as tmp:
-        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        if scheme == "dynamic-per-channel":
-            onnx.save(gemm_to_matmul(model), src)
-            quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
-        else:
-            onnx.save(model, src)
-            name = model.graph.input[0].name
-            quantize_static(src, dst, _Reader(name, np.ascontiguousarray(calibration, np.float32)),
-                            quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        q = onnx.load(dst)
+    # through the root logger: quiet it for the call only, never for the whole process
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        with tempfile.TemporaryDirectory(prefix="taugate-quant-") as tmp:
+            src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            if scheme == "dynamic-per-channel":
+                onnx.save(gemm_to_matmul(model), src)
+                quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+            else:
+                onnx.save(model, src)
+                name = model.graph.input[0].name
+                quantize_static(src, dst, _Reader(name, np.ascontiguousarray(calibration, np.float32)),
+                                quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            q = onnx.load(dst)
+    finally:
+        root.setLevel(level)
     # keep what the runtime checks: IR version, opset, metadata (the quantizer may change them)
     q.ir_version = model.ir_version
     del q.metadata_props[:]
