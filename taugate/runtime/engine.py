@@ -270,8 +270,13 @@ class ModeRuntime:
         rt = cls(root, manifest, plan, config, max_sessions, bool(validate), precision)
         try:
             if lazy:
-                for entry in (manifest.dense, *manifest.modes.values()):
-                    rt._read(variant_entry(entry, precision) or entry)
+                served = {variant_entry(manifest.entry(n), precision)
+                          for n in (DENSE, *manifest.modes)}
+                for ref in manifest.files():  # every listed file, whatever the precision
+                    if isinstance(ref, ModelEntry):  # + operator checks; stamped if served
+                        rt._read(ref, stamp=ref in served)
+                    else:
+                        read_verified(root, ref)
             else:
                 for name in (DENSE, *manifest.modes):
                     if variant_entry(manifest.entry(name), precision) is not None:
@@ -378,14 +383,16 @@ class ModeRuntime:
         return build_initializers(entry.materialize, self._backbone or {}, mode,
                                   f"{entry.name}: file {entry.file!r}")
 
-    def _read(self, entry: ModelEntry) -> bytes:
-        """The verified bytes of ``entry``'s file (path + sha256 + operator checks)."""
+    def _read(self, entry: ModelEntry, stamp: bool = True) -> bytes:
+        """The verified bytes of ``entry``'s file (path + sha256 + operator checks); ``stamp``:
+        remember its stat for :meth:`unavailable` (the file that serves the mode)."""
         data = read_verified(self._root, entry)
-        try:
-            st = os.stat(resolve_file(self._root, entry))
-            self._stamps[entry.name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        except OSError:
-            pass
+        if stamp:
+            try:
+                st = os.stat(resolve_file(self._root, entry))
+                self._stamps[entry.name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass
         check_model(data, self._manifest.format_version, f"{entry.name}: file {entry.file!r}",
                     _materialized(entry))
         return data
@@ -421,6 +428,7 @@ class ModeRuntime:
             if name in out:
                 continue
             entry = self._manifest.entry(name)
+            entry = variant_entry(entry, self._precision) or entry  # the file that serves it
             try:
                 st = os.stat(self._root / entry.file)
             except OSError as exc:
