@@ -270,11 +270,12 @@ class ModeRuntime:
         rt = cls(root, manifest, plan, config, max_sessions, bool(validate), precision)
         try:
             if lazy:
-                served = {variant_entry(manifest.entry(n), precision)
-                          for n in (DENSE, *manifest.modes)}
+                served = {(n, variant_entry(manifest.entry(n), precision).file)
+                          for n in (DENSE, *manifest.modes)
+                          if variant_entry(manifest.entry(n), precision) is not None}
                 for ref in manifest.files():  # every listed file, whatever the precision
                     if isinstance(ref, ModelEntry):  # + operator checks; stamped if served
-                        rt._read(ref, stamp=ref in served)
+                        rt._read(ref, stamp=(ref.name, ref.file) in served)
                     else:
                         read_verified(root, ref)
             else:
