@@ -13,7 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.hardened import HardenedLayer, HardenedModel, fold_gain, fold_input_normalization
+from taugate.export.hardened import (
+    HardenedLayer,
+    HardenedModel,
+    fold_gain,
+    fold_input_normalization,
+)
 
 
 @dataclass
@@ -83,7 +88,11 @@ class MLP(nn.Module):
                 h = self.acts[i](h)
         return h
 
-    def set_hard(self, hard: bool) -> "MLP":
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """A batch of the input shape (finding targets traces one forward pass)."""
+        return torch.zeros(batch, self.config.input_dim)
+
+    def set_hard(self, hard: bool) -> MLP:
         """Switch every gated activation between its smooth and its hard (step) form."""
         for act in self.acts:
             act.hard = hard

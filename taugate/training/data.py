@@ -32,7 +32,7 @@ class Mode:
     angle: float
 
     @classmethod
-    def parse(cls, name: str) -> "Mode":
+    def parse(cls, name: str) -> Mode:
         """``"rot45"`` -> Mode("rot45", 45.0); any angle, e.g. ``rot-30`` or ``rot22.5``."""
         m = _MODE_RE.match(name)
         if not m:
@@ -42,7 +42,7 @@ class Mode:
         return cls(name=name, angle=float(m.group(1)))
 
     @classmethod
-    def from_angle(cls, angle: float) -> "Mode":
+    def from_angle(cls, angle: float) -> Mode:
         return cls(name=f"rot{angle:g}", angle=float(angle))
 
 
@@ -102,7 +102,7 @@ def _load_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, 
     have = all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in _MNIST_FILES)
     try:
         ds = MNIST(str(root), train=train, download=download and not have)
-    except Exception as exc:  # noqa: BLE001 - torchvision raises several kinds here
+    except Exception as exc:
         raise FileNotFoundError(
             f"MNIST could not be read or downloaded under {raw} ({type(exc).__name__}: {exc}). "
             f"Expected the four files {', '.join(_MNIST_FILES)} there (torchvision layout). "

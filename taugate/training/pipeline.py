@@ -78,7 +78,8 @@ def adapt(
             label=f"{method.name} {mode_data.mode.name}",
             progress=progress,
         )
-    retune_epochs = int(getattr(method.config, "retune_epochs", 0))
+    rc = method.retune_config()
+    retune_epochs = rc.epochs if rc is not None else 0
     if params and retune_epochs > 0:
         # prune, then retune: the sparse phase zeroed whole units; retrain the rest without L1
         torch.manual_seed(config.train.seed)

@@ -15,7 +15,14 @@ from taugate.training.adapters import load_adapter, load_foundation, save_adapte
 from taugate.training.backbone import FoundationConfig
 from taugate.training.data import DataConfig, MNISTModes, Mode
 from taugate.training.devices import resolve_device
-from taugate.training.pipeline import AdaptConfig, ModeReport, adapt, export_bundle, harden_mode, pretrain_foundation
+from taugate.training.pipeline import (
+    AdaptConfig,
+    ModeReport,
+    adapt,
+    export_bundle,
+    harden_mode,
+    pretrain_foundation,
+)
 
 log = logging.getLogger(__name__)
 
