@@ -27,6 +27,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     seed: int = 0  # shuffling order (and nothing else: weights are seeded by their creator)
+    optimizer: str = "sgd"  # "sgd" (with momentum; the paper) or "adam" (the vit family)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -37,6 +38,18 @@ class TrainConfig:
             raise ValueError(f"lr: expected > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum: expected in [0, 1), got {self.momentum}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got "
+                             f"{self.optimizer!r}")
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(params: list, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
 
 
 class Progress:
@@ -79,7 +92,7 @@ def train(
     objective: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     lr_scale: Callable[[int, int], float] | None = None,
 ) -> list[float]:
-    """SGD with momentum over ``data`` for ``config.epochs``; returns the mean loss per epoch.
+    """SGD with momentum (or Adam) over ``data`` for ``config.epochs``; returns the mean loss per epoch.
 
     ``objective(logits, x, y)`` replaces cross-entropy (e.g. distillation); ``penalty(model)``
     (a tensor, or None for nothing) is added to it after each forward; ``lr_scale(step,
@@ -87,7 +100,7 @@ def train(
     each optimizer step (proximal updates).
     """
     params = list(params)
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    opt = make_optimizer(params, config)
     gen = torch.Generator().manual_seed(config.seed)
     steps = config.epochs * ((len(data) + config.batch_size - 1) // config.batch_size)
     bar = Progress(label, steps, enabled=progress)
