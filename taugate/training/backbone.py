@@ -140,17 +140,24 @@ def harden_mlp(model: MLP, meta: dict | None = None) -> HardenedModel:
 
 @dataclass
 class FoundationConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the mlp family's config
     modes: tuple[str, ...] = ("rot0", "rot45")  # the mixture the foundation is pretrained on
     epochs: int = 2  # the paper's protocol
     batch_size: int = 256
     lr: float = 0.05  # SGD; see README "Learning rates"
     momentum: float = 0.9
     seed: int = 0
+    family: str = "mlp"  # a built-in model family (training/models/): "mlp" | "vit"
+    family_config: dict = field(default_factory=dict)  # other families' config fields
+    optimizer: str = "sgd"  # "sgd" (the paper) | "adam" (the vit family's default)
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):
             self.backbone = BackboneConfig(**self.backbone)
+        if self.family != "mlp":
+            from taugate.training.models import family_config
+
+            family_config(self.family, self.family_config)  # validates name and keys early
         self.modes = tuple(self.modes)
         if not self.modes:
             raise ValueError("modes: expected at least one mode for the mixture")

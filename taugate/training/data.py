@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -173,6 +174,8 @@ class MNISTModes:
         corruption (``noise<sigma>``, ``blur``, ``invert``; modes/corruptions.py)."""
         from taugate.training.modes.corruptions import Corruption
 
+        if isinstance(mode, Mode) and mode.angle is None:
+            mode = mode.name
         if isinstance(mode, str) and not mode.startswith("rot"):
             corruption = Corruption.parse(mode)
             if corruption.name not in self._cache:
@@ -200,10 +203,10 @@ class MNISTModes:
         )
 
     #: the bundle v2 input spec of every MNIST mode (flat raw pixels, an image layout)
-    input_spec = {"name": "pixels", "dtype": "float32", "shape": ["batch", 784],
+    input_spec: ClassVar[dict] = {"name": "pixels", "dtype": "float32", "shape": ["batch", 784],
                   "range": [0.0, 1.0],
                   "layout": {"kind": "image", "channels": 1, "height": 28, "width": 28}}
-    labels = [str(i) for i in range(10)]
+    labels: ClassVar[list] = [str(i) for i in range(10)]
 
     def names(self) -> list[str]:
         """The default modes (the paper's); any ``rot<deg>`` or corruption name also works."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from taugate.export.bundle import ModeExport, write_bundle
 from taugate.export.hardened import HardenedModel
@@ -21,23 +22,36 @@ from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
 from taugate.training.loop import TrainConfig, accuracy, train
 from taugate.training.methods import AdaptationMethod, get_method
+from taugate.training.modes import ModeSource
 from taugate.training.sparsity import retune
+from taugate.training.targets import Targets
 
 log = logging.getLogger(__name__)
 
 
+def foundation_model(config: FoundationConfig) -> nn.Module:
+    """A fresh model of ``config.family`` (seed first: weights are seeded by their creator)."""
+    if config.family == "mlp":
+        return MLP(config.backbone)
+    from taugate.training.models import build
+
+    return build(config.family, config.family_config)
+
+
 def pretrain_foundation(
-    data: MNISTModes, config: FoundationConfig, device="cpu", progress: bool = True
-) -> MLP:
-    """Train the backbone on the mixture of ``config.modes`` (seeded, deterministic on CPU)."""
+    data: ModeSource, config: FoundationConfig, device="cpu", progress: bool = True
+) -> nn.Module:
+    """Train a model of ``config.family`` on the mixture of ``config.modes`` (seeded,
+    deterministic on CPU)."""
     torch.manual_seed(config.seed)
-    model = MLP(config.backbone).to(device)
+    model = foundation_model(config).to(device)
     mixture = data.mixture(list(config.modes))
     train(
         model,
         model.parameters(),
         mixture,
-        TrainConfig(config.epochs, config.batch_size, config.lr, config.momentum, config.seed),
+        TrainConfig(config.epochs, config.batch_size, config.lr, config.momentum, config.seed,
+                    config.optimizer),
         device=device,
         label=f"foundation {'+'.join(config.modes)}",
         progress=progress,
@@ -58,13 +72,15 @@ class AdaptConfig:
 
 
 def adapt(
-    foundation: MLP, mode_data: ModeData, config: AdaptConfig, device="cpu", progress: bool = True
-) -> tuple[AdaptationMethod, MLP]:
-    """Wrap a frozen copy of ``foundation`` with the method and train it on one mode; when the
-    method's config asks for ``retune_epochs`` (sparse TauGate), retune after the sparse phase."""
+    foundation: nn.Module, mode_data: ModeData, config: AdaptConfig, device="cpu",
+    progress: bool = True, targets: Targets | None = None,
+) -> tuple[AdaptationMethod, nn.Module]:
+    """Wrap a frozen copy of ``foundation`` with the method at ``targets`` (default: every site
+    of a built-in family; training/targets.py) and train it on one mode; when the method's
+    config asks for a retune (sparse TauGate), retune after the sparse phase."""
     torch.manual_seed(config.train.seed)
     method = get_method(config.method, config.method_config)
-    model = method.wrap(foundation).to(device)
+    model = method.wrap(foundation, targets).to(device)
     params = list(method.trainable(model).values())
     if params:
         train(

@@ -44,11 +44,11 @@ def load_factory(spec: str) -> nn.Module:
     factory = getattr(module, name, None)
     if not callable(factory):
         found = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
-        raise ValueError(f"--model: {path} has no function {name!r}; callables there: "
+        raise ValueError(f"--model: {path} has no function {name!r}; callables there: "  # noqa: TRY004 - a user-facing error
                          f"{', '.join(found) or '(none)'}")
     model = factory()
     if not isinstance(model, nn.Module):
-        raise ValueError(f"--model: {name}() in {path} returned {type(model).__name__}, "
+        raise ValueError(f"--model: {name}() in {path} returned {type(model).__name__}, "  # noqa: TRY004 - a user-facing error
                          f"expected an torch.nn.Module")
     return model
 
@@ -83,7 +83,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise FileNotFoundError(f"--weights: {p} does not exist")
     try:
         tensors = st_load(p.read_bytes())
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as exc:
         raise ValueError(f"--weights: {p} is not a readable safetensors file ({exc})") from exc
     problems = state_dict_mismatch(model, tensors)
     if problems:

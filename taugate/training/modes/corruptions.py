@@ -28,7 +28,7 @@ class Corruption:
     level: float | None  # noise/blur std; None for invert
 
     @classmethod
-    def parse(cls, name: str) -> "Corruption":
+    def parse(cls, name: str) -> Corruption:
         m = _NAME.match(name)
         kind, level = (m.group(1), m.group(2)) if m else (None, None)
         if m is None or (kind == "invert" and level) or (kind == "noise" and not level):

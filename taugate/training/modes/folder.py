@@ -94,7 +94,7 @@ class FolderModes:
 
     def _hold_out(self, train: Split, path: Path) -> tuple[Split, Split]:
         n = len(train)
-        n_cal = max(1, int(round(n * self.calibration_fraction)))
+        n_cal = max(1, round(n * self.calibration_fraction))
         if n - n_cal < 1:
             raise ValueError(f"{path}: {n} example(s) leave nothing to train on after holding out "
                              f"{n_cal} for calibration; add examples or a calibration.npz")
@@ -112,7 +112,7 @@ class FolderModes:
             raise ValueError(f"{path}: not valid JSON ({exc}); write a JSON object or remove "
                              f"the file") from None
         if not isinstance(facts, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(facts).__name__}")
+            raise ValueError(f"{path}: expected a JSON object, got {type(facts).__name__}")  # noqa: TRY004 - a user-facing error
         return facts
 
     def _split(self, path: Path) -> Split:
