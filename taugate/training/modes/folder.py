@@ -119,6 +119,8 @@ class FolderModes:
         if not path.exists():
             raise FileNotFoundError(f"{path}: missing; every mode folder needs train.npz and "
                                     f"test.npz ({_SAVE_HINT})")
+        if not zipfile.is_zipfile(path):  # np.load would try it as a pickle or a raw .npy
+            raise ValueError(f"{path}: not a readable .npz file (not a zip archive); {_SAVE_HINT}")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 keys = set(npz.files)
