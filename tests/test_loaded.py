@@ -168,7 +168,8 @@ def test_tiny_transformer_end_to_end(tmp_path, capsys):
         for split in ("train", "test"):
             y = rng.integers(0, 2, 160).astype(np.int64)
             x = rng.normal(size=(160, 1, 8, 8)).astype(np.float32) * 0.3
-            x[:, 0, :4 if k == 0 else 4:, :] += y[:, None, None] * 1.5 - 0.75  # class in a half
+            rows = slice(0, 4) if k == 0 else slice(4, 8)  # each mode: the class in another half
+            x[:, 0, rows, :] += y[:, None, None] * 1.5 - 0.75
             np.savez(folder / f"{split}.npz", x=x, y=y)
     rc = main(["train", "--out", str(tmp_path / "run"), "--modes-dir", str(tmp_path / "modes"),
                *GELU_VIT, "--epochs", "3", "--adapt-epochs", "2", "--batch-size", "32",

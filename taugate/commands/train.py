@@ -12,7 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from taugate.commands._common import add_data_arguments, add_device_argument, csv_list, data_config, int_list
+from taugate.commands._common import (
+    add_data_arguments,
+    add_device_argument,
+    csv_list,
+    data_config,
+    int_list,
+)
 from taugate.training.recipes import SPARSE_RECIPE
 
 HELP = "train a foundation and/or TauGate adapters (one per mode)"
