@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from taugate.training.data import Mode
+from taugate.training.data import mode_title
 from taugate.training.experiment.config import ABLATION_METHODS, TABLE1_METHODS
 
 
@@ -34,14 +34,14 @@ def accuracy_figure(summary: dict, formats: tuple[str, ...] = ("pdf", "png")) ->
         stds = np.array([e["accuracy"][ev]["std"] for e in entries])
         lows.append((means - stds).min())
         ax.bar(x + (k - (len(evs) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
-               label=f"{Mode.parse(ev).angle:g}° test")
+               label=f"{mode_title(ev)} test")
     # bars start near the lowest value: the differences are a few points of accuracy
     ax.set_ylim(max(0.0, np.floor(min(lows) * 20 - 1) / 20), 1.0)
     ax.set_xticks(x)
     ax.set_xticklabels([e["label"].replace(" (", "\n(") for e in entries], fontsize=8)
     ax.set_ylabel("test accuracy")
     n = len(summary["config"]["seeds"])
-    ax.set_title(f"Specialized to {Mode.parse(adapt).angle:g}°: mean ± std over {n} seed(s)",
+    ax.set_title(f"Specialized to {mode_title(adapt)}: mean ± std over {n} seed(s)",
                  fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0))
     ax.grid(axis="y", alpha=0.3)

@@ -37,6 +37,7 @@ class AdaptationMethod:
 
     name: ClassVar[str] = "base"
     label: ClassVar[str] = ""  # row label in tables and figures (str.format over the config)
+    table: ClassVar[str] = "main"  # the experiment table it is a row of: "main" | "ablation"
     Config: ClassVar[type] = NoConfig
 
     def __init__(self, config=None):

@@ -42,6 +42,7 @@ class GainOnly(TauGate):
 
     name = "gain_only"
     label = "GainOnly"
+    table = "ablation"
     Config = GainOnlyConfig
 
     def activation_config(self) -> TauGateConfig:

@@ -30,6 +30,7 @@ class TauOnly(TauGate):
 
     name = "tau_only"
     label = "TauOnly"
+    table = "ablation"
     Config = TauOnlyConfig
 
     def activation_config(self) -> TauGateConfig:
