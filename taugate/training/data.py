@@ -58,18 +58,6 @@ class Mode:
         return cls(name=f"rot{angle:g}", angle=float(angle))
 
 
-def rotation_angle(name: str) -> float | None:
-    """The angle of a rotation mode name (``"rot45"`` -> 45.0), None for any other name."""
-    m = _MODE_RE.match(name)
-    return float(m.group(1)) if m else None
-
-
-def mode_title(name: str) -> str:
-    """How figures title a mode: ``"45°"`` for a rotation, else the mode's name."""
-    angle = rotation_angle(name)
-    return f"{angle:g}°" if angle is not None else name
-
-
 @dataclass
 class DataConfig:
     root: str | None = None  # MNIST root (torchvision layout); None -> $TAUGATE_DATA or cache

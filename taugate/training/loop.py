@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from taugate.summaries import top1
 from taugate.training.data import Split
 
 log = logging.getLogger(__name__)
@@ -146,4 +147,4 @@ def predict(model: nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 4
 
 def accuracy(model: nn.Module, split: Split, device="cpu") -> float:
     """Top-1 accuracy of ``model`` on ``split``."""
-    return float((predict(model, split.x, device).argmax(1) == split.y).float().mean())
+    return top1(predict(model, split.x, device).numpy(), split.y.numpy())

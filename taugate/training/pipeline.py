@@ -18,6 +18,7 @@ from taugate.export.bundle import ModeExport, write_bundle
 from taugate.export.hardened import HardenedModel
 from taugate.export.prune import PruneConfig, firing_rates
 from taugate.export.specialize import PrunedMode, prune_mode
+from taugate.summaries import units_kept
 from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
 from taugate.training.loop import TrainConfig, accuracy, train
@@ -117,7 +118,7 @@ class ModeReport:
 
     @property
     def units(self) -> str:
-        return " ".join(f"{k}/{t}" for k, t in zip(self.pruned.model.widths, self.pruned.unpruned.widths))
+        return units_kept(self.pruned.model.widths, self.pruned.unpruned.widths)
 
 
 def _np(split) -> tuple[np.ndarray, np.ndarray]:

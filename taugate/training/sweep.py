@@ -172,7 +172,7 @@ def run_sweep(config: SweepConfig, data_config=None, device="cpu", progress=True
                      row["units_kept"], row["mac_ratio"], row["acc_mode"], dense_acc[0],
                      row["speedup_b1"], row["speedup_b256"])
             write_results(config, rows, machine)
-    write_pareto(Path(config.out) / "pareto.png", rows)
+    write_pareto(Path(config.out) / "pareto.png", rows, machine)
     return rows
 
 
@@ -190,33 +190,8 @@ def write_results(config: SweepConfig, rows: list[dict], machine: dict) -> None:
     write_text(out / "sweep.json", json.dumps(meta, indent=2))
 
 
-def write_pareto(path: Path, rows: list[dict]) -> None:
-    """Accuracy vs MAC ratio per width (dense accuracy dashed), and speedup vs MAC ratio."""
-    import matplotlib
+def write_pareto(path: Path, rows: list[dict], machine: dict | None = None) -> None:
+    """The sweep's Pareto plot: the report's one implementation (report/figures.py)."""
+    from taugate.report.figures import pareto_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    widths = sorted({r["width"] for r in rows})
-    for k, w in enumerate(widths):
-        rs = sorted((r for r in rows if r["width"] == w), key=lambda r: r["mac_ratio"])
-        c = f"C{k}"
-        mr = [r["mac_ratio"] for r in rs]
-        ax1.plot(mr, [r["acc_mode"] for r in rs], "o-", color=c, label=f"width {w}")
-        ax1.axhline(rs[0]["dense_acc_mode"], color=c, ls="--", lw=1)
-        for b, marker in (("b256", "o-"), ("b1", "x:")):
-            ax2.plot(mr, [r[f"speedup_{b}"] for r in rs], marker, color=c, label=f"width {w}, {b}")
-    top = max(r["mac_ratio"] for r in rows)
-    ax2.plot([1, top], [1, top], "k-", lw=0.8, label="ideal (= MAC ratio)")
-    ax1.set(xlabel="MAC ratio (dense / pruned)", ylabel=f"{rows[0]['mode']} test accuracy",
-            title="accuracy vs MACs (dashed: dense frozen)")
-    ax2.set(xlabel="MAC ratio (dense / pruned)", ylabel="ORT CPU speedup vs dense",
-            title="measured speedup")
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, pareto_figure(rows, machine or {}))

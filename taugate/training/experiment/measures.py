@@ -27,6 +27,7 @@ import torch
 
 from taugate.export.graph import INPUT_NAME, build_graph
 from taugate.export.hardened import HardenedModel
+from taugate.summaries import jaccard, top1
 from taugate.training.backbone import MLP
 from taugate.training.data import Split
 
@@ -55,15 +56,6 @@ def high_gate_frequency(model: MLP, x: torch.Tensor, threshold: float) -> list[n
 def high_act_frac(frequencies: list[np.ndarray]) -> float:
     """The fraction of gate values above the threshold, averaged over the hidden layers."""
     return float(np.mean([f.mean() for f in frequencies]))
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """``|a & b| / |a | b|`` of two boolean masks; 1.0 when both are empty."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"jaccard: masks of different shapes {a.shape} and {b.shape}")
-    union = int((a | b).sum())
-    return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
 def mode_masks(frequencies: list[np.ndarray], min_frac: float) -> list[np.ndarray]:
@@ -114,5 +106,4 @@ class OnnxScorer:
         return np.concatenate(out)
 
     def accuracy(self, split: Split) -> float:
-        pred = self.logits(split.x.numpy()).argmax(1)
-        return float((pred == split.y.numpy()).mean())
+        return top1(self.logits(split.x.numpy()), split.y.numpy())

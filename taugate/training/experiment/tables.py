@@ -5,7 +5,7 @@ Pure: each function returns the table's text; ``protocol.write_artifacts`` write
 
 from __future__ import annotations
 
-from taugate.training.data import rotation_angle
+from taugate._names import rotation_angle
 from taugate.training.experiment.config import ABLATION_METHODS, TABLE1_METHODS
 
 _ESCAPE = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$"}
