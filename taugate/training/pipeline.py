@@ -21,6 +21,7 @@ from taugate.export.specialize import PrunedMode, prune_mode
 from taugate.summaries import units_kept
 from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
+from taugate.training.gating import set_hard
 from taugate.training.loop import TrainConfig, accuracy, train
 from taugate.training.methods import AdaptationMethod, get_method
 from taugate.training.modes import ModeSource
@@ -136,9 +137,9 @@ def harden_mode(
 
     ``name`` is the mode's key in the bundle (default: the mode's own name); give e.g.
     ``"rot45-lora"`` to export several methods for one mode side by side."""
-    soft = accuracy(model.set_hard(False), mode_data.test)
-    hard = accuracy(model.set_hard(True), mode_data.test)
-    model.set_hard(False)
+    soft = accuracy(set_hard(model, False), mode_data.test)
+    hard = accuracy(set_hard(model, True), mode_data.test)
+    set_hard(model, False)
     hardened = method.harden(model, {"mode": mode_data.mode.name, "angle": mode_data.mode.angle})
     pruned = prune_mode(hardened, _np(mode_data.calibration), _np(mode_data.test), prune)
     return ModeReport(name or mode_data.mode.name, mode_data.mode, method.name, soft, hard, pruned)

@@ -114,6 +114,7 @@ def onnx_max_abs_diff(model, x: np.ndarray) -> float:
 
 def sweep_point(foundation, dense, data, width, strength, config, dense_acc, device, progress):
     """Train, prune and time one (width, strength) point; returns its row."""
+    from taugate.training.gating import set_hard
     from taugate.training.loop import TrainConfig
     from taugate.training.pipeline import AdaptConfig, adapt
 
@@ -128,7 +129,7 @@ def sweep_point(foundation, dense, data, width, strength, config, dense_acc, dev
     t0 = time.perf_counter()
     method, model = adapt(foundation, md, ac, device=device, progress=progress)
     train_s = time.perf_counter() - t0
-    hardened = method.harden(model.set_hard(False), {"mode": md.mode.name})
+    hardened = method.harden(set_hard(model, False), {"mode": md.mode.name})
     pruned = prune_mode(hardened, _np(md.calibration), _np(md.test), config.prune)
     small = pruned.model
     timing = time_models({"dense": build_graph(dense, "dense"), "pruned": build_graph(small, "m")},

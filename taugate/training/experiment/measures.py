@@ -30,6 +30,7 @@ from taugate.export.hardened import HardenedModel
 from taugate.summaries import jaccard, top1
 from taugate.training.backbone import MLP
 from taugate.training.data import Split
+from taugate.training.gating import clear_gates, gates, set_hard
 
 
 def gate_batch(split: Split, size: int, seed: int) -> torch.Tensor:
@@ -43,14 +44,13 @@ def gate_batch(split: Split, size: int, seed: int) -> torch.Tensor:
 def high_gate_frequency(model: MLP, x: torch.Tensor, threshold: float) -> list[np.ndarray] | None:
     """Per hidden layer, the fraction of rows of ``x`` on which each unit's soft gate exceeds
     ``threshold``; None for a model without gates."""
-    model.eval().set_hard(False)
-    for act in model.acts:
-        act.last_gate = None  # a stale gate from training must not count
+    set_hard(model.eval(), False)
+    clear_gates(model)  # a stale gate from training must not count
     model(x)
-    gates = model.gates()
-    if not gates:
+    recorded = gates(model)
+    if not recorded:
         return None
-    return [(g > threshold).double().mean(0).cpu().numpy() for g in gates]
+    return [(g > threshold).double().mean(0).cpu().numpy() for g in recorded]
 
 
 def high_act_frac(frequencies: list[np.ndarray]) -> float:
