@@ -94,7 +94,12 @@ def load_run(run_dir: str | Path, data_root: str | None = None,
         adapter = load_adapter(run / ADAPTER_DIR / name, foundation, fmeta["sha256"])
         md = source.mode(adapter.meta["mode"]["name"])
         facts = adapter.meta.get("facts") or md.facts
-        spec = adapter.method.harden_spec(adapter.model, {"mode": name, "facts": facts})
+        try:
+            spec = adapter.method.harden_spec(adapter.model, {"mode": name, "facts": facts})
+        except ValueError as exc:
+            raise ValueError(f"{run / ADAPTER_DIR / name}.safetensors: cannot be hardened ({exc}); "
+                             f"a non-finite value means training diverged: retrain this mode "
+                             f"with a smaller --adapt-lr") from None
         targets = [s.producer for s in adapter.model.taugate_targets.sites]
         loaded[name] = RunMode(name, adapter.method.name, spec, facts,
                                (md.calibration.x, md.calibration.y), (md.test.x, md.test.y),
