@@ -50,8 +50,8 @@ RUN_FORMAT, RUN_VERSION = "taugate-run", 2
 @dataclass
 class RunConfig:
     out: str  # the run directory
-    modes: tuple[str, ...] | None = ("rot0", "rot45")  # one adapter per mode (None: every mode
-    #   of the source, e.g. every folder of modes_dir)
+    modes: tuple[str, ...] | None = None  # one adapter per mode (None: the source's modes:
+    #   MNIST rot0, rot45; every folder of modes_dir)
     foundation: FoundationConfig = field(default_factory=FoundationConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     data: DataConfig = field(default_factory=DataConfig)
