@@ -223,8 +223,8 @@ def test_nested_method_options(options, check):
 
 @pytest.mark.parametrize("name, options, match", [
     ("taugate", {"colour": 1}, "method 'taugate': unknown option.*'colour'; valid: sharpness, "),
-    ("gain_only", {"sharpness": 5.0}, "unknown option.*'sharpness'; valid: gain_init, sparsity, "
-                                      "retune, unit_l1"),
+    ("gain_only", {"sharpness": 5.0},
+     "unknown option.*'sharpness'; valid: gain_init, sparsity, retune, unit_l1"),
     ("taugate", {"retune": {"epoch": 1}}, "retune: unknown option.*'epoch'; valid: epochs"),
     ("bitfit", {"rank": 2}, "method 'bitfit': unknown option.*'rank'"),
 ])
