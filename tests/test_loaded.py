@@ -91,6 +91,7 @@ def test_modes_dir_round_trip_with_a_user_model(user_run, capsys):
                               "range": None, "layout": None}
     assert run.output_spec["shape"] == ["batch", 3] and run.output_spec["labels"] is None
     assert run.targets == ["inp", "deep"]
+    assert [(s.act, s.consumer) for s in run.sites] == [("r1", "mid"), ("r3", "cls")]
     frozen = load_file(tmp / "w.safetensors")
     for k, v in run.foundation.state_dict().items():
         assert torch.equal(v, frozen[k]), k  # the foundation is the user's weights, bit-exact

@@ -53,6 +53,8 @@ class Run:
     output_spec: dict  # the bundle v2 "output" object
     targets: list[str]  # producer module paths, in forward order
     modes: dict[str, RunMode]
+    sites: list = field(default_factory=list)  # targets.Site per target: producer, act (the
+    #   activation module's path), consumer, activation, in_features, units, out_features, tokens
 
 
 def _run_meta(run: Path) -> dict:
@@ -89,7 +91,7 @@ def load_run(run_dir: str | Path, data_root: str | None = None,
     if missing:
         raise ValueError(f"modes {missing}: no adapter in {run / ADAPTER_DIR}; found {found}")
     loaded: dict[str, RunMode] = {}
-    targets: list[str] = []
+    sites: list = []
     for name in wanted:
         adapter = load_adapter(run / ADAPTER_DIR / name, foundation, fmeta["sha256"])
         md = source.mode(adapter.meta["mode"]["name"])
@@ -100,9 +102,10 @@ def load_run(run_dir: str | Path, data_root: str | None = None,
             raise ValueError(f"{run / ADAPTER_DIR / name}.safetensors: cannot be hardened ({exc}); "
                              f"a non-finite value means training diverged: retrain this mode "
                              f"with a smaller --adapt-lr") from None
-        targets = [s.producer for s in adapter.model.taugate_targets.sites]
+        sites = list(adapter.model.taugate_targets.sites)
         loaded[name] = RunMode(name, adapter.method.name, spec, facts,
                                (md.calibration.x, md.calibration.y), (md.test.x, md.test.y),
                                adapter)
     return Run(run, meta.get("family", family_of(foundation)), foundation, fmeta["sha256"],
-               dict(meta["input"]), dict(meta["output"]), targets, loaded)
+               dict(meta["input"]), dict(meta["output"]), [s.producer for s in sites], loaded,
+               sites)
