@@ -10,8 +10,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from taugate.runtime import ModeRuntime
-from taugate.server import BackgroundServer, create_app
+from taugate.runtime import ModeRuntime  # noqa: E402
+from taugate.server import BackgroundServer, create_app  # noqa: E402
 
 LIMIT = 64 * 1024
 X = np.random.default_rng(5).random((3, 784), dtype=np.float32).round(4)

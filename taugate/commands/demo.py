@@ -52,9 +52,9 @@ def run(args) -> int:
     import numpy as np
 
     from taugate.runtime import DENSE, ModeRuntime
-    from taugate.timing import Interleaved, calibrate
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run, train_run
+    from taugate.timing import Interleaved, calibrate
 
     if args.method not in ("taugate", "gain_only"):
         args.sparse = False  # the sparsity recipe is TauGate's (and GainOnly's)
