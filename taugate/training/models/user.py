@@ -83,7 +83,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         raise FileNotFoundError(f"--weights: {p} does not exist")
     try:
         tensors = st_load(p.read_bytes())
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"--weights: {p} is not a readable safetensors file ({exc})") from exc
     problems = state_dict_mismatch(model, tensors)
     if problems:
