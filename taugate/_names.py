@@ -15,6 +15,21 @@ MODE_NAME_RULE = (
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
+_ROTATION_RE = re.compile(r"^rot(-?\d+(?:\.\d+)?)$")
+
+
+def rotation_angle(name: str) -> float | None:
+    """The angle of an MNIST rotation mode name (``"rot45"`` -> 45.0); None for other names."""
+    m = _ROTATION_RE.match(name) if isinstance(name, str) else None
+    return float(m.group(1)) if m else None
+
+
+def mode_title(name: str) -> str:
+    """How figures title a mode: ``"45°"`` for a rotation, else the mode's name."""
+    angle = rotation_angle(name)
+    return f"{angle:g}°" if angle is not None else name
+
+
 def mode_name_error(name: object) -> str | None:
     """Why ``name`` is not a valid mode name, or None when it is."""
     if not isinstance(name, str):

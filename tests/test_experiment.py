@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from taugate.summaries import jaccard
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.experiment import FILES, OVERLAP_COLUMNS, RESULT_COLUMNS, ExperimentConfig
 from taugate.training.experiment.measures import (
     high_act_frac,
     high_gate_frequency,
-    jaccard,
     mode_masks,
 )
 from taugate.training.experiment.summary import build_summary, stats, to_csv

@@ -197,3 +197,37 @@ def test_every_method_exports_into_one_bundle(data_root, tmp_path):
                                        providers=["CPUExecutionProvider"])
         acc = float((session.run(None, {INPUT_NAME: x})[0].argmax(1) == y).mean())
         assert acc == pytest.approx(report.pruned.test_accuracy, abs=1e-9), report.name
+
+
+def test_tables_and_figure_follow_the_registry():
+    from taugate.training.experiment.config import ABLATION_METHODS, TABLE1_METHODS, method_label
+
+    assert TABLE1_METHODS == ("frozen", "bitfit", "taugate", "lora", "full_ft")  # paper's order
+    assert ABLATION_METHODS == ("gain_only", "tau_only")
+    assert sorted(TABLE1_METHODS + ABLATION_METHODS) == sorted(METHODS)
+    assert method_label("lora", {"rank": 4}) == "LoRA (r=4)"
+    assert method_label("taugate") == "TauGate (threshold + gain)"
+
+
+@pytest.mark.parametrize("options, check", [
+    ({"unit_l1": 0.1, "retune_epochs": 2}, lambda c: (c.sparsity.unit_l1, c.retune.epochs) == (0.1, 2)),
+    ({"sparsity": {"unit_l1": 0.1}, "retune": {"schedule": "cosine"}},
+     lambda c: (c.sparsity.unit_l1, c.retune.schedule) == (0.1, "cosine")),
+    ({"retune": {"epochs": 1}, "retune_lr_scale": 3.0},  # nested and flat together
+     lambda c: (c.retune.epochs, c.retune.lr_scale) == (1, 3.0)),
+])
+def test_nested_method_options(options, check):
+    assert check(get_method("taugate", options).config)
+    assert check(get_method("taugate", get_method("taugate", options).config_dict()).config)
+
+
+@pytest.mark.parametrize("name, options, match", [
+    ("taugate", {"colour": 1}, "method 'taugate': unknown option.*'colour'; valid: sharpness, "),
+    ("gain_only", {"sharpness": 5.0},
+     "unknown option.*'sharpness'; valid: gain_init, sparsity, retune, unit_l1"),
+    ("taugate", {"retune": {"epoch": 1}}, "retune: unknown option.*'epoch'; valid: epochs"),
+    ("bitfit", {"rank": 2}, "method 'bitfit': unknown option.*'rank'"),
+])
+def test_unknown_method_options_name_the_valid_keys(name, options, match):
+    with pytest.raises(ValueError, match=match):
+        get_method(name, options)

@@ -17,7 +17,8 @@ from taugate.cli import main
 from taugate.export.synthetic import build_random_bundle
 from taugate.report import ReportConfig, build_report
 from taugate.report.figures import pareto_front
-from taugate.report.units import jaccard, jaccard_matrix
+from taugate.report.units import jaccard_matrix
+from taugate.summaries import jaccard
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -57,7 +57,7 @@ def test_prox_l1_gives_exact_zeros_and_keeps_signs():
 
 def test_default_config_is_the_paper():
     cfg = TauGateConfig()
-    assert cfg.unit_l1 == 0 and cfg.retune_epochs == 0 and cfg.gain_lr_scale == 1.0
+    assert cfg.sparsity.unit_l1 == 0 and cfg.retune.epochs == 0 and cfg.sparsity.gain_lr_scale == 1.0
     foundation, _ = tiny_problem()
     method = get_method("taugate")
     model = method.wrap(foundation)
@@ -117,7 +117,7 @@ def test_gain_lr_scale_scales_the_gradient_only():
                                            ({"retune_epochs": -1}, "retune_epochs")])
 def test_config_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
-        TauGateConfig(**kwargs)
+        get_method("taugate", kwargs)  # flat option names, as the CLI gives them
 
 
 @pytest.mark.parametrize("extra", [
@@ -160,4 +160,4 @@ def test_target_mac_ratio_meets_the_budget_and_rounds_layer_one_down():
                                            ({"distill_temperature": 0.0}, "distill_temperature")])
 def test_retune_option_validation_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
-        TauGateConfig(**kwargs)
+        get_method("taugate", kwargs)  # flat option names, as the CLI gives them

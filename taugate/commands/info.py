@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import sys
 
+from taugate.summaries import units_kept
+
 HELP = "show a bundle's modes, sizes and accuracies, and verify its files and models"
 
 
@@ -24,7 +26,7 @@ def _fmt(value, spec: str) -> str:
 
 def _units(info: dict) -> str:
     kept, total = info.get("units_kept") or [], info.get("units_total") or []
-    return " ".join(f"{k}/{t}" for k, t in zip(kept, total)) or "-"
+    return units_kept(kept, total, empty="-")
 
 
 def input_text(spec) -> str:

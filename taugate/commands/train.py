@@ -1,8 +1,10 @@
 """Train a foundation on a mixture of modes and/or one adapter per mode on the frozen foundation.
 
-Writes RUN/foundation.{safetensors,json} and RUN/adapters/<mode>.{safetensors,json}. The
-defaults are the paper's protocol (arXiv 2602.11726): MLP 784-128-128-10, SGD momentum 0.9,
-batch 256, 2 foundation epochs, 1 adaptation epoch, learning rate 0.05 (see README).
+Writes RUN/run.json, RUN/foundation.{safetensors,json} and RUN/adapters/<mode>.{safetensors,json}.
+The defaults are the paper's protocol (arXiv 2602.11726): MLP 784-128-128-10, SGD momentum 0.9,
+batch 256, 2 foundation epochs, 1 adaptation epoch, learning rate 0.05 (see README). Bring your
+own modes (--modes-dir MODES: MODES/<mode>/{train,test[,calibration]}.npz), your own frozen model
+(--model FILE.py:FACTORY [--weights W.safetensors]), and pick the gated layers (--targets).
 """
 
 from __future__ import annotations
@@ -69,20 +71,45 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--modes", type=csv_list, default=["rot0", "rot45"],
-                   help="modes to adapt to, comma-separated rot<degrees> (default rot0,rot45)")
+    p.add_argument("--modes", type=csv_list, default=None,
+                   help="modes to adapt to, comma-separated: MNIST rot<degrees> or corruptions "
+                        "noise<sigma>, blur, invert (default rot0,rot45), or folder names of "
+                        "--modes-dir (default: every folder)")
+    p.add_argument("--modes-dir", default=None, metavar="MODES",
+                   help="your own modes: MODES/<mode>/train.npz, test.npz [, calibration.npz] "
+                        "with x float32 [N, ...] and y int64 [N] (instead of MNIST)")
     p.add_argument("--foundation", default=None,
                    help="reuse this foundation instead of training one: a run directory "
                         "written by `taugate train` (e.g. out/demo/run) or the foundation's "
                         ".safetensors/.json stem")
     p.add_argument("--foundation-only", action="store_true", help="train the foundation only")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=None, metavar="FILE.py:FACTORY",
+                   help="your own frozen model: a function in FILE.py returning an nn.Module "
+                        "(no foundation is trained)")
+    g.add_argument("--weights", default=None, metavar="W.safetensors",
+                   help="weights for --model, loaded strictly (safetensors only, never pickle)")
+    g.add_argument("--targets", default=None, metavar="PATTERN[,PATTERN]",
+                   help="nn.Linear module paths whose output units get tau/gamma: exact names "
+                        "or regexes (full match), e.g. 'blocks\\.\\d+\\.ffn\\.fc1' (default: every "
+                        "Linear whose output goes through a ReLU/GELU module into another Linear)")
+    g.add_argument("--family", default="mlp", choices=["mlp", "vit"],
+                   help="built-in foundation family when no --model is given (default mlp, "
+                        "the paper's)")
+    g.add_argument("--family-option", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the family's config, e.g. --family-option depth=2 (vit: "
+                        "patch, dim, heads, depth, ffn, activation)")
     g = p.add_argument_group("foundation")
     g.add_argument("--hidden", type=int_list, default=[128, 128],
-                   help="hidden widths, comma-separated (default 128,128)")
-    g.add_argument("--mixture", type=csv_list, default=["rot0", "rot45"],
-                   help="modes the foundation is pretrained on (default rot0,rot45)")
+                   help="mlp hidden widths, comma-separated (default 128,128)")
+    g.add_argument("--mixture", type=csv_list, default=None,
+                   help="modes the foundation is pretrained on (default rot0,rot45 on MNIST; "
+                        "the adapted modes with --modes-dir)")
     g.add_argument("--epochs", type=int, default=2, help="foundation epochs (default 2)")
-    g.add_argument("--lr", type=float, default=0.05, help="foundation SGD lr (default 0.05)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="foundation lr (default: mlp 0.05 SGD, vit 0.001 Adam)")
+    g.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
+                   help="foundation optimizer (default: mlp sgd, vit adam)")
     g.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
     g.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     add_method_arguments(p)
@@ -113,11 +140,14 @@ def foundation_stem(text: str) -> Path:
     return stem
 
 
-def foundation_hidden(stem: Path) -> list[int]:
-    """The hidden widths recorded in a foundation's JSON (read without loading torch)."""
+def foundation_hidden(stem: Path) -> list[int] | None:
+    """The mlp hidden widths recorded in a foundation's JSON (read without loading torch); None
+    for another family (the sparse recipe is the mlp's there: not tuned per family)."""
     try:
-        return list(json.loads(stem.with_suffix(".json").read_text("utf-8"))["backbone"]["hidden"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        config = json.loads(stem.with_suffix(".json").read_text("utf-8"))
+        hidden = (config.get("backbone") or {}).get("hidden")
+        return None if hidden is None else [int(w) for w in hidden]
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
         raise ValueError(f"--foundation {stem}: cannot read the backbone's hidden widths from "
                          f"{stem.with_suffix('.json')} ({exc})") from exc
 
@@ -136,18 +166,26 @@ def method_config(args, hidden=None) -> dict:
 def run_config(args, out: str):
     from taugate.training.backbone import BackboneConfig, FoundationConfig
     from taugate.training.loop import TrainConfig
+    from taugate.training.models import get_family
     from taugate.training.pipeline import AdaptConfig
     from taugate.training.runs import RunConfig
 
+    family = get_family(getattr(args, "family", "mlp"))
+    modes_dir = getattr(args, "modes_dir", None)
+    modes = args.modes or (None if modes_dir else ["rot0", "rot45"])
+    mixture = args.mixture or ["rot0", "rot45"]  # with --modes-dir: the adapted modes (below)
     stem = getattr(args, "foundation", None)
     stem = foundation_stem(stem) if stem else None
-    hidden = foundation_hidden(stem) if stem else args.hidden
+    hidden = (foundation_hidden(stem) if stem else None) or args.hidden
     return RunConfig(
         out=out,
-        modes=tuple(args.modes),
+        modes=None if modes is None else tuple(modes),
         foundation=FoundationConfig(
-            backbone=BackboneConfig(hidden=tuple(args.hidden)), modes=tuple(args.mixture),
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+            backbone=BackboneConfig(hidden=tuple(args.hidden)), modes=tuple(mixture),
+            epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr if args.lr is not None else family.lr, seed=args.seed,
+            family=family.name, family_config=dict(getattr(args, "family_option", [])),
+            optimizer=getattr(args, "optimizer", None) or family.optimizer,
         ),
         adapt=AdaptConfig(
             method=args.method, method_config=method_config(args, hidden),
@@ -159,6 +197,11 @@ def run_config(args, out: str):
         foundation_only=getattr(args, "foundation_only", False),
         device=args.device,
         progress=not args.quiet,
+        modes_dir=modes_dir,
+        model=getattr(args, "model", None),
+        weights=getattr(args, "weights", None),
+        targets=getattr(args, "targets", None),
+        mixture_from_modes=bool(modes_dir) and not args.mixture,
     )
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from taugate.export.hardened import HardenedModel
 from taugate.export.prune import PruneConfig, compact, firing_rates, keep_masks, kept_indices
+from taugate.summaries import top1
 
 
 class PruningGuardError(ValueError):
@@ -61,10 +62,10 @@ class PrunedMode:
 
 def accuracy(model: HardenedModel, x: np.ndarray, y: np.ndarray, batch_size: int = 8192) -> float:
     """Top-1 accuracy of a hardened model (numpy forward)."""
-    hits = 0
-    for i in range(0, len(x), batch_size):
-        hits += int((model.forward(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-    return hits / max(len(x), 1)
+    if len(x) == 0:
+        return 0.0
+    return top1(np.concatenate([model.forward(x[i : i + batch_size])
+                                for i in range(0, len(x), batch_size)]), y)
 
 
 def prune_mode(

@@ -23,8 +23,8 @@ def new_figure(width: float, height: float):
     return fig
 
 
-def to_png(fig, footer: str) -> bytes:
-    """Lay out, add the footer (wrapped to the figure's width), encode as PNG."""
+def to_png(fig, footer: str, fmt: str = "png") -> bytes:
+    """Lay out, add the footer (wrapped to the figure's width), encode (PNG by default)."""
     import textwrap
 
     width_chars = int(fig.get_figwidth() * 15)
@@ -34,7 +34,7 @@ def to_png(fig, footer: str) -> bytes:
     fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.text(0.01, 0.01, text, fontsize=7, color="0.3", va="bottom", ha="left")
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
+    fig.savefig(buf, format=fmt, dpi=DPI)
     return buf.getvalue()
 
 
@@ -155,9 +155,12 @@ def pareto_figure(rows: list[dict], machine: dict) -> bytes:
 
 
 def method_accuracy_figure(entries: list[dict], adapt_mode: str, eval_modes: list[str],
-                           seeds: int, device: str) -> bytes:
-    """The paper's Figure 1: per method, accuracy on each eval mode (mean +- std over seeds);
-    black ticks: the paper's reported means where given."""
+                           seeds: int, device: str, fmt: str = "png") -> bytes:
+    """The paper's Figure 1 (the one implementation; `taugate reproduce` and `taugate report`
+    both draw it): per method, accuracy on each eval mode (mean +- std over seeds); black
+    ticks: the paper's reported means where given."""
+    from taugate._names import mode_title
+
     fig = new_figure(1.25 * len(entries) + 2.2, 3.9)
     ax = fig.add_subplot(1, 1, 1)
     x = np.arange(len(entries))
@@ -167,7 +170,8 @@ def method_accuracy_figure(entries: list[dict], adapt_mode: str, eval_modes: lis
         means = np.array([e["acc"][ev][0] for e in entries])
         stds = np.array([e["acc"][ev][1] for e in entries])
         pos = x + (k - (len(eval_modes) - 1) / 2) * width
-        ax.bar(pos, means, width, yerr=stds, capsize=3, label=f"{ev} test", color=f"C{k}")
+        ax.bar(pos, means, width, yerr=stds, capsize=3, label=f"{mode_title(ev)} test",
+               color=f"C{k}")
         paper = [(p, e["paper"][ev]) for p, e in zip(pos, entries) if e["paper"].get(ev)]
         if paper:
             ax.scatter([p for p, _ in paper], [v for _, v in paper], marker="_", s=300,
@@ -178,9 +182,9 @@ def method_accuracy_figure(entries: list[dict], adapt_mode: str, eval_modes: lis
     ax.set_xticks(x)
     ax.set_xticklabels([e["label"].replace(" (", "\n(") for e in entries], fontsize=8)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"Specialized to {adapt_mode}", fontsize=10)
+    ax.set_title(f"Specialized to {mode_title(adapt_mode)}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.grid(axis="y", alpha=0.3)
     footer = (f"Measured: test accuracy of each method after adaptation to {adapt_mode}, "
               f"mean ± std over {seeds} seed(s) (taugate reproduce, device {device}).")
-    return to_png(fig, footer)
+    return to_png(fig, footer, fmt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from taugate.report import figures, figures_units, units
 from taugate.report.collect import BenchData, BundleFacts
+from taugate.summaries import units_kept
 
 Section = tuple[str, dict]
 
@@ -36,10 +37,8 @@ def missing(what: str, how: str) -> Section:
     return f"_{what} not found: {how}._\n", {}
 
 
-def _kept(units_kept, units_total) -> str:
-    if not units_kept or not units_total:
-        return "–"
-    return " ".join(f"{k}/{t}" for k, t in zip(units_kept, units_total))
+def _kept(kept, total) -> str:
+    return units_kept(kept, total) if kept and total else "–"
 
 
 def headline(bench: BenchData | None) -> Section:

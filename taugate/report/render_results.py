@@ -9,15 +9,14 @@ import numpy as np
 from taugate.report import figures
 from taugate.report.collect import BenchData, ReproduceData, SweepData
 from taugate.report.render import Section, fa, figure_md, fx, missing, table
+from taugate.summaries import units_kept
 
 
 def _units(kept, total) -> str:
     """``"66;92"`` and ``"128;128"`` (per hidden layer) -> ``"66/128 92/128"``."""
     if kept is None:
         return "–"
-    kept = str(kept).split(";")
-    total = str(total).split(";") if total is not None else ["?"] * len(kept)
-    return " ".join(f"{k}/{t}" for k, t in zip(kept, total))
+    return units_kept(str(kept).split(";"), str(total).split(";") if total is not None else None)
 
 
 def sweep_section(sweep: SweepData | None, sweep_path) -> Section:
@@ -51,7 +50,7 @@ def sweep_section(sweep: SweepData | None, sweep_path) -> Section:
     return "\n".join(text), {"accuracy_vs_mac_ratio.png": png}
 
 
-def _entries_from_summary(summary: dict) -> tuple[list[dict], str, list[str], int, str]:
+def entries_from_summary(summary: dict) -> tuple[list[dict], str, list[str], int, str]:
     adapt, evs = summary["adapt_mode"], list(summary["eval_modes"])
     paper = (summary.get("paper_reference") or {})
     ref = {**paper.get("table1", {}), **paper.get("table2", {})}
@@ -97,7 +96,7 @@ def reproduce_section(rep: ReproduceData | None, rep_path) -> Section:
         return title + "\n" + missing(f"Reproduce results under `{rep_path}`",
                                f"run `taugate reproduce --out {rep_path}` to produce them")[0], {}
     source = "summary.json" if rep.summary else "results.csv"
-    entries, adapt, evs, seeds, device = (_entries_from_summary(rep.summary) if rep.summary
+    entries, adapt, evs, seeds, device = (entries_from_summary(rep.summary) if rep.summary
                                           else _entries_from_rows(rep.rows))
     if not entries:
         return title + f"\n_No complete method results in `{rep.path / source}`._\n", {}

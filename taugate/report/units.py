@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from taugate.summaries import jaccard
+
 ACTIVE_DEFINITION = ("active = kept in the mode's compacted subnetwork (fires on at least one "
                      "calibration image of the mode and has a non-zero outgoing weight)")
 
@@ -30,12 +32,6 @@ def active_sets(modes: dict[str, dict], layer: int | None = None) -> dict[str, s
     layers = range(n_layers(modes)) if layer is None else [layer]
     return {name: {(i, j) for i in layers for j in m["kept_indices"][i]}
             for name, m in modes.items()}
-
-
-def jaccard(a: set, b: set) -> float:
-    """|a & b| / |a | b| (1.0 for two empty sets)."""
-    union = a | b
-    return len(a & b) / len(union) if union else 1.0
 
 
 def jaccard_matrix(modes: dict[str, dict], layer: int | None = None) -> np.ndarray:

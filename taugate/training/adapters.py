@@ -1,6 +1,8 @@
 """Save and load foundations and mode adapters: safetensors tensors + a JSON config.
 
-A foundation is ``<stem>.safetensors`` + ``<stem>.json``. An adapter holds only the tensors its
+A foundation is ``<stem>.safetensors`` + ``<stem>.json``; the JSON names its model family
+(``mlp``, ``vit``, or ``user`` with the ``FILE.py:FACTORY`` that builds it; no ``family`` key:
+the paper's mlp, as written by earlier versions) and the family's config. An adapter holds only the tensors its
 method trains, plus the method's config, the mode, and the sha256 of the foundation it was
 trained on; loading it onto any other foundation is refused. No pickle anywhere: safetensors
 and JSON only. Writes are atomic (taugate/_atomic.py).
@@ -16,11 +18,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import nn
 
 from taugate import __version__
 from taugate._atomic import write_bytes, write_text
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.methods import AdaptationMethod, get_method
+from taugate.training.targets import Targets
 
 FOUNDATION_KIND = "taugate-foundation"
 ADAPTER_KIND = "taugate-adapter"
@@ -36,7 +40,7 @@ def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
     return st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
 
 
-def foundation_sha256(model: MLP) -> str:
+def foundation_sha256(model: nn.Module) -> str:
     """sha256 of the foundation's safetensors bytes (identical to the saved file's hash)."""
     return hashlib.sha256(_tensor_bytes(model.state_dict())).hexdigest()
 
@@ -62,15 +66,31 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
-def save_foundation(model: MLP, path: str | Path, extra: dict | None = None) -> str:
-    """Write ``model`` as a foundation; returns its sha256."""
+def _family_meta(model: nn.Module, factory: str | None) -> dict:
+    from taugate.training.models import USER, family_of
+
+    family = family_of(model)
+    if family == "mlp":
+        return {"family": family, "backbone": model.config.to_dict()}
+    if family == USER:
+        if not factory:
+            raise ValueError(f"save_foundation: a {type(model).__name__} is not a built-in family; "
+                             f"pass factory='FILE.py:FACTORY' that rebuilds it")
+        return {"family": family, "factory": factory}
+    return {"family": family, "family_config": model.config.to_dict()}
+
+
+def save_foundation(model: nn.Module, path: str | Path, extra: dict | None = None,
+                    factory: str | None = None) -> str:
+    """Write ``model`` as a foundation; returns its sha256. A user model needs the
+    ``factory`` (``FILE.py:FACTORY``) that rebuilds its modules."""
     st_path, json_path = _paths(path)
     data = _tensor_bytes(model.state_dict())
     sha = hashlib.sha256(data).hexdigest()
     meta = {
         "kind": FOUNDATION_KIND,
         "created_by": f"taugate {__version__}",
-        "backbone": model.config.to_dict(),
+        **_family_meta(model, factory),
         "sha256": sha,
         **(extra or {}),
     }
@@ -79,7 +99,7 @@ def save_foundation(model: MLP, path: str | Path, extra: dict | None = None) -> 
     return sha
 
 
-def load_foundation(path: str | Path) -> tuple[MLP, dict]:
+def load_foundation(path: str | Path) -> tuple[nn.Module, dict]:
     """Read a foundation written by :func:`save_foundation`; verifies its sha256."""
     st_path, json_path = _paths(path)
     meta = _read_json(json_path, FOUNDATION_KIND)
@@ -89,7 +109,17 @@ def load_foundation(path: str | Path) -> tuple[MLP, dict]:
     sha = hashlib.sha256(data).hexdigest()
     if sha != meta.get("sha256"):
         raise ValueError(f"{st_path}: sha256 {sha} does not match its config ({meta.get('sha256')})")
-    model = MLP(BackboneConfig(**meta["backbone"]))
+    family = meta.get("family", "mlp")
+    if family == "mlp":
+        model = MLP(BackboneConfig(**meta["backbone"]))
+    elif family == "user":
+        from taugate.training.models.user import load_factory
+
+        model = load_factory(meta["factory"])
+    else:
+        from taugate.training.models import build
+
+        model = build(family, meta.get("family_config") or {})
     try:
         model.load_state_dict(st_load(data), strict=True)
     except RuntimeError as exc:
@@ -103,19 +133,22 @@ class Adapter:
     """A loaded adapter: the method, the adapted model, and its JSON config."""
 
     method: AdaptationMethod
-    model: MLP
+    model: nn.Module
     meta: dict
 
 
 def save_adapter(
     path: str | Path,
     method: AdaptationMethod,
-    model: MLP,
+    model: nn.Module,
     foundation_sha: str,
     mode: dict,
     extra: dict | None = None,
 ) -> Path:
-    """Write the tensors ``method`` trained in ``model`` and the config to rebuild it."""
+    """Write the tensors ``method`` trained in ``model`` and the config to rebuild it (the
+    method's config, the mode, and the targets it was attached to)."""
+    from taugate.training.gating import targets_of
+
     st_path, json_path = _paths(path)
     tensors = {k: v.detach() for k, v in method.trainable(model).items()}
     meta = {
@@ -126,6 +159,7 @@ def save_adapter(
         "mode": mode,
         "foundation_sha256": foundation_sha,
         "tensors": sorted(tensors),
+        "targets": targets_of(model).to_dict(),
         **(extra or {}),
     }
     write_bytes(st_path, _tensor_bytes(tensors))
@@ -133,7 +167,7 @@ def save_adapter(
     return st_path
 
 
-def load_adapter(path: str | Path, foundation: MLP, foundation_sha: str | None = None) -> Adapter:
+def load_adapter(path: str | Path, foundation: nn.Module, foundation_sha: str | None = None) -> Adapter:
     """Rebuild an adapted model from ``foundation`` and the adapter at ``path``.
 
     Refuses an adapter that was trained on a different foundation (sha256 mismatch).
@@ -148,7 +182,8 @@ def load_adapter(path: str | Path, foundation: MLP, foundation_sha: str | None =
             f"load it onto the foundation it was trained with"
         )
     method = get_method(meta["method"], meta.get("method_config") or {})
-    model = method.wrap(foundation)
+    targets = Targets.from_dict(meta["targets"]) if meta.get("targets") else None
+    model = method.wrap(foundation, targets)
     tensors = _read_tensors(st_path)
     params = method.trainable(model)
     if set(tensors) != set(params):

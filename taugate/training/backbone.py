@@ -13,7 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.hardened import HardenedLayer, HardenedModel, fold_gain, fold_input_normalization
+from taugate.export.hardened import (
+    HardenedLayer,
+    HardenedModel,
+    fold_gain,
+    fold_input_normalization,
+)
 
 
 @dataclass
@@ -83,7 +88,11 @@ class MLP(nn.Module):
                 h = self.acts[i](h)
         return h
 
-    def set_hard(self, hard: bool) -> "MLP":
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """A batch of the input shape (finding targets traces one forward pass)."""
+        return torch.zeros(batch, self.config.input_dim)
+
+    def set_hard(self, hard: bool) -> MLP:
         """Switch every gated activation between its smooth and its hard (step) form."""
         for act in self.acts:
             act.hard = hard
@@ -131,17 +140,24 @@ def harden_mlp(model: MLP, meta: dict | None = None) -> HardenedModel:
 
 @dataclass
 class FoundationConfig:
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # the mlp family's config
     modes: tuple[str, ...] = ("rot0", "rot45")  # the mixture the foundation is pretrained on
     epochs: int = 2  # the paper's protocol
     batch_size: int = 256
     lr: float = 0.05  # SGD; see README "Learning rates"
     momentum: float = 0.9
     seed: int = 0
+    family: str = "mlp"  # a built-in model family (training/models/): "mlp" | "vit"
+    family_config: dict = field(default_factory=dict)  # other families' config fields
+    optimizer: str = "sgd"  # "sgd" (the paper) | "adam" (the vit family's default)
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):
             self.backbone = BackboneConfig(**self.backbone)
+        if self.family != "mlp":
+            from taugate.training.models import family_config
+
+            family_config(self.family, self.family_config)  # validates name and keys early
         self.modes = tuple(self.modes)
         if not self.modes:
             raise ValueError("modes: expected at least one mode for the mixture")

@@ -1,8 +1,11 @@
-"""Modes as datasets: MNIST at any rotation angle, with seeded train / calibration / test splits.
+"""Modes as datasets: MNIST at any rotation angle or corruption, with seeded train /
+calibration / test splits (the built-in mode source; folders and others: training/modes/).
 
-A *mode* is an input distribution; here a rotation of MNIST by a fixed angle (the paper's
-0 deg vs 45 deg setting, arXiv 2602.11726). Images are rotated once, in memory, with bilinear
-interpolation, and flattened to float32 pixels in [0, 1].
+A *mode* is an input distribution: a rotation of MNIST by a fixed angle (the paper's 0 deg vs
+45 deg setting, arXiv 2602.11726, names ``rot<deg>``) or a corruption (``noise<sigma>``,
+``blur``, ``invert``; training/modes/corruptions.py). Images are transformed once, in memory,
+and flattened to float32 pixels in [0, 1]. A mode carries free-form ``facts`` (a rotation
+records its angle there).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -26,13 +30,21 @@ _MNIST_FILES = (
 
 @dataclass(frozen=True)
 class Mode:
-    """An input mode: MNIST rotated by ``angle`` degrees (counter-clockwise)."""
+    """An input mode by name; a rotation of MNIST has its ``angle`` (degrees, counter-clockwise),
+    any other mode ``angle=None`` and its facts in ``ModeData.facts``."""
 
     name: str
-    angle: float
+    angle: float | None = None
+
+    @property
+    def facts(self) -> dict:
+        """Free-form facts about the mode (a rotation: its source and angle)."""
+        if self.angle is None:
+            return {}
+        return {"source": "mnist-rotation", "angle": self.angle}
 
     @classmethod
-    def parse(cls, name: str) -> "Mode":
+    def parse(cls, name: str) -> Mode:
         """``"rot45"`` -> Mode("rot45", 45.0); any angle, e.g. ``rot-30`` or ``rot22.5``."""
         m = _MODE_RE.match(name)
         if not m:
@@ -42,7 +54,7 @@ class Mode:
         return cls(name=name, angle=float(m.group(1)))
 
     @classmethod
-    def from_angle(cls, angle: float) -> "Mode":
+    def from_angle(cls, angle: float) -> Mode:
         return cls(name=f"rot{angle:g}", angle=float(angle))
 
 
@@ -81,6 +93,15 @@ class ModeData:
     train: Split
     calibration: Split
     test: Split
+    facts: dict | None = None  # free-form; default: the mode's own (a rotation: its angle)
+
+    def __post_init__(self) -> None:
+        if self.facts is None:
+            self.facts = dict(self.mode.facts)
+
+    @property
+    def name(self) -> str:
+        return self.mode.name
 
 
 def default_root() -> Path:
@@ -149,19 +170,53 @@ class MNISTModes:
         self._cache: dict[float, ModeData] = {}
 
     def mode(self, mode: Mode | str) -> ModeData:
-        """The train / calibration / test splits of one mode (cached)."""
+        """The train / calibration / test splits of one mode (cached): ``rot<deg>`` or a
+        corruption (``noise<sigma>``, ``blur``, ``invert``; modes/corruptions.py)."""
+        from taugate.training.modes.corruptions import Corruption
+
+        if isinstance(mode, Mode) and mode.angle is None:
+            mode = mode.name
+        if isinstance(mode, str) and not mode.startswith("rot"):
+            corruption = Corruption.parse(mode)
+            if corruption.name not in self._cache:
+                seed = self.config.split_seed
+                tr = corruption.apply(self._train_images, seed)
+                te = corruption.apply(self._test_images, seed + 1)
+                self._cache[corruption.name] = self._mode_data(Mode(corruption.name), tr, te,
+                                                               corruption.facts)
+            return self._cache[corruption.name]
         mode = Mode.parse(mode) if isinstance(mode, str) else mode
         if mode.angle not in self._cache:
             tr = rotate(self._train_images, mode.angle)
             te = rotate(self._test_images, mode.angle)
-            y = self._train_labels.to(torch.int64)
-            self._cache[mode.angle] = ModeData(
-                mode=mode,
-                train=Split(tr[self._train_idx], y[self._train_idx]),
-                calibration=Split(tr[self._cal_idx], y[self._cal_idx]),
-                test=Split(te, self._test_labels.to(torch.int64)),
-            )
+            self._cache[mode.angle] = self._mode_data(mode, tr, te, None)
         return self._cache[mode.angle]
+
+    def _mode_data(self, mode: Mode, tr: torch.Tensor, te: torch.Tensor, facts) -> ModeData:
+        y = self._train_labels.to(torch.int64)
+        return ModeData(
+            mode=mode,
+            train=Split(tr[self._train_idx], y[self._train_idx]),
+            calibration=Split(tr[self._cal_idx], y[self._cal_idx]),
+            test=Split(te, self._test_labels.to(torch.int64)),
+            facts=facts,
+        )
+
+    #: the bundle v2 input spec of every MNIST mode (flat raw pixels, an image layout)
+    input_spec: ClassVar[dict] = {"name": "pixels", "dtype": "float32", "shape": ["batch", 784],
+                  "range": [0.0, 1.0],
+                  "layout": {"kind": "image", "channels": 1, "height": 28, "width": 28}}
+    labels: ClassVar[list] = [str(i) for i in range(10)]
+
+    def names(self) -> list[str]:
+        """The default modes (the paper's); any ``rot<deg>`` or corruption name also works."""
+        return ["rot0", "rot45"]
+
+    def describe(self) -> dict:
+        """How to open this source again (recorded in a run directory)."""
+        from dataclasses import asdict
+
+        return {"kind": "mnist", "data": asdict(self.config)}
 
     def mixture(self, modes: list[Mode | str]) -> Split:
         """The training splits of several modes concatenated (the foundation's data)."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import nn
 
+from taugate.summaries import top1
 from taugate.training.data import Split
 from taugate.training.guards import DivergenceGuard
 
@@ -27,6 +29,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     seed: int = 0  # shuffling order (and nothing else: weights are seeded by their creator)
+    optimizer: str = "sgd"  # "sgd" (with momentum; the paper) or "adam" (the vit family)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -37,6 +40,18 @@ class TrainConfig:
             raise ValueError(f"lr: expected > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum: expected in [0, 1), got {self.momentum}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got "
+                             f"{self.optimizer!r}")
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(params: list, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
 
 
 class Progress:
@@ -80,7 +95,7 @@ def train(
     lr_scale: Callable[[int, int], float] | None = None,
     max_grad_norm: float | None = None,
 ) -> list[float]:
-    """SGD with momentum over ``data`` for ``config.epochs``; returns the mean loss per epoch.
+    """SGD with momentum (or Adam) over ``data`` for ``config.epochs``; returns the mean loss per epoch.
 
     ``objective(logits, x, y)`` replaces cross-entropy (e.g. distillation); ``penalty(model)``
     (a tensor, or None for nothing) is added to it after each forward; ``lr_scale(step,
@@ -89,7 +104,7 @@ def train(
     A non-finite or exploding loss stops with :class:`~taugate.training.guards.TrainingDiverged`.
     """
     params = list(params)
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+    opt = make_optimizer(params, config)
     gen = torch.Generator().manual_seed(config.seed)
     steps = config.epochs * ((len(data) + config.batch_size - 1) // config.batch_size)
     bar = Progress(label, steps, enabled=progress)
@@ -139,4 +154,4 @@ def predict(model: nn.Module, x: torch.Tensor, device="cpu", batch_size: int = 4
 
 def accuracy(model: nn.Module, split: Split, device="cpu") -> float:
     """Top-1 accuracy of ``model`` on ``split``."""
-    return float((predict(model, split.x, device).argmax(1) == split.y).float().mean())
+    return top1(predict(model, split.x, device).numpy(), split.y.numpy())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from taugate.export.bundle import ModeExport, graph_bytes, write_bundle
 from taugate.export.hardened import HardenedModel
@@ -19,27 +20,42 @@ from taugate.export.prune import PruneConfig, firing_rates
 from taugate.export.quantize import DEFAULT_SCHEME, PRECISIONS
 from taugate.export.specialize import PrunedMode, prune_mode
 from taugate.export.variants import int8_variant
+from taugate.summaries import units_kept
 from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
+from taugate.training.gating import set_hard
 from taugate.training.loop import TrainConfig, accuracy, train
 from taugate.training.methods import AdaptationMethod, get_method
+from taugate.training.modes import ModeSource
 from taugate.training.sparsity import retune
+from taugate.training.targets import Targets
 
 log = logging.getLogger(__name__)
 
 
+def foundation_model(config: FoundationConfig) -> nn.Module:
+    """A fresh model of ``config.family`` (seed first: weights are seeded by their creator)."""
+    if config.family == "mlp":
+        return MLP(config.backbone)
+    from taugate.training.models import build
+
+    return build(config.family, config.family_config)
+
+
 def pretrain_foundation(
-    data: MNISTModes, config: FoundationConfig, device="cpu", progress: bool = True
-) -> MLP:
-    """Train the backbone on the mixture of ``config.modes`` (seeded, deterministic on CPU)."""
+    data: ModeSource, config: FoundationConfig, device="cpu", progress: bool = True
+) -> nn.Module:
+    """Train a model of ``config.family`` on the mixture of ``config.modes`` (seeded,
+    deterministic on CPU)."""
     torch.manual_seed(config.seed)
-    model = MLP(config.backbone).to(device)
+    model = foundation_model(config).to(device)
     mixture = data.mixture(list(config.modes))
     train(
         model,
         model.parameters(),
         mixture,
-        TrainConfig(config.epochs, config.batch_size, config.lr, config.momentum, config.seed),
+        TrainConfig(config.epochs, config.batch_size, config.lr, config.momentum, config.seed,
+                    config.optimizer),
         device=device,
         label=f"foundation {'+'.join(config.modes)}",
         progress=progress,
@@ -60,13 +76,15 @@ class AdaptConfig:
 
 
 def adapt(
-    foundation: MLP, mode_data: ModeData, config: AdaptConfig, device="cpu", progress: bool = True
-) -> tuple[AdaptationMethod, MLP]:
-    """Wrap a frozen copy of ``foundation`` with the method and train it on one mode; when the
-    method's config asks for ``retune_epochs`` (sparse TauGate), retune after the sparse phase."""
+    foundation: nn.Module, mode_data: ModeData, config: AdaptConfig, device="cpu",
+    progress: bool = True, targets: Targets | None = None,
+) -> tuple[AdaptationMethod, nn.Module]:
+    """Wrap a frozen copy of ``foundation`` with the method at ``targets`` (default: every site
+    of a built-in family; training/targets.py) and train it on one mode; when the method's
+    config asks for a retune (sparse TauGate), retune after the sparse phase."""
     torch.manual_seed(config.train.seed)
     method = get_method(config.method, config.method_config)
-    model = method.wrap(foundation).to(device)
+    model = method.wrap(foundation, targets).to(device)
     params = list(method.trainable(model).values())
     if params:
         train(
@@ -80,7 +98,8 @@ def adapt(
             label=f"{method.name} {mode_data.mode.name}",
             progress=progress,
         )
-    retune_epochs = int(getattr(method.config, "retune_epochs", 0))
+    rc = method.retune_config()
+    retune_epochs = rc.epochs if rc is not None else 0
     if params and retune_epochs > 0:
         # prune, then retune: the sparse phase zeroed whole units; retrain the rest without L1
         torch.manual_seed(config.train.seed)
@@ -103,7 +122,7 @@ class ModeReport:
 
     @property
     def units(self) -> str:
-        return " ".join(f"{k}/{t}" for k, t in zip(self.pruned.model.widths, self.pruned.unpruned.widths))
+        return units_kept(self.pruned.model.widths, self.pruned.unpruned.widths)
 
 
 def _np(split) -> tuple[np.ndarray, np.ndarray]:
@@ -121,9 +140,9 @@ def harden_mode(
 
     ``name`` is the mode's key in the bundle (default: the mode's own name); give e.g.
     ``"rot45-lora"`` to export several methods for one mode side by side."""
-    soft = accuracy(model.set_hard(False), mode_data.test)
-    hard = accuracy(model.set_hard(True), mode_data.test)
-    model.set_hard(False)
+    soft = accuracy(set_hard(model, False), mode_data.test)
+    hard = accuracy(set_hard(model, True), mode_data.test)
+    set_hard(model, False)
     hardened = method.harden(model, {"mode": mode_data.mode.name, "angle": mode_data.mode.angle})
     pruned = prune_mode(hardened, _np(mode_data.calibration), _np(mode_data.test), prune)
     return ModeReport(name or mode_data.mode.name, mode_data.mode, method.name, soft, hard, pruned)

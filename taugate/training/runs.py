@@ -1,15 +1,29 @@
-"""A training run on disk: ``RUN/foundation.{safetensors,json}`` + ``RUN/adapters/<mode>.*``.
+"""A training run on disk: ``RUN/run.json`` + ``RUN/foundation.{safetensors,json}`` +
+``RUN/adapters/<mode>.*``.
 
-``train_run`` writes one (what ``taugate train`` does), ``export_run`` turns one into a bundle
-(what ``taugate export`` does); ``taugate demo`` does both and then serves the bundle.
+``train_run`` writes one (what ``taugate train`` does), ``export_run`` turns an mlp run into a
+bundle (what ``taugate export`` does); ``taugate demo`` does both and then serves the bundle.
+``load_run`` (training/loaded.py) reads any run back for the exporter.
+
+``run.json`` (format ``taugate-run``, version 2) records the model family, how to reopen the
+mode source (``source``), the bundle v2 ``input`` / ``output`` specs, the target sites and the
+modes trained. Runs written before it existed (no run.json) are mlp runs on MNIST rotations and
+still load.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from taugate import __version__
+from taugate._atomic import write_text
+from taugate._names import check_mode_name
 from taugate.export.prune import PruneConfig
 from taugate.export.regression import DenseComparison, check_not_worse
 from taugate.training.adapters import load_adapter, load_foundation, save_adapter, save_foundation
@@ -25,17 +39,21 @@ from taugate.training.pipeline import (
     harden_mode,
     pretrain_foundation,
 )
+from taugate.training.targets import parse_patterns, resolve_targets
 
 log = logging.getLogger(__name__)
 
 FOUNDATION_STEM = "foundation"
 ADAPTER_DIR = "adapters"
+RUN_FILE = "run.json"
+RUN_FORMAT, RUN_VERSION = "taugate-run", 2
 
 
 @dataclass
 class RunConfig:
     out: str  # the run directory
-    modes: tuple[str, ...] = ("rot0", "rot45")  # one adapter per mode
+    modes: tuple[str, ...] | None = None  # one adapter per mode (None: the source's modes:
+    #   MNIST rot0, rot45; every folder of modes_dir)
     foundation: FoundationConfig = field(default_factory=FoundationConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -43,11 +61,22 @@ class RunConfig:
     foundation_only: bool = False  # stop after the foundation
     device: str = "auto"
     progress: bool = True
+    modes_dir: str | None = None  # MODES/<mode>/{train,test[,calibration]}.npz instead of MNIST
+    model: str | None = None  # FILE.py:FACTORY: the user's frozen model instead of a foundation
+    weights: str | None = None  # safetensors weights for --model (loaded strictly)
+    targets: tuple[str, ...] | None = None  # module-path patterns (None: every site)
+    mixture_from_modes: bool = False  # pretrain on the adapted modes instead of foundation.modes
 
     def __post_init__(self) -> None:
-        self.modes = tuple(self.modes)
-        for m in self.modes:
-            Mode.parse(m)  # fails early with the accepted form
+        if self.modes is not None:
+            self.modes = tuple(self.modes)
+            for m in self.modes:
+                check_mode_name(m)  # the source checks the rest when it loads the mode
+        self.targets = parse_patterns(self.targets)
+        if self.weights and not self.model:
+            raise ValueError("--weights: needs --model FILE.py:FACTORY (the module to load into)")
+        if self.model and self.foundation_path:
+            raise ValueError("--model and --foundation: give one foundation, not both")
 
 
 @dataclass
@@ -57,34 +86,111 @@ class TrainedRun:
     adapters: dict[str, Path]  # mode -> adapter path
 
 
-def train_run(config: RunConfig, data: MNISTModes | None = None) -> TrainedRun:
+def open_source(config: RunConfig):
+    """The mode source of a run: a modes folder, else MNIST."""
+    if config.modes_dir:
+        from taugate.training.modes import FolderModes
+
+        return FolderModes(config.modes_dir, split_seed=config.data.split_seed)
+    return MNISTModes(config.data)
+
+
+def fit_to_data(fc: FoundationConfig, source, modes: list[str]) -> FoundationConfig:
+    """The foundation config with its input size, classes and normalization taken from the
+    data (non-MNIST sources; MNIST keeps the paper's numbers)."""
+    if isinstance(source, MNISTModes):
+        return fc
+    mix = source.mixture(modes)
+    classes = max(2, int(max(int(source.mode(m).test.y.max()) for m in modes) + 1),
+                  int(mix.y.max()) + 1)
+    mean, std = float(mix.x.mean()), float(mix.x.std()) or 1.0
+    shape = tuple(mix.x.shape[1:])
+    if fc.family == "mlp":
+        backbone = replace(fc.backbone, input_dim=int(torch.tensor(shape).prod()),
+                           num_classes=classes, input_mean=mean, input_std=std)
+        return replace(fc, backbone=backbone)
+    if fc.family == "vit":
+        if len(shape) not in (2, 3):
+            raise ValueError(f"--family vit: expected image inputs [C, H, W] or [H, W] per sample, "
+                             f"got {list(shape)}; use --family mlp for flat features")
+        c, h, w = (1, *shape) if len(shape) == 2 else shape
+        cfg = {**fc.family_config, "channels": c, "height": h, "width": w,
+               "num_classes": classes, "input_mean": mean, "input_std": std}
+        return replace(fc, family_config=cfg)
+    return fc
+
+
+def train_run(config: RunConfig, data=None) -> TrainedRun:
     """Pretrain (or load) the foundation, then train one adapter per mode; write them all."""
     out = Path(config.out)
     device = resolve_device(config.device)
-    data = data or MNISTModes(config.data)
-    if config.foundation_path:
+    source = data or open_source(config)
+    modes = list(config.modes) if config.modes is not None else source.names()
+    for m in modes:
+        source.mode(m)  # a bad mode or folder fails before any training
+    factory = None
+    if config.model:
+        from taugate.training.models.user import load_factory, load_weights, parse_factory
+
+        path, name = parse_factory(config.model)
+        factory = f"{path}:{name}"
+        foundation = load_factory(factory)
+        if config.weights:
+            load_weights(foundation, config.weights)
+        foundation = foundation.cpu().eval()
+    elif config.foundation_path:
         foundation, meta = load_foundation(config.foundation_path)
+        factory = meta.get("factory")
         log.info("loaded foundation %s (sha256 %s)", config.foundation_path, meta["sha256"][:12])
     else:
-        foundation = pretrain_foundation(data, config.foundation, device, config.progress)
-    sha = save_foundation(foundation, out / FOUNDATION_STEM,
+        fc = config.foundation
+        if config.mixture_from_modes:
+            fc = replace(fc, modes=tuple(modes))
+        fc = fit_to_data(fc, source, list(fc.modes))
+        foundation = pretrain_foundation(source, fc, device, config.progress)
+    for p in foundation.parameters():
+        p.requires_grad_(False)
+    example = source.mode(modes[0]).calibration.x[:8]
+    targets = resolve_targets(foundation, example, config.targets)
+    sha = save_foundation(foundation, out / FOUNDATION_STEM, factory=factory,
                           extra={"train_config": _plain(config.foundation)})
+    write_run_file(out, foundation, source, example, targets, modes)
     adapters: dict[str, Path] = {}
     if not config.foundation_only:
-        for name in config.modes:
-            mode = Mode.parse(name)
-            method, model = adapt(foundation, data.mode(mode), config.adapt, device, config.progress)
+        for name in modes:
+            md = source.mode(name)
+            method, model = adapt(foundation, md, config.adapt, device, config.progress, targets)
+            mode = {"name": md.mode.name, "angle": md.mode.angle} if md.mode.angle is not None \
+                else {"name": md.mode.name}
             adapters[name] = save_adapter(
-                out / ADAPTER_DIR / name, method, model, sha,
-                mode={"name": mode.name, "angle": mode.angle},
-                extra={"train_config": _plain(config.adapt.train)},
+                out / ADAPTER_DIR / name, method, model, sha, mode=mode,
+                extra={"facts": md.facts, "train_config": _plain(config.adapt.train)},
             )
     return TrainedRun(out, sha, adapters)
 
 
-def _plain(cfg) -> dict:
-    from dataclasses import asdict
+@torch.no_grad()
+def write_run_file(out: Path, foundation: nn.Module, source, example, targets, modes) -> Path:
+    from taugate.training.models import family_of
 
+    classes = int(foundation.eval()(example).shape[-1])
+    labels = getattr(source, "labels", None)
+    meta = {
+        "format": RUN_FORMAT,
+        "format_version": RUN_VERSION,
+        "created_by": f"taugate {__version__}",
+        "family": family_of(foundation),
+        "source": source.describe(),
+        "input": dict(source.input_spec),
+        "output": {"name": "logits", "dtype": "float32", "shape": ["batch", classes],
+                   "labels": list(labels) if labels and len(labels) == classes else None},
+        "targets": targets.to_dict(),
+        "modes": list(modes),
+    }
+    return write_text(out / RUN_FILE, json.dumps(meta, indent=2))
+
+
+def _plain(cfg) -> dict:
     return asdict(cfg)
 
 

@@ -25,22 +25,85 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
+from torch import nn
 
-from taugate.training.backbone import MLP
+from taugate.training.gating import clear_gates, gate_modules, targets_of
 from taugate.training.loop import TrainConfig, train
 from taugate.training.recipes import RETUNE_MAX_GRAD_NORM
 
 
-def unit_costs(model: MLP) -> list[torch.Tensor]:
-    """Per hidden layer, each unit's MAC cost relative to the mean hidden unit (mean = 1)."""
-    dims = (model.config.input_dim, *model.config.hidden, model.config.num_classes)
-    raw = [float(dims[i] + dims[i + 2]) for i in range(len(model.config.hidden))]
-    total_units = sum(model.config.hidden)
-    mean = sum(c * w for c, w in zip(raw, model.config.hidden)) / total_units
-    return [torch.full((w,), c / mean) for c, w in zip(raw, model.config.hidden)]
+@dataclass
+class SparsityConfig:
+    """Unit-level sparsity: a cost-weighted proximal L1 step on the gains (off by default)."""
+
+    unit_l1: float = 0.0  # proximal L1 on gains, weighted by unit MAC cost (0: off = the paper)
+    gain_lr_scale: float = 1.0  # the gains' learning rate = lr * this (gradient and prox step)
+
+    FLAT: ClassVar[dict] = {"unit_l1": ("sparsity", "unit_l1"),
+                            "gain_lr_scale": ("sparsity", "gain_lr_scale")}
+
+    def __post_init__(self) -> None:
+        if self.unit_l1 < 0:
+            raise ValueError(f"unit_l1: expected >= 0, got {self.unit_l1}")
+        if self.gain_lr_scale <= 0:
+            raise ValueError(f"gain_lr_scale: expected > 0, got {self.gain_lr_scale}")
+
+
+@dataclass
+class RetuneConfig:
+    """Prune, then retune: retrain tau/gamma without L1, zeroed units frozen (off by default)."""
+
+    epochs: int = 0  # retune epochs after the sparse phase (0: no retune)
+    target_mac_ratio: float = 0.0  # > 0: before retuning, zero the least important units until
+    #   dense MACs / kept MACs >= this (0: keep what L1 left)
+    round_units: int = 1  # with target_mac_ratio: round the first site's kept count down to this
+    lr_scale: float = 1.0  # retune lr = adaptation lr * this
+    schedule: str = "constant"  # or "cosine": lr decays to 0 over the retune epochs
+    distill: str = "none"  # retune with distillation from "taugate" (plain TauGate adapted for
+    #   1 epoch on the same frozen weights) or "foundation" (the dense frozen model)
+    distill_temperature: float = 4.0  # KD temperature T
+    distill_alpha: float = 0.5  # loss = (1 - a) CE + a T^2 KL(teacher || student)
+
+    FLAT: ClassVar[dict] = {
+        "retune_epochs": ("retune", "epochs"),
+        "target_mac_ratio": ("retune", "target_mac_ratio"),
+        "round_units": ("retune", "round_units"),
+        "retune_lr_scale": ("retune", "lr_scale"),
+        "retune_schedule": ("retune", "schedule"),
+        "distill": ("retune", "distill"),
+        "distill_temperature": ("retune", "distill_temperature"),
+        "distill_alpha": ("retune", "distill_alpha"),
+    }
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ValueError(f"retune_epochs: expected >= 0, got {self.epochs}")
+        if self.target_mac_ratio < 0 or (0 < self.target_mac_ratio < 1):
+            raise ValueError(f"target_mac_ratio: expected 0 (off) or >= 1, got {self.target_mac_ratio}")
+        if self.round_units < 1:
+            raise ValueError(f"round_units: expected >= 1, got {self.round_units}")
+        if self.lr_scale <= 0:
+            raise ValueError(f"retune_lr_scale: expected > 0, got {self.lr_scale}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"retune_schedule: expected 'constant' or 'cosine', got "
+                             f"{self.schedule!r}")
+        if self.distill not in ("none", "taugate", "foundation"):
+            raise ValueError(f"distill: expected 'none', 'taugate' or 'foundation', got "
+                             f"{self.distill!r}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature: expected > 0, got {self.distill_temperature}")
+        if not 0 <= self.distill_alpha <= 1:
+            raise ValueError(f"distill_alpha: expected in [0, 1], got {self.distill_alpha}")
+
+
+def unit_costs(model: nn.Module) -> list[torch.Tensor]:
+    """Per gated site, each unit's MAC cost relative to the mean gated unit (mean = 1): the
+    producer's fan-in plus the consumer's fan-out, times the rows per sample (targets.py)."""
+    return targets_of(model).unit_costs()
 
 
 @torch.no_grad()
@@ -49,26 +112,31 @@ def prox_l1_(param: torch.Tensor, step: torch.Tensor | float) -> None:
     param.copy_(torch.sign(param) * torch.clamp(param.abs() - step, min=0))
 
 
-def gain_prox_step(model: MLP, lr: float, strength: float, costs: list[torch.Tensor]) -> None:
-    """One proximal L1 step on every hidden layer's ``gain`` (see the module docstring)."""
-    for act, cost in zip(model.acts, costs):
+def gain_prox_step(model: nn.Module, lr: float, strength: float,
+                   costs: list[torch.Tensor] | None = None) -> None:
+    """One proximal L1 step on every gated site's ``gain`` (see the module docstring)."""
+    costs = unit_costs(model) if costs is None else costs
+    for (_, act), cost in zip(gate_modules(model), costs):
         gain = getattr(act, "gain", None)
         if isinstance(gain, torch.nn.Parameter):
             prox_l1_(gain, (lr * strength) * cost.to(gain.device, gain.dtype))
 
 
-def zero_gain_counts(model: MLP) -> list[int]:
-    """Units per hidden layer whose gain is exactly zero (what pruning will remove for sure)."""
-    return [int((getattr(a, "gain", torch.ones(1)) == 0).sum()) for a in model.acts]
+def _gains(model: nn.Module) -> list[torch.Tensor | None]:
+    return [getattr(act, "gain", None) for _, act in gate_modules(model)]
+
+
+def zero_gain_counts(model: nn.Module) -> list[int]:
+    """Units per gated site whose gain is exactly zero (what pruning will remove for sure)."""
+    return [0 if g is None else int((g == 0).sum()) for g in _gains(model)]
 
 
 @contextmanager
-def frozen_zero_units(model: MLP):
+def frozen_zero_units(model: nn.Module):
     """Within the block, gradients of gains that are exactly zero now are masked to zero, so
     with a fresh optimizer those units stay removed while the others are retuned."""
     hooks = []
-    for act in model.acts:
-        gain = getattr(act, "gain", None)
+    for gain in _gains(model):
         if isinstance(gain, torch.nn.Parameter):
             alive = (gain.detach() != 0).to(gain.dtype)
             hooks.append(gain.register_hook(lambda g, m=alive: g * m))
@@ -79,28 +147,41 @@ def frozen_zero_units(model: MLP):
             h.remove()
 
 
-def kept_macs(model: MLP) -> int:
+def _kept(model: nn.Module, alive: list[torch.Tensor] | None = None) -> dict[str, int]:
+    """Kept units per producer: nonzero gains (or the ``alive`` masks given)."""
+    out = {}
+    for k, (site, act) in enumerate(gate_modules(model)):
+        if alive is not None:
+            out[site.producer] = int(alive[k].sum())
+        else:
+            gain = getattr(act, "gain", None)
+            out[site.producer] = site.units if gain is None else int((gain != 0).sum())
+    return out
+
+
+def kept_macs(model: nn.Module) -> int:
     """MACs of ``model`` once its zero-gain units are removed (what export/prune.py keeps)."""
-    kept = [int((getattr(a, "gain", torch.ones(a.width)) != 0).sum()) for a in model.acts]
-    dims = (model.config.input_dim, *kept, model.config.num_classes)
-    return sum(a * b for a, b in zip(dims, dims[1:]))
+    return targets_of(model).macs(_kept(model))
 
 
-def dense_macs(model: MLP) -> int:
-    dims = (model.config.input_dim, *model.config.hidden, model.config.num_classes)
-    return sum(a * b for a, b in zip(dims, dims[1:]))
+def dense_macs(model: nn.Module) -> int:
+    return targets_of(model).macs()
 
 
 @torch.no_grad()
-def unit_importance(model: MLP, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
-    """Per hidden unit: |gamma_j| * E[h_j / gamma_j] * ||W_{l+1}[:, j]||, the mean size of what
-    the unit sends to the next layer (0 for units already removed)."""
+def unit_importance(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
+    """Per gated unit: |gamma_j| * E[h_j / gamma_j] * ||W_consumer[:, j]||, the mean size of
+    what the unit sends to its consumer (0 for units already removed)."""
+    from taugate.training.backbone import linear_weight_bias
+    from taugate.training.targets import get_module
+
     model.eval()
-    sums = [torch.zeros(a.width) for a in model.acts]
+    sites = gate_modules(model)
+    sums = [torch.zeros(site.units) for site, _ in sites]
     handles = []
-    for i, act in enumerate(model.acts):
-        def hook(mod, inp, out, i=i):
-            sums[i] += out.detach().abs().sum(0).float().cpu()
+    for i, (site, act) in enumerate(sites):
+        def hook(mod, inp, out, i=i, units=site.units):
+            sums[i] += out.detach().abs().reshape(-1, units).sum(0).float().cpu()
         handles.append(act.register_forward_hook(hook))
     try:
         for k in range(0, len(x), batch_size):
@@ -108,36 +189,36 @@ def unit_importance(model: MLP, x: torch.Tensor, batch_size: int = 4096) -> list
     finally:
         for h in handles:
             h.remove()
-    from taugate.training.backbone import linear_weight_bias
-
     out = []
-    for i, s in enumerate(sums):
-        w_next, _ = linear_weight_bias(model.linears[i + 1])
+    for (site, _), s in zip(sites, sums):
+        w_next, _ = linear_weight_bias(get_module(model, site.consumer))
         out.append(s / len(x) * w_next.detach().float().cpu().norm(dim=0))
     return out
 
 
 @torch.no_grad()
-def prune_to_mac_ratio(model: MLP, x: torch.Tensor, ratio: float, multiple: int = 1) -> list[int]:
+def prune_to_mac_ratio(model: nn.Module, x: torch.Tensor, ratio: float,
+                       multiple: int = 1) -> list[int]:
     """Zero the gains of the least important units (:func:`unit_importance` per MAC the unit
     costs now) until ``dense MACs / kept MACs >= ratio``; then, if ``multiple > 1``, round the
-    first layer's kept count *down* to a multiple of it (ORT's Gemm works in 16-column panels).
-    Returns the kept units per layer."""
-    target = dense_macs(model) / ratio
+    first site's kept count *down* to a multiple of it (ORT's Gemm works in 16-column panels).
+    Returns the kept units per site."""
+    targets = targets_of(model)
+    sites = gate_modules(model)
+    target = targets.macs() / ratio
     score = unit_importance(model, x)
-    alive = [(getattr(a, "gain") != 0).cpu() for a in model.acts]
+    alive = [(a.gain != 0).cpu() for _, a in sites]
 
     def macs():
-        dims = (model.config.input_dim, *[int(m.sum()) for m in alive], model.config.num_classes)
-        return sum(a * b for a, b in zip(dims, dims[1:]))
+        return targets.macs(_kept(model, alive))
 
     def remove_one(layers):
         best = None
+        kept = _kept(model, alive)
         for l in layers:
             if int(alive[l].sum()) <= 1:
                 continue
-            dims = (model.config.input_dim, *[int(m.sum()) for m in alive], model.config.num_classes)
-            cost = dims[l] + dims[l + 2]  # MACs the unit costs now: its row and its column
+            cost = targets.unit_cost(sites[l][0], kept)  # MACs the unit costs now
             s = score[l].clone() / cost
             s[~alive[l]] = float("inf")
             j = int(s.argmin())
@@ -154,29 +235,28 @@ def prune_to_mac_ratio(model: MLP, x: torch.Tensor, ratio: float, multiple: int 
         k = int(alive[0].sum())
         while k % multiple and k > multiple and remove_one([0]):
             k = int(alive[0].sum())
-    for act, m in zip(model.acts, alive):
+    for (_, act), m in zip(sites, alive):
         act.gain.mul_(m.to(act.gain.device, act.gain.dtype))
     return [int(m.sum()) for m in alive]
 
 
-def _teacher(method, model: MLP, split, config: TrainConfig, kind: str, device, progress):
+def _teacher(method, model: nn.Module, split, config: TrainConfig, kind: str, device, progress):
     """The distillation teacher: the dense frozen foundation (``"foundation"``: every gain 1,
     every threshold off) or plain TauGate adapted on ``split`` (``"taugate"``), both built on the
     same frozen weights as ``model``."""
     import copy
 
-    for act in model.acts:  # recorded gates are graph outputs, which deepcopy refuses
-        if getattr(act, "last_gate", None) is not None:
-            act.last_gate = None
+    clear_gates(model)  # recorded gates are graph outputs, which deepcopy refuses
     teacher = copy.deepcopy(model)
-    for act in teacher.acts:
+    acts = [act for _, act in gate_modules(teacher)]
+    for act in acts:
         with torch.no_grad():
             if isinstance(getattr(act, "gain", None), torch.Tensor):
                 act.gain.fill_(1.0)
             if isinstance(getattr(act, "tau", None), torch.Tensor):
                 act.tau.fill_(0.0 if kind == "taugate" else -1e9)
     if kind == "taugate":
-        for act in teacher.acts:
+        for act in acts:
             act.gain_lr_scale = 1.0
         params = [p for p in teacher.parameters() if p.requires_grad]
         train(teacher, params, split, replace(config, epochs=1), device=device,
@@ -208,36 +288,31 @@ def distillation(teacher, temperature: float, alpha: float):
     return objective
 
 
-def retune(method, model: MLP, split, config: TrainConfig, device="cpu", progress: bool = True,
-           label: str = "retune") -> list[float]:
+def retune(method, model: nn.Module, split, config: TrainConfig, device="cpu",
+           progress: bool = True, label: str = "retune") -> list[float]:
     """Retrain ``method``'s parameters on ``split`` with the L1 step off and zero-gain units
     frozen at zero: undoes the L1 shrinkage of the kept gains (prune, then retune).
 
-    Options on ``method.config`` (all off by default; TauGateConfig documents them):
+    Options: ``method.retune_config()`` (:class:`RetuneConfig`; all off by default):
     ``target_mac_ratio`` (first zero the least important units until the MAC budget is met,
-    ``round_units`` rounding layer 1 down), ``retune_lr_scale``, ``retune_schedule`` and
+    ``round_units`` rounding the first site down), ``lr_scale``, ``schedule`` and
     distillation (``distill``, ``distill_temperature``, ``distill_alpha``)."""
-    mc = method.config
-    opt = lambda name, default: getattr(mc, name, default)  # noqa: E731
+    rc: RetuneConfig = method.retune_config() or RetuneConfig()
     model.to(device)
-    ratio = float(opt("target_mac_ratio", 0.0))
-    if ratio > 0:
+    if rc.target_mac_ratio > 0:
         n = min(len(split), 20000)
-        prune_to_mac_ratio(model, split.x[:n], ratio, int(opt("round_units", 1)))
-    distill = str(opt("distill", "none"))
+        prune_to_mac_ratio(model, split.x[:n], float(rc.target_mac_ratio), int(rc.round_units))
     teacher = None
-    if distill != "none":  # trained at the adaptation lr, before the retune lr is applied
-        teacher = _teacher(method, model, split, config, distill, device, progress)
-    config = replace(config, lr=config.lr * float(opt("retune_lr_scale", 1.0)))
-    schedule = str(opt("retune_schedule", "constant"))
+    if rc.distill != "none":  # trained at the adaptation lr, before the retune lr is applied
+        teacher = _teacher(method, model, split, config, rc.distill, device, progress)
+    config = replace(config, lr=config.lr * float(rc.lr_scale))
     objective = None
-    alpha = float(opt("distill_alpha", 0.5))
-    if teacher is not None and alpha > 0:
-        objective = distillation(teacher, float(opt("distill_temperature", 4.0)), alpha)
+    if teacher is not None and rc.distill_alpha > 0:
+        objective = distillation(teacher, float(rc.distill_temperature), float(rc.distill_alpha))
     params = list(method.trainable(model).values())
     with frozen_zero_units(model):
         # no after_step: the proximal step would keep shrinking the kept gains
         return train(model, params, split, config, device=device, penalty=method.penalty,
                      label=label, progress=progress, objective=objective,
-                     lr_scale=cosine if schedule == "cosine" else None,
+                     lr_scale=cosine if rc.schedule == "cosine" else None,
                      max_grad_norm=RETUNE_MAX_GRAD_NORM)

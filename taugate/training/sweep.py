@@ -114,6 +114,7 @@ def onnx_max_abs_diff(model, x: np.ndarray) -> float:
 
 def sweep_point(foundation, dense, data, width, strength, config, dense_acc, device, progress):
     """Train, prune and time one (width, strength) point; returns its row."""
+    from taugate.training.gating import set_hard
     from taugate.training.loop import TrainConfig
     from taugate.training.pipeline import AdaptConfig, adapt
 
@@ -128,7 +129,7 @@ def sweep_point(foundation, dense, data, width, strength, config, dense_acc, dev
     t0 = time.perf_counter()
     method, model = adapt(foundation, md, ac, device=device, progress=progress)
     train_s = time.perf_counter() - t0
-    hardened = method.harden(model.set_hard(False), {"mode": md.mode.name})
+    hardened = method.harden(set_hard(model, False), {"mode": md.mode.name})
     pruned = prune_mode(hardened, _np(md.calibration), _np(md.test), config.prune)
     small = pruned.model
     timing = time_models({"dense": build_graph(dense, "dense"), "pruned": build_graph(small, "m")},
@@ -172,7 +173,7 @@ def run_sweep(config: SweepConfig, data_config=None, device="cpu", progress=True
                      row["units_kept"], row["mac_ratio"], row["acc_mode"], dense_acc[0],
                      row["speedup_b1"], row["speedup_b256"])
             write_results(config, rows, machine)
-    write_pareto(Path(config.out) / "pareto.png", rows)
+    write_pareto(Path(config.out) / "pareto.png", rows, machine)
     return rows
 
 
@@ -190,33 +191,8 @@ def write_results(config: SweepConfig, rows: list[dict], machine: dict) -> None:
     write_text(out / "sweep.json", json.dumps(meta, indent=2))
 
 
-def write_pareto(path: Path, rows: list[dict]) -> None:
-    """Accuracy vs MAC ratio per width (dense accuracy dashed), and speedup vs MAC ratio."""
-    import matplotlib
+def write_pareto(path: Path, rows: list[dict], machine: dict | None = None) -> None:
+    """The sweep's Pareto plot: the report's one implementation (report/figures.py)."""
+    from taugate.report.figures import pareto_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    widths = sorted({r["width"] for r in rows})
-    for k, w in enumerate(widths):
-        rs = sorted((r for r in rows if r["width"] == w), key=lambda r: r["mac_ratio"])
-        c = f"C{k}"
-        mr = [r["mac_ratio"] for r in rs]
-        ax1.plot(mr, [r["acc_mode"] for r in rs], "o-", color=c, label=f"width {w}")
-        ax1.axhline(rs[0]["dense_acc_mode"], color=c, ls="--", lw=1)
-        for b, marker in (("b256", "o-"), ("b1", "x:")):
-            ax2.plot(mr, [r[f"speedup_{b}"] for r in rs], marker, color=c, label=f"width {w}, {b}")
-    top = max(r["mac_ratio"] for r in rows)
-    ax2.plot([1, top], [1, top], "k-", lw=0.8, label="ideal (= MAC ratio)")
-    ax1.set(xlabel="MAC ratio (dense / pruned)", ylabel=f"{rows[0]['mode']} test accuracy",
-            title="accuracy vs MACs (dashed: dense frozen)")
-    ax2.set(xlabel="MAC ratio (dense / pruned)", ylabel="ORT CPU speedup vs dense",
-            title="measured speedup")
-    ax1.legend(fontsize=8)
-    ax2.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, pareto_figure(rows, machine or {}))

@@ -6,20 +6,11 @@ from dataclasses import asdict, dataclass, field
 
 from taugate.training.data import DataConfig, Mode
 from taugate.training.methods import METHODS
+from taugate.training.modes.corruptions import Corruption
 
-TABLE1_METHODS = ("frozen", "bitfit", "taugate", "lora", "full_ft")  # the paper's row order
-ABLATION_METHODS = ("gain_only", "tau_only")  # Table 2 (beside TauGate)
-GATED_METHODS = ("taugate", "tau_only")  # those with a gate, so a high-act fraction
-
-LABELS = {
-    "frozen": "Frozen",
-    "bitfit": "BitFit (bias-only)",
-    "taugate": "TauGate (threshold + gain)",
-    "lora": "LoRA (r={rank})",
-    "full_ft": "Full FT",
-    "gain_only": "GainOnly",
-    "tau_only": "TauOnly",
-}
+# Derived from the registry (methods/__init__.py), in its order: a new method lands here.
+TABLE1_METHODS = tuple(n for n, m in METHODS.items() if m.table == "main")
+ABLATION_METHODS = tuple(n for n, m in METHODS.items() if m.table == "ablation")
 
 # arXiv 2602.11726, Tables 1-3 (mean, std over seeds); for side-by-side reports only.
 PAPER = {
@@ -40,9 +31,10 @@ PAPER = {
 
 
 def method_label(name: str, method_config: dict | None = None) -> str:
-    """The row label of a method in tables and figures."""
-    cfg = {"rank": 8, **(method_config or {})}
-    return LABELS.get(name, name).format(**cfg)
+    """The row label of a method in tables and figures (its ``label`` over its config)."""
+    if name not in METHODS:
+        return name
+    return METHODS[name](method_config or {}).display_label()
 
 
 @dataclass
@@ -79,7 +71,10 @@ class ExperimentConfig:
             raise ValueError(f"seeds: expected one or more distinct integers, got {self.seeds}")
         self.foundation_modes, self.eval_modes = tuple(self.foundation_modes), tuple(self.eval_modes)
         for m in (*self.foundation_modes, *self.eval_modes, self.adapt_mode, self.overlap_mode):
-            Mode.parse(m)  # fails early with the accepted form
+            if not m.startswith("rot"):
+                Corruption.parse(m)  # fails early with the accepted forms
+            else:
+                Mode.parse(m)
         if not self.eval_modes:
             raise ValueError("eval_modes: expected at least one mode")
         self.methods = tuple(self.methods)

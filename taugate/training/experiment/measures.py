@@ -27,8 +27,10 @@ import torch
 
 from taugate.export.graph import INPUT_NAME, build_graph
 from taugate.export.hardened import HardenedModel
+from taugate.summaries import jaccard, top1
 from taugate.training.backbone import MLP
 from taugate.training.data import Split
+from taugate.training.gating import clear_gates, gates, set_hard
 
 
 def gate_batch(split: Split, size: int, seed: int) -> torch.Tensor:
@@ -42,28 +44,18 @@ def gate_batch(split: Split, size: int, seed: int) -> torch.Tensor:
 def high_gate_frequency(model: MLP, x: torch.Tensor, threshold: float) -> list[np.ndarray] | None:
     """Per hidden layer, the fraction of rows of ``x`` on which each unit's soft gate exceeds
     ``threshold``; None for a model without gates."""
-    model.eval().set_hard(False)
-    for act in model.acts:
-        act.last_gate = None  # a stale gate from training must not count
+    set_hard(model.eval(), False)
+    clear_gates(model)  # a stale gate from training must not count
     model(x)
-    gates = model.gates()
-    if not gates:
+    recorded = gates(model)
+    if not recorded:
         return None
-    return [(g > threshold).double().mean(0).cpu().numpy() for g in gates]
+    return [(g > threshold).double().mean(0).cpu().numpy() for g in recorded]
 
 
 def high_act_frac(frequencies: list[np.ndarray]) -> float:
     """The fraction of gate values above the threshold, averaged over the hidden layers."""
     return float(np.mean([f.mean() for f in frequencies]))
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """``|a & b| / |a | b|`` of two boolean masks; 1.0 when both are empty."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    if a.shape != b.shape:
-        raise ValueError(f"jaccard: masks of different shapes {a.shape} and {b.shape}")
-    union = int((a | b).sum())
-    return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
 def mode_masks(frequencies: list[np.ndarray], min_frac: float) -> list[np.ndarray]:
@@ -114,5 +106,4 @@ class OnnxScorer:
         return np.concatenate(out)
 
     def accuracy(self, split: Split) -> float:
-        pred = self.logits(split.x.numpy()).argmax(1)
-        return float((pred == split.y.numpy()).mean())
+        return top1(self.logits(split.x.numpy()), split.y.numpy())

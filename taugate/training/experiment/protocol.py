@@ -33,6 +33,7 @@ from taugate.training.experiment.summary import (
     to_csv,
 )
 from taugate.training.experiment.tables import ablations_table, overlap_table, results_table
+from taugate.training.gating import set_hard
 from taugate.training.loop import TrainConfig, accuracy
 from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
 
@@ -125,9 +126,9 @@ def run_one(config: ExperimentConfig, data: MNISTModes, foundation: MLP, seed: i
     rows = []
     for ev in config.eval_modes:
         test = data.mode(ev).test
-        soft = accuracy(model.set_hard(False), test)
-        hard = accuracy(model.set_hard(True), test)
-        model.set_hard(False)
+        soft = accuracy(set_hard(model, False), test)
+        hard = accuracy(set_hard(model, True), test)
+        set_hard(model, False)
         rows.append({
             "seed": seed, "method": method, "adapt_mode": mode, "eval_mode": ev,
             "accuracy": soft, "hard_accuracy": hard,

@@ -5,7 +5,7 @@ Pure: each function returns the table's text; ``protocol.write_artifacts`` write
 
 from __future__ import annotations
 
-from taugate.training.data import Mode
+from taugate._names import rotation_angle
 from taugate.training.experiment.config import ABLATION_METHODS, TABLE1_METHODS
 
 _ESCAPE = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$"}
@@ -16,8 +16,9 @@ def latex_escape(text: str) -> str:
 
 
 def deg(mode: str) -> str:
-    """``"rot45"`` -> ``$45^\\circ$``."""
-    return f"${Mode.parse(mode).angle:g}^\\circ$"
+    """``"rot45"`` -> ``$45^\\circ$``; any other mode: its (escaped) name."""
+    angle = rotation_angle(mode)
+    return f"${angle:g}^\\circ$" if angle is not None else latex_escape(mode)
 
 
 ACC_DIGITS = 4  # the methods differ in the third decimal here (docs/reproduce.md)

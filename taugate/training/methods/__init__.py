@@ -11,12 +11,14 @@ from taugate.training.methods.lora import LoRA
 from taugate.training.methods.tau_only import TauOnly
 from taugate.training.methods.taugate import TauGate
 
+#: In table order: the paper's Table 1 rows, then its Table 2 ablations (``table``). A method
+#: added here appears in `taugate reproduce`'s tables and figure with no other list to edit.
 METHODS: dict[str, type[AdaptationMethod]] = {
     "frozen": Frozen,
-    "taugate": TauGate,
-    "full_ft": FullFT,
     "bitfit": BitFit,
+    "taugate": TauGate,
     "lora": LoRA,
+    "full_ft": FullFT,
     "gain_only": GainOnly,
     "tau_only": TauOnly,
 }

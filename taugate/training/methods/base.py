@@ -1,24 +1,33 @@
-"""The extension point: an adaptation method wraps a frozen backbone, names its trainable
-parameters, and hardens the trained model into the plain per-layer form (export/hardened.py).
+"""The extension point: an adaptation method wraps a frozen model, names its trainable
+parameters, and hardens the trained model for export.
+
+Methods work on *targets* (training/targets.py): the sites ``producer Linear -> ReLU/GELU ->
+consumer Linear`` of any torch model, found by module path. Two hardened forms exist
+(docs/bundle-v2.md, section 1): :meth:`AdaptationMethod.harden_spec` (any model: a
+``GatedSpec`` of thresholds, gains and the state-dict entries the method changed) and
+:meth:`AdaptationMethod.harden` (the paper's chain MLP: per-layer ``HardenedModel``).
 
 Adding a method = one file here + one entry in ``METHODS`` (methods/__init__.py) + one row in
-the methods test table.
+the methods test table; the experiment's tables and figure pick it up from the registry.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+import dataclasses
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.hardened import HardenedModel
-from taugate.training.backbone import MLP, harden_mlp
+from taugate.export.hardened import GatedSpec, GatedUnits, HardenedModel
+from taugate.training.gating import attach, default_targets, targets_of
+from taugate.training.methods.options import build_config
+from taugate.training.targets import Targets
 
 
-@dataclass
+@dataclasses.dataclass
 class NoConfig:
     """A method without options."""
 
@@ -27,13 +36,13 @@ class AdaptationMethod:
     """Base class: subclasses set ``name`` and ``Config`` and implement :meth:`inject`."""
 
     name: ClassVar[str] = "base"
+    label: ClassVar[str] = ""  # row label in tables and figures (str.format over the config)
+    table: ClassVar[str] = "main"  # the experiment table it is a row of: "main" | "ablation"
     Config: ClassVar[type] = NoConfig
 
     def __init__(self, config=None):
-        if config is None:
-            config = self.Config()
-        elif isinstance(config, dict):
-            config = self.Config(**config)
+        if config is None or isinstance(config, dict):
+            config = build_config(self.Config, config, f"method {self.name!r}")
         if not isinstance(config, self.Config):
             raise TypeError(
                 f"{self.name}: expected a {self.Config.__name__} config, got {type(config).__name__}"
@@ -41,31 +50,69 @@ class AdaptationMethod:
         self.config = config
 
     def config_dict(self) -> dict:
-        return asdict(self.config)
+        return dataclasses.asdict(self.config)
 
-    def wrap(self, foundation: MLP) -> MLP:
-        """A deep copy of ``foundation`` with every weight frozen and this method injected."""
+    def display_label(self) -> str:
+        """The method's row label, e.g. ``LoRA (r=8)``."""
+        return (self.label or self.name).format(**self.config_dict())
+
+    def wrap(self, foundation: nn.Module, targets: Targets | None = None) -> nn.Module:
+        """A deep copy of ``foundation`` with every weight frozen and this method injected at
+        ``targets`` (default: every site of a built-in family, training/targets.py)."""
+        targets = targets if targets is not None else default_targets(foundation)
         model = copy.deepcopy(foundation)
         for p in model.parameters():
             p.requires_grad_(False)
+        attach(model, targets)
         self.inject(model)
         return model
 
-    def inject(self, model: MLP) -> None:
+    def inject(self, model: nn.Module) -> None:
         """Add this method's parameters to ``model`` in place (they require grad)."""
         raise NotImplementedError
 
-    def trainable(self, model: MLP) -> dict[str, nn.Parameter]:
+    def trainable(self, model: nn.Module) -> dict[str, nn.Parameter]:
         """The parameters this method trains, by their name in ``model``."""
         return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
-    def penalty(self, model: MLP) -> torch.Tensor | None:
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
         """A term added to the loss after each forward pass (None: none)."""
         return None
 
-    def after_step(self, model: MLP, lr: float) -> None:
+    def after_step(self, model: nn.Module, lr: float) -> None:
         """Called after each optimizer step (e.g. a proximal update); default: nothing."""
 
-    def harden(self, model: MLP, meta: dict | None = None) -> HardenedModel:
-        """The plain per-layer form: merged weights, thresholds, gains folded forward."""
+    def retune_config(self):
+        """The retune options (sparsity.RetuneConfig) when the method retunes, else None."""
+        return
+
+    def harden(self, model: nn.Module, meta: dict | None = None) -> HardenedModel:
+        """The paper MLP's plain per-layer form: merged weights, thresholds, gains folded."""
+        from taugate.training.backbone import MLP, harden_mlp
+
+        if not isinstance(model, MLP):
+            raise TypeError(f"harden: the per-layer form exists for the mlp family only, got "
+                             f"{type(model).__name__}; use harden_spec(model)")
         return harden_mlp(model, {"method": self.name, **(meta or {})})
+
+    # -- the GatedSpec (any model) -----------------------------------------------------------
+    def gated_units(self, model: nn.Module) -> list[GatedUnits]:
+        """Per site, the hard gate's threshold and the gain (default: no gate, gain 1, on ReLU
+        sites only, where ``relu(z) = z * 1[z > 0]`` is exact; GELU sites stay ungated)."""
+        return [GatedUnits(s.producer, s.consumer, s.activation, np.zeros(s.units, np.float32),
+                           np.ones(s.units, np.float32))
+                for s in targets_of(model).sites if s.activation == "relu"]
+
+    def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """Foundation state-dict entries this method changed, as whole tensors (default: none)."""
+        return {}
+
+    @torch.no_grad()
+    def harden_spec(self, model: nn.Module, meta: dict | None = None) -> GatedSpec:
+        """The method-agnostic form export compacts (docs/bundle-v2.md, section 1)."""
+        return GatedSpec(targets=tuple(self.gated_units(model)), overrides=self.overrides(model),
+                         meta={"method": self.name, **(meta or {})})
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().float().cpu().numpy(), np.float32)

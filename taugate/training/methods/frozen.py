@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from taugate.training.backbone import MLP
+from torch import nn
+
 from taugate.training.methods.base import AdaptationMethod
 
 
 class Frozen(AdaptationMethod):
     name = "frozen"
+    label = "Frozen"
 
-    def inject(self, model: MLP) -> None:
+    def inject(self, model: nn.Module) -> None:
         pass

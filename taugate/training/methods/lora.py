@@ -13,18 +13,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from taugate.training.backbone import MLP
-from taugate.training.methods.base import AdaptationMethod
+from taugate.training.methods.base import AdaptationMethod, as_numpy
+from taugate.training.methods.bitfit import linear_modules
+from taugate.training.targets import set_module
 
 
 @dataclass
 class LoRAConfig:
     rank: int = 8  # r: the rank of the update B @ A
     alpha: float = 8.0  # scaling = alpha / rank (PEFT's default alpha = r: scaling 1)
-    layers: tuple[int, ...] | None = None  # indices of the linear layers to adapt; None = all
+    layers: tuple[int, ...] | None = None  # indices of the linear layers (module order) to
+    #   adapt; None = all
 
     def __post_init__(self) -> None:
         if int(self.rank) != self.rank or self.rank < 1:
@@ -73,6 +76,7 @@ class LoRA(AdaptationMethod):
     """Low-rank updates on the frozen linear layers (default: r = 8 on all of them)."""
 
     name = "lora"
+    label = "LoRA (r={rank})"
     Config = LoRAConfig
 
     def config_dict(self) -> dict:
@@ -81,12 +85,19 @@ class LoRA(AdaptationMethod):
             d["layers"] = list(d["layers"])
         return d
 
-    def inject(self, model: MLP) -> None:
-        n = len(model.linears)
-        targets = range(n) if self.config.layers is None else self.config.layers
-        for i in targets:
+    def inject(self, model: nn.Module) -> None:
+        linears = linear_modules(model)
+        n = len(linears)
+        chosen = range(n) if self.config.layers is None else self.config.layers
+        for i in chosen:
             if i >= n:
                 raise ValueError(
-                    f"lora layers: index {i} out of range; the backbone has linear layers 0..{n - 1}"
+                    f"lora layers: index {i} out of range; the model has linear layers 0..{n - 1}"
                 )
-            model.linears[i] = LoRALinear(model.linears[i], self.config.rank, self.config.alpha)
+            path, linear = linears[i]
+            set_module(model, path, LoRALinear(linear, self.config.rank, self.config.alpha))
+
+    def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """The merged weights ``W + scaling * B @ A`` under the foundation's names."""
+        return {f"{path}.weight": as_numpy(m.merged_weight_bias()[0])
+                for path, m in model.named_modules() if isinstance(m, LoRALinear)}

@@ -1,4 +1,4 @@
-"""TauOnly: a learned per-unit threshold on each hidden ReLU, gains fixed at 1 (paper ablation).
+"""TauOnly: a learned per-unit threshold on each target's activation, gains fixed at 1.
 
 arXiv 2602.11726, Table 2: ``h = relu(z) * sigmoid(s * (z - tau))`` while training, hardened to
 ``z * 1[z > max(tau, 0)]``; 128 + 128 = 256 parameters. Built from TauGate's activation with
@@ -9,12 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import nn
-
-from taugate.training.backbone import MLP
-from taugate.training.methods.base import AdaptationMethod
-from taugate.training.methods.taugate import TauGateActivation, TauGateConfig
+from taugate.training.methods.taugate import TauGate, TauGateConfig
 
 
 @dataclass
@@ -30,19 +25,18 @@ class TauOnlyConfig:
             raise ValueError(f"activity_lambda: expected >= 0, got {self.activity_lambda}")
 
 
-class TauOnly(AdaptationMethod):
+class TauOnly(TauGate):
     """Per-unit thresholds only."""
 
     name = "tau_only"
+    label = "TauOnly"
+    table = "ablation"
     Config = TauOnlyConfig
 
-    def inject(self, model: MLP) -> None:
-        act = TauGateConfig(sharpness=self.config.sharpness, tau_init=self.config.tau_init,
-                            learn_gain=False)
-        model.acts = nn.ModuleList(TauGateActivation(a.width, act) for a in model.acts)
+    def activation_config(self) -> TauGateConfig:
+        c = self.config
+        return TauGateConfig(sharpness=c.sharpness, tau_init=c.tau_init,
+                             activity_lambda=c.activity_lambda, learn_gain=False)
 
-    def penalty(self, model: MLP) -> torch.Tensor | None:
-        gates = model.gates() if self.config.activity_lambda > 0 else []
-        if not gates:
-            return None
-        return self.config.activity_lambda * torch.stack([g.mean() for g in gates]).mean()
+    def retune_config(self):
+        return None  # no gains to sparsify, so nothing to retune

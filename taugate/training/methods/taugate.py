@@ -2,27 +2,33 @@
 
 arXiv 2602.11726, Eq. (2)-(5): for a hidden pre-activation z,
     gate  g = sigmoid(s * (z - tau))                 (soft, training)
-    out   h = gamma * relu(z) * g
+    out   h = gamma * act(z) * g                     (act: the site's ReLU or GELU)
     loss  = CE + lambda * mean(g)                    (optional activity penalty, Eq. 5)
-At inference the gate is hardened to 1[z > tau], so h = gamma * z * 1[z > max(tau, 0)]:
-threshold t = max(tau, 0) and gamma folded into the next layer (export/hardened.py).
+At inference the gate is hardened to 1[z > tau]. For ReLU that is h = gamma * z * 1[z > t] with
+t = max(tau, 0); for GELU t = tau (docs/bundle-v2.md). gamma is folded into the consumer's
+columns at export. The units are those of the target Linear layers (training/targets.py).
 
-Beyond the paper (off by default): ``unit_l1`` adds a cost-weighted proximal L1 step on the
-gains after each SGD step (training/sparsity.py), which zeroes whole units per mode so the
-exporter can remove them; ``gain_lr_scale`` gives the gains a larger learning rate.
+Beyond the paper (off by default): ``sparsity.unit_l1`` adds a cost-weighted proximal L1 step
+on the gains after each SGD step (training/sparsity.py), which zeroes whole units per mode so
+the exporter can remove them; ``sparsity.gain_lr_scale`` gives the gains a larger learning
+rate; ``retune`` retrains tau/gamma afterwards with the zeroed units frozen.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from taugate.training.backbone import MLP, UnitActivation
-from taugate.training.methods.base import AdaptationMethod
-from taugate.training.sparsity import gain_prox_step, unit_costs
+from taugate.export.hardened import GatedUnits
+from taugate.training.backbone import UnitActivation
+from taugate.training.gating import gate_modules, gates, targets_of
+from taugate.training.methods.base import AdaptationMethod, as_numpy
+from taugate.training.sparsity import RetuneConfig, SparsityConfig, gain_prox_step
+from taugate.training.targets import set_module
 
 
 @dataclass
@@ -33,20 +39,12 @@ class TauGateConfig:
     activity_lambda: float = 0.0  # lambda in Eq. 5, on the mean gate value (paper's sparsity)
     learn_tau: bool = True  # False: tau stays at tau_init (GainOnly-like)
     learn_gain: bool = True  # False: gamma stays at gain_init (TauOnly-like)
-    gated: bool = True  # False: no gate at all, h = gamma * relu(z) (GainOnly)
-    unit_l1: float = 0.0  # proximal L1 on gains, weighted by unit MAC cost (0: off = the paper)
-    gain_lr_scale: float = 1.0  # the gains' learning rate = lr * this (gradient and prox step)
-    retune_epochs: int = 0  # then retrain tau/gamma without L1, zeroed units frozen (sparsity.py)
-    # retune options (training/sparsity.py: retune; all off by default)
-    target_mac_ratio: float = 0.0  # > 0: before retuning, zero the least important units until
-    #   dense MACs / kept MACs >= this (0: keep what L1 left)
-    round_units: int = 1  # with target_mac_ratio: round layer 1's kept count down to a multiple
-    retune_lr_scale: float = 1.0  # retune lr = adaptation lr * this
-    retune_schedule: str = "constant"  # or "cosine": lr decays to 0 over the retune epochs
-    distill: str = "none"  # retune with distillation from "taugate" (plain TauGate adapted for
-    #   1 epoch on the same frozen weights) or "foundation" (the dense frozen model)
-    distill_temperature: float = 4.0  # KD temperature T
-    distill_alpha: float = 0.5  # loss = (1 - a) CE + a T^2 KL(teacher || student)
+    gated: bool = True  # False: no gate at all, h = gamma * act(z) (GainOnly)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)  # unit-level L1 (off)
+    retune: RetuneConfig = field(default_factory=RetuneConfig)  # prune, then retune (off)
+
+    # the flat option names of the CLI, the recipes and format-1 adapters
+    FLAT: ClassVar[dict] = {**SparsityConfig.FLAT, **RetuneConfig.FLAT}
 
     def __post_init__(self) -> None:
         if self.sharpness <= 0:
@@ -55,40 +53,21 @@ class TauGateConfig:
             raise ValueError(f"activity_lambda: expected >= 0, got {self.activity_lambda}")
         if not (self.learn_tau or self.learn_gain):
             raise ValueError("learn_tau/learn_gain: at least one must be True")
-        if self.unit_l1 < 0:
-            raise ValueError(f"unit_l1: expected >= 0, got {self.unit_l1}")
-        if self.unit_l1 > 0 and not self.learn_gain:
+        if self.sparsity.unit_l1 > 0 and not self.learn_gain:
             raise ValueError("unit_l1: acts on the learned gains; it needs learn_gain=True")
-        if self.retune_epochs < 0:
-            raise ValueError(f"retune_epochs: expected >= 0, got {self.retune_epochs}")
-        if self.target_mac_ratio < 0 or (0 < self.target_mac_ratio < 1):
-            raise ValueError(f"target_mac_ratio: expected 0 (off) or >= 1, got {self.target_mac_ratio}")
-        if self.round_units < 1:
-            raise ValueError(f"round_units: expected >= 1, got {self.round_units}")
-        if self.retune_lr_scale <= 0:
-            raise ValueError(f"retune_lr_scale: expected > 0, got {self.retune_lr_scale}")
-        if self.retune_schedule not in ("constant", "cosine"):
-            raise ValueError(f"retune_schedule: expected 'constant' or 'cosine', got "
-                             f"{self.retune_schedule!r}")
-        if self.distill not in ("none", "taugate", "foundation"):
-            raise ValueError(f"distill: expected 'none', 'taugate' or 'foundation', got "
-                             f"{self.distill!r}")
-        if self.distill_temperature <= 0:
-            raise ValueError(f"distill_temperature: expected > 0, got {self.distill_temperature}")
-        if not 0 <= self.distill_alpha <= 1:
-            raise ValueError(f"distill_alpha: expected in [0, 1], got {self.distill_alpha}")
-        if self.gain_lr_scale <= 0:
-            raise ValueError(f"gain_lr_scale: expected > 0, got {self.gain_lr_scale}")
 
 
 class TauGateActivation(UnitActivation):
-    """``gamma * relu(z) * gate(z - tau)``, soft (sigmoid) or hard (step)."""
+    """``gamma * act(z) * gate(z - tau)``, soft (sigmoid) or hard (step); act = ReLU or GELU."""
 
-    def __init__(self, width: int, config: TauGateConfig):
+    def __init__(self, width: int, config: TauGateConfig, kind: str = "relu"):
         super().__init__(width)
+        if kind not in ("relu", "gelu"):
+            raise ValueError(f"activation: expected 'relu' or 'gelu', got {kind!r}")
+        self.site_kind = kind
         self.sharpness = config.sharpness
         self.gated = config.gated
-        self.gain_lr_scale = float(getattr(config, "gain_lr_scale", 1.0))
+        self.gain_lr_scale = float(config.sparsity.gain_lr_scale)
         tau = torch.full((width,), float(config.tau_init))
         gain = torch.full((width,), float(config.gain_init))
         if config.learn_tau and config.gated:
@@ -106,7 +85,7 @@ class TauGateActivation(UnitActivation):
         return torch.sigmoid(self.sharpness * (z - self.tau))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(z)
+        h = torch.relu(z) if self.site_kind == "relu" else nn.functional.gelu(z)
         if self.gated:
             g = self.gate(z)
             self.last_gate = g
@@ -118,34 +97,71 @@ class TauGateActivation(UnitActivation):
         return gain * h
 
     @torch.no_grad()
-    def hardened(self) -> tuple[np.ndarray, np.ndarray]:
+    def threshold(self) -> np.ndarray:
+        """The hard gate's threshold: relu max(tau, 0), gelu tau (ungated: relu 0)."""
         tau = self.tau.detach().float().cpu()
-        t = tau.clamp(min=0) if self.gated else torch.zeros_like(tau)
-        return t.numpy().astype(np.float32), self.gain.detach().float().cpu().numpy()
+        if not self.gated:
+            if self.site_kind == "gelu":
+                raise ValueError("an ungated GELU unit has no finite threshold")
+            return np.zeros(self.width, np.float32)
+        t = tau.clamp(min=0) if self.site_kind == "relu" else tau
+        return t.numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def hardened(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.threshold(), self.gain.detach().float().cpu().numpy()
 
 
 class TauGate(AdaptationMethod):
-    """Threshold + gain per hidden unit (2 x 128 + 2 x 128 = 512 parameters on the paper's
+    """Threshold + gain per target unit (2 x 128 + 2 x 128 = 512 parameters on the paper's
     backbone)."""
 
     name = "taugate"
+    label = "TauGate (threshold + gain)"
     Config = TauGateConfig
 
-    def inject(self, model: MLP) -> None:
-        model.acts = nn.ModuleList(
-            TauGateActivation(act.width, self.config) for act in model.acts
-        )
+    def activation_config(self) -> TauGateConfig:
+        return self.config
 
-    def penalty(self, model: MLP) -> torch.Tensor | None:
-        if self.config.activity_lambda == 0:
-            return None
-        gates = model.gates()
-        if not gates:
-            return None
-        return self.config.activity_lambda * torch.stack([g.mean() for g in gates]).mean()
+    def inject(self, model: nn.Module) -> None:
+        cfg = self.activation_config()
+        for site in targets_of(model).sites:
+            set_module(model, site.act, TauGateActivation(site.units, cfg, site.activation))
 
-    def after_step(self, model: MLP, lr: float) -> None:
-        strength = float(getattr(self.config, "unit_l1", 0.0))
-        if strength > 0:
-            scale = float(getattr(self.config, "gain_lr_scale", 1.0))
-            gain_prox_step(model, lr * scale, strength, unit_costs(model))
+    def penalty(self, model: nn.Module) -> torch.Tensor | None:
+        lam = self.activation_config().activity_lambda
+        if lam == 0:
+            return None
+        recorded = gates(model)
+        if not recorded:
+            return None
+        return lam * torch.stack([g.mean() for g in recorded]).mean()
+
+    def after_step(self, model: nn.Module, lr: float) -> None:
+        sp = self.activation_config().sparsity
+        if sp.unit_l1 > 0:
+            gain_prox_step(model, lr * sp.gain_lr_scale, sp.unit_l1)
+
+    def retune_config(self):
+        return self.activation_config().retune
+
+    def gated_units(self, model: nn.Module) -> list[GatedUnits]:
+        out = []
+        for site, act in gate_modules(model):
+            if site.activation == "gelu" and not getattr(act, "gated", False):
+                continue  # no finite threshold: the GELU stays ungated; its gain is an override
+            out.append(GatedUnits(site.producer, site.consumer, site.activation,
+                                  act.threshold(), as_numpy(act.gain)))
+        return out
+
+    def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
+        """Ungated GELU sites (GainOnly on a transformer): the gain folded into the consumer."""
+        from taugate.training.backbone import linear_weight_bias
+        from taugate.training.targets import get_module
+
+        out = {}
+        for site, act in gate_modules(model):
+            if site.activation == "gelu" and not getattr(act, "gated", False):
+                w, _ = linear_weight_bias(get_module(model, site.consumer))
+                out[f"{site.consumer}.weight"] = as_numpy(w * act.gain.detach()[None, :])
+        return out

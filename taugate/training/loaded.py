@@ -1,0 +1,111 @@
+"""A run directory read back for the exporter: ``load_run(run_dir) -> Run`` (issue 9's seam).
+
+Everything the bundle v2 writer needs, method-agnostic: the frozen foundation, the input and
+output specs, and per mode the method's :class:`~taugate.export.hardened.GatedSpec`, its facts,
+its calibration and test splits, and the hard-gated torch model (for parity tests).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from taugate.export.hardened import GatedSpec
+from taugate.training.adapters import Adapter, load_adapter, load_foundation
+from taugate.training.gating import clear_gates, set_hard
+from taugate.training.runs import ADAPTER_DIR, FOUNDATION_STEM, RUN_FILE
+
+MNIST_INPUT = {"name": "pixels", "dtype": "float32", "shape": ["batch", 784], "range": [0.0, 1.0],
+               "layout": {"kind": "image", "channels": 1, "height": 28, "width": 28}}
+
+
+@dataclass
+class RunMode:
+    """One trained mode of a run."""
+
+    name: str
+    method: str  # the adaptation method's registry name
+    spec: GatedSpec  # what makes the mode a mode (thresholds, gains, overrides)
+    facts: dict  # free-form (a rotation: {"source": "mnist-rotation", "angle": 45.0})
+    calibration: tuple[torch.Tensor, torch.Tensor]  # (x float32 [N, ...], y int64 [N])
+    test: tuple[torch.Tensor, torch.Tensor]
+    adapter: Adapter = field(repr=False)
+
+    def hard_model(self) -> nn.Module:
+        """The adapted model with hard gates (eval, cpu): what the exported graph must match."""
+        import copy
+
+        clear_gates(self.adapter.model)  # recorded gates are graph outputs deepcopy refuses
+        return set_hard(copy.deepcopy(self.adapter.model), True).eval().cpu()
+
+
+@dataclass
+class Run:
+    path: Path
+    family: str  # "mlp" | "vit" | "user"
+    foundation: nn.Module  # eval, frozen, cpu
+    foundation_sha: str
+    input_spec: dict  # the bundle v2 "input" object
+    output_spec: dict  # the bundle v2 "output" object
+    targets: list[str]  # producer module paths, in forward order
+    modes: dict[str, RunMode]
+    sites: list = field(default_factory=list)  # targets.Site per target: producer, act (the
+    #   activation module's path), consumer, activation, in_features, units, out_features, tokens
+
+
+def _run_meta(run: Path) -> dict:
+    path = run / RUN_FILE
+    if not path.exists():  # format 1: an mlp run on MNIST rotations
+        return {"source": {"kind": "mnist", "data": {}}, "input": MNIST_INPUT,
+                "output": {"name": "logits", "dtype": "float32", "shape": ["batch", 10],
+                           "labels": [str(i) for i in range(10)]}}
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def load_run(run_dir: str | Path, data_root: str | None = None,
+             modes: list[str] | None = None) -> Run:
+    """Read a run written by ``taugate train``; ``data_root`` overrides where its mode source
+    lives (the MNIST root, or the modes folder). ``modes``: only these (default all)."""
+    from taugate.training.models import family_of
+    from taugate.training.modes import open_source
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: not a run directory (expected `taugate train --out`)")
+    meta = _run_meta(run)
+    foundation, fmeta = load_foundation(run / FOUNDATION_STEM)
+    for p in foundation.parameters():
+        p.requires_grad_(False)
+    foundation = foundation.cpu().eval()
+    source = open_source(meta["source"], data_root)
+    found = sorted(p.stem for p in (run / ADAPTER_DIR).glob("*.json"))
+    wanted = list(modes) if modes else found
+    missing = [m for m in wanted if m not in found]
+    if missing:
+        raise ValueError(f"modes {missing}: no adapter in {run / ADAPTER_DIR}; found {found}")
+    loaded: dict[str, RunMode] = {}
+    sites: list = []
+    for name in wanted:
+        adapter = load_adapter(run / ADAPTER_DIR / name, foundation, fmeta["sha256"])
+        md = source.mode(adapter.meta["mode"]["name"])
+        facts = adapter.meta.get("facts") or md.facts
+        try:
+            spec = adapter.method.harden_spec(adapter.model, {"mode": name, "facts": facts})
+        except ValueError as exc:
+            raise ValueError(f"{run / ADAPTER_DIR / name}.safetensors: cannot be hardened ({exc}); "
+                             f"a non-finite value means training diverged: retrain this mode "
+                             f"with a smaller --adapt-lr") from None
+        sites = list(adapter.model.taugate_targets.sites)
+        loaded[name] = RunMode(name, adapter.method.name, spec, facts,
+                               (md.calibration.x, md.calibration.y), (md.test.x, md.test.y),
+                               adapter)
+    return Run(run, meta.get("family", family_of(foundation)), foundation, fmeta["sha256"],
+               dict(meta["input"]), dict(meta["output"]), [s.producer for s in sites], loaded,
+               sites)

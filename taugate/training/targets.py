@@ -1,0 +1,252 @@
+"""Which units get tau and gamma: target ``nn.Linear`` layers by module path.
+
+A *site* is a triple (producer Linear, elementwise activation module, consumer Linear): the
+producer's output units go through the activation (ReLU or GELU, optionally through a Dropout or
+Identity) straight into the consumer. That covers an ``nn.Sequential`` MLP of any depth (with
+any module names), the paper's MLP (``linears.i -> acts.i -> linears.i+1``) and the FFN of a
+transformer block (``fc1 -> act -> fc2``). Sites are found by running one example batch
+through the model with forward hooks and following the exact tensor objects from module to
+module, so nothing has to be symbolically traceable; a producer whose output is reshaped,
+added to or used twice before the consumer is not a site (its units could not be removed
+exactly).
+
+``--targets`` follows PEFT's ``target_modules`` habit: a comma-separated list of exact module
+paths or regular expressions (``re.fullmatch``) over the producers' paths; default: every site.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+#: activation modules a site may have, by the kind recorded in the GatedSpec
+_PASS_THROUGH = (nn.Dropout, nn.Identity)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One gated target: the producer's ``units`` output units feed ``consumer`` through
+    ``activation`` (the module at path ``act``)."""
+
+    producer: str  # module path of the target nn.Linear
+    act: str  # module path of the activation module (replaced by a gated one when adapting)
+    consumer: str  # module path of the nn.Linear that consumes the activated units
+    activation: str  # "relu" | "gelu"
+    in_features: int  # the producer's fan-in
+    units: int  # the producer's output units (= the consumer's fan-in)
+    out_features: int  # the consumer's fan-out
+    tokens: int = 1  # rows each sample contributes to the producer (ViT: tokens per image)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Site:
+        return cls(**d)
+
+
+def activation_kind(module: nn.Module) -> str | None:
+    """``"relu"``, ``"gelu"``, or None for a module that is not a supported activation."""
+    from taugate.training.backbone import UnitActivation
+
+    if isinstance(module, (nn.ReLU, UnitActivation)) or getattr(module, "site_kind", None) == "relu":
+        return "relu"
+    if isinstance(module, nn.GELU):
+        return "gelu" if module.approximate == "none" else None
+    if getattr(module, "site_kind", None) == "gelu":
+        return "gelu"
+    return None
+
+
+@dataclass
+class _Call:
+    path: str
+    module: nn.Module
+    inp: object
+    out: object
+
+
+def trace_calls(model: nn.Module, example: torch.Tensor) -> list[_Call]:
+    """Every leaf-module call of one forward pass of ``example`` (eval mode, no grad), in order."""
+    calls: list[_Call] = []
+    handles = []
+    for path, mod in model.named_modules():
+        if path and not any(True for _ in mod.children()):
+            def hook(m, inp, out, path=path):
+                calls.append(_Call(path, m, inp[0] if len(inp) == 1 else None, out))
+            handles.append(mod.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return calls
+
+
+def _tokens(out: torch.Tensor, batch: int, units: int) -> int:
+    return max(int(out.numel()) // max(batch * units, 1), 1)
+
+
+def find_sites(model: nn.Module, example: torch.Tensor) -> list[Site]:
+    """Every (producer, activation, consumer) site of ``model``, in forward order."""
+    calls = trace_calls(model, example)
+    batch = int(example.shape[0])
+    act_users: dict[str, int] = {}
+    for c in calls:
+        if activation_kind(c.module) is not None:
+            act_users[c.path] = act_users.get(c.path, 0) + 1
+    sites, seen = [], set()
+    for i, c in enumerate(calls):
+        if not isinstance(c.module, nn.Linear) or c.path in seen:
+            continue
+        site = _site_at(calls, i, batch, act_users)
+        if site is not None:
+            sites.append(site)
+            seen.add(c.path)
+    return sites
+
+
+def _site_at(calls: list[_Call], i: int, batch: int, act_users: dict[str, int]) -> Site | None:
+    prod = calls[i]
+    if i + 1 >= len(calls):
+        return None
+    act = calls[i + 1]
+    kind = activation_kind(act.module)
+    if kind is None or act.inp is not prod.out or act_users.get(act.path, 0) != 1:
+        return None
+    t, j = act.out, i + 2
+    while j < len(calls) and isinstance(calls[j].module, _PASS_THROUGH) and calls[j].inp is t:
+        t, j = calls[j].out, j + 1
+    if j >= len(calls) or not isinstance(calls[j].module, nn.Linear) or calls[j].inp is not t:
+        return None
+    cons = calls[j]
+    return Site(producer=prod.path, act=act.path, consumer=cons.path, activation=kind,
+                in_features=prod.module.in_features, units=prod.module.out_features,
+                out_features=cons.module.out_features,
+                tokens=_tokens(prod.out, batch, prod.module.out_features))
+
+
+def parse_patterns(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``"a,b"`` or a list -> a tuple of patterns; None/empty -> None (every site)."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    items = tuple(s.strip() for s in items if s.strip())
+    for p in items:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"--targets: {p!r} is not a valid regular expression ({exc})") from None
+    return items or None
+
+
+def select_sites(model: nn.Module, sites: list[Site], patterns) -> list[Site]:
+    """The sites whose producer path matches one of ``patterns`` (exact or ``re.fullmatch``).
+
+    A pattern that matches an ``nn.Linear`` without an identifiable consumer, or that matches
+    nothing, is an error naming what was found."""
+    patterns = parse_patterns(patterns)
+    if patterns is None:
+        if not sites:
+            raise ValueError(
+                "targets: found no nn.Linear whose output goes through an nn.ReLU/nn.GELU module "
+                "straight into another nn.Linear; give each hidden layer its own activation "
+                "module (functional F.relu calls cannot be gated), or pass --targets")
+        return list(sites)
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    by_path = {s.producer: s for s in sites}
+    chosen: list[Site] = []
+    for p in patterns:
+        hits = [n for n in linears if n == p or re.fullmatch(p, n)]
+        if not hits:
+            raise ValueError(f"--targets: {p!r} matches no nn.Linear module path; the model's "
+                             f"Linear layers are: {', '.join(linears) or '(none)'}")
+        for n in hits:
+            if n not in by_path:
+                raise ValueError(
+                    f"--targets: {n!r} (matched by {p!r}) has no consumer taugate can identify: "
+                    f"its output must go through its own nn.ReLU or nn.GELU module (exact GELU) "
+                    f"directly into another nn.Linear. Layers that qualify: "
+                    f"{', '.join(by_path) or '(none)'}")
+            if by_path[n] not in chosen:
+                chosen.append(by_path[n])
+    return [s for s in sites if s in chosen]  # forward order
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"module path {path!r} not found in {type(model).__name__}") from None
+
+
+def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    """Replace the submodule at ``path`` (works inside Sequential/ModuleList too)."""
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, new)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """The chosen sites plus every Linear's shape, so MACs and unit costs come from the model."""
+
+    sites: tuple[Site, ...]
+    linears: dict  # module path -> (rows per sample, in_features, out_features)
+
+    def to_dict(self) -> dict:
+        return {"sites": [s.to_dict() for s in self.sites],
+                "linears": {k: list(v) for k, v in self.linears.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Targets:
+        return cls(tuple(Site.from_dict(s) for s in d["sites"]),
+                   {k: tuple(int(x) for x in v) for k, v in d["linears"].items()})
+
+    @property
+    def producers(self) -> list[str]:
+        return [s.producer for s in self.sites]
+
+    def macs(self, kept: dict[str, int] | None = None) -> int:
+        """MACs per sample of every Linear, with ``kept[producer]`` units left at each site
+        (its rows of the producer and columns of the consumer removed); dense when None."""
+        kept = kept or {}
+        ins = {s.consumer: kept.get(s.producer, s.units) for s in self.sites}
+        outs = {s.producer: kept.get(s.producer, s.units) for s in self.sites}
+        return int(sum(rows * ins.get(p, i) * outs.get(p, o)
+                       for p, (rows, i, o) in self.linears.items()))
+
+    def unit_cost(self, site: Site, kept: dict[str, int] | None = None) -> int:
+        """MACs one unit of ``site`` costs now: its producer row and its consumer column."""
+        kept = kept or {}
+        feeding = {s.consumer: s.producer for s in self.sites}
+        fan_in = kept.get(feeding.get(site.producer, ""), site.in_features)
+        fan_out = kept.get(site.consumer, site.out_features) if site.consumer in self.producers \
+            else site.out_features
+        return site.tokens * (fan_in + fan_out)
+
+    def unit_costs(self) -> list[torch.Tensor]:
+        """Per site, each unit's dense MAC cost relative to the mean gated unit (mean = 1)."""
+        raw = [float(s.tokens * (s.in_features + s.out_features)) for s in self.sites]
+        units = [s.units for s in self.sites]
+        mean = sum(c * w for c, w in zip(raw, units)) / sum(units)
+        return [torch.full((w,), c / mean) for c, w in zip(raw, units)]
+
+
+def resolve_targets(model: nn.Module, example: torch.Tensor, patterns=None) -> Targets:
+    """Find the sites of ``model`` on ``example`` and keep those ``patterns`` name."""
+    sites = select_sites(model, find_sites(model, example), patterns)
+    batch = int(example.shape[0])
+    linears = {}
+    for c in trace_calls(model, example):
+        if isinstance(c.module, nn.Linear) and c.path not in linears:
+            m = c.module
+            linears[c.path] = (_tokens(c.out, batch, m.out_features), m.in_features, m.out_features)
+    return Targets(tuple(sites), linears)

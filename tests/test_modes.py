@@ -1,0 +1,133 @@
+"""Mode sources: folders of .npz files (and their errors), MNIST corruptions, Python tensors."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from taugate.training.modes import FolderModes, TensorModes, open_source
+from taugate.training.modes.corruptions import Corruption
+
+
+def write_mode(root, name, n=40, d=6, seed=0, calibration=False, **override):
+    """A tabular mode with negative values: x float32 [n, d], y int64 in 0..2."""
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test") + (("calibration",) if calibration else ()):
+        x = rng.normal(size=(n, d)).astype(np.float32) - 0.5
+        y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0).astype(np.int64)
+        arrays = {"x": x, "y": y, **override.get(split, {})}
+        np.savez(folder / f"{split}.npz", **{k: v for k, v in arrays.items() if v is not None})
+    return folder
+
+
+def test_folder_round_trip(tmp_path):
+    write_mode(tmp_path, "site-a", seed=1)
+    write_mode(tmp_path, "site_b", seed=2, calibration=True)
+    (tmp_path / "site_b" / "facts.json").write_text('{"site": "B", "season": "winter"}')
+    (tmp_path / "notes").mkdir()  # no train.npz: not a mode
+    src = FolderModes(tmp_path)
+    assert src.names() == ["site-a", "site_b"]
+    a, b = src.mode("site-a"), src.mode("site_b")
+    assert (len(a.train), len(a.calibration), len(a.test)) == (36, 4, 40)  # 10 % held out
+    assert (len(b.train), len(b.calibration)) == (40, 40)
+    assert a.facts == {"source": "folder"} and b.facts["season"] == "winter"
+    assert a.train.x.dtype == torch.float32 and a.train.y.dtype == torch.int64
+    assert float(a.train.x.min()) < 0  # no [0, 1] assumption anywhere
+    with np.load(tmp_path / "site-a" / "train.npz") as f:
+        all_x = torch.from_numpy(f["x"])
+    seen = torch.cat([a.train.x, a.calibration.x])
+    assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, all_x.tolist()))
+    again = FolderModes(tmp_path).mode("site-a")  # seeded: the same hold-out every time
+    assert torch.equal(again.calibration.x, a.calibration.x)
+    assert src.input_spec == {"name": "input", "dtype": "float32", "shape": ["batch", 6],
+                              "range": None, "layout": None}
+    reopened = open_source(src.describe())
+    assert torch.equal(reopened.mode("site_b").test.x, b.test.x)
+
+
+def _pickled_npz(path):
+    np.savez(path, x=np.array([{"evil": pickle.dumps(1)}], dtype=object), y=np.zeros(1, np.int64))
+
+
+BAD_FOLDERS = [
+    # (what, how to break the folder, expected message fragments)
+    ("missing y", lambda r: write_mode(r, "m", train={"y": None}), ["train.npz", "no array 'y'", "np.savez"]),
+    ("mismatched lengths", lambda r: write_mode(r, "m", train={"y": np.zeros(3, np.int64)}),
+     ["train.npz", "40 rows but y has 3"]),
+    ("x float64", lambda r: write_mode(r, "m", test={"x": np.zeros((40, 6))}),
+     ["test.npz", "dtype float64", "astype(np.float32)"]),
+    ("y int32", lambda r: write_mode(r, "m", train={"y": np.zeros(40, np.int32)}),
+     ["train.npz", "dtype int32", "astype(np.int64)"]),
+    ("a pickle inside", lambda r: (write_mode(r, "m"), _pickled_npz(r / "m" / "train.npz")),
+     ["train.npz", "pickled object array", "never loads"]),
+    ("missing test.npz", lambda r: (write_mode(r, "m"), (r / "m" / "test.npz").unlink()),
+     ["test.npz", "missing", "needs train.npz and test.npz"]),
+    ("bad mode name", lambda r: write_mode(r, "dense"), ["dense", "rename the folder"]),
+    ("shape differs between splits", lambda r: write_mode(r, "m", test={"x": np.zeros((40, 5), np.float32)}),
+     ["test.npz", "per-sample shape [5]", "[6]"]),
+    ("not an npz", lambda r: (write_mode(r, "m"), (r / "m" / "test.npz").write_bytes(b"nope")),
+     ["test.npz", "not a readable .npz"]),
+    ("NaN in x", lambda r: write_mode(r, "m", train={"x": np.full((40, 6), np.nan, np.float32)}),
+     ["train.npz", "NaN"]),
+]
+
+
+@pytest.mark.parametrize("what, breaker, fragments", BAD_FOLDERS, ids=[b[0] for b in BAD_FOLDERS])
+def test_bad_folders_name_the_file_and_the_fix(tmp_path, what, breaker, fragments):
+    breaker(tmp_path)
+    name = FolderModes(tmp_path).names()[0]
+    with pytest.raises((ValueError, FileNotFoundError)) as err:
+        FolderModes(tmp_path).mode(name)
+    for fragment in fragments:
+        assert fragment in str(err.value), (what, str(err.value))
+
+
+def test_empty_modes_dir_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no mode folder"):
+        FolderModes(tmp_path).names()
+    with pytest.raises(FileNotFoundError, match="is not a directory"):
+        FolderModes(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("name, kind, level", [("noise0.3", "noise", 0.3), ("blur", "blur", 1.0),
+                                               ("blur2", "blur", 2.0), ("invert", "invert", None)])
+def test_corruption_names(name, kind, level):
+    c = Corruption.parse(name)
+    assert (c.kind, c.level) == (kind, level)
+    assert c.facts["source"] == "mnist-corruption"
+
+
+@pytest.mark.parametrize("bad", ["noise", "invert2", "shear", "noise-1"])
+def test_corruption_names_rejected(bad):
+    with pytest.raises(ValueError, match="rot<degrees>.*noise<sigma>"):
+        Corruption.parse(bad)
+
+
+def test_corruptions_are_seeded_and_in_range():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 28, 28), generator=g, dtype=torch.uint8)
+    for name in ("noise0.3", "blur", "invert"):
+        c = Corruption.parse(name)
+        a, b = c.apply(images, seed=3), c.apply(images, seed=3)
+        assert a.shape == (5, 784) and torch.equal(a, b)
+        assert float(a.min()) >= 0 and float(a.max()) <= 1
+    inv = Corruption.parse("invert").apply(images, 0)
+    assert torch.allclose(inv, 1 - images.float().div(255).reshape(5, -1))
+    assert not torch.equal(Corruption.parse("noise0.3").apply(images, 1),
+                           Corruption.parse("noise0.3").apply(images, 2))
+
+
+def test_tensor_modes_from_datasets():
+    x = torch.randn(50, 3, 4)
+    y = torch.arange(50) % 3
+    ds = torch.utils.data.TensorDataset(x, y)
+    src = TensorModes({"a": {"train": ds, "test": (x[:10], y[:10])}}, facts={"a": {"k": 1}})
+    md = src.mode("a")
+    assert (len(md.train), len(md.calibration), len(md.test)) == (45, 5, 10)
+    assert md.facts == {"source": "python", "k": 1}
+    assert src.input_spec["shape"] == ["batch", 3, 4]

@@ -1,0 +1,49 @@
+"""The paper's path does not move: a short golden run of the mlp family (pretrain, adapt with
+each method, harden + prune), pinned to the numbers the code gave before models, modes and
+targets became generic (issue 9). Accuracies on 500 test images; units kept per hidden layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from taugate.training.backbone import FoundationConfig
+from taugate.training.data import DataConfig, MNISTModes
+from taugate.training.loop import TrainConfig
+from taugate.training.pipeline import AdaptConfig, adapt, harden_mode, pretrain_foundation
+
+# method, method config, (soft accuracy, hard accuracy, units kept, pruned test accuracy);
+# recorded with commit bff6efe (before issue 9), seed 0, CPU
+GOLDEN = [
+    ("frozen", {}, (0.674, 0.674, "128/128 122/128", 0.674)),
+    ("taugate", {}, (0.684, 0.684, "128/128 122/128", 0.684)),
+    ("bitfit", {}, (0.686, 0.686, "128/128 122/128", 0.686)),
+    ("lora", {}, (0.710, 0.710, "128/128 122/128", 0.710)),
+    ("gain_only", {}, (0.684, 0.684, "128/128 122/128", 0.684)),
+    ("tau_only", {}, (0.674, 0.674, "128/128 122/128", 0.674)),
+    ("taugate", {"unit_l1": 0.08, "gain_lr_scale": 16.0, "retune_epochs": 1,  # sparse recipe
+                 "retune_lr_scale": 10.0, "retune_schedule": "cosine"},   # (as of bff6efe)
+     (0.734, 0.734, "76/128 119/128", 0.734)),
+]
+
+
+@pytest.fixture(scope="module")
+def golden_setup(data_root):
+    torch.set_num_threads(1)
+    data = MNISTModes(DataConfig(root=data_root, limit_train=3000, limit_test=500,
+                                 calibration_size=500, download=False))
+    return data, pretrain_foundation(data, FoundationConfig(epochs=1), progress=False)
+
+
+@pytest.mark.parametrize("method, config, expected", GOLDEN,
+                         ids=[f"{m}{'-sparse' if c else ''}" for m, c, _ in GOLDEN])
+def test_golden_run(golden_setup, method, config, expected):
+    data, foundation = golden_setup
+    m, model = adapt(foundation, data.mode("rot45"), AdaptConfig(method, config, TrainConfig()),
+                     progress=False)
+    r = harden_mode(m, model, data.mode("rot45"))
+    soft, hard, units, pruned = expected
+    assert r.soft_accuracy == pytest.approx(soft, abs=1e-6)
+    assert r.hard_accuracy == pytest.approx(hard, abs=1e-6)
+    assert r.units == units
+    assert r.pruned.test_accuracy == pytest.approx(pruned, abs=1e-6)
