@@ -226,16 +226,44 @@ def summary(run_dir, data, modes) -> str:
     return "\n".join([format_table(TRAIN_HEADERS, rows), *(f"warning: {n}" for n in notes)])
 
 
+def generic_summary(run_dir, modes) -> str:
+    """Any family (mode folders, user models, vit): per mode the dense frozen model's test
+    accuracy beside the adapter's, soft and hard-gated (pruning is export's: `taugate export`)."""
+    import torch
+
+    from taugate.export.prune import PruneConfig
+    from taugate.export.regression import DenseComparison, check_not_worse
+    from taugate.summaries import top1
+    from taugate.training.loaded import load_run
+
+    run = load_run(run_dir, modes=list(modes))
+    rows, comparisons = [], []
+    with torch.no_grad():
+        for name, m in run.modes.items():
+            x, y = m.test
+            dense = top1(run.foundation(x), y)
+            soft = top1(m.adapter.model.eval()(x), y)
+            hard = top1(m.hard_model()(x), y)
+            rows.append([name, m.method, "-", "-", f"{dense:.4f}", f"{soft:.4f}", f"{hard:.4f}"])
+            comparisons.append(DenseComparison(name, hard, dense))
+    notes = check_not_worse(comparisons, PruneConfig().max_accuracy_drop, True)
+    notes = [n.replace("; exported anyway (--allow-worse)",
+                       "; `taugate export` will refuse it unless --allow-worse") for n in notes]
+    return "\n".join([format_table(TRAIN_HEADERS, rows), *(f"warning: {n}" for n in notes)])
+
+
 def run(args) -> int:
     from taugate.training.data import MNISTModes
     from taugate.training.runs import train_run
 
     config = run_config(args, args.out)
-    data = MNISTModes(config.data)
-    trained = train_run(config, data)
+    mnist_mlp = not (config.modes_dir or config.model) and config.foundation.family == "mlp"
+    data = MNISTModes(config.data) if mnist_mlp else None  # else: the run's own mode source
+    trained = train_run(config, data) if data is not None else train_run(config)
     print(f"foundation: {trained.path / 'foundation.safetensors'} (sha256 {trained.foundation_sha[:12]})")
     for mode, path in trained.adapters.items():
         print(f"adapter {mode}: {path}")
     if trained.adapters:
-        print(summary(trained.path, data, trained.adapters))
+        print(summary(trained.path, data, trained.adapters) if data is not None
+              else generic_summary(trained.path, trained.adapters))
     return 0
