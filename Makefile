@@ -27,6 +27,7 @@ demo: $(BIN)/taugate
 	$(BIN)/taugate demo --out $(OUT)
 
 test: $(BIN)/taugate
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # The training code on torch 2.4.1 / torchvision 0.19.1, the versions torch-directml 0.2.5 pins,

@@ -11,9 +11,9 @@ Runtime overhead and mode-switch cost have their own suite (test_bench_runtime.p
 from __future__ import annotations
 
 import numpy as np
-from taugate.timing import Interleaved, calibrate
 
 from taugate.runtime import DENSE
+from taugate.timing import Interleaved, calibrate
 
 MIN_ROUNDS = 15
 

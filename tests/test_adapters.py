@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from taugate.training.adapters import (
-    foundation_sha256, load_adapter, load_foundation, save_adapter, save_foundation,
+    foundation_sha256,
+    load_adapter,
+    load_foundation,
+    save_adapter,
+    save_foundation,
 )
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.methods import get_method

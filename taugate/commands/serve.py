@@ -91,9 +91,9 @@ def run(args) -> int:
         raise ValueError(f"{', '.join(given)}: only with --engine ray (got --engine "
                          f"{args.engine})")
     # a missing fastapi/uvicorn ends in cli.main's one line naming the 'serve' extra
-    from taugate.server import ServerLimits, serve
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
+    from taugate.server import ServerLimits, serve
 
     given = {"max_body_bytes": args.max_body_bytes, "max_connections": args.max_connections,
              "max_in_flight": args.max_in_flight, "header_timeout_s": args.header_timeout,

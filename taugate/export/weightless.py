@@ -80,7 +80,7 @@ def weightless(graph: GraphExport, where: str) -> tuple[onnx.ModelProto, list[di
     proto.CopyFrom(graph.proto)
     steps = []
     inits = proto.graph.initializer
-    for i, init in enumerate(inits):
+    for init in inits:
         recipe = graph.recipes.get(init.name)
         if recipe is None:
             continue  # a small constant of the exporter's: stays in the graph

@@ -215,15 +215,15 @@ def prune_to_mac_ratio(model: nn.Module, x: torch.Tensor, ratio: float,
     def remove_one(layers):
         best = None
         kept = _kept(model, alive)
-        for l in layers:
-            if int(alive[l].sum()) <= 1:
+        for layer in layers:
+            if int(alive[layer].sum()) <= 1:
                 continue
-            cost = targets.unit_cost(sites[l][0], kept)  # MACs the unit costs now
-            s = score[l].clone() / cost
-            s[~alive[l]] = float("inf")
+            cost = targets.unit_cost(sites[layer][0], kept)  # MACs the unit costs now
+            s = score[layer].clone() / cost
+            s[~alive[layer]] = float("inf")
             j = int(s.argmin())
             if best is None or float(s[j]) < best[0]:
-                best = (float(s[j]), l, j)
+                best = (float(s[j]), layer, j)
         if best is None:
             return False
         alive[best[1]][best[2]] = False
