@@ -223,6 +223,10 @@ def test_changed_and_deleted_files_answer_503_and_health_degrades(tiny_bundle, t
             f.write(b"x")
         health = c.get("/health").json()
         assert health["status"] == "degraded" and set(health["unavailable"]) == {"rot0", "rot45"}
+        for mode in ("rot0", "rot45"):  # the protocol's model readiness: a 4xx means not ready
+            r = c.get(f"/v2/models/{mode}/ready")
+            assert r.status_code == 400 and r.json()["ready"] is False, r.text
+        assert c.get("/v2/models/dense/ready").json()["ready"] is True
         c.post("/modes/dense/predict", json=PIXELS)  # evicts whatever is loaded (max 1)
         for mode, reason in (("rot0", "missing from bundle"), ("rot45", "sha256 mismatch")):
             r = c.post(f"/modes/{mode}/predict", json=PIXELS)

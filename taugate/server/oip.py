@@ -120,8 +120,15 @@ class _Endpoints:
             model_metadata(mode, self.handler.runtime.manifest))
 
     def model_ready(self, req, mode: str, version: str | None = None):
-        return self._model(mode, version) or HttpResponse.json(
-            {"name": mode, "ready": True})
+        refused = self._model(mode, version)
+        if refused is not None:
+            return refused
+        # the protocol: 200 means ready, a 4xx status not ready (here: its file changed or
+        # vanished since the bundle was opened, so it would answer 503)
+        reason = self.handler.runtime.unavailable().get(mode)
+        if reason is not None:
+            return HttpResponse.json({"name": mode, "ready": False, "error": reason}, 400)
+        return HttpResponse.json({"name": mode, "ready": True})
 
     def infer(self, req, mode: str, version: str | None = None):
         refused = self._model(mode, version)
