@@ -227,15 +227,18 @@ def summary(run_dir, data, modes) -> str:
 
 
 def run(args) -> int:
-    from taugate.training.data import MNISTModes
-    from taugate.training.runs import train_run
+    from taugate.training.runs import open_source, train_run
 
     config = run_config(args, args.out)
-    data = MNISTModes(config.data)
+    data = open_source(config)  # --modes-dir folders, else MNIST
     trained = train_run(config, data)
     print(f"foundation: {trained.path / 'foundation.safetensors'} (sha256 {trained.foundation_sha[:12]})")
     for mode, path in trained.adapters.items():
         print(f"adapter {mode}: {path}")
-    if trained.adapters:
+    if trained.adapters and config.foundation.family == "mlp" and not (config.model or config.modes_dir):
         print(summary(trained.path, data, trained.adapters))
+    elif trained.adapters:
+        # the summary hardens per layer (the mlp's form) on MNIST modes; the rest goes through
+        # the GatedSpec exporter
+        print("per-mode accuracy and MACs beside the dense model: `taugate export RUN --out B`")
     return 0
