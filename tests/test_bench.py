@@ -115,3 +115,21 @@ def test_cli_bad_data(int8_bundle, tmp_path, capsys, content, match):
     assert main(["bench", str(int8_bundle), "--data", str(f), "--batch", "1", "--threads",
                  "1"]) == 2
     assert match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry", [
+    {"facts": {"angle": 45.0}, "mode_facts": {"angle": 45.0}},  # format 1: angle on the entry
+    {"facts": {"file": "modes/rot45.onnx", "facts": {"angle": 45.0}},
+     "mode_facts": {"source": "mnist-rotation", "angle": 45.0}},  # format 2: entry["facts"]
+], ids=["format1", "format2"])
+def test_mnist_data_finds_the_angle_in_both_formats(data_root, entry):
+    from types import SimpleNamespace
+
+    from taugate.commands.bench import mnist_data
+
+    manifest = SimpleNamespace(input=SimpleNamespace(features=784),
+                               modes={"rot45": SimpleNamespace(**entry)})
+    data, note = mnist_data(manifest, ["rot45"], data_root)
+    assert note is None
+    x, y = data["rot45"]
+    assert x.shape == (10000, 784) and y.shape == (10000,)

@@ -69,7 +69,11 @@ def load_npz_data(specs: list[str], modes: list[str]) -> dict:
 
 def mnist_data(manifest, modes: list[str], root: str | None) -> tuple[dict, str | None]:
     """The MNIST test set of each rotation mode (``facts.angle``); needs torch."""
-    angles = {m: manifest.modes[m].facts.get("angle") for m in modes}
+    def fact(m, key):  # the mode's own facts (format 2: entry["facts"]), else the entry's
+        entry = manifest.modes[m]
+        return entry.mode_facts.get(key, entry.facts.get(key))
+
+    angles = {m: fact(m, "angle") for m in modes}
     if manifest.input.features != 784 or any(a is None for a in angles.values()):
         return {}, "accuracy: not an MNIST-rotation bundle; pass --data FILE.npz"
     try:
@@ -83,8 +87,7 @@ def mnist_data(manifest, modes: list[str], root: str | None) -> tuple[dict, str 
                     "--data FILE.npz")
     out = {}
     for m in modes:
-        facts = manifest.modes[m].facts
-        test = data.mode(Mode(facts.get("data_mode", m), float(angles[m]))).test
+        test = data.mode(Mode(fact(m, "data_mode") or m, float(angles[m]))).test
         out[m] = (test.x.numpy(), test.y.numpy())
     return out, None
 

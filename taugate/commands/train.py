@@ -253,17 +253,17 @@ def generic_summary(run_dir, modes) -> str:
 
 
 def run(args) -> int:
-    from taugate.training.data import MNISTModes
-    from taugate.training.runs import train_run
+    from taugate.training.runs import open_source, train_run
 
     config = run_config(args, args.out)
-    mnist_mlp = not (config.modes_dir or config.model) and config.foundation.family == "mlp"
-    data = MNISTModes(config.data) if mnist_mlp else None  # else: the run's own mode source
-    trained = train_run(config, data) if data is not None else train_run(config)
+    data = open_source(config)  # --modes-dir folders, else MNIST
+    trained = train_run(config, data)
     print(f"foundation: {trained.path / 'foundation.safetensors'} (sha256 {trained.foundation_sha[:12]})")
     for mode, path in trained.adapters.items():
         print(f"adapter {mode}: {path}")
     if trained.adapters:
-        print(summary(trained.path, data, trained.adapters) if data is not None
+        mnist_mlp = config.foundation.family == "mlp" and not (config.model or config.modes_dir)
+        # the mlp summary hardens per layer on MNIST modes; any other run goes through load_run
+        print(summary(trained.path, data, trained.adapters) if mnist_mlp
               else generic_summary(trained.path, trained.adapters))
     return 0

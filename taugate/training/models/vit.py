@@ -128,7 +128,10 @@ class ViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.input_mean) / self.input_std
         tokens = self.patch_embed(self.patches(x))
-        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        # Broadcast the class token by arithmetic, not expand(): TorchScript's ONNX exporter turns
+        # expand(batch, ...) into ConstantOfShape, which the runtime's allowlist refuses (an
+        # attacker-sized allocation). x*0 + c equals c for every finite input.
+        cls = self.cls_token + tokens[:, :1, :] * 0
         h = torch.cat([cls, tokens], dim=1) + self.pos_embed
         for block in self.blocks:
             h = block(h)
