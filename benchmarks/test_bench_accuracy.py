@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from taugate.runtime import DENSE
+from taugate.summaries import hit_rate
 
 BATCH = 4096
 
@@ -21,7 +22,7 @@ def _predict_all(rt, model: str, x: np.ndarray) -> np.ndarray:
 
 def test_accuracy(benchmark, bench_session, runtime_for, bench_model):
     rt = runtime_for(1)
-    accuracy = {mode: float((_predict_all(rt, bench_model, x) == y).mean())
+    accuracy = {mode: hit_rate(_predict_all(rt, bench_model, x), y)
                 for mode, (x, y) in bench_session.test_sets.items()}
     own = bench_session.data_mode(bench_model)
     x_own = bench_session.test_sets[own or next(iter(bench_session.test_sets))][0]

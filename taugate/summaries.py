@@ -11,11 +11,19 @@ def top1(logits, labels) -> float:
     """Fraction of rows whose arg-max logit is the label (0.0 for no rows). Accepts numpy
     arrays or anything ``np.asarray`` takes (torch CPU tensors too)."""
     logits, labels = np.asarray(logits), np.asarray(labels)
-    if len(labels) == 0:
-        return 0.0
     if logits.shape[0] != labels.shape[0]:
         raise ValueError(f"top1: {logits.shape[0]} rows of logits for {labels.shape[0]} labels")
-    return int((logits.argmax(axis=1) == labels).sum()) / len(labels)
+    return hit_rate(logits.argmax(axis=1), labels)
+
+
+def hit_rate(predictions, labels) -> float:
+    """Fraction of predicted class ids equal to their labels (0.0 for no rows): the accuracy
+    of class ids, e.g. ``ModeRuntime.predict``'s."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"hit_rate: predictions of shape {predictions.shape} for labels of "
+                         f"shape {labels.shape}")
+    return int((predictions == labels).sum()) / len(labels) if len(labels) else 0.0
 
 
 def jaccard(a, b) -> float:

@@ -58,6 +58,7 @@ def run(args) -> int:
     import numpy as np
 
     from taugate.runtime import DENSE, ModeRuntime
+    from taugate.summaries import hit_rate
     from taugate.timing import Interleaved, calibrate
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run, train_run
@@ -78,8 +79,8 @@ def run(args) -> int:
     for r in reports:
         test = data.mode(r.mode).test
         x, y = test.x.numpy(), test.y.numpy()
-        onnx_acc = float((rt.predict(r.name, x) == y).mean())
-        dense_acc = float((rt.predict(DENSE, x) == y).mean())
+        onnx_acc = hit_rate(rt.predict(r.name, x), y)
+        dense_acc = hit_rate(rt.predict(DENSE, x), y)
         xb = np.resize(x, (args.latency_batch, x.shape[1]))
         timer = Interleaved({"dense": lambda xb=xb: rt.run(DENSE, xb),
                              "mode": lambda xb=xb, name=r.name: rt.run(name, xb)})

@@ -111,12 +111,13 @@ def report_rows(reports, onnx_accuracy: dict | None = None) -> list[list]:
 def onnx_accuracies(bundle, reports, data) -> dict[str, float]:
     """Test accuracy of each mode's compacted graph, run through the runtime."""
     from taugate.runtime import ModeRuntime
+    from taugate.summaries import hit_rate
 
     with ModeRuntime.open(bundle, providers="cpu") as rt:
         out = {}
         for r in reports:
             test = data.mode(r.mode).test
-            out[r.name] = float((rt.predict(r.name, test.x.numpy()) == test.y.numpy()).mean())
+            out[r.name] = hit_rate(rt.predict(r.name, test.x.numpy()), test.y.numpy())
     return out
 
 

@@ -21,6 +21,7 @@ from taugate._names import check_mode_name
 from taugate.export.bundle import BundleMode, write_bundle_v2
 from taugate.export.hardened import GatedSpec
 from taugate.export.weightless import GraphExport, Recipe
+from taugate.summaries import top1
 from taugate.training.compact import (
     Surgery,
     compact,
@@ -124,7 +125,7 @@ def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float((logits.argmax(1) == y).float().mean()) if len(y) else float("nan")
+    return top1(logits, y) if len(y) else float("nan")
 
 
 def onnx_max_diff(proto, model: nn.Module, x: torch.Tensor, input_name: str) -> float:
