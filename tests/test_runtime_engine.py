@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,15 +18,12 @@ import onnxruntime as ort
 import pytest
 from conftest import random_hardened
 
-from taugate.export.hardened import HardenedLayer, HardenedModel
 from taugate.runtime import (
     DENSE,
     BundleFormatError,
     BundleIntegrityError,
-    InvalidOutputError,
     ModeRuntime,
     RuntimeConfigError,
-    TaugateRuntimeError,
     UnknownModeError,
 )
 
@@ -222,7 +218,6 @@ def test_refuses_bad_options(tiny_bundle, kwargs, needle):
 
 
 def test_session_options_pass_through(tiny_bundle):
-    import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -282,150 +277,6 @@ def test_runtime_never_imports_torch_or_onnx(tiny_bundle):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-
-
-def test_session_runner_uses_the_internal_run_only_when_it_matches(rt):
-    from taugate.runtime.engine import session_runner
-
-    rt.run("rot0", X)
-    session = rt._sessions["rot0"].session
-    fast = session_runner(session, "pixels", ["logits"], 784, 10, "rot0")
-    assert fast is not session.run
-    np.testing.assert_array_equal(fast(["logits"], {"pixels": X})[0],
-                                  session.run(["logits"], {"pixels": X})[0])
-
-    class Wrapped:  # same public API, an internal run that disagrees or breaks
-        def __init__(self, inner):
-            self._sess = type("S", (), {"run": staticmethod(inner)})()
-
-        def get_providers(self):
-            return ["CPUExecutionProvider"]
-
-        def run(self, names, feed, options=None):
-            return session.run(names, feed, options)
-
-    wrong = Wrapped(lambda names, feed, options: [np.zeros((2, 10), np.float32)])
-    assert session_runner(wrong, "pixels", ["logits"], 784, 10, "w") == wrong.run
-    broken = Wrapped(lambda names, feed: None)  # a changed signature: TypeError
-    assert session_runner(broken, "pixels", ["logits"], 784, 10, "b") == broken.run
-
-
-def test_session_runner_keeps_the_public_run_for_other_providers():
-    from taugate.runtime.engine import session_runner
-
-    class Cuda:
-        _sess = object()
-
-        def get_providers(self):
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-
-        def run(self, names, feed, options=None):
-            return [np.zeros((2, 10), np.float32)]
-
-    cuda = Cuda()
-    assert session_runner(cuda, "pixels", ["logits"], 784, 10, "cuda") == cuda.run
-
-
-# -- outputs, the bounded probe, files that change after open ------------------------------------
-
-def _nan_bomb_model() -> bytes:
-    """Format-1 operators only; finite on the load probe (all 0.5), inf on pixels 0 and 2."""
-    w = np.zeros((10, 784), np.float32)
-    w[0, :4] = [3e38, -3e38, 3e38, -3e38]
-    return onnx_bytes(HardenedModel((HardenedLayer(w, np.zeros(10, np.float32), None),)),
-                      {"taugate.mode": "rot0", "taugate.format_version": 2})
-
-
-def test_outputs_are_checked_at_run(tiny_bundle, tmp_path):
-    root = copy_bundle(tiny_bundle, tmp_path)
-    replace_model(root, "rot0", _nan_bomb_model())
-    rt = ModeRuntime.open(root)  # the probe sees finite logits
-    x = np.zeros((2, 784), np.float32)
-    assert np.isfinite(rt.run("rot0", x)).all()
-    x[1, [0, 2]] = 1.0
-    with pytest.raises(InvalidOutputError, match="mode 'rot0': the model produced invalid "
-                                                 "output: the logits contain NaN, inf"):
-        rt.run("rot0", x)
-    assert isinstance(InvalidOutputError("x"), TaugateRuntimeError)
-
-
-@pytest.mark.parametrize("out,needle", [
-    (np.zeros((3, 10), np.float32), "shape [2, 10], got float32 of shape (3, 10)"),
-    (np.zeros((2, 9), np.float32), "of shape (2, 9)"),
-    (np.zeros((2, 10), np.float64), "got float64"),
-    (np.full((2, 10), np.nan, np.float32), "NaN"),
-    (np.array([[np.inf] + [0.0] * 9] * 2, np.float32), "inf"),
-    ([[0.0] * 10] * 2, "got list"),
-])
-def test_output_error(out, needle):
-    from taugate.runtime.engine import output_error
-
-    assert needle in output_error(out, 2, 10)
-    assert output_error(np.zeros((2, 10), np.float32), 2, 10) is None
-
-
-def test_probe_failures_are_integrity_errors(tiny_bundle, tmp_path, monkeypatch):
-    from taugate.runtime import engine
-
-    def stuck(run, names, feed, timeout_s):
-        raise RuntimeError("Exiting due to terminate flag being set to true")
-
-    monkeypatch.setattr(engine, "bounded_run", stuck)
-    with pytest.raises(BundleIntegrityError, match=r"probe run at load failed \(or took over "):
-        ModeRuntime.open(tiny_bundle)
-    monkeypatch.undo()
-    root = copy_bundle(tiny_bundle, tmp_path)
-    w = np.ones((10, 784), np.float32) * 1e30  # inf already on the probe input
-    replace_model(root, "rot0", onnx_bytes(HardenedModel(
-        (HardenedLayer(w, np.zeros(10, np.float32), None),)),
-        {"taugate.mode": "rot0", "taugate.format_version": 2}))
-    with pytest.raises(BundleIntegrityError, match="probe run at load gave invalid output"):
-        ModeRuntime.open(root)
-
-
-def test_bounded_run_stops_onnxruntime():
-    from onnx import TensorProto, helper, numpy_helper
-
-    from taugate.runtime.engine import bounded_run
-
-    w = numpy_helper.from_array(np.eye(256, dtype=np.float32), "w")
-    nodes = [helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]) for i in range(200)]
-    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info(
-        "h0", TensorProto.FLOAT, [4096, 256])], [helper.make_tensor_value_info(
-            "h200", TensorProto.FLOAT, [4096, 256])], initializer=[w])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep 200 nodes
-    session = ort.InferenceSession(proto.SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"])
-    feed = {"h0": np.ones((4096, 256), np.float32)}
-    # 200 x 0.27 GFLOP: seconds of work; stopped after 50 ms
-    with pytest.raises(Exception, match="terminate"):
-        bounded_run(session.run, None, feed, 0.05)
-    calls = []
-
-    def polite(names, feed, options):  # returns once told to stop
-        while not options.terminate:
-            threading.Event().wait(0.001)
-        calls.append(True)
-        return ["stopped"]
-
-    assert bounded_run(polite, None, {}, 0.01) == ["stopped"] and calls
-
-
-def test_changed_or_deleted_files_make_modes_unavailable(tiny_bundle, tmp_path):
-    root = copy_bundle(tiny_bundle, tmp_path)
-    rt = ModeRuntime.open(root, max_sessions=1)
-    assert rt.unavailable() == {}
-    (root / "modes" / "rot0.onnx").unlink()
-    with (root / "modes" / "rot45.onnx").open("ab") as f:
-        f.write(b"\0")
-    down = rt.unavailable()
-    assert set(down) == {"rot0", "rot45"}
-    assert "gone since open" in down["rot0"] and "changed since open" in down["rot45"]
-    with pytest.raises(BundleIntegrityError, match="missing from bundle"):
-        rt.run("rot0", X)  # evicted (max_sessions=1): reloading finds the file gone
-    assert "missing from bundle" in rt.unavailable()["rot0"]
 
 
 def test_many_modes_get_one_thread_per_session(tmp_path):

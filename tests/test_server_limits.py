@@ -239,7 +239,7 @@ def test_changed_and_deleted_files_answer_503_and_health_degrades(tiny_bundle, t
 
 
 def test_invalid_model_output_is_a_json_500_that_closes(tiny_bundle, tmp_path):
-    from test_runtime_engine import _nan_bomb_model
+    from test_runtime_sessions import _nan_bomb_model
 
     root = tmp_path / "bundle"
     shutil.copytree(tiny_bundle, root)

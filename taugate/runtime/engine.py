@@ -19,7 +19,6 @@ import os
 import threading
 
 import numpy as np
-import onnxruntime as ort
 
 from taugate.runtime.errors import (
     BundleError,
@@ -29,7 +28,7 @@ from taugate.runtime.errors import (
     TaugateRuntimeError,
     UnknownModeError,
 )
-from taugate.runtime.graph_check import check_model
+from taugate.runtime.files import BundleFiles
 from taugate.runtime.inputs import InputSpecChecker
 from taugate.runtime.manifest import (
     DENSE,
@@ -38,19 +37,22 @@ from taugate.runtime.manifest import (
     ModelEntry,
     load_manifest,
     read_verified,
-    resolve_file,
     variant_entry,
 )
-from taugate.runtime.materialize import build_initializers
 from taugate.runtime.providers import (
-    CPU,
     ProviderSpec,
     SessionConfig,
     create_session,
     needs_run_lock,
     resolve_providers,
 )
-from taugate.runtime.safetensors import read_safetensors
+from taugate.runtime.sessions import (  # noqa: F401 - re-exported: engine's public helpers
+    PROBE_TIMEOUT_S,
+    bounded_run,
+    check_session,
+    output_error,
+    session_runner,
+)
 
 log = logging.getLogger("taugate.runtime")
 
@@ -69,120 +71,6 @@ class _Loaded:
 
 
 MANY_SESSIONS = 16  # above this many loaded sessions, each gets 1 onnxruntime thread by default
-PROBE_TIMEOUT_S = 10.0  # the probe run at load gets this long, then onnxruntime is told to stop
-
-
-def bounded_run(run, output_names: list, feed: dict, timeout_s: float):
-    """``run(output_names, feed, run_options)`` stopped after ``timeout_s`` seconds:
-    onnxruntime checks ``RunOptions.terminate`` between operators and fails the run."""
-    options = ort.RunOptions()
-    timer = threading.Timer(timeout_s, setattr, (options, "terminate", True))
-    timer.daemon = True
-    timer.start()
-    try:
-        return run(output_names, feed, options)
-    finally:
-        timer.cancel()
-
-
-def output_error(out, n: int, classes: int) -> str | None:
-    """Why ``out`` is not float32 logits [n, classes] with finite values, or None.
-
-    Finiteness is decided by one float32 dot product (about 1.5 us at batch 1..256, several
-    times cheaper than ``np.isfinite(out).all()``): it is inf/NaN when any value is, and also
-    when a magnitude exceeds ~1e19, which no meaningful logit does.
-    """
-    if type(out) is not np.ndarray or out.shape != (n, classes) or out.dtype != np.float32:
-        return (f"expected float32 logits of shape [{n}, {classes}], got "
-                f"{getattr(out, 'dtype', type(out).__name__)} of shape {getattr(out, 'shape', '?')}")
-    flat = out.ravel()
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is the signal, not a warning
-        energy = flat.dot(flat)
-    if not np.isfinite(energy):
-        return "the logits contain NaN, inf or values beyond 1e19"
-    return None
-
-
-def session_runner(session, input_name: str, output_names: list, sample_shape,
-                   classes: int, where: str):
-    """The callable ``run`` uses: ``(output_names, feed) -> outputs``.
-
-    First a probe run (two rows of 0.5), bounded by :data:`PROBE_TIMEOUT_S`: it must finish
-    and give float32 [2, classes] finite logits, else :class:`BundleIntegrityError`.
-
-    For a CPU-only session this is the C++ ``run`` that ``InferenceSession.run`` wraps (its
-    private ``_sess``). The wrapper's own Python work -- checking that the feed names every
-    model input, that no OrtValue belongs to another device, retrying on another provider after
-    an ``EPFail`` -- cannot apply to the one-array feed ``ModeRuntime.run`` builds on a CPU-only
-    session, and costs about 0.5 us per call (~4% of a batch-1 run of the paper backbone).
-    Because ``_sess`` is not public API, it is used only after a probe call gives exactly the
-    public ``run``'s result; otherwise (another onnxruntime, another provider) the public
-    ``run`` is used.
-    """
-    probe = {input_name: np.full((2, *np.atleast_1d(sample_shape)), 0.5, np.float32)}
-    try:
-        expected = bounded_run(session.run, output_names, probe, PROBE_TIMEOUT_S)[0]
-    except Exception as exc:  # noqa: BLE001 - whatever the model does, the bundle is refused
-        raise BundleIntegrityError(f"{where}: the probe run at load failed (or took over "
-                                   f"{PROBE_TIMEOUT_S:g} s): {exc}") from None
-    problem = output_error(expected, 2, classes)
-    if problem:
-        raise BundleIntegrityError(f"{where}: the probe run at load gave invalid output: "
-                                   f"{problem}")
-    inner = getattr(getattr(session, "_sess", None), "run", None)
-    if not callable(inner) or list(session.get_providers()) != [CPU]:
-        return session.run
-    try:
-        same = np.array_equal(bounded_run(inner, output_names, probe, PROBE_TIMEOUT_S)[0],
-                              expected)
-    except Exception:  # noqa: BLE001 - any failure means: not the API we know
-        same = False
-    if not same:
-        log.debug("onnxruntime's internal run differs from InferenceSession.run; using the latter")
-        return session.run
-    return lambda names, feed: inner(names, feed, None)
-
-
-def _dynamic(dim) -> bool:
-    return dim is None or isinstance(dim, str)
-
-
-def check_session(session, entry: ModelEntry, manifest: Manifest) -> None:
-    """Compare a session's inputs, outputs and metadata with the manifest."""
-    where = f"{entry.name}: file {entry.file!r}"
-    spec_in, spec_out = manifest.input, manifest.output
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    got_in = [(i.name, i.type, list(i.shape)) for i in inputs]
-    if (len(inputs) != 1 or inputs[0].name != spec_in.name or inputs[0].type != "tensor(float)"
-            or len(inputs[0].shape) != 1 + len(spec_in.shape) or not _dynamic(inputs[0].shape[0])
-            or tuple(inputs[0].shape[1:]) != spec_in.shape):
-        raise BundleIntegrityError(f"{where}: model inputs {got_in} disagree with the manifest: "
-                                   f"expected one float input {spec_in.name!r} of shape "
-                                   f"[batch, {', '.join(map(str, spec_in.shape))}]")
-    got_out = [(o.name, o.type, list(o.shape)) for o in outputs]
-    if (not outputs or outputs[0].name != spec_out.name or outputs[0].type != "tensor(float)"
-            or len(outputs[0].shape) != 2 or not _dynamic(outputs[0].shape[0])
-            or outputs[0].shape[1] != spec_out.classes):
-        raise BundleIntegrityError(f"{where}: model outputs {got_out} disagree with the "
-                                   f"manifest: expected float output {spec_out.name!r} of shape "
-                                   f"[batch, {spec_out.classes}]")
-    meta = session.get_modelmeta().custom_metadata_map
-    expected = {"taugate.mode": entry.name, "taugate.format_version": str(manifest.format_version)}
-    wrong = {k: meta.get(k) for k, v in expected.items() if meta.get(k) != v}
-    if wrong:
-        raise BundleIntegrityError(f"{where}: model metadata {wrong} disagrees with the "
-                                   f"manifest: expected {expected}")
-
-
-def _materialized(entry: ModelEntry) -> frozenset:
-    """Initializer names the manifest says are materialized (bundle v2 ``materialize``)."""
-    items = entry.facts.get("materialize")
-    if not isinstance(items, list):
-        return frozenset()
-    return frozenset(m["name"] for m in items if isinstance(m, dict)
-                     and isinstance(m.get("name"), str))
-
-
 class ModeRuntime:
     """Run the modes of a taugate bundle. Create with :meth:`ModeRuntime.open`.
 
@@ -194,6 +82,7 @@ class ModeRuntime:
                  max_sessions: int | None, validate: bool, precision: str = "fp32"):
         self._root = root
         self._precision = precision
+        self._internal_run = False  # open(internal_run=True): the C++ run (sessions.py)
         self._manifest = manifest
         self._plan = plan
         self._config = config
@@ -205,11 +94,10 @@ class ModeRuntime:
         self._in_name = manifest.input.name
         self._out_names = [manifest.output.name]
         self._classes = manifest.output.classes
-        self._stamps: dict[str, tuple] = {}  # name -> stat of its file when it was verified
+        self._files = BundleFiles(root, manifest)  # verified reads, stamps, materialization
         self._unavailable: dict[str, str] = {}  # name -> why it failed to load after open
         self._opened = False
         self.checker = InputSpecChecker.from_spec(manifest.input)
-        self._backbone = None  # name -> array, read (and hashed) once, on first need
         self._coerce = self.checker.coerce if validate else self.checker.reshape_only
 
     @classmethod
@@ -218,7 +106,7 @@ class ModeRuntime:
              session_options=None, intra_op_num_threads: int | None = None,
              inter_op_num_threads: int | None = None,
              graph_optimization_level: str | None = None,
-             precision: str = "fp32") -> ModeRuntime:
+             precision: str = "fp32", internal_run: bool = False) -> ModeRuntime:
         """Open and check the bundle at ``bundle`` (a directory or its manifest.json).
 
         providers: ``"auto"`` (DirectML > CUDA > CPU, falling back to CPU with a warning), one
@@ -238,6 +126,9 @@ class ModeRuntime:
             (else :class:`RuntimeConfigError` naming those without); the dense model is served
             in that precision when the bundle has its variant, and ``run("dense")`` raises
             :class:`RuntimeConfigError` otherwise. Nothing falls back silently.
+        internal_run: on CPU-only sessions, call onnxruntime's C++ ``run`` (its private
+            ``_sess``) instead of ``InferenceSession.run``, saving ~0.5 us per call; used only
+            where a probe call gives exactly the public run's result (opt-in: not public API).
         """
         if precision not in PRECISIONS:
             raise RuntimeConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
@@ -268,6 +159,7 @@ class ModeRuntime:
                 f"{str(root)!r} (export with `taugate export --precision fp32,{precision}`, or "
                 f"open with precision='fp32')")
         rt = cls(root, manifest, plan, config, max_sessions, bool(validate), precision)
+        rt._internal_run = bool(internal_run)
         try:
             if lazy:
                 served = {(n, variant_entry(manifest.entry(n), precision).file)
@@ -275,7 +167,7 @@ class ModeRuntime:
                           if variant_entry(manifest.entry(n), precision) is not None}
                 for ref in manifest.files():  # every listed file, whatever the precision
                     if isinstance(ref, ModelEntry):  # + operator checks; stamped if served
-                        rt._read(ref, stamp=(ref.name, ref.file) in served)
+                        rt._files.read(ref, stamp=(ref.name, ref.file) in served)
                     else:
                         read_verified(root, ref)
             else:
@@ -369,39 +261,10 @@ class ModeRuntime:
             self._sessions[mode] = loaded
             return loaded
 
-    def _initializers(self, entry: ModelEntry) -> dict | None:
-        """The initializers of a weightless graph (name -> array), or None for a graph that
-        holds its weights."""
-        if entry.materialize is None:
-            return None
-        if self._backbone is None and self._manifest.backbone is not None:
-            ref = self._manifest.backbone
-            self._backbone = read_safetensors(read_verified(self._root, ref), ref.file)[0]
-        mode = {}
-        if entry.weights is not None:
-            mode = read_safetensors(read_verified(self._root, entry.weights),
-                                    entry.weights.file)[0]
-        return build_initializers(entry.materialize, self._backbone or {}, mode,
-                                  f"{entry.name}: file {entry.file!r}")
-
-    def _read(self, entry: ModelEntry, stamp: bool = True) -> bytes:
-        """The verified bytes of ``entry``'s file (path + sha256 + operator checks); ``stamp``:
-        remember its stat for :meth:`unavailable` (the file that serves the mode)."""
-        data = read_verified(self._root, entry)
-        if stamp:
-            try:
-                st = os.stat(resolve_file(self._root, entry))
-                self._stamps[entry.name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            except OSError:
-                pass
-        check_model(data, self._manifest.format_version, f"{entry.name}: file {entry.file!r}",
-                    _materialized(entry))
-        return data
-
     def _create(self, entry: ModelEntry) -> _Loaded:
-        data = self._read(entry)
+        data = self._files.read(entry)
         label = f"{entry.name} ({entry.file})"
-        initializers = self._initializers(entry)
+        initializers = self._files.initializers(entry)
         try:
             session, self._plan = create_session(data, self._plan, self._config, label,
                                                  initializers)
@@ -416,7 +279,8 @@ class ModeRuntime:
         self._providers_in_use = in_use
         log.debug("loaded mode %r from %s with providers %s", entry.name, entry.file, in_use)
         run = session_runner(session, self._in_name, self._out_names, self._manifest.input.shape,
-                             self._classes, f"{entry.name}: file {entry.file!r}")
+                             self._classes, f"{entry.name}: file {entry.file!r}",
+                             internal=self._internal_run)
         return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
                        initializers)
 
@@ -424,19 +288,8 @@ class ModeRuntime:
         """Modes (or ``"dense"``) that cannot be served now, with the reason: those whose load
         failed after ``open``, and those whose file changed or vanished since it was verified
         (a stat per file: size, inode, mtime). Empty when the bundle is healthy."""
-        out = dict(self._unavailable)
-        for name, stamp in list(self._stamps.items()):
-            if name in out:
-                continue
-            entry = self._manifest.entry(name)
-            entry = variant_entry(entry, self._precision) or entry  # the file that serves it
-            try:
-                st = os.stat(self._root / entry.file)
-            except OSError as exc:
-                out[name] = f"file {entry.file!r} is gone since open: {exc.strerror}"
-                continue
-            if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != stamp:
-                out[name] = f"file {entry.file!r} changed since open"
+        out = self._files.changed()
+        out.update(self._unavailable)  # a failed load says more than a changed stat
         return out
 
     def warmup(self, modes=None) -> None:

@@ -8,141 +8,32 @@ and every file must match its sha256.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from dataclasses import replace
+from pathlib import Path
 
-from taugate._names import mode_name_error
-from taugate.runtime.errors import BundleError, BundleFormatError, BundleIntegrityError
+from taugate._names import DENSE, mode_name_error  # DENSE: the dense baseline's name
+from taugate.runtime.errors import BundleError, BundleFormatError
+
+# the file checks live in files.py; importable from here too (their first home)
+from taugate.runtime.files import MAX_MODEL_BYTES, read_verified, resolve_file, verify_files
 from taugate.runtime.safe_json import UnsafeInputError, loads_strict, read_regular_file
+from taugate.runtime.schema import (  # the dataclasses, importable from here too
+    PRECISIONS,
+    FileRef,
+    InputSpec,
+    Manifest,
+    MaterializeStep,
+    ModelEntry,
+    OutputSpec,
+)
 
 BUNDLE_FORMAT = "taugate-bundle"
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
-DENSE = "dense"  # the name under which the dense baseline model is reachable
-PRECISIONS = ("fp32", "int8")  # fp32: the entry's own file; others: entry["variants"][p]
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # read at most this much of manifest.json
-MAX_MODEL_BYTES = 2 * 1024 ** 3  # a model file larger than protobuf's limit is refused
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """The model input: ``name`` float32 ``[batch, *shape]``.
-
-    ``range``: None (no range check; negative values fine) or (low, high). ``layout``: None or
-    ``{"kind": "image", "channels", "height", "width"}``. ``uint8_pixels``: uint8 inputs are
-    0-255 pixels scaled by 1/255 (format 1 bundles, and format 2 image inputs in [0, 1]).
-    """
-
-    name: str
-    dtype: str
-    shape: tuple  # per-sample shape (after the batch axis), e.g. (784,) or (1, 28, 28)
-    range: tuple[float, float] | None
-    layout: dict | None = None
-    uint8_pixels: bool = False
-
-    @property
-    def features(self) -> int:
-        """Values per sample (the product of ``shape``)."""
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
-
-    @property
-    def image_shape(self) -> tuple[int, int] | None:
-        """(height, width) when the layout is an image, else None."""
-        if self.layout and self.layout.get("kind") == "image":
-            return (self.layout["height"], self.layout["width"])
-        return None
-
-    @property
-    def channels(self) -> int | None:
-        return self.layout["channels"] if self.image_shape else None
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """The model output: ``name`` float32 logits [batch, classes]; ``labels`` may be None."""
-
-    name: str
-    dtype: str
-    classes: int
-    labels: tuple[str, ...] | None
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """A bundle file and its sha256 (``name`` says what it is in error messages)."""
-
-    name: str
-    file: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """One model file of the bundle (the dense baseline or a mode) and its manifest facts.
-
-    ``facts`` is the manifest entry as written; ``mode_facts`` the free-form facts of the mode
-    (format 1: ``{"angle": ...}``). ``weights`` + ``materialize``: a weightless graph whose
-    initializers are built at load (format 2 shared backbone), else None.
-    """
-
-    name: str
-    file: str  # relative to the bundle directory, POSIX separators
-    sha256: str
-    macs: int
-    facts: dict = field(default_factory=dict)
-    mode_facts: dict = field(default_factory=dict)
-    weights: FileRef | None = None
-    materialize: tuple | None = None  # of MaterializeStep
-
-
-@dataclass(frozen=True)
-class MaterializeStep:
-    """How one initializer of a weightless graph is built (docs/bundle-v2.md, section 4)."""
-
-    name: str  # initializer name in the graph
-    source: str  # "backbone" | "mode"
-    tensor: str  # tensor name in that safetensors file
-    take: tuple  # ((axis, index tensor name in the mode file), ...), applied in order
-    scale: tuple | None  # (axis, vector name in the mode file) or None
-    add: str | None  # tensor name in the mode file or None
-    dtype: str  # the result's dtype ("float32", ...)
-    shape: tuple  # the result's shape
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A validated manifest. ``raw`` is the parsed JSON as written."""
-
-    format: str
-    format_version: int
-    created_by: str
-    input: InputSpec
-    output: OutputSpec
-    dense: ModelEntry
-    modes: dict  # name -> ModelEntry, in manifest order
-    raw: dict = field(repr=False, default_factory=dict)
-    family: str = "mlp"
-    targets: tuple = ()
-    backbone: FileRef | None = None
-
-    def entry(self, name: str) -> ModelEntry | None:
-        """The entry of mode ``name`` (or of the dense model for ``DENSE``); None if unknown."""
-        return self.dense if name == DENSE else self.modes.get(name)
-
-    def files(self) -> list:
-        """Every file the bundle's manifest covers (FileRef or ModelEntry), each once."""
-        out = [self.backbone] if self.backbone else []
-        for entry in (self.dense, *self.modes.values()):
-            out += [entry] + ([entry.weights] if entry.weights else [])
-            out += [v for p in PRECISIONS[1:] if (v := variant_entry(entry, p)) is not None]
-        return out
 
 
 def _fail(where: str, what: str, got) -> BundleFormatError:
@@ -359,16 +250,11 @@ def variant_entry(entry: ModelEntry, precision: str) -> ModelEntry | None:
     if v is None:
         return None
     where = f"{where}.{precision}"
-    if not isinstance(v, dict):
-        raise _fail(where, "an object", v)
-    file = _get(v, "file", where, str, "a relative path inside the bundle")
-    sha = _get(v, "sha256", where, str, "64 lowercase hex characters")
-    if not _SHA256.match(sha):
-        raise _fail(f"{where}.sha256", "64 lowercase hex characters", sha)
+    ref = _file_ref(entry.name, v, where)
     if v.get("precision", precision) != precision:
         raise _fail(f"{where}.precision", repr(precision), v.get("precision"))
     # a variant is a self-contained graph: nothing to materialize
-    return replace(entry, file=file, sha256=sha, weights=None, materialize=None)
+    return replace(entry, file=ref.file, sha256=ref.sha256, weights=None, materialize=None)
 
 
 def parse_manifest(data) -> Manifest:
@@ -447,55 +333,7 @@ def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
     return root, parse_manifest(data)
 
 
-def resolve_file(root: Path, entry) -> Path:
-    """The absolute path of ``entry.file``, refusing paths that leave ``root``."""
-    rel = entry.file
-    where = f"{entry.name}: file {rel!r}"
-    if not rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() \
-            or PureWindowsPath(rel).drive:
-        raise BundleIntegrityError(f"{where}: expected a relative path inside the bundle, got an "
-                                   f"absolute path")
-    if ".." in PureWindowsPath(rel).parts:  # splits on both / and \
-        raise BundleIntegrityError(f"{where}: '..' is not allowed: files must stay inside the "
-                                   f"bundle directory")
-    if "\0" in rel or len(rel) > 1024:
-        raise BundleIntegrityError(f"{entry.name}: file {rel[:100]!r}: expected a relative path "
-                                   f"of at most 1024 characters without NUL bytes")
-    try:
-        base = root.resolve()
-        path = (root / rel).resolve()  # follows symlinks
-        is_file = path.is_file()
-    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long
-        raise BundleIntegrityError(f"{where}: cannot resolve the path: {exc}") from None
-    if path != base and base not in path.parents:
-        raise BundleIntegrityError(f"{where}: resolves to {path}, outside the bundle directory "
-                                   f"{base} (a symlink pointing out?)")
-    if not is_file:
-        raise BundleIntegrityError(f"{where}: missing from bundle {str(root)!r}")
-    return path
-
-
-def read_verified(root: Path, entry) -> bytes:
-    """The bytes of ``entry``'s file after the path and sha256 checks.
-
-    Returning the bytes that were hashed (rather than a path) means what gets loaded is exactly
-    what was checked, even if the file changes afterwards.
-    """
-    path = resolve_file(root, entry)
-    try:
-        data = read_regular_file(path, MAX_MODEL_BYTES)
-    except (OSError, UnsafeInputError) as exc:
-        raise BundleIntegrityError(f"{entry.name}: file {entry.file!r}: cannot read: "
-                                   f"{exc}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry.sha256:
-        raise BundleIntegrityError(f"{entry.name}: file {entry.file!r}: sha256 mismatch: manifest "
-                                   f"says {entry.sha256}, file has {digest} (corrupted or "
-                                   f"modified after export)")
-    return data
-
-
-def verify_files(root: Path, manifest: Manifest) -> None:
-    """Path + sha256 checks of every file the manifest lists (models, backbone, mode weights)."""
-    for entry in manifest.files():
-        read_verified(root, entry)
+__all__ = ["BUNDLE_FORMAT", "DENSE", "MANIFEST_NAME", "MAX_MODEL_BYTES", "PRECISIONS",
+           "SUPPORTED_FORMAT_VERSIONS", "FileRef", "InputSpec", "Manifest", "MaterializeStep",
+           "ModelEntry", "OutputSpec", "load_manifest", "parse_manifest", "read_verified",
+           "resolve_file", "variant_entry", "verify_files"]
