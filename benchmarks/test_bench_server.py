@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,30 +12,19 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+from test_bench_serving import load_run as serving_load_run  # noqa: E402
+
 from taugate.runtime import ModeRuntime  # noqa: E402
 from taugate.server import BackgroundServer  # noqa: E402
 
 
 def load_run(url: str, path: str, body: bytes, clients: int, requests: int) -> dict:
     """``clients`` threads each send ``requests`` POSTs of the pre-encoded JSON ``body`` (so the
-    client's own JSON encoding is not measured); latencies in seconds."""
-    headers = {"content-type": "application/json"}
-
-    def worker(_):
-        latencies = []
-        with httpx.Client(base_url=url, timeout=30) as client:
-            for _ in range(requests):
-                t0 = time.perf_counter()
-                r = client.post(path, content=body, headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                assert r.status_code == 200, r.text
-        return latencies
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        latencies = sorted(lat for chunk in pool.map(worker, range(clients)) for lat in chunk)
-    wall = time.perf_counter() - t0
-    return {"requests": len(latencies), "wall_s": wall, "requests_per_s": len(latencies) / wall,
+    client's own JSON encoding is not measured): requests/s, p50/p99 latency."""
+    run = serving_load_run(url, path, body, {"content-type": "application/json"}, clients,
+                           requests)
+    latencies = sorted(run["latencies"])
+    return {"requests": len(latencies), "requests_per_s": run["requests_per_s"],
             "p50_ms": statistics.median(latencies) * 1e3,
             "p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] * 1e3}
 
