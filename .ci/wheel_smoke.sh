@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 "$PY" -m build --no-isolation --wheel --sdist --outdir "$work/dist" . > "$work/build.log" 2>&1 \
   || { cat "$work/build.log"; exit 1; }
 deps=$("$PY" -c 'import numpy, os; print(os.path.dirname(os.path.dirname(numpy.__file__)))')
-"$PY" -c "from taugate.export.synthetic import build_random_bundle as b; b('$work/tiny')"
+"$PY" -c "from taugate.exporting.synthetic import build_random_bundle as b; b('$work/tiny')"
 for dist in "$work"/dist/*.whl "$work"/dist/*.tar.gz; do
   rm -rf "$work/venv"
   "$PY" -m venv --without-pip "$work/venv"

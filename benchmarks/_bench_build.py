@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from taugate.export.synthetic import random_inputs
-from taugate.runtime.manifest import DENSE, load_manifest
+from taugate.bundle.manifest import DENSE, load_manifest
+from taugate.exporting.synthetic import random_inputs
 from taugate.training.recipes import SPARSE_RECIPE
 
 log = logging.getLogger("taugate.benchmarks")

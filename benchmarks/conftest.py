@@ -4,7 +4,7 @@ The bundle is chosen once per session (``bench_bundle`` is its path, ``bench_ses
 bundle with its test sets):
 
 ``--bundle PATH``  an exported bundle; test sets from real MNIST when ``TAUGATE_DATA`` is set.
-``--tiny``         a random bundle (``taugate.export.synthetic``): seconds, no torch, no data;
+``--tiny``         a random bundle (``taugate.exporting.synthetic``): seconds, no torch, no data;
                    also the fallback when ``TAUGATE_DATA`` does not hold MNIST.
 default            a small seeded training run on real MNIST (``_bench_build.py``): the
                    foundation, TauGate with unit-L1 for rot0 and rot45 (modes ``rot0``,
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from taugate.export.synthetic import build_random_bundle
-from taugate.runtime.manifest import DENSE
+from taugate.bundle.manifest import DENSE
+from taugate.exporting.synthetic import build_random_bundle
 from taugate.training.recipes import SPARSE_RECIPE
 
 _SESSION = pytest.StashKey()

@@ -37,7 +37,7 @@ def backbone_mlp(widths=(1024, 1024), n_in: int = 784, n_out: int = 10, seed: in
 
 
 def synthetic_spec(widths, seed: int, keep: float):
-    from taugate.export.hardened import GatedSpec, GatedUnits
+    from taugate.spec import GatedSpec, GatedUnits
 
     rng = np.random.default_rng(seed)
     units = []
@@ -55,8 +55,8 @@ def build(out: str | Path, n_modes: int, widths=(1024, 1024), keep: float = 0.27
     """A bundle of ``n_modes`` synthetic modes; returns (path, seconds)."""
     import torch
 
-    from taugate.export.bundle import classes_output_spec
-    from taugate.training.gated_export import GatedMode, export_gated_bundle
+    from taugate.exporting.gated import GatedMode, export_gated_bundle
+    from taugate.exporting.writer import classes_output_spec
 
     model = backbone_mlp(widths)
     x = torch.rand(n_cal, 784)

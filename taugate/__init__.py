@@ -1,6 +1,6 @@
 """taugate: mode-specialized conditional compute (TauGate, arXiv 2602.11726).
 
-Subpackages: ``taugate.training`` (torch), ``taugate.export`` (numpy + onnx),
+Subpackages: ``taugate.training`` (torch), ``taugate.exporting`` (numpy + onnx),
 ``taugate.runtime`` (numpy + onnxruntime only). This module imports nothing heavy.
 """
 

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from taugate.bundle.manifest import variant_entry
 from taugate.runtime import DENSE, ModeRuntime, RuntimeConfigError
-from taugate.runtime.manifest import variant_entry
 from taugate.timing import Interleaved, calibrate, machine_info
 
 PRECISIONS = ("fp32", "int8")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.hardened import GatedSpec, GatedUnits
+from taugate.spec import GatedSpec, GatedUnits
 
 
 def odd_mlp(n_in: int = 13, seed: int = 0) -> nn.Sequential:

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from taugate.export.synthetic import build_random_bundle, random_hardened  # noqa: F401 (re-exported)
+from taugate.exporting.synthetic import build_random_bundle, random_hardened  # noqa: F401 (re-exported)
 
 
 def build_tiny_bundle(path, modes=("rot0", "rot45"), seed=0):

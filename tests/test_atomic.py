@@ -1,4 +1,4 @@
-"""taugate._atomic: permissions from the umask, and recovery after a crash (a real kill: the
+"""taugate.bundle.atomic: permissions from the umask, and recovery after a crash (a real kill: the
 writer process exits with os._exit in the middle, so no cleanup code runs)."""
 
 from __future__ import annotations
@@ -13,8 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from taugate._atomic import _COMPLETE, _OWNER, atomic_directory, current_umask, recover, write_bytes
-from taugate.export.synthetic import build_random_bundle
+from taugate.bundle.atomic import (
+    _COMPLETE,
+    _OWNER,
+    atomic_directory,
+    current_umask,
+    recover,
+    write_bytes,
+)
+from taugate.exporting.synthetic import build_random_bundle
 from taugate.runtime import ModeRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +52,7 @@ def _crash(tmp_path: Path, body: str) -> subprocess.CompletedProcess:
     code = textwrap.dedent(f"""
         import os, sys
         from pathlib import Path
-        from taugate.export.synthetic import build_random_bundle
+        from taugate.exporting.synthetic import build_random_bundle
         out = Path({str(tmp_path / "bundle")!r})
     """) + textwrap.dedent(body)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -64,7 +71,7 @@ def _seed(bundle: Path) -> int:
 def test_crash_while_writing_leaves_a_temporary_that_the_next_export_removes(tmp_path):
     build_random_bundle(tmp_path / "bundle", modes=("rot0",))
     r = _crash(tmp_path, """
-        import taugate.export.bundle as b
+        import taugate.exporting.writer as b
         real = b._write_graph
         def dying(root, rel, name, graph, backbone):
             if name == "rot0":
@@ -85,7 +92,7 @@ def test_crash_between_the_two_renames_is_recovered(tmp_path, complete):
     build_random_bundle(tmp_path / "bundle", modes=("rot0",))  # widths (32, 16)
     old_macs = _seed(tmp_path / "bundle")
     r = _crash(tmp_path, """
-        from taugate import _atomic
+        from taugate.bundle import atomic as _atomic
         real = os.replace
         def dying(src, dst):
             real(src, dst)

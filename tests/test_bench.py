@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from taugate.bench import BenchConfig, run_bench
-from taugate.export.synthetic import build_random_bundle, random_inputs
+from taugate.exporting.synthetic import build_random_bundle, random_inputs
 from taugate.runtime import ModeRuntime
 
 FAST = {"batches": (1, 8), "threads": (1,), "budget_s": 0.01, "min_rounds": 2}

@@ -93,8 +93,8 @@ def test_predict_into_a_closed_pipe_is_quiet(tiny_bundle, tmp_path):
 
 
 def test_into_adds_modes_and_keeps_the_old(tiny_bundle, tmp_path):
-    from taugate.export.merge import merge_into
-    from taugate.export.synthetic import build_random_bundle
+    from taugate.exporting.merge import merge_into
+    from taugate.exporting.synthetic import build_random_bundle
     from taugate.runtime import ModeRuntime
 
     bundle = tmp_path / "bundle"

@@ -12,9 +12,9 @@ import torch
 from _gated_models import MLP_TARGETS, odd_mlp, random_spec
 
 from taugate import cli
+from taugate.exporting.compact import hard_gated
+from taugate.exporting.gated import ParityError, export_run_bundle
 from taugate.runtime import ModeRuntime
-from taugate.training.compact import hard_gated
-from taugate.training.gated_export import ParityError, export_run_bundle
 
 SPEC_IN = {"name": "features", "dtype": "float32", "shape": ["batch", 13], "range": None,
            "layout": None}

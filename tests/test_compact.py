@@ -1,5 +1,5 @@
-"""Compaction + ONNX export of any torch model from a GatedSpec (taugate.training.compact,
-taugate.training.gated_export), end to end through a format 2 shared-backbone bundle."""
+"""Compaction + ONNX export of any torch model from a GatedSpec (taugate.exporting.compact,
+taugate.exporting.gated), end to end through a format 2 shared-backbone bundle."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import torch
 from _gated_models import MLP_TARGETS, VIT_TARGETS, TinyTransformer, odd_mlp, random_spec
 
-from taugate.export.hardened import GatedSpec, GatedUnits
+from taugate.exporting.compact import compact, firing_counts, hard_gated, keep_masks
+from taugate.exporting.gated import GatedMode, export_gated_bundle
 from taugate.runtime import BundleIntegrityError, ModeRuntime
-from taugate.training.compact import compact, firing_counts, hard_gated, keep_masks
-from taugate.training.gated_export import GatedMode, export_gated_bundle
+from taugate.spec import GatedSpec, GatedUnits
 
 # what the graphs of these models may contain (the list reported for the operator allowlist)
 MLP_OPS = {"Gemm", "Relu", "Greater", "Cast", "Mul"}
@@ -174,7 +174,7 @@ def test_bad_specs_are_refused():
 
 
 def test_gate_margins_only_count_jump_gates():
-    from taugate.training.compact import GatedLinear, gate_margins
+    from taugate.exporting.compact import GatedLinear, gate_margins
 
     gate = GatedLinear(1, 2, torch.tensor([0.5, 0.0]))
     with torch.no_grad():
@@ -187,7 +187,7 @@ def test_gate_margins_only_count_jump_gates():
 
 
 def test_linear_macs_counts_attention():
-    from taugate.training.compact import linear_macs
+    from taugate.exporting.compact import linear_macs
 
     model, x = TinyTransformer(), torch.randn(2, 6, 8)
     # per block: in_proj 6*8*24, out_proj 6*8*8, fc1 6*8*32, fc2 6*32*8, q k^T and att v 2*6*6*8

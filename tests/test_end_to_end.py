@@ -60,7 +60,7 @@ def test_onnx_matches_torch_hard_gate(exported, mode):
 
 @pytest.mark.parametrize("mode", ["rot0", "rot45"])
 def test_compacted_matches_uncompacted_on_calibration(exported, mode):
-    from taugate.export.specialize import prune_mode
+    from taugate.exporting.specialize import prune_mode
 
     run, _, data = exported
     foundation, meta = load_foundation(run / "foundation")

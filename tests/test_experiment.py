@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from taugate.summaries import jaccard
-from taugate.training.backbone import MLP, BackboneConfig
-from taugate.training.experiment import FILES, OVERLAP_COLUMNS, RESULT_COLUMNS, ExperimentConfig
-from taugate.training.experiment.measures import (
+from taugate.lab.experiment import FILES, OVERLAP_COLUMNS, RESULT_COLUMNS, ExperimentConfig
+from taugate.lab.experiment.measures import (
     high_act_frac,
     high_gate_frequency,
     mode_masks,
 )
-from taugate.training.experiment.summary import build_summary, stats, to_csv
-from taugate.training.experiment.tables import ablations_table, overlap_table, results_table
+from taugate.lab.experiment.summary import build_summary, stats, to_csv
+from taugate.lab.experiment.tables import ablations_table, overlap_table, results_table
+from taugate.summaries import jaccard
+from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.methods import get_method
 
 

@@ -7,9 +7,9 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from taugate.export.graph import FORMS, build_graph
-from taugate.export.hardened import HardenedLayer, HardenedModel
-from taugate.export.synthetic import random_hardened
+from taugate.exporting.graph import FORMS, build_graph
+from taugate.exporting.synthetic import random_hardened
+from taugate.spec import HardenedLayer, HardenedModel
 
 
 def with_thresholds(model: HardenedModel, kinds: tuple[str, ...], seed: int = 0) -> HardenedModel:

@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from taugate.export.graph import build_graph
-from taugate.export.hardened import HardenedLayer, HardenedModel
-from taugate.export.prune import PruneConfig, compact, firing_rates, keep_masks
+from taugate.exporting.graph import build_graph
+from taugate.exporting.prune import PruneConfig, compact, firing_rates, keep_masks
+from taugate.spec import HardenedLayer, HardenedModel
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.methods import get_method
 

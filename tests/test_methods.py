@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from taugate.export.graph import INPUT_NAME, build_graph
+from taugate.exporting.graph import INPUT_NAME, build_graph
 from taugate.training.adapters import foundation_sha256, load_adapter, save_adapter
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.data import Split
@@ -200,7 +200,7 @@ def test_every_method_exports_into_one_bundle(data_root, tmp_path):
 
 
 def test_tables_and_figure_follow_the_registry():
-    from taugate.training.experiment.config import ABLATION_METHODS, TABLE1_METHODS, method_label
+    from taugate.lab.experiment.config import ABLATION_METHODS, TABLE1_METHODS, method_label
 
     assert TABLE1_METHODS == ("frozen", "bitfit", "taugate", "lora", "full_ft")  # paper's order
     assert ABLATION_METHODS == ("gain_only", "tau_only")

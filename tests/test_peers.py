@@ -7,9 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from taugate.training.backbone import MLP, BackboneConfig
-from taugate.training.data import Mode, ModeData, Split
-from taugate.training.peers import (
+from taugate.lab.peers import (
     PeersConfig,
     harden,
     n_params,
@@ -17,6 +15,8 @@ from taugate.training.peers import (
     scratch_mlp,
     torch_pruned,
 )
+from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.data import Mode, ModeData, Split
 
 pytest.importorskip("torch_pruning")
 

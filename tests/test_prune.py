@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from taugate.export.hardened import HardenedLayer, HardenedModel
-from taugate.export.prune import PruneConfig, compact, firing_rates, keep_masks
-from taugate.export.specialize import PruningGuardError, prune_mode
-from taugate.export.synthetic import random_hardened
+from taugate.exporting.prune import PruneConfig, compact, firing_rates, keep_masks
+from taugate.exporting.specialize import PruningGuardError, prune_mode
+from taugate.exporting.synthetic import random_hardened
+from taugate.spec import HardenedLayer, HardenedModel
 
 
 def sparse_model(seed: int = 0) -> HardenedModel:

@@ -7,11 +7,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from taugate.export.graph import build_graph
-from taugate.export.hardened import HardenedLayer, HardenedModel
-from taugate.export.quantize import SCHEMES, gemm_to_matmul, operators, quantize
-from taugate.export.synthetic import random_hardened, random_inputs
-from taugate.export.variants import QuantizationGuardError, int8_variant
+from taugate.exporting.graph import build_graph
+from taugate.exporting.quantize import SCHEMES, gemm_to_matmul, operators, quantize
+from taugate.exporting.synthetic import random_hardened, random_inputs
+from taugate.exporting.variants import QuantizationGuardError, int8_variant
+from taugate.spec import HardenedLayer, HardenedModel
 
 
 def mixed_model(seed: int = 0) -> HardenedModel:

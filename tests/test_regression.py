@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taugate.export.regression import DenseComparison, WorseThanDenseError, check_not_worse
+from taugate.exporting.regression import DenseComparison, WorseThanDenseError, check_not_worse
 
 C = DenseComparison
 

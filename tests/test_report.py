@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from taugate.cli import main
-from taugate.export.synthetic import build_random_bundle
-from taugate.report import ReportConfig, build_report
-from taugate.report.figures import pareto_front
-from taugate.report.units import jaccard_matrix
+from taugate.exporting.synthetic import build_random_bundle
+from taugate.lab.report import ReportConfig, build_report
+from taugate.lab.report.figures import pareto_front
+from taugate.lab.report.units import jaccard_matrix
 from taugate.summaries import jaccard
 
 ROOT = Path(__file__).resolve().parents[1]

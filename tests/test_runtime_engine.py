@@ -52,7 +52,7 @@ def replace_model(root: Path, mode: str, data: bytes, fix_hash: bool = True) -> 
 
 
 def onnx_bytes(model, metadata) -> bytes:
-    from taugate.export.graph import build_graph
+    from taugate.exporting.graph import build_graph
 
     return build_graph(model, "m", metadata).SerializeToString()
 
@@ -267,7 +267,7 @@ def test_runtime_never_imports_torch_or_onnx(tiny_bundle):
         import numpy as np
         import taugate.runtime
         from taugate.runtime import ModeRuntime
-        heavy = ("torch", "onnx", "taugate.training", "taugate.export")
+        heavy = ("torch", "onnx", "taugate.training", "taugate.exporting")
         assert not [m for m in heavy if m in sys.modules], "at import"
         rt = ModeRuntime.open({str(tiny_bundle)!r})
         rt.run("rot0", np.zeros((1, 784), np.float32)); rt.predict("dense", np.zeros(784))
@@ -282,7 +282,7 @@ def test_runtime_never_imports_torch_or_onnx(tiny_bundle):
 def test_many_modes_get_one_thread_per_session(tmp_path):
     """Issue 10 point 11: one onnxruntime thread pool per session made a 2,000-mode bundle take
     minutes to open; past MANY_SESSIONS sessions each gets one thread unless told otherwise."""
-    from taugate.export.synthetic import build_random_bundle
+    from taugate.exporting.synthetic import build_random_bundle
     from taugate.runtime.engine import MANY_SESSIONS
 
     modes = [f"m{i}" for i in range(MANY_SESSIONS)]  # + dense: one more than the bound

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from taugate.export.synthetic import build_random_bundle, random_inputs
+from taugate.exporting.synthetic import build_random_bundle, random_inputs
 from taugate.runtime import (
     BundleFormatError,
     BundleIntegrityError,

@@ -11,13 +11,13 @@ import onnxruntime as ort
 import pytest
 from test_runtime_engine import X, copy_bundle, onnx_bytes, replace_model
 
-from taugate.export.hardened import HardenedLayer, HardenedModel
 from taugate.runtime import (
     BundleIntegrityError,
     InvalidOutputError,
     ModeRuntime,
     TaugateRuntimeError,
 )
+from taugate.spec import HardenedLayer, HardenedModel
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'taugate[ray]')")
 import ray
 
-from taugate.export.synthetic import build_random_bundle
+from taugate.exporting.synthetic import build_random_bundle
 from taugate.runtime import BundleIntegrityError, InputError, InvalidOutputError, ModeRuntime
 from taugate.server import BackgroundServer
 from taugate.server.ray_app import REPLICA_HEADER, RayServeConfig

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from taugate.export.prune import PruneConfig
-from taugate.export.specialize import prune_mode
+from taugate.exporting.prune import PruneConfig
+from taugate.exporting.specialize import prune_mode
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.data import Mode, ModeData, Split
 from taugate.training.loop import TrainConfig, train

@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import torch
 
+from taugate.bundle.graph_check import ALLOWED_OPS
 from taugate.cli import main
 from taugate.runtime import ModeRuntime
-from taugate.runtime.graph_check import ALLOWED_OPS
 from taugate.training.models.vit import ViT, ViTConfig
 
 TINY = ["--family-option", "patch=4", "--family-option", "dim=8", "--family-option", "heads=2",

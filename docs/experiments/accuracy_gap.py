@@ -29,7 +29,7 @@ d = data.mode("rot45")
 drop = int(os.environ.get("GAP_DROP", "0"))
 if drop:
     # drop layer 0's least important kept units (|next column| x mean activation on calibration)
-    from taugate.export.prune import compact
+    from taugate.exporting.prune import compact
 
     _, hid = m.forward(d.calibration.x.numpy(), return_hidden=True)
     imp = np.linalg.norm(m.layers[1].weight, axis=0) * hid[0].mean(0)
@@ -127,8 +127,8 @@ for spec in variant:
             opt.step()
             step += 1
     if os.environ.get("GAP_BUNDLE"):
-        from taugate.export.bundle import ModeExport, write_bundle
-        from taugate.export.hardened import HardenedLayer, HardenedModel
+        from taugate.exporting.writer import ModeExport, write_bundle
+        from taugate.spec import HardenedLayer, HardenedModel
         from taugate.training.adapters import load_foundation
         from taugate.training.backbone import harden_mlp
         from taugate.training.loop import accuracy as tacc

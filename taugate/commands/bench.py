@@ -121,7 +121,7 @@ def accuracy_rows(result) -> list[list]:
 
 def run(args) -> int:
     from taugate.bench import BenchConfig, run_bench
-    from taugate.runtime.manifest import load_manifest
+    from taugate.bundle.manifest import load_manifest
 
     config = BenchConfig(tuple(args.modes) if args.modes else None, tuple(args.batch),
                          tuple(args.threads), tuple(args.precision), args.budget,
@@ -151,12 +151,12 @@ def run(args) -> int:
     print("speedup = dense median / mode median over the same interleaved rounds; "
           "'same prec' compares with the dense model in the mode's precision")
     if args.json:
-        from taugate._atomic import write_text
+        from taugate.bundle.atomic import write_text
 
         write_text(args.json, json.dumps(result.to_json(), indent=2))
         print(f"json: {args.json}")
     if args.plot:
-        from taugate.bench_plot import plot_speedup
+        from taugate.lab.bench_plot import plot_speedup
 
         plot_speedup(result, Path(args.plot))
         print(f"plot: {args.plot}")

@@ -5,7 +5,7 @@ graph per mode plus the dense frozen model and manifest.json.
 Two paths: the paper's chain MLP (``family: mlp``, the default ``--engine auto``) keeps the
 numpy graph builder (identical numbers); any other family (``vit``, user models) is compacted
 in torch, exported with ``torch.onnx.export`` and written as a shared-backbone bundle
-(``taugate.training.gated_export``); ``--engine torch`` forces that path for an mlp run too.
+(``taugate.exporting.gated``); ``--engine torch`` forces that path for an mlp run too.
 
 Every mode is measured beside the dense frozen model on the mode's own test set; a mode worse
 than it by more than --max-accuracy-drop is refused (the error names the mode, both accuracies
@@ -65,7 +65,7 @@ def add_arguments(p) -> None:
 
 
 def add_precision_arguments(p) -> None:
-    from taugate.export.quantize import DEFAULT_SCHEME, SCHEMES
+    from taugate.exporting.quantize import DEFAULT_SCHEME, SCHEMES
 
     g = p.add_argument_group("precision")
     g.add_argument("--precision", type=csv_list, default=["fp32"], metavar="LIST",
@@ -84,7 +84,7 @@ def precision_config(args):
 
 
 def prune_config(args):
-    from taugate.export.prune import PruneConfig
+    from taugate.exporting.prune import PruneConfig
 
     return PruneConfig(below=args.prune_below, round_to=args.round_to,
                        max_accuracy_drop=args.max_accuracy_drop)
@@ -157,7 +157,7 @@ def run_generic(args) -> int:
     """The torch engine: any family, through ``load_run`` (i9train's run reader)."""
     import json
 
-    from taugate.training.gated_export import export_run_bundle
+    from taugate.exporting.gated import export_run_bundle
 
     try:
         from taugate.training.loaded import load_run
@@ -224,7 +224,7 @@ def run_into(args) -> int:
     import tempfile
 
     from taugate.commands._common import data_config
-    from taugate.export.merge import merge_into
+    from taugate.exporting.merge import merge_into
     from taugate.runtime import ModeRuntime
     from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run

@@ -36,13 +36,13 @@ def run(args) -> int:
     import os
     from pathlib import Path
 
-    from taugate._atomic import write_text
+    from taugate.bundle.atomic import write_text
     from taugate.commands._common import data_config, format_table
+    from taugate.lab.peers import PeersConfig, run_peers
+    from taugate.lab.peers_plot import write_peers_plot
     from taugate.timing import TimingConfig
     from taugate.training.data import MNISTModes
     from taugate.training.devices import resolve_device
-    from taugate.training.peers import PeersConfig, run_peers
-    from taugate.training.peers_plot import write_peers_plot
 
     config = PeersConfig(args.finetune_epochs, args.scratch_epochs)
     timing = TimingConfig(batch_sizes=tuple(args.batch), repeats=args.repeats,

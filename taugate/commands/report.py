@@ -27,7 +27,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from taugate.report import ReportConfig, build_report
+    from taugate.lab.report import ReportConfig, build_report
 
     command = "taugate " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
     report = build_report(ReportConfig(bench=args.bench, bundle=args.bundle,

@@ -50,9 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def experiment_config(args):
     """The parsed arguments as an :class:`ExperimentConfig`."""
+    from taugate.lab.experiment import ExperimentConfig
+    from taugate.lab.experiment.config import TABLE1_METHODS
     from taugate.training.data import DataConfig
-    from taugate.training.experiment import ExperimentConfig
-    from taugate.training.experiment.config import TABLE1_METHODS
 
     calibration = args.calibration_size
     if args.limit_train is not None and calibration >= args.limit_train:
@@ -73,7 +73,7 @@ def experiment_config(args):
 
 
 def run(args) -> int:
-    from taugate.training.experiment import run_experiment
+    from taugate.lab.experiment import run_experiment
 
     result = run_experiment(experiment_config(args))
     summary = result.summary

@@ -70,10 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from taugate.commands._common import format_table
-    from taugate.export.prune import PruneConfig
+    from taugate.exporting.prune import PruneConfig
+    from taugate.lab.sweep import SweepConfig, run_sweep
     from taugate.timing import TimingConfig
     from taugate.training.devices import resolve_device
-    from taugate.training.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(
         out=args.out, mode=args.mode, other=args.other, widths=tuple(args.widths),

@@ -211,8 +211,8 @@ TRAIN_HEADERS = ["mode", "method", "units kept", "MACs", "acc dense", "acc soft"
 def summary(run_dir, data, modes) -> str:
     """Per mode: the dense frozen model's test accuracy beside the adapter's (soft, hard) and
     the MACs `taugate export` would keep; a line for each mode export would refuse."""
-    from taugate.export.prune import PruneConfig
-    from taugate.export.regression import check_not_worse
+    from taugate.exporting.prune import PruneConfig
+    from taugate.exporting.regression import check_not_worse
     from taugate.training.runs import assess_run, dense_comparisons
 
     # a report, not the export: the pruning guard must not stop it (export applies it)
@@ -231,8 +231,8 @@ def generic_summary(run_dir, modes) -> str:
     accuracy beside the adapter's, soft and hard-gated (pruning is export's: `taugate export`)."""
     import torch
 
-    from taugate.export.prune import PruneConfig
-    from taugate.export.regression import DenseComparison, check_not_worse
+    from taugate.exporting.prune import PruneConfig
+    from taugate.exporting.regression import DenseComparison, check_not_worse
     from taugate.summaries import top1
     from taugate.training.loaded import load_run
 

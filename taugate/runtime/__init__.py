@@ -1,7 +1,7 @@
 """The taugate runtime: run a bundle's per-mode ONNX subnetworks with onnxruntime.
 
 numpy + onnxruntime only -- importing this package never imports torch, onnx, or
-``taugate.training`` / ``taugate.export`` (a test enforces it)::
+``taugate.training`` / ``taugate.exporting`` (a test enforces it)::
 
     from taugate.runtime import ModeRuntime
     rt = ModeRuntime.open("bundle", providers="auto")
@@ -12,8 +12,7 @@ numpy + onnxruntime only -- importing this package never imports torch, onnx, or
 
 from __future__ import annotations
 
-from taugate.runtime.engine import ModeRuntime
-from taugate.runtime.errors import (
+from taugate.bundle.errors import (
                                     BundleError,
                                     BundleFormatError,
                                     BundleIntegrityError,
@@ -24,7 +23,8 @@ from taugate.runtime.errors import (
                                     TaugateRuntimeError,
                                     UnknownModeError,
 )
-from taugate.runtime.manifest import DENSE, SUPPORTED_FORMAT_VERSIONS, Manifest
+from taugate.bundle.manifest import DENSE, SUPPORTED_FORMAT_VERSIONS, Manifest
+from taugate.runtime.engine import ModeRuntime
 
 __all__ = [
                                     "DENSE",

@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from taugate.runtime.errors import (
+from taugate.bundle.errors import (
     BundleError,
     BundleIntegrityError,
     InvalidOutputError,
@@ -28,9 +28,8 @@ from taugate.runtime.errors import (
     TaugateRuntimeError,
     UnknownModeError,
 )
-from taugate.runtime.files import BundleFiles
-from taugate.runtime.inputs import InputSpecChecker
-from taugate.runtime.manifest import (
+from taugate.bundle.files import BundleFiles
+from taugate.bundle.manifest import (
     DENSE,
     PRECISIONS,
     Manifest,
@@ -39,6 +38,7 @@ from taugate.runtime.manifest import (
     read_verified,
     variant_entry,
 )
+from taugate.runtime.inputs import InputSpecChecker
 from taugate.runtime.providers import (
     ProviderSpec,
     SessionConfig,

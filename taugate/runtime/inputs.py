@@ -1,6 +1,6 @@
 """Input validation and coercion: whatever an app hands us -> float32 [N, *shape], C-contiguous.
 
-The manifest's input spec decides (``taugate.runtime.manifest.InputSpec``): a per-sample
+The manifest's input spec decides (``taugate.bundle.manifest.InputSpec``): a per-sample
 ``shape``, an optional value ``range`` and an optional image ``layout``. Accepted:
 
 * float32 (or float64, cast) shaped ``[N, *shape]`` or one sample ``shape``;
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from taugate.runtime.errors import InputError
+from taugate.bundle.errors import InputError
 
 _UNIT_MAX_BITS = 0x3F800000  # the bit pattern of float32 1.0, as a Python int
 _NDARRAY = np.ndarray

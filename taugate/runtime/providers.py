@@ -21,7 +21,7 @@ from typing import Any, Union
 
 import onnxruntime as ort
 
-from taugate.runtime.errors import ProviderError, RuntimeConfigError
+from taugate.bundle.errors import ProviderError, RuntimeConfigError
 
 log = logging.getLogger("taugate.runtime")
 

@@ -11,8 +11,8 @@ import threading
 import numpy as np
 import onnxruntime as ort
 
-from taugate.runtime.errors import BundleIntegrityError
-from taugate.runtime.manifest import Manifest, ModelEntry
+from taugate.bundle.errors import BundleIntegrityError
+from taugate.bundle.manifest import Manifest, ModelEntry
 from taugate.runtime.providers import CPU
 
 log = logging.getLogger("taugate.runtime")

@@ -35,8 +35,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from starlette.requests import Request
 from starlette.responses import Response
 
+from taugate.bundle.manifest import load_manifest
 from taugate.runtime import ModeRuntime
-from taugate.runtime.manifest import load_manifest
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES
 from taugate.server.messages import HttpRequest, ServiceUnavailable
 from taugate.server.protocol import ProtocolHandler, taugate_error

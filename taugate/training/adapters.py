@@ -5,7 +5,7 @@ A foundation is ``<stem>.safetensors`` + ``<stem>.json``; the JSON names its mod
 the paper's mlp, as written by earlier versions) and the family's config. An adapter holds only the tensors its
 method trains, plus the method's config, the mode, and the sha256 of the foundation it was
 trained on; loading it onto any other foundation is refused. No pickle anywhere: safetensors
-and JSON only. Writes are atomic (taugate/_atomic.py).
+and JSON only. Writes are atomic (taugate/bundle/atomic.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from taugate import __version__
-from taugate._atomic import write_bytes, write_text
+from taugate.bundle.atomic import write_bytes, write_text
 from taugate.training.backbone import MLP, BackboneConfig
 from taugate.training.methods import AdaptationMethod, get_method
 from taugate.training.targets import Targets

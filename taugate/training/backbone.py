@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.hardened import (
+from taugate.spec import (
     HardenedLayer,
     HardenedModel,
     fold_gain,

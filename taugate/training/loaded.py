@@ -1,7 +1,7 @@
 """A run directory read back for the exporter: ``load_run(run_dir) -> Run`` (issue 9's seam).
 
 Everything the bundle v2 writer needs, method-agnostic: the frozen foundation, the input and
-output specs, and per mode the method's :class:`~taugate.export.hardened.GatedSpec`, its facts,
+output specs, and per mode the method's :class:`~taugate.spec.GatedSpec`, its facts,
 its calibration and test splits, and the hard-gated torch model (for parity tests).
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from taugate.export.hardened import GatedSpec
+from taugate.spec import GatedSpec
 from taugate.training.adapters import Adapter, load_adapter, load_foundation
 from taugate.training.gating import clear_gates, set_hard
 from taugate.training.runs import ADAPTER_DIR, FOUNDATION_STEM, RUN_FILE

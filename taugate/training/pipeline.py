@@ -14,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.bundle import ModeExport, graph_bytes, write_bundle
-from taugate.export.hardened import HardenedModel
-from taugate.export.prune import PruneConfig, firing_rates
-from taugate.export.quantize import DEFAULT_SCHEME, PRECISIONS
-from taugate.export.specialize import PrunedMode, prune_mode
-from taugate.export.variants import int8_variant
+from taugate.exporting.prune import PruneConfig, firing_rates
+from taugate.exporting.quantize import DEFAULT_SCHEME, PRECISIONS
+from taugate.exporting.specialize import PrunedMode, prune_mode
+from taugate.exporting.variants import int8_variant
+from taugate.exporting.writer import ModeExport, graph_bytes, write_bundle
+from taugate.spec import HardenedModel
 from taugate.summaries import units_kept
 from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
@@ -153,12 +153,12 @@ class PrecisionConfig:
     """Which precision variants ``export_bundle`` adds beside the fp32 graphs."""
 
     precisions: tuple[str, ...] = ("fp32",)  # fp32 is always written: the reference
-    quantization: str = DEFAULT_SCHEME  # taugate.export.quantize.SCHEMES
+    quantization: str = DEFAULT_SCHEME  # taugate.exporting.quantize.SCHEMES
     max_accuracy_drop: float = 0.005  # refuse a variant losing more test accuracy than this
     calibration_rows: int = 2000  # calibration rows the static scheme reads (per mode)
 
     def __post_init__(self) -> None:
-        from taugate.export.quantize import SCHEMES
+        from taugate.exporting.quantize import SCHEMES
 
         self.precisions = tuple(self.precisions)
         bad = [p for p in self.precisions if p not in PRECISIONS]

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from taugate import __version__
-from taugate._atomic import write_text
-from taugate._names import check_mode_name
-from taugate.export.prune import PruneConfig
-from taugate.export.regression import DenseComparison, check_not_worse
+from taugate.bundle.atomic import write_text
+from taugate.bundle.names import check_mode_name
+from taugate.exporting.prune import PruneConfig
+from taugate.exporting.regression import DenseComparison, check_not_worse
 from taugate.training.adapters import load_adapter, load_foundation, save_adapter, save_foundation
 from taugate.training.backbone import FoundationConfig
 from taugate.training.data import DataConfig, MNISTModes, Mode

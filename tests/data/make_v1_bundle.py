@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taugate.export.synthetic import build_random_bundle
+from taugate.exporting.synthetic import build_random_bundle
 from taugate.runtime import ModeRuntime
 
 HERE = Path(__file__).parent

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.hardened import GatedSpec, GatedUnits, HardenedModel
+from taugate.spec import GatedSpec, GatedUnits, HardenedModel
 from taugate.training.gating import attach, default_targets, targets_of
 from taugate.training.methods.options import build_config
 from taugate.training.targets import Targets

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.export.hardened import GatedUnits
+from taugate.spec import GatedUnits
 from taugate.training.backbone import UnitActivation
 from taugate.training.gating import gate_modules, gates, targets_of
 from taugate.training.methods.base import AdaptationMethod, as_numpy

@@ -57,7 +57,7 @@ class TensorModes:
     def __init__(self, modes: dict, facts: dict | None = None, split_seed: int = 0):
         self._modes: dict[str, ModeData] = {}
         for name, splits in modes.items():
-            from taugate._names import check_mode_name
+            from taugate.bundle.names import check_mode_name
 
             check_mode_name(name)
             train = as_split(splits["train"], f"{name} train")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from taugate._names import mode_name_error
+from taugate.bundle.names import mode_name_error
 from taugate.training.data import Mode, ModeData, Split
 
 SPLITS = ("train", "test", "calibration")

@@ -1,0 +1,128 @@
+"""A bundle's files on disk: the path and sha256 checks, verified reads (with the operator
+checks for model files), stat stamps that tell when a served file changed after ``open``, and the
+materialized weights of shared-backbone modes. numpy + onnxruntime-free helpers + stdlib."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from taugate.bundle.errors import BundleIntegrityError
+from taugate.bundle.graph_check import check_model
+from taugate.bundle.materialize import build_initializers
+from taugate.bundle.safe_json import UnsafeInputError, read_regular_file
+from taugate.bundle.safetensors import read_safetensors
+
+MAX_MODEL_BYTES = 2 * 1024 ** 3  # a model file larger than protobuf's limit is refused
+
+
+def resolve_file(root: Path, entry) -> Path:
+    """The absolute path of ``entry.file``, refusing paths that leave ``root``."""
+    rel = entry.file
+    where = f"{entry.name}: file {rel!r}"
+    if not rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() \
+            or PureWindowsPath(rel).drive:
+        raise BundleIntegrityError(f"{where}: expected a relative path inside the bundle, got an "
+                                   f"absolute path")
+    if ".." in PureWindowsPath(rel).parts:  # splits on both / and \
+        raise BundleIntegrityError(f"{where}: '..' is not allowed: files must stay inside the "
+                                   f"bundle directory")
+    if "\0" in rel or len(rel) > 1024:
+        raise BundleIntegrityError(f"{entry.name}: file {rel[:100]!r}: expected a relative path "
+                                   f"of at most 1024 characters without NUL bytes")
+    try:
+        base = root.resolve()
+        path = (root / rel).resolve()  # follows symlinks
+        is_file = path.is_file()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long
+        raise BundleIntegrityError(f"{where}: cannot resolve the path: {exc}") from None
+    if path != base and base not in path.parents:
+        raise BundleIntegrityError(f"{where}: resolves to {path}, outside the bundle directory "
+                                   f"{base} (a symlink pointing out?)")
+    if not is_file:
+        raise BundleIntegrityError(f"{where}: missing from bundle {str(root)!r}")
+    return path
+
+
+def read_verified(root: Path, entry) -> bytes:
+    """The bytes of ``entry``'s file after the path and sha256 checks.
+
+    Returning the bytes that were hashed (rather than a path) means what gets loaded is exactly
+    what was checked, even if the file changes afterwards.
+    """
+    path = resolve_file(root, entry)
+    try:
+        data = read_regular_file(path, MAX_MODEL_BYTES)
+    except (OSError, UnsafeInputError) as exc:
+        raise BundleIntegrityError(f"{entry.name}: file {entry.file!r}: cannot read: "
+                                   f"{exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != entry.sha256:
+        raise BundleIntegrityError(f"{entry.name}: file {entry.file!r}: sha256 mismatch: manifest "
+                                   f"says {entry.sha256}, file has {digest} (corrupted or "
+                                   f"modified after export)")
+    return data
+
+
+def verify_files(root: Path, manifest) -> None:
+    """Path + sha256 checks of every file the manifest lists (models, backbone, mode weights)."""
+    for entry in manifest.files():
+        read_verified(root, entry)
+
+
+class BundleFiles:
+    """Verified reads of one bundle's files, and the stamps of the files that serve its modes."""
+
+    def __init__(self, root: Path, manifest):
+        self.root = root
+        self.manifest = manifest
+        self._stamps: dict[str, tuple] = {}  # name -> (file, stat) when it was verified
+        self._backbone = None  # name -> array, read (and hashed) once, on first need
+
+    def read(self, entry, stamp: bool = True) -> bytes:
+        """The verified bytes of ``entry``'s file (path + sha256 + operator checks); ``stamp``:
+        remember its stat for :meth:`changed` (the file that serves the mode)."""
+        data = read_verified(self.root, entry)
+        if stamp:
+            try:
+                st = os.stat(resolve_file(self.root, entry))
+                self._stamps[entry.name] = (entry.file, _stat_key(st))
+            except OSError:
+                pass
+        materialized = frozenset(step.name for step in entry.materialize or ())
+        check_model(data, self.manifest.format_version, f"{entry.name}: file {entry.file!r}",
+                    materialized)
+        return data
+
+    def initializers(self, entry) -> dict | None:
+        """The initializers of a weightless graph (name -> array), or None for a graph that
+        holds its weights."""
+        if entry.materialize is None:
+            return None
+        if self._backbone is None and self.manifest.backbone is not None:
+            ref = self.manifest.backbone
+            self._backbone = read_safetensors(read_verified(self.root, ref), ref.file)[0]
+        mode = {}
+        if entry.weights is not None:
+            mode = read_safetensors(read_verified(self.root, entry.weights),
+                                    entry.weights.file)[0]
+        return build_initializers(entry.materialize, self._backbone or {}, mode,
+                                  f"{entry.name}: file {entry.file!r}")
+
+    def changed(self) -> dict[str, str]:
+        """Names whose stamped file changed or vanished since it was read, with the reason."""
+        out = {}
+        for name, (file, stamp) in list(self._stamps.items()):
+            try:
+                st = os.stat(self.root / file)
+            except OSError as exc:
+                out[name] = f"file {file!r} is gone since open: {exc.strerror}"
+                continue
+            if _stat_key(st) != stamp:
+                out[name] = f"file {file!r} changed since open"
+        return out
+
+
+def _stat_key(st: os.stat_result) -> tuple:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

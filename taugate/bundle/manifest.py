@@ -1,0 +1,339 @@
+"""The bundle schema (format_version 1 and 2): load ``manifest.json``, validate it, and check files.
+
+Standard library only. The writer is ``taugate.exporting.writer``; this module is the reader's
+side of that contract and trusts nothing it reads: every field is type-checked, every file path
+must stay inside the bundle directory (no absolute paths, no ``..``, no symlink pointing out),
+and every file must match its sha256.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+from taugate.bundle.errors import BundleError, BundleFormatError
+
+# the file checks live in files.py; importable from here too (their first home)
+from taugate.bundle.files import MAX_MODEL_BYTES, read_verified, resolve_file, verify_files
+from taugate.bundle.names import DENSE, mode_name_error  # DENSE: the dense baseline's name
+from taugate.bundle.safe_json import UnsafeInputError, loads_strict, read_regular_file
+from taugate.bundle.schema import (  # the dataclasses, importable from here too
+    PRECISIONS,
+    FileRef,
+    InputSpec,
+    Manifest,
+    MaterializeStep,
+    ModelEntry,
+    OutputSpec,
+)
+
+BUNDLE_FORMAT = "taugate-bundle"
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+MANIFEST_NAME = "manifest.json"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # read at most this much of manifest.json
+
+
+def _fail(where: str, what: str, got) -> BundleFormatError:
+    shown = repr(got)
+    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    return BundleFormatError(f"{MANIFEST_NAME}: {where}: expected {what}, got {shown}")
+
+
+def _get(d: dict, key: str, where: str, kind, what: str, optional: bool = False):
+    if key not in d:
+        if optional:
+            return None
+        raise BundleFormatError(f"{MANIFEST_NAME}: {where}: missing field {key!r}")
+    value = d[key]
+    if optional and value is None:
+        return None
+    # bool is an int subclass; a true/false where a number belongs is a schema error.
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
+        raise _fail(f"{where}.{key}", what, value)
+    return value
+
+
+def _as_tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _is_int(v, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _int_list(d: dict, key: str, where: str) -> list[int]:
+    value = _get(d, key, where, list, "a list of non-negative integers")
+    if not all(_is_int(v) for v in value):
+        raise _fail(f"{where}.{key}", "a list of non-negative integers", value)
+    return value
+
+
+def _batch_shape(spec: dict, where: str, what: str, any_rank: bool) -> tuple:
+    """The per-sample shape after a dynamic batch axis: ``[batch, n, ...]``, dims >= 1."""
+    shape = _get(spec, "shape", where, list, f"[batch, {what}]")
+    rank_ok = len(shape) >= 2 if any_rank else len(shape) == 2
+    if not rank_ok or not isinstance(shape[0], str) or not all(_is_int(v, 1) for v in shape[1:]):
+        want = f"['batch', {what}, ...] (any rank)" if any_rank else f"['batch', {what}]"
+        raise _fail(f"{where}.shape", f"{want} with sizes >= 1", shape)
+    return tuple(shape[1:])
+
+
+def _tensor_spec(d: dict, where: str, what: str, any_rank: bool) -> tuple[dict, str, str, tuple]:
+    """The ``input``/``output`` object: its dict, name, dtype (float32) and per-sample shape."""
+    spec = _get(d, where, "manifest", dict, "an object")
+    name = _get(spec, "name", where, str, "a string")
+    dtype = _get(spec, "dtype", where, str, "'float32'")
+    if dtype != "float32":
+        raise _fail(f"{where}.dtype", "'float32' (the only input/output dtype supported)", dtype)
+    return spec, name, dtype, _batch_shape(spec, where, what, any_rank)
+
+
+def _range(spec: dict, optional: bool) -> tuple[float, float] | None:
+    rng = _get(spec, "range", "input", list, "[low, high]" + (" or null" if optional else ""),
+               optional=optional)
+    if rng is None:
+        return None
+    if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                for v in rng) or not rng[0] < rng[1]:
+        raise _fail("input.range", "[low, high] numbers with low < high", rng)
+    return float(rng[0]), float(rng[1])
+
+
+def _parse_input_v1(d: dict) -> InputSpec:
+    spec, name, dtype, shape = _tensor_spec(d, "input", "features", any_rank=False)
+    rng = _range(spec, optional=False)
+    image = _get(spec, "image_shape", "input", list, "[height, width] or null", optional=True)
+    if image is not None and (len(image) != 2 or not all(_is_int(v, 1) for v in image)
+                              or image[0] * image[1] != shape[0]):
+        raise _fail("input.image_shape", f"null or [h, w] with h*w == {shape[0]}", image)
+    layout = None if image is None else {"kind": "image", "channels": 1, "height": image[0],
+                                         "width": image[1]}
+    return InputSpec(name, dtype, shape, rng, layout, uint8_pixels=True)
+
+
+LAYOUT_KINDS = ("image",)
+
+
+def _parse_input_v2(d: dict) -> InputSpec:
+    spec, name, dtype, shape = _tensor_spec(d, "input", "n", any_rank=True)
+    rng = _range(spec, optional=True)
+    layout = _get(spec, "layout", "input", dict, "an object or null", optional=True)
+    if layout is not None:
+        if layout.get("kind") not in LAYOUT_KINDS:
+            raise _fail("input.layout.kind", f"one of {list(LAYOUT_KINDS)}", layout.get("kind"))
+        dims = [layout.get(k) for k in ("channels", "height", "width")]
+        n = 1
+        for v in shape:
+            n *= v
+        if not all(_is_int(v, 1) for v in dims) or dims[0] * dims[1] * dims[2] != n:
+            raise _fail("input.layout", f"channels, height, width >= 1 with channels*height*"
+                        f"width == {n} (the per-sample size)", layout)
+        layout = {"kind": "image", "channels": dims[0], "height": dims[1], "width": dims[2]}
+    return InputSpec(name, dtype, shape, rng, layout,
+                     uint8_pixels=layout is not None and rng == (0.0, 1.0))
+
+
+def _parse_output(d: dict, version: int) -> OutputSpec:
+    spec, name, dtype, shape = _tensor_spec(d, "output", "classes", any_rank=False)
+    labels = _get(spec, "labels", "output", list, "a list of strings", optional=version >= 2)
+    if labels is not None and (len(labels) != shape[0]
+                               or not all(isinstance(v, str) for v in labels)):
+        raise _fail("output.labels", f"{shape[0]} strings (one per class)", labels)
+    return OutputSpec(name, dtype, shape[0], tuple(labels) if labels is not None else None)
+
+
+def _file_ref(name: str, d, where: str) -> FileRef:
+    if not isinstance(d, dict):
+        raise _fail(where, "an object {file, sha256}", d)
+    file = _get(d, "file", where, str, "a relative path inside the bundle")
+    sha = _get(d, "sha256", where, str, "64 lowercase hex characters")
+    if not _SHA256.match(sha):
+        raise _fail(f"{where}.sha256", "64 lowercase hex characters", sha)
+    return FileRef(name, file, sha)
+
+
+_STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "dtype", "shape"}
+
+
+def _parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> MaterializeStep:
+    if not isinstance(s, dict) or not set(s) <= _STEP_KEYS:
+        raise _fail(where, f"an object with keys from {sorted(_STEP_KEYS)}", s)
+    name = _get(s, "name", where, str, "a string")
+    source = _get(s, "source", where, str, "'backbone' or 'mode'")
+    if source not in ("backbone", "mode") or (source == "backbone" and not has_backbone) \
+            or (source == "mode" and not has_weights):
+        raise _fail(f"{where}.source", "'backbone' (needs the manifest's backbone) or 'mode' "
+                    "(needs the entry's weights)", source)
+    tensor = _get(s, "tensor", where, str, "a tensor name")
+    take = _get(s, "take", where, list, "a list of [axis, index tensor]", optional=True) or []
+    if not all(isinstance(t, list) and len(t) == 2 and _is_int(t[0]) and isinstance(t[1], str)
+               for t in take):
+        raise _fail(f"{where}.take", "a list of [axis >= 0, index tensor name]", take)
+    scale = _get(s, "scale", where, list, "[axis, vector name] or null", optional=True)
+    if scale is not None and not (len(scale) == 2 and _is_int(scale[0])
+                                  and isinstance(scale[1], str)):
+        raise _fail(f"{where}.scale", "[axis >= 0, vector name] or null", scale)
+    if (take or scale or s.get("add") is not None) and not has_weights:
+        raise _fail(where, "no take/scale/add without the entry's weights file", s)
+    add = _get(s, "add", where, str, "a tensor name or null", optional=True)
+    dtype = _get(s, "dtype", where, str, "a dtype name such as 'float32'")
+    shape = _get(s, "shape", where, list, "a list of sizes")
+    if not all(_is_int(v) for v in shape):
+        raise _fail(f"{where}.shape", "a list of sizes >= 0", shape)
+    return MaterializeStep(name, source, tensor, tuple((a, n) for a, n in take),
+                           tuple(scale) if scale else None, add, dtype, tuple(shape))
+
+
+def _parse_materialize(name: str, d: dict, where: str, has_backbone: bool
+                       ) -> tuple[FileRef | None, tuple | None]:
+    weights = d.get("weights")
+    weights = None if weights is None else _file_ref(f"{name} weights", weights,
+                                                     f"{where}.weights")
+    steps = _get(d, "materialize", where, list, "a list of steps or null", optional=True)
+    if steps is None:
+        return weights, None
+    parsed = tuple(_parse_step(s, f"{where}.materialize[{i}]", weights is not None, has_backbone)
+                   for i, s in enumerate(steps))
+    names = [s.name for s in parsed]
+    if len(set(names)) != len(names):
+        raise _fail(f"{where}.materialize", "each initializer built once", names)
+    return weights, parsed
+
+
+def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
+                 has_backbone: bool = False) -> ModelEntry:
+    if not isinstance(d, dict):
+        raise _fail(where, "an object", d)
+    ref = _file_ref(name, d, where)
+    macs = _get(d, "macs", where, int, "a non-negative integer")
+    if macs < 0:
+        raise _fail(f"{where}.macs", "a non-negative integer", macs)
+    mode_facts: dict = {}
+    if is_mode:
+        _get(d, "method", where, str, "a string", optional=version >= 2)
+        if version == 1:
+            mode_facts = {"angle": _get(d, "angle", where, (int, float), "a number")}
+        else:
+            mode_facts = dict(_get(d, "facts", where, dict, "an object or null", optional=True)
+                              or {})
+        kept, total = _int_list(d, "units_kept", where), _int_list(d, "units_total", where)
+        if len(kept) != len(total) or any(k > t for k, t in zip(kept, total)):
+            raise _fail(f"{where}.units_kept", f"one count <= units_total {total} per layer", kept)
+        for key in ("calibration_accuracy", "test_accuracy", "dense_test_accuracy"):
+            _get(d, key, where, (int, float), "a number or null", optional=True)
+        _get(d, "kept_indices", where, list, "a list of index lists", optional=True)
+    weights, steps = (None, None) if version == 1 else _parse_materialize(name, d, where,
+                                                                          has_backbone)
+    entry = ModelEntry(name, ref.file, ref.sha256, macs, dict(d), mode_facts, weights, steps)
+    for precision in PRECISIONS[1:]:
+        variant_entry(entry, precision)  # malformed variants fail at load, not at first use
+    return entry
+
+
+def variant_entry(entry: ModelEntry, precision: str) -> ModelEntry | None:
+    """``entry`` served in ``precision``: itself for fp32, else its ``variants[precision]``
+    file (same name, MACs and facts); None when the bundle has no such variant.
+
+    Raises :class:`BundleFormatError` for a malformed ``variants`` object."""
+    if precision == "fp32":
+        return entry
+    variants = entry.facts.get("variants")
+    where = f"{'dense' if entry.name == DENSE else 'modes.' + entry.name}.variants"
+    if variants is None:
+        return None
+    if not isinstance(variants, dict):
+        raise _fail(where, "an object mapping precision names", variants)
+    v = variants.get(precision)
+    if v is None:
+        return None
+    where = f"{where}.{precision}"
+    ref = _file_ref(entry.name, v, where)
+    if v.get("precision", precision) != precision:
+        raise _fail(f"{where}.precision", repr(precision), v.get("precision"))
+    # a variant is a self-contained graph: nothing to materialize
+    return replace(entry, file=ref.file, sha256=ref.sha256, weights=None, materialize=None)
+
+
+def parse_manifest(data) -> Manifest:
+    """Validate a parsed manifest (pure); raises :class:`BundleFormatError` naming the field."""
+    if not isinstance(data, dict):
+        raise _fail("top level", "a JSON object", type(data).__name__)
+    fmt = data.get("format")
+    if fmt != BUNDLE_FORMAT:
+        raise BundleFormatError(f"{MANIFEST_NAME}: format: expected {BUNDLE_FORMAT!r}, got "
+                                f"{fmt!r}: not a taugate bundle")
+    version = data.get("format_version")
+    # type() is int: 1.0 == 1 and True == 1 in Python, but neither is a format version
+    if type(version) is not int or version not in SUPPORTED_FORMAT_VERSIONS:
+        supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
+        raise BundleFormatError(
+            f"{MANIFEST_NAME}: format_version {version!r} is not supported by this runtime "
+            f"(supported: {supported}); upgrade taugate or re-export the bundle")
+    created_by = _get(data, "created_by", "manifest", str, "a string")
+    inp = _parse_input_v1(data) if version == 1 else _parse_input_v2(data)
+    out = _parse_output(data, version)
+    family, targets, backbone = "mlp", (), None
+    if version >= 2:
+        family = _get(data, "family", "manifest", str, "a string such as 'mlp', 'vit', 'user'")
+        targets = tuple(_get(data, "targets", "manifest", list, "a list of module paths",
+                             optional=True) or ())
+        if not all(isinstance(t, str) for t in targets):
+            raise _fail("targets", "a list of module paths (strings)", list(targets))
+        raw_backbone = data.get("backbone")
+        backbone = None if raw_backbone is None else _file_ref("backbone", raw_backbone,
+                                                               "backbone")
+    has_backbone = backbone is not None
+    dense = _parse_model(DENSE, _get(data, "dense", "manifest", dict, "an object"), "dense",
+                         is_mode=False, version=version, has_backbone=has_backbone)
+    raw_modes = _get(data, "modes", "manifest", dict, "an object mapping mode names")
+    if not raw_modes:
+        raise _fail("modes", "at least one mode", raw_modes)
+    modes = {}
+    for name, entry in raw_modes.items():
+        error = mode_name_error(name)  # the exporter's rule (taugate/bundle/names.py)
+        if error:
+            raise BundleFormatError(f"{MANIFEST_NAME}: modes: {error}")
+        modes[name] = _parse_model(name, entry, f"modes.{name}", is_mode=True, version=version,
+                                   has_backbone=has_backbone)
+    return Manifest(fmt, version, created_by, inp, out, dense, modes, data, family, targets,
+                    backbone)
+
+
+def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
+    """Read and validate ``bundle/manifest.json``; ``bundle`` may also name the manifest file.
+
+    Returns (bundle directory, manifest). Checks no model file: see :func:`verify_files`.
+    """
+    root = Path(bundle)
+    try:
+        if root.is_file() and root.name == MANIFEST_NAME:
+            root = root.parent
+        is_dir = root.is_dir()
+    except (OSError, ValueError) as exc:  # NUL byte, name too long, symlink loop
+        raise BundleError(f"bundle {str(root)[:200]!r}: unusable path: {exc}") from None
+    if not is_dir:
+        raise BundleError(f"bundle {str(root)[:200]!r}: not a directory (expected a bundle "
+                          f"directory holding {MANIFEST_NAME})")
+    path = root / MANIFEST_NAME
+    try:
+        # a regular file, not a symlink (out of the bundle or not), a FIFO or a device
+        text = read_regular_file(path, MAX_MANIFEST_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise BundleError(f"bundle {str(root)!r}: no {MANIFEST_NAME}: is this a taugate "
+                          f"bundle?") from None
+    except (OSError, UnicodeDecodeError, UnsafeInputError) as exc:
+        raise BundleError(f"{path}: cannot read: {exc}") from exc
+    try:
+        data = loads_strict(text)
+    except ValueError as exc:  # invalid JSON, duplicate keys, nesting, numbers
+        raise BundleFormatError(f"{path}: invalid JSON: {exc}") from exc
+    return root, parse_manifest(data)
+
+
+__all__ = ["BUNDLE_FORMAT", "DENSE", "MANIFEST_NAME", "MAX_MODEL_BYTES", "PRECISIONS",
+           "SUPPORTED_FORMAT_VERSIONS", "FileRef", "InputSpec", "Manifest", "MaterializeStep",
+           "ModelEntry", "OutputSpec", "load_manifest", "parse_manifest", "read_verified",
+           "resolve_file", "variant_entry", "verify_files"]

@@ -1,0 +1,284 @@
+"""Hard-gate, measure and compact any frozen torch model from a ``GatedSpec``; export to ONNX.
+
+The torch side of docs/bundle-v2.md section 1 (export itself never imports torch):
+
+- :func:`hard_gated`: the foundation with the spec's overrides, every target Linear replaced by a
+  :class:`GatedLinear` (``z * 1[z > t]``) and the gains folded into the consumers' columns. Gating
+  the producer's output is exact for both activations, since ``act(0) == 0`` for ReLU and GELU:
+  ``act(z * 1[z > t]) == act(z) * 1[z > t]``.
+- :func:`firing_counts` / :func:`keep_masks`: a unit is kept when it fires on the calibration
+  inputs (any position, for token models) and its gain is not exactly 0.
+- :func:`compact`: keep-index surgery (Torch-Pruning's habit): producer rows + bias + thresholds,
+  consumer columns multiplied by the kept gains. A ReLU target whose kept thresholds are all 0
+  becomes a plain Linear (the model's own ReLU is the gate), so the graph has no threshold ops.
+- :func:`export_onnx`: ``torch.onnx.export`` with the TorchScript exporter chosen explicitly
+  (``dynamo=False``: the only one on torch 2.4, still there on 2.14), opset 17, IR 8, a dynamic
+  batch axis, no constant folding (initializers keep their state-dict names, which is what lets
+  the bundle rebuild them from the shared backbone), then ``onnx.checker`` full check.
+
+Only torch APIs that exist in torch 2.4 are used.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from taugate.exporting.graph import IR_VERSION, OPSET
+from taugate.spec import GatedSpec
+
+
+class GatedLinear(nn.Linear):
+    """``z = x W^T + b`` followed by the hard gate ``z * 1[z > threshold]`` (per output unit).
+
+    The gate is ``Greater -> Cast -> Mul`` in ONNX: exact, no row scaling, so int8/fp16
+    quantizers see the producer's own weights. ``counts`` (when set) accumulates how often each
+    unit fires, over every position of every sample.
+    """
+
+    def __init__(self, in_features: int, out_features: int, threshold: torch.Tensor):
+        super().__init__(in_features, out_features)
+        self.register_buffer("threshold", threshold.detach().clone().float())
+        self.counts: torch.Tensor | None = None
+        self.margins: list | None = None  # per sample: min |z - threshold| over units, positions
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = super().forward(x)
+        fire = z > self.threshold
+        if self.counts is not None:
+            self.counts += fire.reshape(-1, z.shape[-1]).sum(0)
+        if self.margins is not None:
+            # only units whose gate is a jump: at |t| ~ 0 a flip changes act(z) by ~0
+            gap = (z - self.threshold).abs().masked_fill(self.threshold.abs() <= 1e-5, np.inf)
+            self.margins.append(gap.reshape(z.shape[0], -1).amin(1))
+        return z * fire.to(z.dtype)
+
+
+def _linear(model: nn.Module, path: str, role: str) -> nn.Linear:
+    try:
+        mod = model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"{role} {path!r}: no such module in the model") from None
+    if not isinstance(mod, nn.Linear):  # a spec naming the wrong module: a bad value
+        raise ValueError(  # noqa: TRY004
+            f"{role} {path!r}: expected an nn.Linear, got {type(mod).__name__}")
+    return mod
+
+
+def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, new)
+
+
+def _with_overrides(model: nn.Module, spec: GatedSpec) -> nn.Module:
+    """A deep copy of ``model`` (eval, no grad) with the spec's whole-tensor overrides."""
+    out = copy.deepcopy(model).eval().requires_grad_(False)
+    state = out.state_dict()
+    for name, value in spec.overrides.items():
+        if name not in state:
+            raise ValueError(f"overrides: {name!r} is not a state-dict entry of the model")
+        value = torch.as_tensor(np.asarray(value))
+        if value.shape != state[name].shape:
+            raise ValueError(f"overrides: {name!r} has shape {tuple(value.shape)}, the model's "
+                             f"is {tuple(state[name].shape)}")
+        state[name].copy_(value.to(state[name].dtype))
+    return out
+
+
+@dataclass(frozen=True)
+class Surgery:
+    """What happens to one Linear: kept output rows (+ thresholds), kept input columns and the
+    gains they are multiplied by. None: that side is untouched."""
+
+    rows: np.ndarray | None = None  # int64 kept output units (producer)
+    threshold: np.ndarray | None = None  # float32 thresholds of the kept rows (producer)
+    gated: bool = False  # producer needs the gate (False: plain Linear, the ReLU gates)
+    cols: np.ndarray | None = None  # int64 kept input units (consumer)
+    gain: np.ndarray | None = None  # float32 gains of the kept columns (consumer)
+    cols_from: str | None = None  # the producer whose kept units ``cols`` are
+
+
+def plan_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | None
+                 ) -> dict[str, Surgery]:
+    """module path -> :class:`Surgery` for every producer and consumer of ``spec`` (all units
+    kept when ``masks`` is None)."""
+    plan: dict[str, dict] = {}
+    for i, target in enumerate(spec.targets):
+        prod = _linear(model, target.producer, "producer")
+        cons = _linear(model, target.consumer, "consumer")
+        if prod.out_features != target.units or cons.in_features != target.units:
+            raise ValueError(f"target {target.producer}: {target.units} units, but the producer "
+                             f"has {prod.out_features} outputs and the consumer "
+                             f"{cons.in_features} inputs")
+        keep = np.ones(target.units, bool) if masks is None else np.asarray(masks[i], bool)
+        idx = np.flatnonzero(keep).astype(np.int64)
+        t = target.threshold.astype(np.float32)[idx]
+        gated = target.activation != "relu" or bool(np.any(t > 0))
+        plan.setdefault(target.producer, {}).update(rows=idx, threshold=t, gated=gated)
+        plan.setdefault(target.consumer, {}).update(cols=idx, cols_from=target.producer,
+                                                    gain=target.gain.astype(np.float32)[idx])
+    return {path: Surgery(**fields) for path, fields in plan.items()}
+
+
+def _rebuilt(old: nn.Linear, s: Surgery) -> nn.Linear:
+    w, b = old.weight.detach(), None if old.bias is None else old.bias.detach()
+    if s.rows is not None:
+        rows = torch.from_numpy(s.rows)
+        w = w.index_select(0, rows)
+        b = None if b is None else b.index_select(0, rows)
+    if s.cols is not None:
+        w = w.index_select(1, torch.from_numpy(s.cols))
+        if s.gain is not None and not np.all(s.gain == 1):
+            w = w * torch.from_numpy(s.gain)[None, :]
+    out_f, in_f = w.shape
+    new = (GatedLinear(in_f, out_f, torch.from_numpy(s.threshold)) if s.gated
+           else nn.Linear(in_f, out_f, bias=b is not None))
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if b is not None:
+            new.bias.copy_(b)
+    return new.eval().requires_grad_(False)
+
+
+def apply_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | None
+                  ) -> tuple[nn.Module, dict[str, Surgery]]:
+    """The hard-gated (``masks`` None) or compacted model, and the surgery plan."""
+    out = _with_overrides(model, spec)
+    plan = plan_surgery(out, spec, masks)
+    for path, s in plan.items():
+        if masks is None and s.rows is not None:
+            s = Surgery(s.rows, s.threshold, True, s.cols, s.gain, s.cols_from)  # count firing
+        _set_module(out, path, _rebuilt(_linear(out, path, "target"), s))
+    return out, plan
+
+
+def hard_gated(model: nn.Module, spec: GatedSpec) -> nn.Module:
+    """The uncompacted hard-gated model (every unit kept, gains folded)."""
+    return apply_surgery(model, spec, None)[0]
+
+
+@torch.no_grad()
+def firing_counts(hard: nn.Module, spec: GatedSpec, x: torch.Tensor, batch_size: int = 512
+                  ) -> list[np.ndarray]:
+    """How often each target unit fires on ``x`` (summed over samples and positions)."""
+    gates = [hard.get_submodule(t.producer) for t in spec.targets]
+    for g in gates:
+        g.counts = torch.zeros(g.out_features, dtype=torch.int64)
+    try:
+        for i in range(0, len(x), batch_size):
+            hard(x[i : i + batch_size])
+        return [g.counts.numpy().copy() for g in gates]
+    finally:
+        for g in gates:
+            g.counts = None
+
+
+@torch.no_grad()
+def gate_margins(hard: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Per sample of ``x``: how close any gated unit with a threshold away from 0 comes to it
+    (min |z - t| over units with |t| > 1e-5; inf when none).
+
+    A sample whose margin is within float rounding of 0 can flip a gate between two correct
+    implementations that sum in another order (torch vs onnxruntime), changing the output by a
+    jump of act(t): parity is judged on the other samples."""
+    gates = [m for m in hard.modules() if isinstance(m, GatedLinear)]
+    for g in gates:
+        g.margins = []
+    try:
+        hard(x)
+        per_gate = [torch.cat(g.margins) for g in gates]
+    finally:
+        for g in gates:
+            g.margins = None
+    if not per_gate:
+        return torch.full((len(x),), float("inf"))
+    return torch.stack(per_gate).amin(0)
+
+
+def keep_masks(spec: GatedSpec, counts: list[np.ndarray]) -> list[np.ndarray]:
+    """Kept units: fired at least once and gain not exactly 0. A target left with no unit keeps
+    its most active one (an all-zero column, exact) so every graph stays a valid ONNX graph."""
+    masks = []
+    for target, c in zip(spec.targets, counts):
+        keep = (c > 0) & (target.gain != 0)
+        if not keep.any():
+            keep[int(np.argmax(c))] = True
+        masks.append(keep)
+    return masks
+
+
+def compact(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray]
+            ) -> tuple[nn.Module, dict[str, Surgery]]:
+    """The compacted hard-gated model and its surgery plan."""
+    return apply_surgery(model, spec, masks)
+
+
+@torch.no_grad()
+def linear_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates per sample of the Linear layers plus attention's two matmuls: the
+    model's own ``attention_macs()`` when it has one (hand-written attention, e.g. the vit
+    family), else those of every ``nn.MultiheadAttention`` (with its projections, which it
+    applies without calling its Linear); elementwise work, norms and softmax are not counted."""
+    own = getattr(model, "attention_macs", None)
+    total = [int(own()) if callable(own) else 0]
+
+    def linear(mod, inp, out):
+        total[0] += out.numel() // out.shape[0] * mod.in_features
+
+    def attention(mod, inp, out):
+        q, k = inp[0], inp[1]
+        seq_q, seq_k = (q.shape[1], k.shape[1]) if mod.batch_first else (q.shape[0], k.shape[0])
+        e = mod.embed_dim
+        # its projections bypass the Linear hooks: q and out over seq_q, k and v over seq_k
+        total[0] += 2 * seq_q * seq_k * e + 2 * seq_q * e * e + seq_k * e * (mod.kdim + mod.vdim)
+
+    hooks = [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, nn.Linear)]
+    if not callable(own):
+        hooks += [m.register_forward_hook(attention) for m in model.modules()
+                  if isinstance(m, nn.MultiheadAttention)]
+    try:
+        model(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(total[0])
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, input_name: str = "input",
+                output_name: str = "logits") -> onnx.ModelProto:
+    """``model`` as an opset-17, IR-8 ONNX model with a dynamic batch axis, fully checked."""
+    buf = io.BytesIO()
+    # torch >= 2.9 defaults to the dynamo exporter; torch 2.4 has no such argument
+    kwargs = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters \
+        else {}
+    mha = getattr(torch.backends, "mha", None)
+    if not hasattr(mha, "set_fastpath_enabled"):  # older torch: no switch (and no fast path
+        mha = None  # under tracing)
+    fastpath = mha.get_fastpath_enabled() if mha else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        if mha:  # the fused attention kernel has no ONNX export
+            mha.set_fastpath_enabled(False)
+        try:
+            torch.onnx.export(model.eval(), (example[:2],), buf, opset_version=OPSET,
+                              input_names=[input_name], output_names=[output_name],
+                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                              do_constant_folding=False, **kwargs)
+        finally:
+            if mha:
+                mha.set_fastpath_enabled(fastpath)
+    proto = onnx.load_from_string(buf.getvalue())
+    opsets = {o.domain or "": o.version for o in proto.opset_import}
+    if opsets.get("", OPSET) != OPSET or set(opsets) - {""}:
+        raise ValueError(f"the exporter wrote opsets {opsets}; expected only ai.onnx {OPSET}")
+    proto.ir_version = min(proto.ir_version, IR_VERSION)  # opset 17 needs nothing of IR 9+
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
