@@ -117,16 +117,20 @@ def _sparse(s: dict) -> list[TensorInfo]:
     return [_tensor(s[k]) for k in ("values", "indices") if k in s]
 
 
+def _both(a: dict, one: str, many: str) -> list:
+    """An attribute's singular and repeated field of one kind (``t`` and ``tensors``, ...)."""
+    return ([a[one]] if one in a else []) + a.get(many, [])
+
+
 def _node(n: dict) -> NodeInfo:
     node = NodeInfo(n.get("op_type", ""), n.get("domain", ""), n.get("name", ""),
                     n.get("overload", ""), n.get("input", []), n.get("output", []))
     for a in n.get("attribute", ()):
-        node.subgraphs += [_graph(g) for g in ([a["g"]] if "g" in a else []) + a.get("graphs", [])]
-        if a.get("type") in _GRAPH_TYPES and not node.subgraphs:
-            node.subgraphs.append(GraphInfo())
-        node.tensors += [_tensor(t) for t in ([a["t"]] if "t" in a else []) + a.get("tensors", [])]
-        for s in ([a["sparse_tensor"]] if "sparse_tensor" in a else []) + a.get("sparse_tensors", []):
-            node.tensors += _sparse(s)
+        graphs = [_graph(g) for g in _both(a, "g", "graphs")]
+        # a graph-typed attribute without a graph is refused like one with a graph
+        node.subgraphs += graphs or ([GraphInfo()] if a.get("type") in _GRAPH_TYPES else [])
+        node.tensors += [_tensor(t) for t in _both(a, "t", "tensors")]
+        node.tensors += [t for s in _both(a, "sparse_tensor", "sparse_tensors") for t in _sparse(s)]
     return node
 
 
