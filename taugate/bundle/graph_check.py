@@ -2,8 +2,12 @@
 
 A bundle is untrusted input. Its sha256s only prove the files are the ones the manifest names,
 not that a taugate exporter wrote them, so before a model reaches onnxruntime its bytes are
-parsed here -- with a small reader of the protobuf wire format (standard library only: no onnx,
-no torch) -- and refused with :class:`BundleIntegrityError` when:
+parsed here -- with a strict reader of the protobuf wire format (:mod:`.onnx_wire`, standard
+library only: no onnx, no torch) -- and refused with :class:`BundleIntegrityError` when:
+
+* the bytes are not read exactly as protobuf (and so onnxruntime) reads them: a singular field
+  twice (protobuf merges two ``graph`` fields into one graph; a checker that kept only one
+  would never see the other's nodes), an unknown field, a malformed varint, ...;
 
 * a node uses an operator (or domain) outside :data:`ALLOWED_OPS` for the bundle's format
   version: no control flow (``Loop``/``If``/``Scan``), no ``ConstantOfShape`` memory bombs, no
@@ -23,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from taugate.bundle.errors import BundleIntegrityError
+from taugate.bundle.onnx_wire import WireError, parse
 
 MATERIALIZED = "@taugate/materialized"  # the only external-data "location" allowed
 _DEFAULT = ("", "ai.onnx")
@@ -55,53 +60,7 @@ ALLOWED_OPSETS: dict[int, dict[str, int]] = {
 }
 
 
-# -- the wire format ---------------------------------------------------------------------------
-
-class _WireError(ValueError):
-    pass
-
-
-def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _WireError(f"truncated or overlong varint at byte {pos}")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: bytes, start: int = 0, end: int | None = None):
-    """Yield ``(field_number, wire_type, value)`` of one message; value is an int (varint,
-    fixed) or a ``(start, end)`` span (length-delimited). Groups are refused."""
-    pos, end = start, len(buf) if end is None else end
-    while pos < end:
-        key, pos = _varint(buf, pos, end)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-        elif wire == 1:
-            value, pos = pos, pos + 8
-        elif wire == 5:
-            value, pos = pos, pos + 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos, end)
-            value, pos = (pos, pos + length), pos + length
-        else:
-            raise _WireError(f"unsupported wire type {wire} at byte {pos}")
-        if pos > end:
-            raise _WireError(f"field {number} runs past the end of its message")
-        yield number, wire, value
-
-
-def _text(buf: bytes, span) -> str:
-    return bytes(buf[span[0]:span[1]]).decode("utf-8", "replace")
-
-
-# -- ONNX messages (field numbers from onnx/onnx.proto3) ------------------------------------
+# -- the view of the model the check judges ------------------------------------------------
 
 @dataclass
 class TensorInfo:
@@ -117,6 +76,9 @@ class NodeInfo:
     op_type: str = ""
     domain: str = ""
     name: str = ""
+    overload: str = ""
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
     subgraphs: list = field(default_factory=list)  # GraphInfo of graph-valued attributes
     tensors: list = field(default_factory=list)  # TensorInfo of tensor-valued attributes
 
@@ -124,7 +86,10 @@ class NodeInfo:
 @dataclass
 class GraphInfo:
     nodes: list = field(default_factory=list)
-    initializers: list = field(default_factory=list)  # TensorInfo, sparse ones included
+    initializers: list = field(default_factory=list)  # TensorInfo of dense initializers
+    sparse: list = field(default_factory=list)  # TensorInfo of sparse initializers' parts
+    inputs: list = field(default_factory=list)  # value names
+    outputs: list = field(default_factory=list)
 
 
 @dataclass
@@ -135,92 +100,57 @@ class ModelInfo:
     training_info: int = 0
 
 
-_MAX_DEPTH = 16  # subgraph nesting parsed at most (deeper is refused anyway)
+_GRAPH_TYPES = (5, 10)  # AttributeProto.type GRAPH, GRAPHS
 
 
-def _tensor(buf, span) -> TensorInfo:
-    t = TensorInfo()
-    for number, wire, value in _fields(buf, *span):
-        if number == 8 and wire == 2:
-            t.name = _text(buf, value)
-        elif number == 14 and wire == 0:
-            t.data_location = value
-        elif number == 13 and wire == 2:  # StringStringEntryProto {key = 1, value = 2}
-            entry = {n: _text(buf, v) for n, w, v in _fields(buf, *value) if w == 2}
-            t.external[entry.get(1, "")] = entry.get(2, "")
-    return t
+def _tensor(t: dict) -> TensorInfo:
+    info = TensorInfo(t.get("name", ""), t.get("data_location", 0))
+    for entry in t.get("external_data", ()):
+        key = entry.get("key", "")
+        if key in info.external:
+            raise WireError(f"tensor {info.name!r}: external_data key {key!r} occurs twice")
+        info.external[key] = entry.get("value", "")
+    return info
 
 
-def _sparse(buf, span) -> list[TensorInfo]:
-    # SparseTensorProto {values = 1, indices = 2}: both are TensorProtos with their own data.
-    return [_tensor(buf, v) for n, w, v in _fields(buf, *span) if n in (1, 2) and w == 2]
+def _sparse(s: dict) -> list[TensorInfo]:
+    return [_tensor(s[k]) for k in ("values", "indices") if k in s]
 
 
-def _attribute(buf, span, node: NodeInfo, depth: int) -> None:
-    for number, wire, value in _fields(buf, *span):
-        if wire != 2:
-            continue
-        if number in (6, 11):  # g, graphs
-            node.subgraphs.append(_graph(buf, value, depth + 1))
-        elif number in (5, 10):  # t, tensors
-            node.tensors.append(_tensor(buf, value))
-        elif number in (22, 23):  # sparse_tensor, sparse_tensors
-            node.tensors.extend(_sparse(buf, value))
+def _both(a: dict, one: str, many: str) -> list:
+    """An attribute's singular and repeated field of one kind (``t`` and ``tensors``, ...)."""
+    return ([a[one]] if one in a else []) + a.get(many, [])
 
 
-def _node(buf, span, depth: int) -> NodeInfo:
-    node = NodeInfo()
-    for number, wire, value in _fields(buf, *span):
-        if wire != 2:
-            continue
-        if number == 4:
-            node.op_type = _text(buf, value)
-        elif number == 7:
-            node.domain = _text(buf, value)
-        elif number == 3:
-            node.name = _text(buf, value)
-        elif number == 5:
-            _attribute(buf, value, node, depth)
+def _node(n: dict) -> NodeInfo:
+    node = NodeInfo(n.get("op_type", ""), n.get("domain", ""), n.get("name", ""),
+                    n.get("overload", ""), n.get("input", []), n.get("output", []))
+    for a in n.get("attribute", ()):
+        graphs = [_graph(g) for g in _both(a, "g", "graphs")]
+        # a graph-typed attribute without a graph is refused like one with a graph
+        node.subgraphs += graphs or ([GraphInfo()] if a.get("type") in _GRAPH_TYPES else [])
+        node.tensors += [_tensor(t) for t in _both(a, "t", "tensors")]
+        node.tensors += [t for s in _both(a, "sparse_tensor", "sparse_tensors") for t in _sparse(s)]
     return node
 
 
-def _graph(buf, span, depth: int = 0) -> GraphInfo:
-    if depth > _MAX_DEPTH:
-        raise _WireError(f"subgraphs nested deeper than {_MAX_DEPTH}")
-    graph = GraphInfo()
-    for number, wire, value in _fields(buf, *span):
-        if wire != 2:
-            continue
-        if number == 1:
-            graph.nodes.append(_node(buf, value, depth))
-        elif number == 5:
-            graph.initializers.append(_tensor(buf, value))
-        elif number == 15:
-            graph.initializers.extend(_sparse(buf, value))
-    return graph
+def _graph(g: dict) -> GraphInfo:
+    return GraphInfo([_node(n) for n in g.get("node", ())],
+                     [_tensor(t) for t in g.get("initializer", ())],
+                     [t for s in g.get("sparse_initializer", ()) for t in _sparse(s)],
+                     [v.get("name", "") for v in g.get("input", ())],
+                     [v.get("name", "") for v in g.get("output", ())])
 
 
 def parse_model(data: bytes) -> ModelInfo:
-    """The parts of an ONNX ModelProto that :func:`check_model` judges (raises ValueError on
-    bytes that are not a well-formed protobuf message)."""
-    buf = memoryview(data)
-    model = ModelInfo()
-    for number, wire, value in _fields(buf):
-        if number == 8 and wire == 2:  # OperatorSetIdProto {domain = 1, version = 2}
-            domain, version = "", 0
-            for n, w, v in _fields(buf, *value):
-                if n == 1 and w == 2:
-                    domain = _text(buf, v)
-                elif n == 2 and w == 0:
-                    version = v
-            model.opsets.append((domain, version))
-        elif number == 7 and wire == 2:
-            model.graph = _graph(buf, value)
-        elif number == 25 and wire == 2:
-            model.functions += 1
-        elif number == 20 and wire == 2:
-            model.training_info += 1
-    return model
+    """The parts of an ONNX ModelProto that :func:`check_model` judges, read as protobuf (and so
+    onnxruntime) reads them, or :class:`~taugate.bundle.onnx_wire.WireError` (a ValueError) for
+    bytes that are malformed or that protobuf would read in a way this view cannot show
+    (a singular field twice, an unknown field, ...: see :mod:`taugate.bundle.onnx_wire`)."""
+    m = parse(memoryview(data), "ModelProto")
+    return ModelInfo([(o.get("domain", ""), o.get("version", 0)) for o in m.get("opset_import", ())],
+                     _graph(m["graph"]) if "graph" in m else None,
+                     len(m.get("functions", ())), len(m.get("training_info", ())))
 
 
 # -- the check --------------------------------------------------------------------------------
@@ -229,23 +159,37 @@ def _domain(d: str) -> str:
     return "" if d in _DEFAULT else d
 
 
-def _check_tensor(t: TensorInfo, where: str, materialized: frozenset) -> None:
+def _check_tensor(t: TensorInfo, where: str, materialized: frozenset | None) -> None:
+    """``materialized``: the names that may carry the sentinel (the manifest's list, for the
+    main graph's dense initializers), None where no tensor may."""
     if t.data_location == 0 and not t.external:
         return
     location = t.external.get("location")
     if t.data_location == 1 and location == MATERIALIZED and set(t.external) == {"location"} \
-            and t.name in materialized:
+            and materialized is not None and t.name in materialized:
         return
-    why = ("it is not one the manifest lists as materialized" if location == MATERIALIZED
-           else "external data is not allowed (bundle files hold their weights inside, or use "
-                f"location {MATERIALIZED!r} for initializers the manifest materializes)")
+    if location != MATERIALIZED:
+        why = ("external data is not allowed (bundle files hold their weights inside, or use "
+               f"location {MATERIALIZED!r} for initializers the manifest materializes)")
+    elif materialized is not None:
+        why = "it is not one the manifest lists as materialized"
+    else:
+        why = (f"{MATERIALIZED!r} is never a file: only a graph initializer the manifest lists "
+               f"as materialized may name it")
     raise BundleIntegrityError(f"{where}: tensor {t.name!r} refers to external data "
                                f"(location {location!r}): {why}")
 
 
 def _walk(graph: GraphInfo, where: str, ops: dict, materialized: frozenset) -> None:
+    seen: set = set()
     for t in graph.initializers:
+        if t.name in seen:
+            raise BundleIntegrityError(f"{where}: initializer {t.name!r} occurs twice: expected "
+                                       f"unique initializer names")
+        seen.add(t.name)
         _check_tensor(t, f"{where}: initializer", materialized)
+    for t in graph.sparse:
+        _check_tensor(t, f"{where}: sparse initializer", None)
     for node in graph.nodes:
         label = f"{where}: node {node.name!r}" if node.name else f"{where}: a node"
         domain = _domain(node.domain)
@@ -257,11 +201,14 @@ def _walk(graph: GraphInfo, where: str, ops: dict, materialized: frozenset) -> N
             raise BundleIntegrityError(f"{label}: operator {node.op_type!r} (domain "
                                        f"{node.domain or 'ai.onnx'!r}) is not allowed in this "
                                        f"bundle format; allowed: {sorted(ops[domain])}")
+        if node.overload:
+            raise BundleIntegrityError(f"{label}: operator {node.op_type!r} names a function "
+                                       f"overload {node.overload!r}: functions are not allowed")
         if node.subgraphs:
             raise BundleIntegrityError(f"{label}: operator {node.op_type!r} has a subgraph "
                                        f"attribute: subgraphs are not allowed")
         for t in node.tensors:
-            _check_tensor(t, f"{label} ({node.op_type}) attribute", materialized)
+            _check_tensor(t, f"{label} ({node.op_type}) attribute", None)
 
 
 def check_model(data: bytes, format_version: int, where: str,
@@ -277,7 +224,7 @@ def check_model(data: bytes, format_version: int, where: str,
                                    f"{format_version!r}; known: {sorted(ALLOWED_OPS)}")
     try:
         model = parse_model(data)
-    except (_WireError, RecursionError) as exc:
+    except WireError as exc:
         raise BundleIntegrityError(f"{where}: not a well-formed ONNX model: {exc}") from None
     if model.graph is None:
         raise BundleIntegrityError(f"{where}: not an ONNX model (no graph)")
@@ -287,7 +234,7 @@ def check_model(data: bytes, format_version: int, where: str,
     opsets = ALLOWED_OPSETS[format_version]
     for domain, version in model.opsets:
         d = _domain(domain)
-        if d not in opsets or version > opsets[d]:
+        if d not in opsets or not 1 <= version <= opsets[d]:
             allowed = {k or "ai.onnx": v for k, v in opsets.items()}
             raise BundleIntegrityError(f"{where}: opset import {domain or 'ai.onnx'!r} version "
                                        f"{version} is not allowed; allowed (highest version): "
