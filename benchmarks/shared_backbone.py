@@ -1,5 +1,5 @@
 """Shared-backbone bundles at scale (issue 12.1): build a bundle of many synthetic modes of the
-784-1024-1024-10 MLP backbone through the real exporter, and measure what the README reports:
+784-1024-1024-10 MLP backbone through the real exporter, and measure what docs/bundle-format.md reports:
 bundle size against the dense model alone, mode load time, and a materialized mode against its
 standalone compacted graph (same outputs; interleaved speed at batch 1 and 256, 1 thread).
 

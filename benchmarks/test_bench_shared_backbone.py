@@ -3,7 +3,7 @@ standalone compacted graph (same outputs bit for bit; interleaved speed ratio at
 256, 1 thread). Both bundles are written by the real exporter from the same synthetic modes
 (``shared_backbone.py``: 784-1024-1024-10, 27% of the units kept; ``--tiny``: 784-64-64-10).
 
-Goals (README, "Bundle format"): a mode loads in <= 10 ms (median); ``time_ratio``
+Goals (docs/bundle-format.md, "Shared backbone, measured"): a mode loads in <= 10 ms (median); ``time_ratio``
 (materialized / standalone, median over interleaved rounds) ~1.0. The 1,000-mode bundle size is
 measured by ``python benchmarks/shared_backbone.py --modes 1000`` (minutes, not a test).
 """

@@ -1,4 +1,4 @@
-"""The README's "bring your own model" walk-through, command for command on tiny data: mode
+"""The "bring your own model" walk-through of docs/byom.md, command for command on tiny data: mode
 folders of tabular data with negative values (np.savez), a model file with a factory and
 safetensors weights, `taugate train --modes-dir --model --weights --targets`, `taugate export`,
 `taugate info`, `taugate predict`, then the served bundle; the runtime's logits match the torch
@@ -34,7 +34,7 @@ def build():
 
 
 def make_modes(root, n_train=300, n_test=100):
-    """The README's make_modes.py, smaller: eight readings, three classes, two shifted sites."""
+    """docs/byom.md's make_modes.py, smaller: eight readings, three classes, two shifted sites."""
     rng = np.random.default_rng(0)
     w = rng.normal(size=(8, 3))
     for site, shift in (("north", -1.0), ("south", 0.5)):
@@ -46,7 +46,7 @@ def make_modes(root, n_train=300, n_test=100):
 
 
 def pretrain(modes, path):
-    """The README's pretrain.py, fewer steps: the user's own model, saved as safetensors."""
+    """docs/byom.md's pretrain.py, fewer steps: the user's own model, saved as safetensors."""
     torch.manual_seed(0)
     model = nn.Sequential(OrderedDict([
         ("embed", nn.Linear(8, 32)), ("act1", nn.ReLU()),

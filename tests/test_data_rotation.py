@@ -1,4 +1,4 @@
-"""Which way a mode rotates (README: positive angles turn counter-clockwise, as torchvision's
+"""Which way a mode rotates (docs/cli.md, "Adding a mode": positive angles turn counter-clockwise, as torchvision's
 ``rotate`` does, with the image shown the usual way: row 0 at the top)."""
 
 from __future__ import annotations

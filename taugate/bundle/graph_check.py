@@ -48,7 +48,7 @@ _FORMAT2_OPS = _FORMAT1_OPS | frozenset({
 _FORMAT2_MS_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm",
                              "FusedGemm"})
 
-# format_version -> domain -> operator types allowed. The one table (README: "Threat model").
+# format_version -> domain -> operator types allowed. The one table (docs/security.md).
 ALLOWED_OPS: dict[int, dict[str, frozenset]] = {
     1: {"": _FORMAT1_OPS},
     2: {"": _FORMAT2_OPS, _MS: _FORMAT2_MS_OPS},

@@ -37,8 +37,8 @@ def add_arguments(p) -> None:
                         "--engine ray)")
     p.add_argument("--engine", choices=["fastapi", "ray"], default="fastapi",
                    help="fastapi: one process (default); ray: Ray Serve replicas")
-    g = p.add_argument_group("limits against slow and hostile clients (see README: Threat "
-                             "model; --engine fastapi)")
+    g = p.add_argument_group("limits against slow and hostile clients (see docs/security.md; "
+                             "--engine fastapi)")
     g.add_argument("--max-connections", type=int, default=None,
                    help="open connections at most; past it new ones are closed (default 1000)")
     g.add_argument("--max-in-flight", type=int, default=None,

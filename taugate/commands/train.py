@@ -2,7 +2,7 @@
 
 Writes RUN/run.json, RUN/foundation.{safetensors,json} and RUN/adapters/<mode>.{safetensors,json}.
 The defaults are the paper's protocol (arXiv 2602.11726): MLP 784-128-128-10, SGD momentum 0.9,
-batch 256, 2 foundation epochs, 1 adaptation epoch, learning rate 0.05 (see README). Bring your
+batch 256, 2 foundation epochs, 1 adaptation epoch, learning rate 0.05 (see docs/reproduce.md). Bring your
 own modes (--modes-dir MODES: MODES/<mode>/{train,test[,calibration]}.npz), your own frozen model
 (--model FILE.py:FACTORY [--weights W.safetensors]), and pick the gated layers (--targets).
 """

@@ -1,4 +1,4 @@
-"""What the server bounds against slow and hostile clients (see README, "Threat model").
+"""What the server bounds against slow and hostile clients (see docs/security.md).
 
 * :class:`ServerLimits`: the numbers, validated in one place.
 * :func:`guarded_protocol`: uvicorn's HTTP protocol with a cap on open connections (past it a

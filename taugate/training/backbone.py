@@ -144,7 +144,7 @@ class FoundationConfig:
     modes: tuple[str, ...] = ("rot0", "rot45")  # the mixture the foundation is pretrained on
     epochs: int = 2  # the paper's protocol
     batch_size: int = 256
-    lr: float = 0.05  # SGD; see README "Learning rates"
+    lr: float = 0.05  # SGD; see docs/reproduce.md, "Training protocol and learning rates"
     momentum: float = 0.9
     seed: int = 0
     family: str = "mlp"  # a built-in model family (training/models/): "mlp" | "vit"
