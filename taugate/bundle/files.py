@@ -1,11 +1,12 @@
 """A bundle's files on disk: the path and sha256 checks, verified reads (with the operator
-checks for model files), stat stamps that tell when a served file changed after ``open``, and the
-materialized weights of shared-backbone modes. numpy + onnxruntime-free helpers + stdlib."""
+checks for model files), stamps that tell when a served file's content changed after ``open``,
+and the materialized weights of shared-backbone modes. numpy + onnxruntime-free helpers + stdlib."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from taugate.bundle.errors import BundleIntegrityError
@@ -77,7 +78,9 @@ class BundleFiles:
     def __init__(self, root: Path, manifest):
         self.root = root
         self.manifest = manifest
-        self._stamps: dict[str, tuple] = {}  # name -> (file, stat) when it was verified
+        # name -> (entry, stat key of the bytes that hash to entry.sha256): the served files
+        self._stamps: dict[str, tuple] = {}
+        self._differs: dict[str, tuple] = {}  # name -> (stat key, reason): hashed, not equal
         self._backbone = None  # name -> array, read (and hashed) once, on first need
 
     def read(self, entry, stamp: bool = True) -> bytes:
@@ -87,7 +90,8 @@ class BundleFiles:
         if stamp:
             try:
                 st = os.stat(resolve_file(self.root, entry))
-                self._stamps[entry.name] = (entry.file, _stat_key(st))
+                self._stamps[entry.name] = (entry, _stat_key(st))
+                self._differs.pop(entry.name, None)
             except OSError:
                 pass
         materialized = frozenset(step.name for step in entry.materialize or ())
@@ -111,17 +115,69 @@ class BundleFiles:
                                   f"{entry.name}: file {entry.file!r}")
 
     def changed(self) -> dict[str, str]:
-        """Names whose stamped file changed or vanished since it was read, with the reason."""
+        """Names whose stamped file changed or vanished since it was read, with the reason.
+
+        A file whose stat changed is hashed again (once per new stat) and compared with the
+        manifest's sha256: a bundle replaced by a byte-identical copy (new inodes and mtimes)
+        stays healthy; different bytes, an unreadable file or a non-regular one do not.
+        """
         out = {}
-        for name, (file, stamp) in list(self._stamps.items()):
+        for name, (entry, key) in list(self._stamps.items()):
+            file = entry.file
             try:
                 st = os.stat(self.root / file)
             except OSError as exc:
                 out[name] = f"file {file!r} is gone since open: {exc.strerror}"
                 continue
-            if _stat_key(st) != stamp:
-                out[name] = f"file {file!r} changed since open"
+            new = _stat_key(st)
+            if new == key:
+                continue
+            seen = self._differs.get(name)
+            if seen is not None and seen[0] == new:
+                out[name] = seen[1]
+                continue
+            reason = _content_differs(self.root, entry)
+            if reason is None:  # same bytes under a new stat: stamp them
+                self._stamps[name] = (entry, new)
+                self._differs.pop(name, None)
+            else:
+                self._differs[name] = (new, reason)
+                out[name] = reason
         return out
+
+
+def _content_differs(root: Path, entry) -> str | None:
+    """Why ``entry``'s file no longer holds the bytes hashing to ``entry.sha256``, or None.
+
+    The path checks of :func:`resolve_file`, then a streamed hash (no FIFO waited on, at most
+    MAX_MODEL_BYTES read)."""
+    changed = f"file {entry.file!r} changed since open"
+    try:
+        path = resolve_file(root, entry)
+    except BundleIntegrityError as exc:
+        return f"{changed}: {exc}"
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
+        | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        return f"{changed}: cannot read it: {exc.strerror}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MODEL_BYTES:
+            return f"{changed}: not a regular file of at most {MAX_MODEL_BYTES} bytes"
+        digest, total = hashlib.sha256(), 0
+        while total <= MAX_MODEL_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        return f"{changed}: cannot read it: {exc.strerror}"
+    finally:
+        os.close(fd)
+    return None if digest.hexdigest() == entry.sha256 else f"{changed} (its sha256 differs)"
 
 
 def _stat_key(st: os.stat_result) -> tuple:

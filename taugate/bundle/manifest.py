@@ -8,6 +8,7 @@ and every file must match its sha256.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import replace
@@ -18,7 +19,12 @@ from taugate.bundle.errors import BundleError, BundleFormatError
 # the file checks live in files.py; importable from here too (their first home)
 from taugate.bundle.files import MAX_MODEL_BYTES, read_verified, resolve_file, verify_files
 from taugate.bundle.names import DENSE, mode_name_error  # DENSE: the dense baseline's name
-from taugate.bundle.safe_json import UnsafeInputError, loads_strict, read_regular_file
+from taugate.bundle.safe_json import (
+    UnsafeInputError,
+    loads_strict,
+    lone_surrogate_error,
+    read_regular_file,
+)
 from taugate.bundle.schema import (  # the dataclasses, importable from here too
     PRECISIONS,
     FileRef,
@@ -71,13 +77,21 @@ def _int_list(d: dict, key: str, where: str) -> list[int]:
     return value
 
 
+MAX_SAMPLE_RANK = 16  # axes after the batch axis
+MAX_SAMPLE_VALUES = 2 ** 31 - 1  # values per sample (input features, output classes)
+
+
 def _batch_shape(spec: dict, where: str, what: str, any_rank: bool) -> tuple:
-    """The per-sample shape after a dynamic batch axis: ``[batch, n, ...]``, dims >= 1."""
+    """The per-sample shape after a dynamic batch axis: ``[batch, n, ...]``, dims >= 1, at most
+    :data:`MAX_SAMPLE_RANK` of them and :data:`MAX_SAMPLE_VALUES` values per sample."""
     shape = _get(spec, "shape", where, list, f"[batch, {what}]")
-    rank_ok = len(shape) >= 2 if any_rank else len(shape) == 2
-    if not rank_ok or not isinstance(shape[0], str) or not all(_is_int(v, 1) for v in shape[1:]):
-        want = f"['batch', {what}, ...] (any rank)" if any_rank else f"['batch', {what}]"
-        raise _fail(f"{where}.shape", f"{want} with sizes >= 1", shape)
+    rank_ok = 2 <= len(shape) <= MAX_SAMPLE_RANK + 1 if any_rank else len(shape) == 2
+    if not rank_ok or not isinstance(shape[0], str) or not all(_is_int(v, 1) for v in shape[1:]) \
+            or math.prod(shape[1:]) > MAX_SAMPLE_VALUES:
+        want = (f"['batch', {what}, ...] (at most {MAX_SAMPLE_RANK} sizes after the batch axis)"
+                if any_rank else f"['batch', {what}]")
+        raise _fail(f"{where}.shape", f"{want} with sizes >= 1 and at most {MAX_SAMPLE_VALUES} "
+                    f"values per sample", shape)
     return tuple(shape[1:])
 
 
@@ -261,6 +275,9 @@ def parse_manifest(data) -> Manifest:
     """Validate a parsed manifest (pure); raises :class:`BundleFormatError` naming the field."""
     if not isinstance(data, dict):
         raise _fail("top level", "a JSON object", type(data).__name__)
+    error = lone_surrogate_error(data)  # such a string breaks every later print or JSON answer
+    if error:
+        raise BundleFormatError(f"{MANIFEST_NAME}: {error}")
     fmt = data.get("format")
     if fmt != BUNDLE_FORMAT:
         raise BundleFormatError(f"{MANIFEST_NAME}: format: expected {BUNDLE_FORMAT!r}, got "

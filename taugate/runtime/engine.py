@@ -287,7 +287,8 @@ class ModeRuntime:
     def unavailable(self) -> dict[str, str]:
         """Modes (or ``"dense"``) that cannot be served now, with the reason: those whose load
         failed after ``open``, and those whose file changed or vanished since it was verified
-        (a stat per file: size, inode, mtime). Empty when the bundle is healthy."""
+        (a stat per file; when it changed, the sha256 of the bytes: a byte-identical
+        replacement stays healthy). Empty when the bundle is healthy."""
         out = self._files.changed()
         out.update(self._unavailable)  # a failed load says more than a changed stat
         return out
