@@ -14,6 +14,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+from _asgi_fakes import starlette_request
+
 from taugate.runtime import ModeRuntime
 from taugate.server import BackgroundServer
 from taugate.server.messages import HttpRequest
@@ -98,28 +100,6 @@ class _Model:
     async def remote(self, x):
         return self.runtime.run(self.mode, x), {"replica": "r", "hit": True, "loaded": [],
                                                 "loads": 1}
-
-
-def starlette_request(method: str, path: str, headers: dict, chunks: list[bytes]):
-    """A Starlette request whose body arrives in ``chunks``; ``.received`` counts the
-    messages read."""
-    from starlette.requests import Request
-
-    raw = [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
-    messages = [{"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-                for i, c in enumerate(chunks or [b""])]
-
-    async def receive():
-        receive.count += 1
-        if messages:
-            return messages.pop(0)
-        return {"type": "http.disconnect"}
-
-    receive.count = 0
-    request = Request({"type": "http", "method": method, "path": path, "headers": raw,
-                       "query_string": b"", "root_path": ""}, receive)
-    request.received = receive
-    return request
 
 
 def test_ray_ingress_refuses(runtime, tiny_bundle):
