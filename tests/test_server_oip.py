@@ -205,7 +205,7 @@ BAD_INFERS = [
      "no strings, booleans or null"),
     ("null", "rot0", _json({"inputs": [{**GOOD, "data": [None] * 1568}]}), 400,
      "no strings, booleans or null"),
-    ("nested-deeper-than-8", "rot0", _json({"inputs": [{**GOOD, "shape": [1] * 9 + [1],
+    ("nested-deeper-than-8", "rot0", _json({"inputs": [{**GOOD, "shape": [1] * 8,
                                                         "data": [[[[[[[[[[0.5]]]]]]]]]]}]}),
      400, "no strings, booleans or null"),
     ("nested-20k", "rot0", {"content": b'{"inputs": [{"data": ' + b"[" * 20_000

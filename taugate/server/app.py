@@ -10,7 +10,9 @@ invalid output (500), a mode whose file changed or vanished since the bundle was
 many requests in flight (503). An error answered on a request that was not (fully) parsed or
 served (400, 408, 413, 500, 503) closes the connection. Parsing and inference run in the
 threadpool; the health checks (``/health``, ``/v2/health/*``) run on the event loop, so they are
-answered while inference is saturated.
+answered while inference is saturated. ``/docs`` is a self-contained page (no CDN) pointing to
+``/openapi.json``; client-facing messages name the bundle by its directory name, never by an
+absolute path.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taugate import __version__
 from taugate.runtime import InvalidOutputError, ModeRuntime
+from taugate.server.docs_page import mount_docs
 from taugate.server.limits import (
     BodyLimitMiddleware,
     InFlightLimitMiddleware,
@@ -35,6 +38,7 @@ from taugate.server.limits import (
 from taugate.server.messages import CLOSE_STATUSES
 from taugate.server.mount import mount
 from taugate.server.protocol import ProtocolHandler
+from taugate.server.redact import PathRedactor
 
 log = logging.getLogger("taugate.server")
 
@@ -58,8 +62,11 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         limits = ServerLimits(max_body_bytes=max_body_bytes)
     app = FastAPI(title="taugate", version=__version__,
                   description="Mode-specialized MNIST classifiers: one compacted ONNX "
-                              "subnetwork per mode, run with onnxruntime.")
+                              "subnetwork per mode, run with onnxruntime.",
+                  docs_url=None, redoc_url=None)  # theirs load JavaScript from a CDN
     app.state.runtime = runtime
+    redact = PathRedactor(runtime.bundle_dir)
+    mount_docs(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -74,7 +81,7 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
     async def invalid_output(request: Request, exc: InvalidOutputError):
         # the handler maps it around inference; this catches it anywhere else
         log.error("%s %s: %s", request.method, request.url.path, exc)
-        return _error(500, "invalid model output", str(exc))
+        return _error(500, "invalid model output", redact(str(exc)))
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):

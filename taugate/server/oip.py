@@ -127,7 +127,8 @@ class _Endpoints:
         # vanished since the bundle was opened, so it would answer 503)
         reason = self.handler.runtime.unavailable().get(mode)
         if reason is not None:
-            return HttpResponse.json({"name": mode, "ready": False, "error": reason}, 400)
+            return HttpResponse.json({"name": mode, "ready": False,
+                                      "error": self.handler.redact(reason)}, 400)
         return HttpResponse.json({"name": mode, "ready": True})
 
     def infer(self, req, mode: str, version: str | None = None):

@@ -24,9 +24,19 @@ from taugate.server.messages import HttpResponse, json_bytes
 VERSION = "1"  # every model has one version
 HEADER_LENGTH = "inference-header-content-length"
 _MAX_DATA_DEPTH = 8  # lists in an input's "data" at most (an image batch needs 4)
+MAX_RANK = _MAX_DATA_DEPTH  # dimensions of an input's shape at most
+# A shape's dimensions multiplied, each zero counted as one: far beyond any body a server
+# accepts, and small enough for numpy (a zero-size [2**40, 2**40, 0] would overflow its size)
+MAX_SHAPE_PRODUCT = 2 ** 40
 _DATATYPES = {"float32": ("FP32", np.dtype("<f4")), "float16": ("FP16", np.dtype("<f2")),
               "float64": ("FP64", np.dtype("<f8")), "uint8": ("UINT8", np.dtype("u1")),
               "int64": ("INT64", np.dtype("<i8"))}
+
+
+def _echo(value, limit: int = 100) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages quote the client's values."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 class OipError(Exception):
@@ -83,7 +93,7 @@ def _split_body(body: bytes, header_length) -> tuple[dict, memoryview]:
             n = -1
         if not 0 <= n <= len(body):
             raise OipError(400, f"Inference-Header-Content-Length: expected an integer from 0 to "
-                                f"the body size {len(body)}, got {header_length!r}")
+                                f"the body size {len(body)}, got {_echo(header_length)}")
         json_part, binary = body[:n], memoryview(body)[n:]
     try:
         payload = strict_json.loads(json_part)
@@ -108,7 +118,13 @@ def _shape(tensor: dict, where: str) -> list:
     if not isinstance(shape, list) or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise OipError(400, f"{where}.shape: expected a list of non-negative integers, got "
-                            f"{shape!r}")
+                            f"{_echo(shape)}")
+    if len(shape) > MAX_RANK:
+        raise OipError(400, f"{where}.shape: expected at most {MAX_RANK} dimensions, got "
+                            f"{len(shape)}")
+    if math.prod(max(d, 1) for d in shape) > MAX_SHAPE_PRODUCT:
+        raise OipError(400, f"{where}.shape: {_echo(shape)} is too large: its dimensions "
+                            f"multiplied (a zero counted as one) must be at most 2**40")
     return shape
 
 
@@ -120,7 +136,7 @@ def _tensor_data(tensor: dict, where: str, spec: TensorSpec, shape: list, binary
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise OipError(400, f"{where}.parameters.binary_data_size: expected a non-negative "
-                                f"integer, got {size!r}")
+                                f"integer, got {_echo(size)}")
         if "data" in tensor:
             raise OipError(400, f"{where}: has both binary_data_size and data; send one")
         expected = count * spec.dtype.itemsize
@@ -170,12 +186,12 @@ def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list) -> 
         raise OipError(400, f"inputs: expected a list holding one tensor object "
                             f"({spec.name!r}), got {got}")
     tensor = inputs[0]
-    where = f"input {tensor.get('name')!r}"
+    where = f"input {_echo(tensor.get('name'))}"
     if tensor.get("name") != spec.name:
         raise OipError(400, f"{where}: unknown input; the model has one input {spec.name!r}")
     if tensor.get("datatype") != spec.datatype:
         raise OipError(400, f"{where}.datatype: expected {spec.datatype!r}, got "
-                            f"{tensor.get('datatype')!r}")
+                            f"{_echo(tensor.get('datatype'))}")
     shape = _shape(tensor, where)
     x, used = _tensor_data(tensor, where, spec, shape, binary, 0)
     if used != len(binary):
@@ -185,7 +201,7 @@ def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list) -> 
     binary_default = _params(payload, "request").get("binary_data_output", False)
     if not isinstance(binary_default, bool):
         raise OipError(400, f"parameters.binary_data_output: expected true or false, got "
-                            f"{binary_default!r}")
+                            f"{_echo(binary_default)}")
     return InferRequest(x, request_id, _requested_outputs(payload, outputs, binary_default))
 
 
@@ -194,19 +210,23 @@ def _requested_outputs(payload: dict, names: list, binary_default: bool) -> list
     if requested is None:
         return [(name, binary_default) for name in names]
     if not isinstance(requested, list) or not all(isinstance(o, dict) for o in requested):
-        raise OipError(400, f"outputs: expected a list of objects, got {requested!r}")
-    chosen = []
+        raise OipError(400, f"outputs: expected a list of objects, got {_echo(requested)}")
+    chosen = []  # each output once: every one answered is a copy of the logits
     for out in requested:
-        name, params = out.get("name"), _params(out, f"output {out.get('name')!r}")
+        name, params = out.get("name"), _params(out, f"output {_echo(out.get('name'))}")
         if name not in names:
-            raise OipError(400, f"outputs: unknown output {name!r}; valid: {names}")
+            raise OipError(400, f"outputs: unknown output {_echo(name)}; valid: {names}")
+        if any(name == seen for seen, _ in chosen):
+            raise OipError(400, f"outputs: {name!r} requested more than once ({len(requested)} "
+                                f"requested, the model has {len(names)}: {names}); request "
+                                f"each output at most once")
         if params.get("classification"):
             raise OipError(400, f"output {name!r}: the classification extension is not "
                                 f"supported; request the logits")
         binary = params.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise OipError(400, f"output {name!r}.parameters.binary_data: expected true or "
-                                f"false, got {binary!r}")
+                                f"false, got {_echo(binary)}")
         chosen.append((name, binary))
     return chosen
 

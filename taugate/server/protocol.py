@@ -42,6 +42,7 @@ from taugate.server.messages import (
     Route,
     ServiceUnavailable,
 )
+from taugate.server.redact import PathRedactor
 from taugate.server.schemas import ModeInfo
 
 log = logging.getLogger("taugate.server")
@@ -98,11 +99,14 @@ class ProtocolHandler:
     """Answers taugate's JSON API and the Open Inference Protocol v2 for one bundle.
 
     ``runtime`` supplies the facts (modes, manifest, input checker); it need not hold loaded
-    sessions (Ray's ingress opens it with ``lazy=True`` and runs models elsewhere).
+    sessions (Ray's ingress opens it with ``lazy=True`` and runs models elsewhere). Messages
+    from the runtime reach clients through :attr:`redact`: the bundle named by its directory
+    name, no absolute path (the log keeps them).
     """
 
     def __init__(self, runtime: ModeRuntime):
         self.runtime = runtime
+        self.redact = PathRedactor(runtime.bundle_dir)
         spec = runtime.manifest.input
         # a batch of samples; image inputs may also come as [N, H, W] or [N, C, H, W] lists
         self._json_depth = max(len(spec.shape) + 1, 4 if spec.layout is not None else 0)
@@ -165,19 +169,20 @@ class ProtocolHandler:
             return self.run_failed(routed, req, exc)
         return routed.respond(logits)
 
-    @staticmethod
-    def run_failed(inference: Inference, req: HttpRequest, exc: Exception) -> HttpResponse:
+    def run_failed(self, inference: Inference, req: HttpRequest, exc: Exception) -> HttpResponse:
+        """The answer when ``run`` raised ``exc``: its message without absolute paths."""
+        message = self.redact(str(exc))
         if isinstance(exc, UnknownModeError):
-            return inference.error(404, "unknown mode", str(exc))
+            return inference.error(404, "unknown mode", message)
         if isinstance(exc, InputError):
-            return inference.error(422, "invalid input", str(exc))
+            return inference.error(422, "invalid input", message)
         if isinstance(exc, ServiceUnavailable):
-            return inference.error(503, "unavailable", str(exc))
+            return inference.error(503, "unavailable", message)
         if isinstance(exc, InvalidOutputError):  # a broken or hostile bundle, not the input
             log.error("%s %s: %s", req.method, req.path, exc)
-            return inference.error(500, "invalid model output", str(exc))
+            return inference.error(500, "invalid model output", message)
         if isinstance(exc, BundleError):  # its file changed or vanished since open
-            return inference.error(503, "mode unavailable", str(exc))
+            return inference.error(503, "mode unavailable", message)
         log.error("inference failed on %s %s", req.method, req.path, exc_info=exc)
         kind = "internal error"
         return inference.error(500, kind, f"{kind}: {type(exc).__name__}")
@@ -200,7 +205,7 @@ class ProtocolHandler:
         # cheap (a stat per mode file): mounted on the event loop, so it answers while every
         # inference thread is busy
         rt = self.runtime
-        down = rt.unavailable()
+        down = self.redact.values(rt.unavailable())
         return HttpResponse.json({"status": "degraded" if down else "ok", "modes": len(rt.modes),
                                   "providers": rt.providers, "unavailable": down})
 

@@ -32,14 +32,15 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"taugate's Ray engine needs Ray Serve ({exc.name} is missing): "
                       f"pip install 'taugate[ray]'") from exc
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from taugate.bundle.manifest import load_manifest
 from taugate.runtime import ModeRuntime
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES
-from taugate.server.messages import HttpRequest, ServiceUnavailable
+from taugate.server.messages import HttpRequest, HttpResponse, ServiceUnavailable
 from taugate.server.protocol import ProtocolHandler, taugate_error
+from taugate.server.ray_posture import LOOPBACK, init_loopback, replica_grpc_on_loopback
 
 log = logging.getLogger("taugate.server")
 
@@ -89,6 +90,7 @@ class TaugateModel:
     """A model replica: a lazy :class:`ModeRuntime` whose sessions Ray multiplexes by mode."""
 
     def __init__(self, config: RayServeConfig):
+        replica_grpc_on_loopback()
         self.runtime = ModeRuntime.open(
             config.bundle, providers=config.providers, lazy=True,
             max_sessions=config.max_modes_per_replica, intra_op_num_threads=config.threads,
@@ -115,10 +117,40 @@ class TaugateModel:
                         "loaded": self.runtime.loaded_modes, "loads": self.loads}
 
 
+async def read_body(request: Request, limit: int):
+    """The request's body, or the error to answer: 400 for a bad Content-Length, 413 for a body
+    over ``limit`` bytes -- from its Content-Length before reading any of it, or as soon as the
+    chunks received pass the limit (the rest is never read nor buffered)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+            if declared < 0:
+                raise ValueError
+        except ValueError:
+            return taugate_error(400, "bad request", f"invalid Content-Length {length[:50]!r}")
+        if declared > limit:
+            return taugate_error(413, "payload too large", f"request body of {declared} bytes "
+                                 f"exceeds the limit of {limit} bytes")
+    chunks, total = [], 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                return taugate_error(413, "payload too large", f"request body of at least "
+                                     f"{total} bytes exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return taugate_error(400, "bad request", "the client disconnected while sending the "
+                             "body")
+    return b"".join(chunks)
+
+
 class TaugateIngress:
     """Every HTTP request: the shared protocol handler, inference on a model replica."""
 
     def __init__(self, model, config: RayServeConfig):
+        replica_grpc_on_loopback()
         self.model = model
         self.max_body_bytes = config.max_body_bytes
         # Facts and the input checker only: lazy, no session is ever created here.
@@ -126,11 +158,9 @@ class TaugateIngress:
                                                         lazy=True))
 
     async def __call__(self, request: Request) -> Response:
-        body = await request.body()
-        if len(body) > self.max_body_bytes:
-            answer = taugate_error(413, "payload too large",
-                                   f"request body of {len(body)} bytes exceeds the limit of "
-                                   f"{self.max_body_bytes} bytes")
+        body = await read_body(request, self.max_body_bytes)
+        if isinstance(body, HttpResponse):
+            answer = body
         else:
             req = HttpRequest(request.method, request.url.path, request.headers, body)
             served: dict = {}
@@ -195,16 +225,24 @@ def app_builder(args: dict):
     return build_app(RayServeConfig(**args))
 
 
-def run_ray(config: RayServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """``taugate serve --engine ray``: start (or join, with RAY_ADDRESS) a Ray cluster, deploy,
-    and serve until interrupted; then remove the application (and stop Ray if we started it)."""
+def run_ray(config: RayServeConfig, host: str = LOOPBACK, port: int = 8000) -> None:
+    """``taugate serve --engine ray``: start a Ray on this machine whose services listen on
+    loopback only (or join a cluster with RAY_ADDRESS), deploy, and serve on ``host:port``
+    until interrupted; then remove the application (and stop Ray if we started it)."""
     started = not ray.is_initialized()
+    address = os.environ.get("RAY_ADDRESS")
     if started:
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, include_dashboard=False,
-                 _system_config=None if address else RAY_SYSTEM_CONFIG)
+        if address:
+            ray.init(address=address, include_dashboard=False)
+        else:
+            init_loopback(_system_config=RAY_SYSTEM_CONFIG)
+    if host not in (LOOPBACK, "localhost", "::1"):
+        log.warning("listening on %s: the API has no authentication; put it behind a proxy "
+                    "that adds it if the network is not trusted", host)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+    if started and not address:
+        _warn_exposed(port)
     log.warning("taugate on Ray Serve: http://%s:%d (config %s); Ctrl+C stops", host, port,
                 asdict(config))
     try:
@@ -217,3 +255,15 @@ def run_ray(config: RayServeConfig, host: str = "127.0.0.1", port: int = 8000) -
         if started:
             serve.shutdown()
             ray.shutdown()
+
+
+def _warn_exposed(http_port: int) -> None:
+    """Log Ray's sockets that listen beyond loopback (none expected), the HTTP port aside."""
+    from taugate.server.ray_local import descendants
+    from taugate.server.ray_posture import exposed_sockets
+
+    exposed = [f"{a}:{p}" for a, p in exposed_sockets(descendants() | {os.getpid()})
+               if p != http_port]
+    if exposed:
+        log.warning("Ray services listen beyond loopback: %s; firewall them or join a cluster "
+                    "set up for it (RAY_ADDRESS)", ", ".join(exposed))

@@ -4,7 +4,7 @@ benchmarks (the Ray counterpart of :class:`taugate.server.BackgroundServer`).
     with LocalRayServe(RayServeConfig(bundle, replicas=2), num_cpus=2) as srv:
         httpx.get(srv.url + "/v2/health/ready")
 
-It starts Ray (no dashboard, access logs off), deploys :func:`build_app` on a free loopback port,
+It starts Ray (every service on loopback, no dashboard, access logs off), deploys :func:`build_app` on a free loopback port,
 and on exit removes the application and stops Ray. ``stop`` reports the processes Ray started
 that are still alive afterwards.
 """
@@ -21,6 +21,7 @@ from ray import serve
 from ray.serve.schema import LoggingConfig
 
 from taugate.server.ray_app import APP_NAME, RAY_SYSTEM_CONFIG, RayServeConfig, build_app
+from taugate.server.ray_posture import init_loopback
 
 
 def _children() -> dict[int, list[int]]:
@@ -82,8 +83,8 @@ class LocalRayServe:
                                "starts its own")
         # Called on this (long-lived) thread on purpose: Ray's GCS and raylet are started with
         # PR_SET_PDEATHSIG, which kills them when the *thread* that spawned them exits.
-        ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, _system_config=RAY_SYSTEM_CONFIG)
+        init_loopback(num_cpus=self.num_cpus, log_to_driver=False, configure_logging=False,
+                      _system_config=RAY_SYSTEM_CONFIG)
         serve.start(http_options={"host": "127.0.0.1", "port": self.port})
         self.deploy(self.config, timeout=timeout, **self.build_options)
         return self
