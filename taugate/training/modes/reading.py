@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from taugate.runtime.safe_json import MAX_DEPTH, loads_strict
+from taugate.runtime.safe_json import MAX_DEPTH, MAX_NUMBER_CHARS, loads_strict
 
 #: Deflate's largest expansion (about 1032:1): a deflated member claiming more is forged.
 MAX_DEFLATE_RATIO = 1032
@@ -103,8 +103,9 @@ def read_facts(path: Path) -> dict:
                               f"remove the file") from None
     except ValueError as exc:  # safe_json's refusals: the manifest would refuse these facts
         raise ModeFolderError(f"{path}: {exc}; facts are copied into the bundle's manifest, "
-                              f"which accepts finite numbers of at most 100 characters, "
-                              f"unique keys and nesting up to {FACTS_MAX_DEPTH} levels") from None
+                              f"which accepts finite numbers of at most {MAX_NUMBER_CHARS} "
+                              f"characters, unique keys and nesting up to {FACTS_MAX_DEPTH} "
+                              f"levels") from None
     if not isinstance(facts, dict):
         raise ModeFolderError(f"{path}: expected a JSON object, got {type(facts).__name__}")
     return facts
