@@ -9,6 +9,10 @@ digit that fills the frame, or dark ink on white paper, is far from that and is 
 border pixels) is light; stretch so the background is 0 and the darkest-to-brightest ink is
 0..255; crop to the ink (pixels above ``ink_level`` of the brightest); fit into 20x20 keeping
 the aspect ratio; paste into 28x28 with the centre of mass at the centre. numpy + Pillow only.
+
+Memory stays bounded for any input size: an image whose longer side exceeds :data:`WORK_SIDE`
+is first shrunk (area averaging) to that side, so the float work arrays take at most a few MB
+whatever the photo's resolution; the digit ends up 20 pixels tall anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +20,21 @@ from __future__ import annotations
 import numpy as np
 
 BOX, SIZE = 20, 28
+#: The longest side the preparation works at (larger inputs are shrunk first).
+WORK_SIDE = 1024
+
+
+def shrink(a: np.ndarray) -> np.ndarray:
+    """``a`` (2-D) shrunk by area averaging so its longer side is at most :data:`WORK_SIDE`;
+    uint8 stays uint8, anything else becomes float32."""
+    h, w = a.shape
+    scale = WORK_SIDE / max(h, w)
+    if scale >= 1:
+        return a
+    from PIL import Image
+
+    img = Image.fromarray(a if a.dtype == np.uint8 else a.astype(np.float32))
+    return np.asarray(img.resize((max(2, round(w * scale)), max(2, round(h * scale))), Image.BOX))
 
 
 def _resize(patch: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -32,6 +51,7 @@ def mnist_style(gray: np.ndarray, ink_level: float = 0.2) -> np.ndarray:
     if a.ndim != 2 or min(a.shape) < 2:
         raise ValueError(f"mnist_style: expected a 2-D grayscale image of at least 2x2, got "
                          f"shape {a.shape}")
+    a = shrink(a)
     a = a.astype(np.float32) / (255.0 if a.dtype == np.uint8 or a.max() > 1 else 1.0)
     border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]])
     if np.median(border) > 0.5:  # dark ink on light paper: MNIST is light ink on black

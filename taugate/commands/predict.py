@@ -7,15 +7,33 @@ channel or RGB for three and, unless already the layout's size, resized with
 ``Image.resize((width, height), Image.BILINEAR)``. MNIST digits are white on black; pass
 ``--invert`` for black-on-white images. Prints one class id per line (files in order, samples in
 order), or with ``--json`` a list of {file, index, class, logits}.
+
+Files are read with bounds, and any file that breaks them is one error line (exit status 2),
+never a hang or a huge allocation: only regular files are opened (a FIFO or a device is
+refused); an ``.npy`` header's shape and dtype must fit in the file's size before anything is
+allocated (no pickles); an image's size is read from its header and one of more than
+:data:`MAX_IMAGE_PIXELS` pixels is refused before it is decoded. ``--mnist-style`` decodes JPEGs
+at a reduced scale and works at most at 1024 pixels a side (``taugate.mnist_style.WORK_SIDE``),
+so its memory is bounded by the decoded image.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import stat
+import warnings
 from pathlib import Path
 
 HELP = "classify .npy or PNG images with one mode of a bundle"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+#: The most pixels an image file may have (50 megapixels: more than a 48 MP phone camera).
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+class ImageTooLargeError(ValueError):
+    """An image file with more than :data:`MAX_IMAGE_PIXELS` pixels (refused before decoding)."""
 
 
 def parse_providers(text: str):
@@ -42,6 +60,52 @@ def add_arguments(p) -> None:
                    help="auto (default), cpu, cuda, directml, or a comma-separated list")
 
 
+def open_regular(path: Path):
+    """``path`` opened for binary reading if it (or what a symlink names) is a regular file;
+    ValueError for a FIFO, a device or a directory (never blocks: opened non-blocking)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot open: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"{path}: not a regular file (mode {stat.filemode(mode)}); expected a "
+                         f".npy array or an image file")
+    return os.fdopen(fd, "rb")
+
+
+def load_npy(path: Path):
+    """The array in the ``.npy`` file ``path``: its header is read first, and a shape and dtype
+    that need more bytes than the file holds (a forged or truncated file) are refused before
+    anything is allocated; object arrays (pickles) are refused."""
+    from numpy.lib import format as npy_format
+
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        try:
+            version = npy_format.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f".npy format version {version[0]}.{version[1]} (expected 1.0 "
+                                 f"or 2.0, what np.save writes for numeric arrays)")
+            read_header = npy_format.read_array_header_1_0 if version == (1, 0) \
+                else npy_format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            if dtype.hasobject:
+                raise ValueError("an object array (a pickle), which taugate never loads")
+            claimed, held = math.prod(shape) * dtype.itemsize, size - f.tell()
+            if claimed > held:
+                raise ValueError(f"its header claims {list(shape)} {dtype} ({claimed:,} bytes) "
+                                 f"but the file holds {held:,} bytes of data")
+            f.seek(0)
+            return npy_format.read_array(f, allow_pickle=False)
+        except (ValueError, EOFError, OSError, SyntaxError, TypeError, OverflowError) as exc:
+            raise ValueError(f"{path}: cannot read as a .npy array: {exc}") from None
+
+
 def load_image(path: Path, invert: bool = False, layout: dict | None = None,
                mnist_style: bool = False):
     """A uint8 image array for ``layout`` (default MNIST's 1x28x28): [H, W] for one channel,
@@ -59,17 +123,35 @@ def load_image(path: Path, invert: bool = False, layout: dict | None = None,
     if channels not in (1, 3):
         raise ValueError(f"{path}: the bundle's image input has {channels} channels; image files "
                          f"can feed 1 (grayscale) or 3 (RGB): pass a .npy array instead")
+    if mnist_style and (channels, size) != (1, (28, 28)):
+        raise ValueError(f"{path}: --mnist-style prepares 1x28x28 digits; this bundle's image "
+                         f"input is {channels}x{size[1]}x{size[0]}")
+    from taugate.mnist_style import WORK_SIDE
+
+    limit = f"image files are limited to {MAX_IMAGE_PIXELS:,} pixels: downscale it first"
+    f = open_regular(path)
     try:
-        with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read as an image: {exc}") from exc
+        with f, warnings.catch_warnings():
+            # Pillow warns (then fails) on pixel counts far above ours: both end as one line
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as img:
+                width, height = img.size  # from the header: nothing decoded yet
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise ImageTooLargeError(f"{path}: {width}x{height} is "
+                                             f"{width * height:,} pixels; {limit}")
+                if mnist_style:
+                    img.draft("L", (WORK_SIDE, WORK_SIDE))  # JPEG: decode at 1/2..1/8 scale
+                img = img.convert("L" if channels == 1 else "RGB")
+    except ImageTooLargeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"{path}: {exc}; {limit}") from None
+    except (OSError, SyntaxError, EOFError, ValueError) as exc:  # Pillow's "not an image"
+        raise ValueError(f"{path}: cannot read as an image: {exc}") from None
     if mnist_style:
-        if (channels, size) != (1, (28, 28)):
-            raise ValueError(f"{path}: --mnist-style prepares 1x28x28 digits; this bundle's image "
-                             f"input is {channels}x{size[1]}x{size[0]}")
         from taugate.mnist_style import mnist_style as prepare
 
+        img.thumbnail((WORK_SIDE, WORK_SIDE), Image.BOX)  # what mnist_style would shrink to
         try:
             return prepare(np.asarray(img, dtype=np.uint8))
         except ValueError as exc:
@@ -86,16 +168,11 @@ def load_file(path: Path, invert: bool = False, layout: dict | None = None,
               images: bool = True, mnist_style: bool = False):
     """The array in ``path``: ``.npy`` as stored (no pickles), images via :func:`load_image`
     (``images``: whether the bundle's input takes images at all)."""
-    import numpy as np
-
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            return np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{path}: cannot read as a .npy array: {exc}") from exc
+        return load_npy(path)
     if suffix in IMAGE_SUFFIXES:
         if not images:
             raise ValueError(f"{path}: this bundle's input has no image layout (see `taugate "

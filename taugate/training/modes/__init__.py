@@ -17,6 +17,7 @@ import torch
 
 from taugate.training.data import DataConfig, MNISTModes, Mode, ModeData, Split
 from taugate.training.modes.folder import FolderModes
+from taugate.training.modes.reading import ModeFolderError
 
 
 @runtime_checkable
@@ -109,5 +110,5 @@ def open_source(describe: dict, data_root: str | None = None):
                      f"pass the data again from Python")
 
 
-__all__ = ["FolderModes", "MNISTModes", "ModeData", "ModeSource", "Split", "TensorModes",
-           "as_split", "open_source"]
+__all__ = ["FolderModes", "MNISTModes", "ModeData", "ModeFolderError", "ModeSource", "Split",
+           "TensorModes", "as_split", "open_source"]

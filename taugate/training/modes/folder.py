@@ -1,17 +1,23 @@
 """Modes from the user's own data: ``MODES/<mode>/{train,test[,calibration]}.npz``.
 
 Each .npz holds ``x`` (float32 ``[N, ...]``, any per-sample shape, the same in every split and
-mode) and ``y`` (int64 ``[N]``, class ids from 0). Files are read with ``allow_pickle=False``:
-an object array (a pickle) inside an .npz is refused. Without ``calibration.npz`` a seeded
-part of train is held out for calibration (never trained on). An optional
-``<mode>/facts.json`` (a JSON object) becomes the mode's facts. Every problem is an error that
-names the file and the fix.
+mode) and ``y`` (int64 ``[N]``, class ids 0..MAX_CLASSES-1). Without ``calibration.npz`` a
+seeded part of train is held out for calibration (never trained on). An optional
+``<mode>/facts.json`` (a JSON object) becomes the mode's facts; it must pass the rules the
+runtime applies to ``manifest.json`` (finite numbers, no duplicate keys, bounded nesting), as
+the export copies it there.
+
+Every problem is an error that names the file and the fix: a :class:`ModeFolderError` (a
+``ValueError``) for a file that is there but unusable, ``FileNotFoundError`` for a missing one.
+Files are read as :mod:`taugate.training.modes.reading` describes: regular files only (a symlink
+is followed to wherever it points, but what it points to must be a regular file, never a FIFO
+or a device), each array's header checked against the zip directory's sizes before anything is
+allocated, and never a pickle (an object array inside an .npz is refused).
 """
 
 from __future__ import annotations
 
-import json
-import zipfile
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +25,11 @@ import torch
 
 from taugate.bundle.names import mode_name_error
 from taugate.training.data import Mode, ModeData, Split
+from taugate.training.modes.reading import ModeFolderError, NpzReader, read_facts
 
 SPLITS = ("train", "test", "calibration")
+#: Class ids are 0..MAX_CLASSES-1: the model gets one output per class up to the largest id.
+MAX_CLASSES = 1 << 16
 _SAVE_HINT = "write it with np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))"
 
 
@@ -76,8 +85,8 @@ class FolderModes:
     def _load(self, name: str) -> ModeData:
         error = mode_name_error(name)
         if error:
-            raise ValueError(f"--modes-dir: folder {self.root / str(name)}: {error}; rename the "
-                             f"folder")
+            raise ModeFolderError(f"--modes-dir: folder {self.root / str(name)}: {error}; rename "
+                                  f"the folder")
         folder = self.root / name
         if not folder.is_dir():
             raise FileNotFoundError(f"--modes-dir: no mode folder {folder} (found: "
@@ -85,7 +94,7 @@ class FolderModes:
         train = self._split(folder / "train.npz")
         test = self._split(folder / "test.npz")
         cal_path = folder / "calibration.npz"
-        if cal_path.exists():
+        if os.path.lexists(cal_path):
             calibration = self._split(cal_path)
         else:
             train, calibration = self._hold_out(train, folder / "train.npz")
@@ -96,73 +105,63 @@ class FolderModes:
         n = len(train)
         n_cal = max(1, round(n * self.calibration_fraction))
         if n - n_cal < 1:
-            raise ValueError(f"{path}: {n} example(s) leave nothing to train on after holding out "
-                             f"{n_cal} for calibration; add examples or a calibration.npz")
+            raise ModeFolderError(f"{path}: {n} example(s) leave nothing to train on after "
+                                  f"holding out {n_cal} for calibration; add examples or a "
+                                  f"calibration.npz")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.split_seed))
         cal, tr = perm[:n_cal], perm[n_cal:]
         return Split(train.x[tr], train.y[tr]), Split(train.x[cal], train.y[cal])
 
     @staticmethod
     def _facts(path: Path) -> dict:
-        if not path.exists():
-            return {}
-        try:
-            facts = json.loads(path.read_text("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); write a JSON object or remove "
-                             f"the file") from None
-        if not isinstance(facts, dict):
-            raise ValueError(f"{path}: expected a JSON object, got {type(facts).__name__}")  # noqa: TRY004 - a user-facing error
-        return facts
+        return read_facts(path) if os.path.lexists(path) else {}
 
     def _split(self, path: Path) -> Split:
-        if not path.exists():
+        if not os.path.lexists(path):
             raise FileNotFoundError(f"{path}: missing; every mode folder needs train.npz and "
                                     f"test.npz ({_SAVE_HINT})")
-        if not zipfile.is_zipfile(path):  # np.load would try it as a pickle or a raw .npy
-            raise ValueError(f"{path}: not a readable .npz file (not a zip archive); {_SAVE_HINT}")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                keys = set(npz.files)
-                missing = [k for k in ("x", "y") if k not in keys]
-                if missing:
-                    raise ValueError(f"{path}: no array {' or '.join(map(repr, missing))} (found "
-                                     f"{sorted(keys) or 'none'}); {_SAVE_HINT}")
-                x, y = npz["x"], npz["y"]
-        except ValueError as exc:
-            if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-                raise ValueError(f"{path}: holds a pickled object array, which taugate never "
-                                 f"loads; store plain numeric arrays: {_SAVE_HINT}") from None
-            raise
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ValueError(f"{path}: not a readable .npz file ({exc}); {_SAVE_HINT}") from None
+        with NpzReader(path, _SAVE_HINT) as npz:
+            missing = [k for k in ("x", "y") if k not in npz.members]
+            if missing:
+                raise ModeFolderError(f"{path}: no array {' or '.join(map(repr, missing))} "
+                                      f"(found {sorted(npz.members) or 'none'}); {_SAVE_HINT}")
+            # dtypes and shapes from the headers: nothing is allocated for a file refused here
+            self._check_headers(path, *npz.header("x"), *npz.header("y"))
+            x, y = npz.array("x"), npz.array("y")
         self._check(path, x, y)
         return Split(torch.from_numpy(np.ascontiguousarray(x)),
                      torch.from_numpy(np.ascontiguousarray(y)))
 
+    def _check_headers(self, path: Path, x_shape, x_dtype, y_shape, y_dtype) -> None:
+        if x_dtype != np.float32:
+            raise ModeFolderError(f"{path}: x has dtype {x_dtype}, expected float32; "
+                                  f"convert with x.astype(np.float32)")
+        if y_dtype != np.int64:
+            raise ModeFolderError(f"{path}: y has dtype {y_dtype}, expected int64 class ids; "
+                                  f"convert with y.astype(np.int64)")
+        if len(x_shape) < 2 or len(y_shape) != 1:
+            raise ModeFolderError(f"{path}: expected x of shape [N, ...] (ndim >= 2) and y of "
+                                  f"shape [N], got x {x_shape} and y {y_shape}")
+        if x_shape[0] != y_shape[0]:
+            raise ModeFolderError(f"{path}: x has {x_shape[0]} rows but y has {y_shape[0]}; "
+                                  f"they must have one label per example")
+        if y_shape[0] == 0:
+            raise ModeFolderError(f"{path}: no examples; add at least one")
+
     def _check(self, path: Path, x: np.ndarray, y: np.ndarray) -> None:
-        if x.dtype != np.float32:
-            raise ValueError(f"{path}: x has dtype {x.dtype}, expected float32; "
-                             f"convert with x.astype(np.float32)")
-        if y.dtype != np.int64:
-            raise ValueError(f"{path}: y has dtype {y.dtype}, expected int64 class ids; "
-                             f"convert with y.astype(np.int64)")
-        if x.ndim < 2 or y.ndim != 1:
-            raise ValueError(f"{path}: expected x of shape [N, ...] (ndim >= 2) and y of shape "
-                             f"[N], got x {x.shape} and y {y.shape}")
-        if len(x) != len(y):
-            raise ValueError(f"{path}: x has {len(x)} rows but y has {len(y)}; they must have "
-                             f"one label per example")
-        if len(y) == 0:
-            raise ValueError(f"{path}: no examples; add at least one")
         if not np.all(np.isfinite(x)):
-            raise ValueError(f"{path}: x holds NaN or infinite values; clean or drop those rows")
+            raise ModeFolderError(f"{path}: x holds NaN or infinite values; clean or drop those "
+                                  f"rows")
         if np.any(y < 0):
-            raise ValueError(f"{path}: y holds negative class ids; expected 0..C-1")
+            raise ModeFolderError(f"{path}: y holds negative class ids; expected 0..C-1")
+        if int(y.max()) >= MAX_CLASSES:
+            raise ModeFolderError(f"{path}: y holds class id {int(y.max())}; class ids must be "
+                                  f"0..{MAX_CLASSES - 1} (at most {MAX_CLASSES} classes: the "
+                                  f"model has one output per class)")
         shape = tuple(x.shape[1:])
         if self._sample_shape is None:
             self._sample_shape = shape
         elif shape != self._sample_shape:
-            raise ValueError(f"{path}: per-sample shape {list(shape)} differs from "
-                             f"{list(self._sample_shape)} in the other files; every mode and "
-                             f"split must share one input shape")
+            raise ModeFolderError(f"{path}: per-sample shape {list(shape)} differs from "
+                                  f"{list(self._sample_shape)} in the other files; every mode "
+                                  f"and split must share one input shape")
