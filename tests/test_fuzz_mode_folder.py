@@ -17,7 +17,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from taugate.runtime.safe_json import loads_strict  # noqa: E402
+from taugate.bundle.safe_json import loads_strict  # noqa: E402
 from taugate.training.modes import FolderModes  # noqa: E402
 from taugate.training.modes.reading import ModeFolderError  # noqa: E402
 

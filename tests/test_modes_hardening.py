@@ -12,7 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from taugate.runtime.safe_json import MAX_DEPTH, loads_strict
+from taugate.bundle.safe_json import MAX_DEPTH, loads_strict
 from taugate.training.modes import FolderModes
 from taugate.training.modes.folder import MAX_CLASSES
 from taugate.training.modes.reading import FACTS_MAX_DEPTH, ModeFolderError

@@ -15,7 +15,7 @@
   memory than about a thousand times the file's size on disk, and a forged header claiming
   terabytes is refused before anything is allocated. Object arrays (pickles) are never loaded.
 * :func:`read_facts`: ``facts.json`` with the rules the runtime applies to ``manifest.json``
-  (:func:`taugate.runtime.safe_json.loads_strict`), so facts accepted here are never refused
+  (:func:`taugate.bundle.safe_json.loads_strict`), so facts accepted here are never refused
   after export.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from taugate.runtime.safe_json import MAX_DEPTH, MAX_NUMBER_CHARS, loads_strict
+from taugate.bundle.safe_json import MAX_DEPTH, MAX_NUMBER_CHARS, loads_strict
 
 #: Deflate's largest expansion (about 1032:1): a deflated member claiming more is forged.
 MAX_DEFLATE_RATIO = 1032
