@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from taugate.bundle.schema import PRECISIONS
 from taugate.exporting.prune import PruneConfig, firing_rates
-from taugate.exporting.quantize import DEFAULT_SCHEME, PRECISIONS
+from taugate.exporting.quantize import DEFAULT_SCHEME
 from taugate.exporting.specialize import PrunedMode, prune_mode
 from taugate.exporting.variants import int8_variant
 from taugate.exporting.writer import ModeExport, graph_bytes, write_bundle
