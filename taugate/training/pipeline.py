@@ -24,6 +24,7 @@ from taugate.spec import HardenedModel
 from taugate.summaries import units_kept
 from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
 from taugate.training.data import MNISTModes, Mode, ModeData
+from taugate.training.families import get_family
 from taugate.training.gating import set_hard
 from taugate.training.loop import TrainConfig, accuracy, train
 from taugate.training.methods import AdaptationMethod, get_method
@@ -36,11 +37,8 @@ log = logging.getLogger(__name__)
 
 def foundation_model(config: FoundationConfig) -> nn.Module:
     """A fresh model of ``config.family`` (seed first: weights are seeded by their creator)."""
-    if config.family == "mlp":
-        return MLP(config.backbone)
-    from taugate.training.models import build
-
-    return build(config.family, config.family_config)
+    family = get_family(config.family)
+    return family.build(family.foundation_config(config))
 
 
 def pretrain_foundation(
