@@ -73,7 +73,7 @@ class RunConfig:
         if self.modes is not None:
             self.modes = tuple(self.modes)
             for m in self.modes:
-                check_mode_name(m)  # the source checks the rest when it loads the mode
+                check_mode_name(m)  # the source checks the rest before reading data
         self.targets = parse_patterns(self.targets)
         if self.weights and not self.model:
             raise ValueError("--weights: needs --model FILE.py:FACTORY (the module to load into)")
