@@ -77,3 +77,15 @@ def test_train_names_a_bad_mode_before_reading_mnist(tmp_path, monkeypatch, caps
     assert elapsed < 5, elapsed
     assert not (tmp_path / "run").exists()
     assert not (tmp_path / "cache").exists()
+
+
+def test_bench_without_mnist_says_so(tmp_path):
+    """MNIST is read at the first mode, so `taugate bench` still reports it missing."""
+    from pathlib import Path
+
+    from taugate.bundle.manifest import load_manifest
+    from taugate.commands.bench import mnist_data
+
+    _, manifest = load_manifest(Path(__file__).parent / "data" / "v1_bundle")
+    data, note = mnist_data(manifest, list(manifest.modes), str(tmp_path))
+    assert data == {} and "MNIST not found" in note
