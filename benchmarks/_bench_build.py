@@ -99,7 +99,7 @@ class BenchSession:
 
 
 def _mnist(root: str, limit_train: int | None = None):
-    from taugate.training.data import DataConfig, MNISTModes
+    from taugate.training.sources import DataConfig, MNISTModes
 
     return MNISTModes(DataConfig(root=root, download=False, limit_train=limit_train))
 

@@ -20,10 +20,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from taugate.bundle.manifest import variant_entry
+from taugate.bundle.schema import PRECISIONS
 from taugate.runtime import DENSE, ModeRuntime, RuntimeConfigError
 from taugate.timing import Interleaved, calibrate, machine_info
-
-PRECISIONS = ("fp32", "int8")
 
 
 @dataclass

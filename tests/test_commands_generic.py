@@ -12,13 +12,13 @@ import torch
 from _gated_models import MLP_TARGETS, odd_mlp, random_spec
 
 from taugate import cli
+from taugate.bundle.schema import InputSpec, OutputSpec
 from taugate.exporting.compact import hard_gated
 from taugate.exporting.gated import ParityError, export_run_bundle
 from taugate.runtime import ModeRuntime
 
-SPEC_IN = {"name": "features", "dtype": "float32", "shape": ["batch", 13], "range": None,
-           "layout": None}
-SPEC_OUT = {"name": "logits", "dtype": "float32", "shape": ["batch", 5], "labels": None}
+SPEC_IN = InputSpec.plain((13,), name="features")
+SPEC_OUT = OutputSpec.logits(5)
 
 
 @dataclass
@@ -35,8 +35,8 @@ class FakeRunMode:  # the fields of taugate.training.loaded.RunMode that export 
 class FakeRun:
     family: str
     foundation: object
-    input_spec: dict
-    output_spec: dict
+    input_spec: InputSpec
+    output_spec: OutputSpec
     modes: dict
 
 

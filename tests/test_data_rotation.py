@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from taugate.training.data import rotate
+from taugate.training.sources.mnist import rotate
 
 
 @pytest.mark.parametrize("angle, want", [(90.0, (4, 14)), (-90.0, (24, 14)), (180.0, (14, 4))])

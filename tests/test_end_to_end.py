@@ -13,7 +13,7 @@ import torch
 
 from taugate.cli import main
 from taugate.training.adapters import load_adapter, load_foundation
-from taugate.training.data import DataConfig, MNISTModes
+from taugate.training.sources import DataConfig, MNISTModes
 
 SMALL = ["--limit-train", "3000", "--limit-test", "500", "--calibration-size", "500"]
 

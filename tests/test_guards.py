@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from taugate.training.backbone import MLP, BackboneConfig
-from taugate.training.data import Split
 from taugate.training.guards import HINT, DivergenceGuard, TrainingDiverged
 from taugate.training.loop import TrainConfig, train
+from taugate.training.sources import Split
 
 
 @pytest.mark.parametrize("losses, stops_at", [

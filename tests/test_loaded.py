@@ -13,15 +13,16 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from taugate.bundle.schema import InputSpec, OutputSpec
 from taugate.cli import main
 from taugate.training.gating import targets_of
 from taugate.training.loaded import load_run
 from taugate.training.loop import TrainConfig
 from taugate.training.methods import METHODS
-from taugate.training.modes import FolderModes
 from taugate.training.pipeline import AdaptConfig, adapt
+from taugate.training.sources import FolderModes
 from taugate.training.targets import resolve_targets, set_module
-from tests.test_modes import write_mode
+from tests.test_sources import write_mode
 
 USER_MODEL = '''
 from collections import OrderedDict
@@ -71,7 +72,7 @@ def user_run(tmp_path):
     write_mode(modes, "site-b", n=120, seed=2)
     (tmp_path / "net.py").write_text(USER_MODEL)
     torch.manual_seed(0)
-    from taugate.training.models.user import load_factory
+    from taugate.training.families.user import load_factory
 
     weights = {k: v.clone() for k, v in load_factory(f"{tmp_path / 'net.py'}:build").state_dict().items()}
     save_file(weights, tmp_path / "w.safetensors")
@@ -87,9 +88,9 @@ def test_modes_dir_round_trip_with_a_user_model(user_run, capsys):
     assert rc == 0, capsys.readouterr().err
     run = load_run(tmp / "run")
     assert run.family == "user" and sorted(run.modes) == ["site-a", "site-b"]
-    assert run.input_spec == {"name": "input", "dtype": "float32", "shape": ["batch", 6],
-                              "range": None, "layout": None}
-    assert run.output_spec["shape"] == ["batch", 3] and run.output_spec["labels"] is None
+    assert run.input_spec == InputSpec.plain((6,)) and run.output_spec == OutputSpec.logits(3)
+    assert run.input_spec.to_dict() == {"name": "input", "dtype": "float32", "shape": ["batch", 6],
+                                        "range": None, "layout": None}
     assert run.targets == ["inp", "deep"]
     assert [(s.act, s.consumer) for s in run.sites] == [("r1", "mid"), ("r3", "cls")]
     frozen = load_file(tmp / "w.safetensors")
@@ -114,7 +115,7 @@ def test_modes_dir_round_trip_with_a_user_model(user_run, capsys):
 
 def _sequential_run(method, tmp_path, sparse=False):
     (tmp_path / "net.py").write_text(USER_MODEL)
-    from taugate.training.models.user import load_factory
+    from taugate.training.families.user import load_factory
 
     torch.manual_seed(0)
     foundation = load_factory(f"{tmp_path / 'net.py'}:build").eval()
@@ -178,7 +179,7 @@ def test_tiny_transformer_end_to_end(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     run = load_run(tmp_path / "run")
     assert run.family == "vit" and run.targets == ["blocks.0.ffn.fc1"]
-    assert run.input_spec["shape"] == ["batch", 1, 8, 8]
+    assert run.input_spec.shape == (1, 8, 8)
     for mode in run.modes.values():
         (units,) = mode.spec.targets
         assert (units.consumer, units.activation, units.units) == ("blocks.0.ffn.fc2", "gelu", 32)
@@ -244,6 +245,6 @@ def test_format_1_mlp_run_still_loads(data_root, tmp_path):
         f.write_text(json.dumps(meta))
     run = load_run(tmp_path / "run", data_root=data_root)
     mode = run.modes["rot45"]
-    assert run.family == "mlp" and run.input_spec["shape"] == ["batch", 784]
+    assert run.family == "mlp" and run.input_spec.shape == (784,)
     assert mode.facts == {"source": "mnist-rotation", "angle": 45.0}
     assert [u.producer for u in mode.spec.targets] == ["linears.0", "linears.1"]

@@ -14,10 +14,10 @@ import torch
 from taugate.exporting.graph import INPUT_NAME, build_graph
 from taugate.training.adapters import foundation_sha256, load_adapter, save_adapter
 from taugate.training.backbone import MLP, BackboneConfig
-from taugate.training.data import Split
 from taugate.training.loop import TrainConfig, train
 from taugate.training.methods import METHODS, get_method
 from taugate.training.methods.lora import LoRALinear
+from taugate.training.sources import Split
 
 # name, trainable parameters on 784-128-128-10 (arXiv 2602.11726, Tables 1-2), dense graph
 METHOD_TABLE = [
@@ -172,7 +172,6 @@ def test_lora_subset_of_layers():
 def test_every_method_exports_into_one_bundle(data_root, tmp_path):
     """``export_bundle`` takes several ModeReports with distinct names (rot45-<method>)."""
     from taugate.training.backbone import FoundationConfig
-    from taugate.training.data import DataConfig, MNISTModes
     from taugate.training.pipeline import (
         AdaptConfig,
         adapt,
@@ -180,6 +179,7 @@ def test_every_method_exports_into_one_bundle(data_root, tmp_path):
         harden_mode,
         pretrain_foundation,
     )
+    from taugate.training.sources import DataConfig, MNISTModes
 
     data = MNISTModes(DataConfig(root=data_root, limit_train=1500, limit_test=300,
                                  calibration_size=200))

@@ -16,7 +16,7 @@ from taugate.lab.peers import (
     torch_pruned,
 )
 from taugate.training.backbone import MLP, BackboneConfig
-from taugate.training.data import Mode, ModeData, Split
+from taugate.training.sources import Mode, ModeData, Split
 
 pytest.importorskip("torch_pruning")
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from taugate.training.backbone import FoundationConfig
-from taugate.training.data import DataConfig, MNISTModes
 from taugate.training.loop import TrainConfig
 from taugate.training.pipeline import AdaptConfig, adapt, harden_mode, pretrain_foundation
+from taugate.training.sources import DataConfig, MNISTModes
 
 # method, method config, (soft accuracy, hard accuracy, units kept, pruned test accuracy);
 # recorded with commit bff6efe (before issue 9), seed 0, CPU

@@ -11,11 +11,11 @@ import torch
 from taugate.exporting.prune import PruneConfig
 from taugate.exporting.specialize import prune_mode
 from taugate.training.backbone import MLP, BackboneConfig
-from taugate.training.data import Mode, ModeData, Split
 from taugate.training.loop import TrainConfig, train
 from taugate.training.methods import get_method
 from taugate.training.methods.taugate import TauGateConfig
 from taugate.training.pipeline import AdaptConfig, adapt
+from taugate.training.sources import Mode, ModeData, Split
 from taugate.training.sparsity import prox_l1_, unit_costs
 
 

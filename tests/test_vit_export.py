@@ -11,7 +11,7 @@ import torch
 from taugate.bundle.graph_check import ALLOWED_OPS
 from taugate.cli import main
 from taugate.runtime import ModeRuntime
-from taugate.training.models.vit import ViT, ViTConfig
+from taugate.training.families.vit import ViT, ViTConfig
 
 TINY = ["--family-option", "patch=4", "--family-option", "dim=8", "--family-option", "heads=2",
         "--family-option", "depth=1", "--family-option", "ffn=16"]

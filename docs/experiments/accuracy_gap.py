@@ -17,8 +17,8 @@ import sys
 import numpy as np
 import torch
 
-from taugate.training.data import DataConfig, MNISTModes
 from taugate.training.runs import export_run
+from taugate.training.sources import DataConfig, MNISTModes
 
 torch.set_num_threads(1)
 run, variant = sys.argv[1], sys.argv[2:]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from taugate.bundle.errors import BundleError, BundleFormatError
 
-# the file checks live in files.py; importable from here too (their first home)
+# the file checks live in files.py; importable from here too
 from taugate.bundle.files import MAX_MODEL_BYTES, read_verified, resolve_file, verify_files
 from taugate.bundle.names import DENSE, mode_name_error  # DENSE: the dense baseline's name
 from taugate.bundle.safe_json import (
@@ -26,6 +26,7 @@ from taugate.bundle.safe_json import (
     read_regular_file,
 )
 from taugate.bundle.schema import (  # the dataclasses, importable from here too
+    BUNDLE_FORMAT,
     PRECISIONS,
     FileRef,
     InputSpec,
@@ -35,7 +36,6 @@ from taugate.bundle.schema import (  # the dataclasses, importable from here too
     OutputSpec,
 )
 
-BUNDLE_FORMAT = "taugate-bundle"
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -131,7 +131,8 @@ def _parse_input_v1(d: dict) -> InputSpec:
 LAYOUT_KINDS = ("image",)
 
 
-def _parse_input_v2(d: dict) -> InputSpec:
+def input_fields(d: dict) -> tuple[str, str, tuple, tuple[float, float] | None, dict | None]:
+    """Validate ``d["input"]`` (the format 2 rules): (name, dtype, shape, range, layout)."""
     spec, name, dtype, shape = _tensor_spec(d, "input", "n", any_rank=True)
     rng = _range(spec, optional=True)
     layout = _get(spec, "layout", "input", dict, "an object or null", optional=True)
@@ -146,17 +147,27 @@ def _parse_input_v2(d: dict) -> InputSpec:
             raise _fail("input.layout", f"channels, height, width >= 1 with channels*height*"
                         f"width == {n} (the per-sample size)", layout)
         layout = {"kind": "image", "channels": dims[0], "height": dims[1], "width": dims[2]}
+    return name, dtype, shape, rng, layout
+
+
+def _parse_input_v2(d: dict) -> InputSpec:
+    name, dtype, shape, rng, layout = input_fields(d)
     return InputSpec(name, dtype, shape, rng, layout,
                      uint8_pixels=layout is not None and rng == (0.0, 1.0))
 
 
-def _parse_output(d: dict, version: int) -> OutputSpec:
+def output_fields(d: dict, version: int = 2) -> tuple[str, str, int, tuple | None]:
+    """Validate ``d["output"]``: (name, dtype, classes, labels or None)."""
     spec, name, dtype, shape = _tensor_spec(d, "output", "classes", any_rank=False)
     labels = _get(spec, "labels", "output", list, "a list of strings", optional=version >= 2)
     if labels is not None and (len(labels) != shape[0]
                                or not all(isinstance(v, str) for v in labels)):
         raise _fail("output.labels", f"{shape[0]} strings (one per class)", labels)
-    return OutputSpec(name, dtype, shape[0], tuple(labels) if labels is not None else None)
+    return name, dtype, shape[0], tuple(labels) if labels is not None else None
+
+
+def _parse_output(d: dict, version: int) -> OutputSpec:
+    return OutputSpec(*output_fields(d, version))
 
 
 def _file_ref(name: str, d, where: str) -> FileRef:

@@ -7,7 +7,20 @@ from dataclasses import dataclass, field
 
 from taugate.bundle.names import DENSE
 
+BUNDLE_FORMAT = "taugate-bundle"  # manifest.json's "format"
 PRECISIONS = ("fp32", "int8")  # fp32: the entry's own file; others: entry["variants"][p]
+BATCH = "batch"  # the name of the dynamic batch axis in input/output shapes
+
+
+def _checked(kind: str, check, value: dict):
+    """``check(value)`` with the manifest reader's rules; its error re-worded as a ValueError
+    about ``kind`` (a spec built in code or read from run.json is not a manifest)."""
+    from taugate.bundle.errors import BundleFormatError
+
+    try:
+        return check(value)
+    except BundleFormatError as exc:
+        raise ValueError(f"{kind} spec: {str(exc).removeprefix('manifest.json: ')}") from None
 
 
 @dataclass(frozen=True)
@@ -16,7 +29,9 @@ class InputSpec:
 
     ``range``: None (no range check; negative values fine) or (low, high). ``layout``: None or
     ``{"kind": "image", "channels", "height", "width"}``. ``uint8_pixels``: uint8 inputs are
-    0-255 pixels scaled by 1/255 (format 1 bundles, and format 2 image inputs in [0, 1]).
+    0-255 pixels scaled by 1/255 (format 1 bundles, and format 2 image inputs in [0, 1]; None:
+    that rule decides). Validated on construction by the manifest reader's rules
+    (taugate/bundle/manifest.py); :meth:`to_dict` is the manifest's ``input`` object.
     """
 
     name: str
@@ -24,7 +39,49 @@ class InputSpec:
     shape: tuple  # per-sample shape (after the batch axis), e.g. (784,) or (1, 28, 28)
     range: tuple[float, float] | None
     layout: dict | None = None
-    uint8_pixels: bool = False
+    uint8_pixels: bool | None = None
+
+    def __post_init__(self) -> None:
+        from taugate.bundle.manifest import input_fields
+
+        if isinstance(self.shape, (str, bytes)) or not hasattr(self.shape, "__iter__"):
+            raise ValueError(f"input spec: shape: expected a list of sizes, got {self.shape!r}")
+        raw = {"name": self.name, "dtype": self.dtype, "shape": [BATCH, *self.shape],
+               "range": list(self.range) if isinstance(self.range, (tuple, list)) else self.range,
+               "layout": self.layout}
+        name, dtype, shape, rng, layout = _checked("input", input_fields, {"input": raw})
+        for key, value in (("shape", shape), ("range", rng), ("layout", layout)):
+            object.__setattr__(self, key, value)
+        if self.uint8_pixels is None:
+            object.__setattr__(self, "uint8_pixels", layout is not None and rng == (0.0, 1.0))
+
+    @classmethod
+    def plain(cls, shape, name: str = "input", range=None) -> InputSpec:  # noqa: A002 - the manifest's word
+        """Any per-sample ``shape`` of float32 values, no layout (tabular features, tensors)."""
+        return cls(name, "float32", tuple(int(d) for d in shape), range, None)
+
+    @classmethod
+    def image(cls, channels: int, height: int, width: int, name: str = "pixels",
+              range=(0.0, 1.0), flat: bool = True) -> InputSpec:  # noqa: A002 - the manifest's word
+        """An image of ``channels x height x width`` pixels, flat ``[C*H*W]`` or ``[C, H, W]``."""
+        shape = (channels * height * width,) if flat else (channels, height, width)
+        return cls(name, "float32", shape, range,
+                   {"kind": "image", "channels": channels, "height": height, "width": width})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        """The inverse of :meth:`to_dict` (a manifest's or run.json's ``input`` object)."""
+        from taugate.bundle.manifest import input_fields
+
+        return cls(*_checked("input", input_fields, {"input": d}))
+
+    def to_dict(self) -> dict:
+        """The manifest's ``input`` object (docs/bundle-v2.md)."""
+        return {"name": self.name, "dtype": self.dtype, "shape": [BATCH, *self.shape],
+                "range": list(self.range) if self.range is not None else None,
+                "layout": dict(self.layout) if self.layout is not None else None}
+
+    to_manifest = to_dict
 
     @property
     def features(self) -> int:
@@ -48,12 +105,41 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """The model output: ``name`` float32 logits [batch, classes]; ``labels`` may be None."""
+    """The model output: ``name`` float32 logits [batch, classes]; ``labels`` may be None.
+    Validated on construction by the manifest reader's rules; :meth:`to_dict` is the
+    manifest's ``output`` object."""
 
     name: str
     dtype: str
     classes: int
-    labels: tuple[str, ...] | None
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        from taugate.bundle.manifest import output_fields
+
+        labels = self.labels
+        raw = {"name": self.name, "dtype": self.dtype, "shape": [BATCH, self.classes],
+               "labels": list(labels) if isinstance(labels, (tuple, list)) else labels}
+        object.__setattr__(self, "labels", _checked("output", output_fields, {"output": raw})[3])
+
+    @classmethod
+    def logits(cls, classes: int, labels=None, name: str = "logits") -> OutputSpec:
+        """float32 logits over ``classes`` classes (``labels``: one string per class, or None)."""
+        return cls(name, "float32", int(classes), tuple(labels) if labels is not None else None)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OutputSpec:
+        """The inverse of :meth:`to_dict` (a manifest's or run.json's ``output`` object)."""
+        from taugate.bundle.manifest import output_fields
+
+        return cls(*_checked("output", output_fields, {"output": d}))
+
+    def to_dict(self) -> dict:
+        """The manifest's ``output`` object (docs/bundle-v2.md)."""
+        return {"name": self.name, "dtype": self.dtype, "shape": [BATCH, self.classes],
+                "labels": list(self.labels) if self.labels is not None else None}
+
+    to_manifest = to_dict
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ def add_device_argument(p: argparse.ArgumentParser) -> None:
 
 
 def data_config(args):
-    from taugate.training.data import DataConfig
+    from taugate.training.sources.mnist import DataConfig
 
     if args.limit_train is not None and args.limit_train <= args.calibration_size:
         raise ValueError(

@@ -77,18 +77,18 @@ def mnist_data(manifest, modes: list[str], root: str | None) -> tuple[dict, str 
     if manifest.input.features != 784 or any(a is None for a in angles.values()):
         return {}, "accuracy: not an MNIST-rotation bundle; pass --data FILE.npz"
     try:
-        from taugate.training.data import DataConfig, MNISTModes, Mode
+        from taugate.training.sources import DataConfig, MNISTModes, Mode
     except ImportError:
         return {}, "accuracy: MNIST test sets need taugate[train] (torch); or pass --data"
+    data = MNISTModes(DataConfig(root=root, download=False))  # read at the first mode
+    out = {}
     try:
-        data = MNISTModes(DataConfig(root=root, download=False))
+        for m in modes:
+            test = data.mode(Mode(fact(m, "data_mode") or m, float(angles[m]))).test
+            out[m] = (test.x.numpy(), test.y.numpy())
     except FileNotFoundError:
         return {}, ("accuracy: MNIST not found (set --data-root or $TAUGATE_DATA); or pass "
                     "--data FILE.npz")
-    out = {}
-    for m in modes:
-        test = data.mode(Mode(fact(m, "data_mode") or m, float(angles[m]))).test
-        out[m] = (test.x.numpy(), test.y.numpy())
     return out, None
 
 

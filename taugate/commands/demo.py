@@ -60,8 +60,8 @@ def run(args) -> int:
     from taugate.runtime import DENSE, ModeRuntime
     from taugate.summaries import hit_rate
     from taugate.timing import Interleaved, calibrate
-    from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run, train_run
+    from taugate.training.sources import MNISTModes
 
     if args.method not in ("taugate", "gain_only"):
         args.sparse = False  # the sparsity recipe is TauGate's (and GainOnly's)

@@ -199,8 +199,8 @@ def run(args) -> int:
                              "(--engine numpy) only; export the run with --out instead")
         return run_generic(args)
     from taugate.commands._common import data_config
-    from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run
+    from taugate.training.sources import MNISTModes
 
     if args.into:
         return run_into(args)
@@ -226,8 +226,8 @@ def run_into(args) -> int:
     from taugate.commands._common import data_config
     from taugate.exporting.merge import merge_into
     from taugate.runtime import ModeRuntime
-    from taugate.training.data import MNISTModes
     from taugate.training.runs import export_run
+    from taugate.training.sources import MNISTModes
 
     bundle = Path(args.into)
     if not (bundle / "manifest.json").is_file():

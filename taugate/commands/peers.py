@@ -41,8 +41,8 @@ def run(args) -> int:
     from taugate.lab.peers import PeersConfig, run_peers
     from taugate.lab.peers_plot import write_peers_plot
     from taugate.timing import TimingConfig
-    from taugate.training.data import MNISTModes
     from taugate.training.devices import resolve_device
+    from taugate.training.sources import MNISTModes
 
     config = PeersConfig(args.finetune_epochs, args.scratch_epochs)
     timing = TimingConfig(batch_sizes=tuple(args.batch), repeats=args.repeats,

@@ -52,7 +52,7 @@ def experiment_config(args):
     """The parsed arguments as an :class:`ExperimentConfig`."""
     from taugate.lab.experiment import ExperimentConfig
     from taugate.lab.experiment.config import TABLE1_METHODS
-    from taugate.training.data import DataConfig
+    from taugate.training.sources import DataConfig
 
     calibration = args.calibration_size
     if args.limit_train is not None and calibration >= args.limit_train:

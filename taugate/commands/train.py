@@ -93,9 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="nn.Linear module paths whose output units get tau/gamma: exact names "
                         "or regexes (full match), e.g. 'blocks\\.\\d+\\.ffn\\.fc1' (default: every "
                         "Linear whose output goes through a ReLU/GELU module into another Linear)")
-    g.add_argument("--family", default="mlp", choices=["mlp", "vit"],
-                   help="built-in foundation family when no --model is given (default mlp, "
-                        "the paper's)")
+    g.add_argument("--family", default="mlp",
+                   help="built-in foundation family when no --model is given: mlp (default, "
+                        "the paper's) or vit")
     g.add_argument("--family-option", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the family's config, e.g. --family-option depth=2 (vit: "
                         "patch, dim, heads, depth, ffn, activation)")
@@ -165,12 +165,16 @@ def method_config(args, hidden=None) -> dict:
 
 def run_config(args, out: str):
     from taugate.training.backbone import BackboneConfig, FoundationConfig
+    from taugate.training.families import get_family, pretrainable
     from taugate.training.loop import TrainConfig
-    from taugate.training.models import get_family
     from taugate.training.pipeline import AdaptConfig
     from taugate.training.runs import RunConfig
 
     family = get_family(getattr(args, "family", "mlp"))
+    if not family.pretrainable:
+        raise ValueError(f"--family {family.name}: not pretrained by taugate; give your model "
+                         f"with --model FILE.py:FACTORY, or --family one of "
+                         f"{', '.join(pretrainable())}")
     modes_dir = getattr(args, "modes_dir", None)
     modes = args.modes or (None if modes_dir else ["rot0", "rot45"])
     mixture = args.mixture or ["rot0", "rot45"]  # with --modes-dir: the adapted modes (below)
@@ -253,7 +257,9 @@ def generic_summary(run_dir, modes) -> str:
 
 
 def run(args) -> int:
+    from taugate.training.families import get_family
     from taugate.training.runs import open_source, train_run
+    from taugate.training.sources import MNISTModes
 
     config = run_config(args, args.out)
     data = open_source(config)  # --modes-dir folders, else MNIST
@@ -262,8 +268,8 @@ def run(args) -> int:
     for mode, path in trained.adapters.items():
         print(f"adapter {mode}: {path}")
     if trained.adapters:
-        mnist_mlp = config.foundation.family == "mlp" and not (config.model or config.modes_dir)
-        # the mlp summary hardens per layer on MNIST modes; any other run goes through load_run
-        print(summary(trained.path, data, trained.adapters) if mnist_mlp
+        # the per-layer summary reopens MNIST modes by name; any other run goes through load_run
+        per_layer = get_family(trained.family).per_layer and isinstance(data, MNISTModes)
+        print(summary(trained.path, data, trained.adapters) if per_layer
               else generic_summary(trained.path, trained.adapters))
     return 0

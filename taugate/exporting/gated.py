@@ -240,5 +240,6 @@ def export_run_bundle(run, out: str | Path, *, shared: bool = True, overwrite: b
                              hard_model=m.hard_model)
              for name, m in run.modes.items()}
     return export_gated_bundle(out, run.foundation, modes, family=run.family,
-                               input_spec=run.input_spec, output_spec=run.output_spec,
+                               input_spec=run.input_spec.to_dict(),
+                               output_spec=run.output_spec.to_dict(),
                                shared=shared, overwrite=overwrite)

@@ -26,7 +26,6 @@ import numpy as np
 
 SCHEMES = ("dynamic-per-channel", "static-per-channel")
 DEFAULT_SCHEME = "dynamic-per-channel"
-PRECISIONS = ("fp32", "int8")
 
 
 def gemm_to_matmul(model):

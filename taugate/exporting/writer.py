@@ -23,11 +23,11 @@ from taugate import __version__
 from taugate.bundle.atomic import atomic_directory, write_bytes, write_text
 from taugate.bundle.names import DENSE, check_mode_name
 from taugate.bundle.safetensors_write import safetensors_bytes
+from taugate.bundle.schema import BUNDLE_FORMAT
 from taugate.exporting.graph import BATCH, INPUT_NAME, OUTPUT_NAME, build_graph
 from taugate.exporting.weightless import GraphExport, weightless
 from taugate.spec import HardenedModel
 
-BUNDLE_FORMAT = "taugate-bundle"
 FORMAT_VERSION = 2
 BACKBONE_FILE = "backbone.safetensors"
 

@@ -25,8 +25,8 @@ from taugate.exporting.variants import onnx_accuracy
 from taugate.exporting.writer import graph_bytes
 from taugate.spec import HardenedModel
 from taugate.training.backbone import MLP, BackboneConfig, harden_mlp
-from taugate.training.data import ModeData
 from taugate.training.loop import TrainConfig, train
+from taugate.training.sources import ModeData
 from taugate.training.sparsity import cosine
 
 

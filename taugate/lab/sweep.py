@@ -155,7 +155,7 @@ def run_sweep(config: SweepConfig, data_config=None, device="cpu", progress=True
     """Run the whole sweep and write its files; returns the rows."""
     from taugate.exporting.specialize import accuracy
     from taugate.training.backbone import harden_mlp
-    from taugate.training.data import MNISTModes
+    from taugate.training.sources import MNISTModes
 
     data = MNISTModes(data_config)
     rows, machine = [], {}

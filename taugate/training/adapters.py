@@ -1,8 +1,8 @@
 """Save and load foundations and mode adapters: safetensors tensors + a JSON config.
 
 A foundation is ``<stem>.safetensors`` + ``<stem>.json``; the JSON names its model family
-(``mlp``, ``vit``, or ``user`` with the ``FILE.py:FACTORY`` that builds it; no ``family`` key:
-the paper's mlp, as written by earlier versions) and the family's config. An adapter holds only the tensors its
+(training/families/: ``mlp``, ``vit``, or ``user`` with the ``FILE.py:FACTORY`` that builds it;
+no ``family`` key: the paper's mlp) and what the family needs to rebuild the modules. An adapter holds only the tensors its
 method trains, plus the method's config, the mode, and the sha256 of the foundation it was
 trained on; loading it onto any other foundation is refused. No pickle anywhere: safetensors
 and JSON only. Writes are atomic (taugate/bundle/atomic.py).
@@ -22,7 +22,7 @@ from torch import nn
 
 from taugate import __version__
 from taugate.bundle.atomic import write_bytes, write_text
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families import family_of, get_family
 from taugate.training.methods import AdaptationMethod, get_method
 from taugate.training.targets import Targets
 
@@ -66,20 +66,6 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
-def _family_meta(model: nn.Module, factory: str | None) -> dict:
-    from taugate.training.models import USER, family_of
-
-    family = family_of(model)
-    if family == "mlp":
-        return {"family": family, "backbone": model.config.to_dict()}
-    if family == USER:
-        if not factory:
-            raise ValueError(f"save_foundation: a {type(model).__name__} is not a built-in family; "
-                             f"pass factory='FILE.py:FACTORY' that rebuilds it")
-        return {"family": family, "factory": factory}
-    return {"family": family, "family_config": model.config.to_dict()}
-
-
 def save_foundation(model: nn.Module, path: str | Path, extra: dict | None = None,
                     factory: str | None = None) -> str:
     """Write ``model`` as a foundation; returns its sha256. A user model needs the
@@ -90,7 +76,7 @@ def save_foundation(model: nn.Module, path: str | Path, extra: dict | None = Non
     meta = {
         "kind": FOUNDATION_KIND,
         "created_by": f"taugate {__version__}",
-        **_family_meta(model, factory),
+        **family_of(model).foundation_meta(model, factory),
         "sha256": sha,
         **(extra or {}),
     }
@@ -109,17 +95,7 @@ def load_foundation(path: str | Path) -> tuple[nn.Module, dict]:
     sha = hashlib.sha256(data).hexdigest()
     if sha != meta.get("sha256"):
         raise ValueError(f"{st_path}: sha256 {sha} does not match its config ({meta.get('sha256')})")
-    family = meta.get("family", "mlp")
-    if family == "mlp":
-        model = MLP(BackboneConfig(**meta["backbone"]))
-    elif family == "user":
-        from taugate.training.models.user import load_factory
-
-        model = load_factory(meta["factory"])
-    else:
-        from taugate.training.models import build
-
-        model = build(family, meta.get("family_config") or {})
+    model = get_family(meta.get("family", "mlp")).load(meta)
     try:
         model.load_state_dict(st_load(data), strict=True)
     except RuntimeError as exc:

@@ -1,7 +1,7 @@
-"""A run directory read back for the exporter: ``load_run(run_dir) -> Run`` (issue 9's seam).
+"""A run directory read back for the exporter: ``load_run(run_dir) -> Run``.
 
 Everything the bundle v2 writer needs, method-agnostic: the frozen foundation, the input and
-output specs, and per mode the method's :class:`~taugate.spec.GatedSpec`, its facts,
+output specs (typed: bundle/schema.py), and per mode the method's :class:`~taugate.spec.GatedSpec`, its facts,
 its calibration and test splits, and the hard-gated torch model (for parity tests).
 """
 
@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from taugate.bundle.schema import InputSpec, OutputSpec
 from taugate.spec import GatedSpec
 from taugate.training.adapters import Adapter, load_adapter, load_foundation
+from taugate.training.families import family_of
 from taugate.training.gating import clear_gates, set_hard
 from taugate.training.runs import ADAPTER_DIR, FOUNDATION_STEM, RUN_FILE
-
-MNIST_INPUT = {"name": "pixels", "dtype": "float32", "shape": ["batch", 784], "range": [0.0, 1.0],
-               "layout": {"kind": "image", "channels": 1, "height": 28, "width": 28}}
+from taugate.training.sources import open_source
+from taugate.training.sources.mnist import MNIST_INPUT, MNIST_LABELS
 
 
 @dataclass
@@ -49,8 +50,8 @@ class Run:
     family: str  # "mlp" | "vit" | "user"
     foundation: nn.Module  # eval, frozen, cpu
     foundation_sha: str
-    input_spec: dict  # the bundle v2 "input" object
-    output_spec: dict  # the bundle v2 "output" object
+    input_spec: InputSpec  # the bundle's "input" (.to_dict(): the manifest object)
+    output_spec: OutputSpec  # the bundle's "output"
     targets: list[str]  # producer module paths, in forward order
     modes: dict[str, RunMode]
     sites: list = field(default_factory=list)  # targets.Site per target: producer, act (the
@@ -60,9 +61,8 @@ class Run:
 def _run_meta(run: Path) -> dict:
     path = run / RUN_FILE
     if not path.exists():  # format 1: an mlp run on MNIST rotations
-        return {"source": {"kind": "mnist", "data": {}}, "input": MNIST_INPUT,
-                "output": {"name": "logits", "dtype": "float32", "shape": ["batch", 10],
-                           "labels": [str(i) for i in range(10)]}}
+        return {"source": {"kind": "mnist", "data": {}}, "input": MNIST_INPUT.to_dict(),
+                "output": OutputSpec.logits(10, MNIST_LABELS).to_dict()}
     try:
         return json.loads(path.read_text("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -73,13 +73,15 @@ def load_run(run_dir: str | Path, data_root: str | None = None,
              modes: list[str] | None = None) -> Run:
     """Read a run written by ``taugate train``; ``data_root`` overrides where its mode source
     lives (the MNIST root, or the modes folder). ``modes``: only these (default all)."""
-    from taugate.training.models import family_of
-    from taugate.training.modes import open_source
-
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: not a run directory (expected `taugate train --out`)")
     meta = _run_meta(run)
+    try:
+        input_spec = InputSpec.from_dict(meta.get("input"))
+        output_spec = OutputSpec.from_dict(meta.get("output"))
+    except ValueError as exc:
+        raise ValueError(f"{run / RUN_FILE}: {exc}") from None
     foundation, fmeta = load_foundation(run / FOUNDATION_STEM)
     for p in foundation.parameters():
         p.requires_grad_(False)
@@ -106,6 +108,5 @@ def load_run(run_dir: str | Path, data_root: str | None = None,
         loaded[name] = RunMode(name, adapter.method.name, spec, facts,
                                (md.calibration.x, md.calibration.y), (md.test.x, md.test.y),
                                adapter)
-    return Run(run, meta.get("family", family_of(foundation)), foundation, fmeta["sha256"],
-               dict(meta["input"]), dict(meta["output"]), [s.producer for s in sites], loaded,
-               sites)
+    return Run(run, meta.get("family", family_of(foundation).name), foundation, fmeta["sha256"],
+               input_spec, output_spec, [s.producer for s in sites], loaded, sites)

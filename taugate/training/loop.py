@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from taugate.summaries import top1
-from taugate.training.data import Split
 from taugate.training.guards import DivergenceGuard
+from taugate.training.sources import Split
 
 log = logging.getLogger(__name__)
 

@@ -14,19 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from taugate.bundle.schema import PRECISIONS
 from taugate.exporting.prune import PruneConfig, firing_rates
-from taugate.exporting.quantize import DEFAULT_SCHEME, PRECISIONS
+from taugate.exporting.quantize import DEFAULT_SCHEME
 from taugate.exporting.specialize import PrunedMode, prune_mode
 from taugate.exporting.variants import int8_variant
 from taugate.exporting.writer import ModeExport, graph_bytes, write_bundle
 from taugate.spec import HardenedModel
 from taugate.summaries import units_kept
 from taugate.training.backbone import MLP, FoundationConfig, harden_mlp
-from taugate.training.data import MNISTModes, Mode, ModeData
+from taugate.training.families import get_family
 from taugate.training.gating import set_hard
 from taugate.training.loop import TrainConfig, accuracy, train
 from taugate.training.methods import AdaptationMethod, get_method
-from taugate.training.modes import ModeSource
+from taugate.training.sources import MNISTModes, Mode, ModeData, ModeSource
 from taugate.training.sparsity import retune
 from taugate.training.targets import Targets
 
@@ -35,11 +36,8 @@ log = logging.getLogger(__name__)
 
 def foundation_model(config: FoundationConfig) -> nn.Module:
     """A fresh model of ``config.family`` (seed first: weights are seeded by their creator)."""
-    if config.family == "mlp":
-        return MLP(config.backbone)
-    from taugate.training.models import build
-
-    return build(config.family, config.family_config)
+    family = get_family(config.family)
+    return family.build(family.foundation_config(config))
 
 
 def pretrain_foundation(

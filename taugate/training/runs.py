@@ -6,9 +6,9 @@ bundle (what ``taugate export`` does); ``taugate demo`` does both and then serve
 ``load_run`` (training/loaded.py) reads any run back for the exporter.
 
 ``run.json`` (format ``taugate-run``, version 2) records the model family, how to reopen the
-mode source (``source``), the bundle v2 ``input`` / ``output`` specs, the target sites and the
-modes trained. Runs written before it existed (no run.json) are mlp runs on MNIST rotations and
-still load.
+mode source (``source``), the ``input`` / ``output`` specs (bundle/schema.py's InputSpec and
+OutputSpec, as in a manifest), the target sites and the modes trained. A run directory without
+run.json is an mlp run on MNIST rotations.
 """
 
 from __future__ import annotations
@@ -24,12 +24,13 @@ from torch import nn
 from taugate import __version__
 from taugate.bundle.atomic import write_text
 from taugate.bundle.names import check_mode_name
+from taugate.bundle.schema import OutputSpec
 from taugate.exporting.prune import PruneConfig
 from taugate.exporting.regression import DenseComparison, check_not_worse
 from taugate.training.adapters import load_adapter, load_foundation, save_adapter, save_foundation
 from taugate.training.backbone import FoundationConfig
-from taugate.training.data import DataConfig, MNISTModes, Mode
 from taugate.training.devices import resolve_device
+from taugate.training.families import family_of, get_family
 from taugate.training.pipeline import (
     AdaptConfig,
     ModeReport,
@@ -39,6 +40,7 @@ from taugate.training.pipeline import (
     harden_mode,
     pretrain_foundation,
 )
+from taugate.training.sources import DataConfig, FolderModes, MNISTModes, Mode, ModeSource
 from taugate.training.targets import parse_patterns, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ class RunConfig:
         if self.modes is not None:
             self.modes = tuple(self.modes)
             for m in self.modes:
-                check_mode_name(m)  # the source checks the rest when it loads the mode
+                check_mode_name(m)  # the source checks the rest before reading data
         self.targets = parse_patterns(self.targets)
         if self.weights and not self.model:
             raise ValueError("--weights: needs --model FILE.py:FACTORY (the module to load into)")
@@ -84,40 +86,22 @@ class TrainedRun:
     path: Path
     foundation_sha: str
     adapters: dict[str, Path]  # mode -> adapter path
+    family: str = "mlp"  # the foundation's model family (training/families/)
 
 
-def open_source(config: RunConfig):
-    """The mode source of a run: a modes folder, else MNIST."""
+def open_source(config: RunConfig) -> ModeSource:
+    """The mode source of a run: a modes folder, else MNIST (no data is read yet)."""
     if config.modes_dir:
-        from taugate.training.modes import FolderModes
-
         return FolderModes(config.modes_dir, split_seed=config.data.split_seed)
     return MNISTModes(config.data)
 
 
-def fit_to_data(fc: FoundationConfig, source, modes: list[str]) -> FoundationConfig:
+def fit_to_data(fc: FoundationConfig, source: ModeSource, modes: list[str]) -> FoundationConfig:
     """The foundation config with its input size, classes and normalization taken from the
-    data (non-MNIST sources; MNIST keeps the paper's numbers)."""
-    if isinstance(source, MNISTModes):
-        return fc
-    mix = source.mixture(modes)
-    classes = max(2, int(max(int(source.mode(m).test.y.max()) for m in modes) + 1),
-                  int(mix.y.max()) + 1)
-    mean, std = float(mix.x.mean()), float(mix.x.std()) or 1.0
-    shape = tuple(mix.x.shape[1:])
-    if fc.family == "mlp":
-        backbone = replace(fc.backbone, input_dim=int(torch.tensor(shape).prod()),
-                           num_classes=classes, input_mean=mean, input_std=std)
-        return replace(fc, backbone=backbone)
-    if fc.family == "vit":
-        if len(shape) not in (2, 3):
-            raise ValueError(f"--family vit: expected image inputs [C, H, W] or [H, W] per sample, "
-                             f"got {list(shape)}; use --family mlp for flat features")
-        c, h, w = (1, *shape) if len(shape) == 2 else shape
-        cfg = {**fc.family_config, "channels": c, "height": h, "width": w,
-               "num_classes": classes, "input_mean": mean, "input_std": std}
-        return replace(fc, family_config=cfg)
-    return fc
+    data (the family's :meth:`~taugate.training.families.Family.fit_to_data`); unchanged
+    where the source says the defaults fit (MNIST keeps the paper's numbers)."""
+    facts = source.data_facts(modes)
+    return fc if facts is None else get_family(fc.family).fit_to_data(fc, facts)
 
 
 def train_run(config: RunConfig, data=None) -> TrainedRun:
@@ -125,12 +109,14 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
     out = Path(config.out)
     device = resolve_device(config.device)
     source = data or open_source(config)
-    modes = list(config.modes) if config.modes is not None else source.names()
+    modes = source.check_names(config.modes if config.modes is not None else source.names())
+    if not config.model and not config.foundation_path:
+        source.check_names(modes if config.mixture_from_modes else config.foundation.modes)
     for m in modes:
         source.mode(m)  # a bad mode or folder fails before any training
     factory = None
     if config.model:
-        from taugate.training.models.user import load_factory, load_weights, parse_factory
+        from taugate.training.families.user import load_factory, load_weights, parse_factory
 
         path, name = parse_factory(config.model)
         factory = f"{path}:{name}"
@@ -166,24 +152,23 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
                 out / ADAPTER_DIR / name, method, model, sha, mode=mode,
                 extra={"facts": md.facts, "train_config": _plain(config.adapt.train)},
             )
-    return TrainedRun(out, sha, adapters)
+    return TrainedRun(out, sha, adapters, family_of(foundation).name)
 
 
 @torch.no_grad()
-def write_run_file(out: Path, foundation: nn.Module, source, example, targets, modes) -> Path:
-    from taugate.training.models import family_of
-
+def write_run_file(out: Path, foundation: nn.Module, source: ModeSource, example, targets,
+                   modes) -> Path:
     classes = int(foundation.eval()(example).shape[-1])
-    labels = getattr(source, "labels", None)
+    labels = source.labels
+    output = OutputSpec.logits(classes, labels if labels and len(labels) == classes else None)
     meta = {
         "format": RUN_FORMAT,
         "format_version": RUN_VERSION,
         "created_by": f"taugate {__version__}",
-        "family": family_of(foundation),
+        "family": family_of(foundation).name,
         "source": source.describe(),
-        "input": dict(source.input_spec),
-        "output": {"name": "logits", "dtype": "float32", "shape": ["batch", classes],
-                   "labels": list(labels) if labels and len(labels) == classes else None},
+        "input": source.input_spec.to_dict(),
+        "output": output.to_dict(),
         "targets": targets.to_dict(),
         "modes": list(modes),
     }

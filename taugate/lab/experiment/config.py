@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from taugate.training.data import DataConfig, Mode
 from taugate.training.methods import METHODS
-from taugate.training.modes.corruptions import Corruption
+from taugate.training.sources import DataConfig, Mode
+from taugate.training.sources.corruptions import Corruption
 
 # Derived from the registry (methods/__init__.py), in its order: a new method lands here.
 TABLE1_METHODS = tuple(n for n, m in METHODS.items() if m.table == "main")

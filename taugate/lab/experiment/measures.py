@@ -29,8 +29,8 @@ from taugate.exporting.graph import INPUT_NAME, build_graph
 from taugate.spec import HardenedModel
 from taugate.summaries import jaccard, top1
 from taugate.training.backbone import MLP
-from taugate.training.data import Split
 from taugate.training.gating import clear_gates, gates, set_hard
+from taugate.training.sources import Split
 
 
 def gate_batch(split: Split, size: int, seed: int) -> torch.Tensor:

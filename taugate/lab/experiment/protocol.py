@@ -31,11 +31,11 @@ from taugate.lab.experiment.summary import (
 )
 from taugate.lab.experiment.tables import ablations_table, overlap_table, results_table
 from taugate.training.backbone import MLP, FoundationConfig
-from taugate.training.data import MNISTModes
 from taugate.training.devices import resolve_device
 from taugate.training.gating import set_hard
 from taugate.training.loop import TrainConfig, accuracy
 from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
+from taugate.training.sources import MNISTModes
 
 log = logging.getLogger(__name__)
 

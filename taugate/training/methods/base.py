@@ -87,13 +87,11 @@ class AdaptationMethod:
         return
 
     def harden(self, model: nn.Module, meta: dict | None = None) -> HardenedModel:
-        """The paper MLP's plain per-layer form: merged weights, thresholds, gains folded."""
-        from taugate.training.backbone import MLP, harden_mlp
+        """The plain per-layer form (merged weights, thresholds, gains folded) of a family that
+        has one (the paper's MLP); TypeError for any other."""
+        from taugate.training.families import family_of
 
-        if not isinstance(model, MLP):
-            raise TypeError(f"harden: the per-layer form exists for the mlp family only, got "
-                             f"{type(model).__name__}; use harden_spec(model)")
-        return harden_mlp(model, {"method": self.name, **(meta or {})})
+        return family_of(model).harden(model, {"method": self.name, **(meta or {})})
 
     # -- the GatedSpec (any model) -----------------------------------------------------------
     def gated_units(self, model: nn.Module) -> list[GatedUnits]:

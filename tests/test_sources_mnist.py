@@ -1,11 +1,12 @@
-"""Modes as datasets: parsing, rotation, seeded splits, clear errors for a missing dataset."""
+"""The MNIST source: parsing, rotation, seeded splits, clear errors for a missing dataset, and
+mode names checked without reading MNIST."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from taugate.training.data import DataConfig, MNISTModes, Mode, rotate
+from taugate.training.sources.mnist import DataConfig, MNISTModes, Mode, rotate
 
 
 @pytest.mark.parametrize(
@@ -34,8 +35,9 @@ def test_rotate_90_is_a_transpose_flip():
 
 
 def test_missing_dataset_message(tmp_path):
+    source = MNISTModes(DataConfig(root=str(tmp_path), download=False))  # reads nothing yet
     with pytest.raises(FileNotFoundError) as info:
-        MNISTModes(DataConfig(root=str(tmp_path), download=False))
+        source.mode("rot0")
     msg = str(info.value)
     assert str(tmp_path / "MNIST" / "raw") in msg
     assert "TAUGATE_DATA" in msg and "--data-root" in msg
@@ -54,3 +56,36 @@ def test_splits_are_seeded_and_disjoint(data_root):
     m0 = a.mode("rot0")
     assert torch.equal(m0.train.y, ma.train.y) and not torch.equal(m0.train.x, ma.train.x)
     assert len(a.mixture(["rot0", "rot45"])) == 5000
+
+
+def test_train_names_a_bad_mode_before_reading_mnist(tmp_path, monkeypatch, capsys):
+    """`taugate train --modes rot45,sideways` fails at once, naming `sideways` and what an
+    MNIST mode looks like, with no dataset anywhere (TAUGATE_DATA unset, no download)."""
+    import time
+
+    from taugate.cli import main
+
+    monkeypatch.delenv("TAUGATE_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    start = time.perf_counter()
+    code = main(["train", "--out", str(tmp_path / "run"), "--modes", "rot45,sideways",
+                 "--no-download", "--quiet", "--device", "cpu"])
+    elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert code != 0 and "'sideways'" in err and "rot<degrees>" in err and "invert" in err
+    assert "MNIST could not be read" not in err and "rot45'" not in err
+    assert elapsed < 5, elapsed
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_bench_without_mnist_says_so(tmp_path):
+    """MNIST is read at the first mode, so `taugate bench` still reports it missing."""
+    from pathlib import Path
+
+    from taugate.bundle.manifest import load_manifest
+    from taugate.commands.bench import mnist_data
+
+    _, manifest = load_manifest(Path(__file__).parent / "data" / "v1_bundle")
+    data, note = mnist_data(manifest, list(manifest.modes), str(tmp_path))
+    assert data == {} and "MNIST not found" in note

@@ -1,4 +1,4 @@
-"""A small ViT-style classifier whose FFN blocks TauGate can gate (issue 9, family ``vit``).
+"""A small ViT-style classifier whose FFN blocks TauGate can gate (family ``vit``).
 
 Dosovitskiy et al. 2021 ("An Image is Worth 16x16 Words"), shrunk for MNIST the way
 nanoGPT shrinks GPT: 7x7 patches (16 tokens + a class token), pre-norm blocks
@@ -15,10 +15,12 @@ exporter and torch >= 2.4.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
+
+from taugate.training.families.base import Family
 
 
 @dataclass
@@ -141,3 +143,22 @@ class ViT(nn.Module):
         """MACs per image of the attention matmuls (q k^T and att v), which no Linear counts."""
         c = self.config
         return 2 * c.depth * c.tokens * c.tokens * c.dim
+
+
+class ViTFamily(Family):
+    """The small ViT; pretrained with Adam (SGD at the mlp's rate does not train it)."""
+
+    name = "vit"
+    Config = ViTConfig
+    Model = ViT
+    optimizer, lr = "adam", 1e-3
+
+    def fit_to_data(self, fc, facts):
+        shape = facts.shape
+        if len(shape) not in (2, 3):
+            raise ValueError(f"--family vit: expected image inputs [C, H, W] or [H, W] per sample, "
+                             f"got {list(shape)}; use --family mlp for flat features")
+        c, h, w = (1, *shape) if len(shape) == 2 else shape
+        fc = super().fit_to_data(fc, facts)
+        return replace(fc, family_config={**fc.family_config, "channels": c, "height": h,
+                                          "width": w})

@@ -1,4 +1,5 @@
-"""Mode sources: folders of .npz files (and their errors), MNIST corruptions, Python tensors."""
+"""Mode sources: one abstract base; folders of .npz files (and their errors), MNIST rotations
+and corruptions, Python tensors; names checked before any data is read."""
 
 from __future__ import annotations
 
@@ -8,8 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from taugate.training.modes import FolderModes, TensorModes, open_source
-from taugate.training.modes.corruptions import Corruption
+from taugate.bundle.schema import InputSpec
+from taugate.training.sources import (
+    SOURCES,
+    DataConfig,
+    FolderModes,
+    MNISTModes,
+    ModeSource,
+    TensorModes,
+    open_source,
+)
+from taugate.training.sources.corruptions import Corruption
 
 
 def write_mode(root, name, n=40, d=6, seed=0, calibration=False, **override):
@@ -44,8 +54,8 @@ def test_folder_round_trip(tmp_path):
     assert sorted(map(tuple, seen.tolist())) == sorted(map(tuple, all_x.tolist()))
     again = FolderModes(tmp_path).mode("site-a")  # seeded: the same hold-out every time
     assert torch.equal(again.calibration.x, a.calibration.x)
-    assert src.input_spec == {"name": "input", "dtype": "float32", "shape": ["batch", 6],
-                              "range": None, "layout": None}
+    assert src.input_spec.to_dict() == {"name": "input", "dtype": "float32",
+                                        "shape": ["batch", 6], "range": None, "layout": None}
     reopened = open_source(src.describe())
     assert torch.equal(reopened.mode("site_b").test.x, b.test.x)
 
@@ -130,4 +140,72 @@ def test_tensor_modes_from_datasets():
     md = src.mode("a")
     assert (len(md.train), len(md.calibration), len(md.test)) == (45, 5, 10)
     assert md.facts == {"source": "python", "k": 1}
-    assert src.input_spec["shape"] == ["batch", 3, 4]
+    assert src.input_spec == InputSpec.plain((3, 4))
+
+
+def _tensors(tmp_path):
+    x, y = torch.rand(20, 6), torch.arange(20) % 3
+    return TensorModes({"a": {"train": (x, y), "test": (x, y)}, "b": {"train": (x, y),
+                                                                      "test": (x, y)}})
+
+
+def _folder(tmp_path):
+    write_mode(tmp_path, "a", seed=1)
+    write_mode(tmp_path, "b", seed=2)
+    return FolderModes(tmp_path)
+
+
+def _mnist(tmp_path):
+    return MNISTModes(DataConfig(root=str(tmp_path / "nothing"), download=False))
+
+
+# (how to make it, a valid name, a bad name, a fragment of the error, the input spec)
+SOURCE_TABLE = {
+    "mnist": (_mnist, "noise0.3", "sideways", "rot<degrees>", InputSpec.image(1, 28, 28)),
+    "folder": (_folder, "b", "c", "a mode folder of", InputSpec.plain((6,))),
+    "python": (_tensors, "b", "c", "one of a, b", InputSpec.plain((6,))),
+}
+
+
+@pytest.mark.parametrize("kind", list(SOURCE_TABLE))
+def test_source_table(tmp_path, kind):
+    """Every source: the one base, its registry kind, names checked without reading data,
+    a typed input spec, and describe() that the registry reopens."""
+    make, good, bad, fragment, spec = SOURCE_TABLE[kind]
+    src = make(tmp_path)
+    assert isinstance(src, ModeSource) and SOURCES[kind] is type(src) and src.kind == kind
+    assert src.check_names([good]) == [good]
+    with pytest.raises(ValueError, match=fragment) as err:
+        src.check_names([src.names()[0], bad])
+    assert repr(bad) in str(err.value)
+    with pytest.raises(ValueError, match="'dense'"):  # never a mode (the bundle's dense model)
+        src.check_names(["dense"])
+    if kind != "mnist":  # MNIST is not on disk in this test: its spec is known without it
+        assert len(src.mixture(src.names())) == sum(len(src.mode(n).train) for n in src.names())
+    assert src.input_spec == spec
+    described = src.describe()
+    assert described["kind"] == kind
+    if kind == "python":
+        with pytest.raises(ValueError, match="cannot be reopened"):
+            open_source(described)
+    else:
+        assert type(open_source(described)) is type(src)
+
+
+def test_open_source_names_the_valid_kinds():
+    with pytest.raises(ValueError, match="'zip': unknown; valid: mnist, folder, python"):
+        open_source({"kind": "zip"})
+
+
+def test_mixture_is_implemented_once():
+    for cls in SOURCES.values():
+        assert "mixture" not in vars(cls), cls
+
+
+def test_abstract_base_refuses_an_incomplete_source():
+    class Half(ModeSource):
+        def names(self):
+            return ["a"]
+
+    with pytest.raises(TypeError, match="abstract"):
+        Half()

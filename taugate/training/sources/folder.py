@@ -9,7 +9,7 @@ the export copies it there.
 
 Every problem is an error that names the file and the fix: a :class:`ModeFolderError` (a
 ``ValueError``) for a file that is there but unusable, ``FileNotFoundError`` for a missing one.
-Files are read as :mod:`taugate.training.modes.reading` describes: regular files only (a symlink
+Files are read as :mod:`taugate.training.sources.reading` describes: regular files only (a symlink
 is followed to wherever it points, but what it points to must be a regular file, never a FIFO
 or a device), each array's header checked against the zip directory's sizes before anything is
 allocated, and never a pickle (an object array inside an .npz is refused).
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from taugate.bundle.names import mode_name_error
-from taugate.training.data import Mode, ModeData, Split
-from taugate.training.modes.reading import ModeFolderError, NpzReader, read_facts
+from taugate.bundle.schema import InputSpec
+from taugate.training.sources.base import Mode, ModeData, ModeSource, Split
+from taugate.training.sources.reading import ModeFolderError, NpzReader, read_facts
 
 SPLITS = ("train", "test", "calibration")
 #: Class ids are 0..MAX_CLASSES-1: the model gets one output per class up to the largest id.
@@ -33,8 +34,10 @@ MAX_CLASSES = 1 << 16
 _SAVE_HINT = "write it with np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))"
 
 
-class FolderModes:
+class FolderModes(ModeSource):
     """A mode source over a directory of mode folders (see the module docstring)."""
+
+    kind = "folder"
 
     def __init__(self, root: str | Path, calibration_fraction: float = 0.1, split_seed: int = 0):
         self.root = Path(root).expanduser()
@@ -63,23 +66,25 @@ class FolderModes:
             self._cache[name] = self._load(name)
         return self._cache[name]
 
-    def mixture(self, names) -> Split:
-        parts = [self.mode(n).train for n in names]
-        return Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    def name_hint(self) -> str:
+        return f"a mode folder of {self.root.name}/: {', '.join(self.names())}"
 
     def describe(self) -> dict:
-        return {"kind": "folder", "root": str(self.root.resolve()),
+        return {"kind": self.kind, "root": str(self.root.resolve()),
                 "calibration_fraction": self.calibration_fraction, "split_seed": self.split_seed}
 
+    @classmethod
+    def reopen(cls, described: dict, data_root: str | None = None) -> FolderModes:
+        root = data_root if data_root is not None else described["root"]
+        return cls(root, described.get("calibration_fraction", 0.1),
+                   described.get("split_seed", 0))
+
     @property
-    def input_spec(self) -> dict:
+    def input_spec(self) -> InputSpec:
         shape = self._sample_shape
         if shape is None:
             shape = tuple(self.mode(self.names()[0]).train.x.shape[1:])
-        return {"name": "input", "dtype": "float32", "shape": ["batch", *shape],
-                "range": None, "layout": None}
-
-    labels = None
+        return InputSpec.plain(shape)
 
     # -- loading ---------------------------------------------------------------------------
     def _load(self, name: str) -> ModeData:

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from taugate.training.families.base import Family
+
 
 def parse_factory(spec: str) -> tuple[Path, str]:
     """``"models/net.py:build"`` -> (path, function name), with the file checked to exist."""
@@ -91,3 +93,38 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     want = model.state_dict()
     model.load_state_dict({k: v.to(want[k].dtype) for k, v in tensors.items()}, strict=True)
     return model
+
+
+class UserFamily(Family):
+    """The user's own model: rebuilt by calling ``FILE.py:FACTORY``, never pretrained here."""
+
+    name = "user"
+    pretrainable = False
+
+    def config(self, values):
+        raise ValueError("family 'user': the model comes from --model FILE.py:FACTORY; taugate "
+                         "pretrains only the built-in families")
+
+    def foundation_config(self, fc):
+        return self.config(fc.family_config)
+
+    def build(self, config=None) -> nn.Module:
+        """``config``: the ``FILE.py:FACTORY`` that builds the model."""
+        if not isinstance(config, str):
+            return self.config(config)
+        return load_factory(config)
+
+    def owns(self, model: nn.Module) -> bool:
+        return False  # the family of every module no built-in family owns (families.family_of)
+
+    def fit_to_data(self, fc, facts):
+        return fc
+
+    def foundation_meta(self, model: nn.Module, factory: str | None = None) -> dict:
+        if not factory:
+            raise ValueError(f"save_foundation: a {type(model).__name__} is not a built-in family; "
+                             f"pass factory='FILE.py:FACTORY' that rebuilds it")
+        return {"family": self.name, "factory": factory}
+
+    def load(self, meta: dict) -> nn.Module:
+        return load_factory(meta["factory"])

@@ -1,5 +1,5 @@
-"""Model families: the paper's mlp (pinned sizes), the small ViT, and user factories with
-strictly loaded safetensors weights."""
+"""Model families, one registry: the paper's mlp (pinned sizes), the small ViT, and user
+factories with strictly loaded safetensors weights; every family answers the same questions."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from taugate.training.backbone import MLP, BackboneConfig
-from taugate.training.models import FAMILIES, build, family_of
-from taugate.training.models.user import load_factory, load_weights
-from taugate.training.models.vit import ViT, ViTConfig
+from taugate.training.adapters import load_foundation, save_foundation
+from taugate.training.backbone import FoundationConfig
+from taugate.training.families import FAMILIES, family_of, get_family, pretrainable
+from taugate.training.families.mlp import MLP, BackboneConfig
+from taugate.training.families.user import load_factory, load_weights
+from taugate.training.families.vit import ViT, ViTConfig
+from taugate.training.sources import DataFacts
 
 USER_MODEL = '''
 from torch import nn
@@ -55,14 +58,74 @@ def test_vit_config_validation(kwargs, field):
 
 
 def test_family_registry():
-    assert set(FAMILIES) == {"mlp", "vit"}
-    assert family_of(build("vit", {"depth": 1})) == "vit"
-    assert family_of(MLP()) == "mlp"
-    assert family_of(nn.Sequential(nn.Linear(2, 2))) == "user"
+    assert set(FAMILIES) == {"mlp", "vit", "user"} and pretrainable() == ["mlp", "vit"]
+    assert family_of(get_family("vit").build({"depth": 1})).name == "vit"
+    assert family_of(MLP()).name == "mlp"
+    assert family_of(nn.Sequential(nn.Linear(2, 2))).name == "user"
     with pytest.raises(ValueError, match="unknown key.*'width_'.*valid: channels"):
-        build("vit", {"width_": 3})
-    with pytest.raises(ValueError, match="'cnn' is not a model family; valid: mlp, vit"):
-        build("cnn", {})
+        get_family("vit").build({"width_": 3})
+    with pytest.raises(ValueError, match="'cnn' is not a model family; valid: mlp, vit, user"):
+        get_family("cnn")
+    with pytest.raises(ValueError, match="--model FILE.py:FACTORY"):
+        FoundationConfig(family="user")
+
+
+def test_mlp_state_dict_keys_are_the_saved_foundations():
+    # every saved foundation and the golden run load by these keys: they must never change
+    assert list(MLP().state_dict()) == ["input_mean", "input_std", "linears.0.weight",
+                                        "linears.0.bias", "linears.1.weight", "linears.1.bias",
+                                        "linears.2.weight", "linears.2.bias"]
+
+
+FACTS = {  # (data facts, family option) -> what the family's config becomes
+    "mlp": (DataFacts((13,), 3, 0.5, 2.0), {},
+            lambda fc: (fc.backbone.input_dim, fc.backbone.num_classes, fc.backbone.input_std),
+            (13, 3, 2.0)),
+    "vit": (DataFacts((3, 8, 8), 4, 0.2, 0.4), {"patch": 4},
+            lambda fc: tuple(fc.family_config[k] for k in ("channels", "height", "num_classes")),
+            (3, 8, 4)),
+}
+
+
+@pytest.mark.parametrize("name", ["mlp", "vit"])
+def test_family_table_build_fit_save_load(tmp_path, name):
+    """Every pretrainable family: defaults, fit to data, build, save, load: one code path."""
+    facts, option, read, want = FACTS[name]
+    family = get_family(name)
+    fc = family.fit_to_data(FoundationConfig(family=name, family_config=option), facts)
+    assert read(fc) == want
+    torch.manual_seed(0)
+    model = family.build(family.foundation_config(fc))
+    assert family_of(model) is family and family.owns(model)
+    x = torch.rand(2, *facts.shape)
+    save_foundation(model, tmp_path / "f")
+    loaded, meta = load_foundation(tmp_path / "f")
+    assert meta["family"] == name and type(loaded) is type(model)
+    assert torch.equal(loaded(x), model.eval()(x))
+    assert family.optimizer in ("sgd", "adam") and family.lr > 0
+
+
+def test_user_family_saves_its_factory(tmp_path):
+    f = tmp_path / "net.py"
+    f.write_text(USER_MODEL)
+    model = load_factory(f"{f}:build")
+    with pytest.raises(ValueError, match="pass factory='FILE.py:FACTORY'"):
+        save_foundation(model, tmp_path / "f")
+    save_foundation(model, tmp_path / "f", factory=f"{f}:build")
+    loaded, meta = load_foundation(tmp_path / "f")
+    assert meta["family"] == "user" and meta["factory"] == f"{f}:build"
+    x = torch.rand(2, 6)
+    assert torch.equal(loaded(x), model(x))
+    assert not get_family("user").per_layer and get_family("mlp").per_layer
+
+
+def test_only_the_mlp_has_a_per_layer_form():
+    from taugate.training.methods import get_method
+
+    method = get_method("frozen")
+    assert len(method.harden(MLP()).layers) == 3
+    with pytest.raises(TypeError, match="mlp family only.*ViT.*harden_spec"):
+        method.harden(get_family("vit").build({"depth": 1}))
 
 
 def test_user_factory_and_strict_weights(tmp_path):
