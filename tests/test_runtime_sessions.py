@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import onnxruntime as ort
 import pytest
-from test_runtime_engine import X, copy_bundle, onnx_bytes, replace_model
+from test_runtime_mode_runtime import X, copy_bundle, onnx_bytes, replace_model
 
 from taugate.runtime import (
     BundleIntegrityError,

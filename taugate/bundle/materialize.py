@@ -2,7 +2,7 @@
 
 Each :class:`~taugate.bundle.manifest.MaterializeStep` takes a tensor of the backbone (or of
 the mode's own file), gathers kept indices along axes (``take``), multiplies by a vector along
-one axis (``scale``) and adds a tensor (``add``), all in numpy; the engine hands the results to
+one axis (``scale``) and adds a tensor (``add``), all in numpy; the runtime hands the results to
 onnxruntime with ``SessionOptions.add_external_initializers`` (docs/bundle-v2.md, section 4).
 An index tensor is a list of
 integers (int16/int32/int64) or, as uint8, a packed bit mask over the axis (``np.packbits``,

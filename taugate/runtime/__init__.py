@@ -24,7 +24,7 @@ from taugate.bundle.errors import (
                                     UnknownModeError,
 )
 from taugate.bundle.manifest import DENSE, SUPPORTED_FORMAT_VERSIONS, Manifest
-from taugate.runtime.engine import ModeRuntime
+from taugate.runtime.mode_runtime import ModeRuntime
 
 __all__ = [
                                     "DENSE",

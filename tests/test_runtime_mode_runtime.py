@@ -1,4 +1,4 @@
-"""ModeRuntime (taugate.runtime.engine): golden outputs, bundle refusals, sessions, threads."""
+"""ModeRuntime (taugate.runtime.mode_runtime): golden outputs, bundle refusals, sessions, threads."""
 
 from __future__ import annotations
 
@@ -283,7 +283,7 @@ def test_many_modes_get_one_thread_per_session(tmp_path):
     """Issue 10 point 11: one onnxruntime thread pool per session made a 2,000-mode bundle take
     minutes to open; past MANY_SESSIONS sessions each gets one thread unless told otherwise."""
     from taugate.exporting.synthetic import build_random_bundle
-    from taugate.runtime.engine import MANY_SESSIONS
+    from taugate.runtime.mode_runtime import MANY_SESSIONS
 
     modes = [f"m{i}" for i in range(MANY_SESSIONS)]  # + dense: one more than the bound
     root = build_random_bundle(tmp_path / "many", modes=modes, widths=(4,))

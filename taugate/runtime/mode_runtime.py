@@ -46,13 +46,7 @@ from taugate.runtime.providers import (
     needs_run_lock,
     resolve_providers,
 )
-from taugate.runtime.sessions import (  # noqa: F401 - re-exported: engine's public helpers
-    PROBE_TIMEOUT_S,
-    bounded_run,
-    check_session,
-    output_error,
-    session_runner,
-)
+from taugate.runtime.sessions import check_session, output_error, session_runner
 
 log = logging.getLogger("taugate.runtime")
 
