@@ -11,12 +11,12 @@ import zipfile
 
 import numpy as np
 import pytest
-from tests.test_sources import write_mode
 
 from taugate.bundle.safe_json import MAX_DEPTH, loads_strict
 from taugate.training.sources import FolderModes
 from taugate.training.sources.folder import MAX_CLASSES
 from taugate.training.sources.reading import FACTS_MAX_DEPTH, ModeFolderError
+from tests.test_sources import write_mode
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX file types")
 
