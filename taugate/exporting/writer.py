@@ -51,7 +51,7 @@ def _write(root: Path, rel: str, data: bytes) -> dict:
     return {"file": rel, "sha256": _sha(data)}
 
 
-def _with_metadata(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+def with_metadata(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     del proto.metadata_props[:]
     helper.set_model_props(proto, {"taugate.mode": name,
                                    "taugate.format_version": str(FORMAT_VERSION),
@@ -75,10 +75,10 @@ def _write_graph(root: Path, rel: str, name: str, graph: GraphExport, backbone: 
     if graph.recipes is None:
         proto = onnx.ModelProto()
         proto.CopyFrom(graph.proto)
-        return _write(root, rel, _with_metadata(proto, name).SerializeToString())
+        return _write(root, rel, with_metadata(proto, name).SerializeToString())
     _merge_backbone(backbone, graph, where)
     proto, steps = weightless(graph, where)
-    fields = _write(root, rel, _with_metadata(proto, name).SerializeToString())
+    fields = _write(root, rel, with_metadata(proto, name).SerializeToString())
     if graph.tensors:
         fields["weights"] = _write(root, rel[: -len(".onnx")] + ".safetensors",
                                    safetensors_bytes(graph.tensors))
@@ -156,7 +156,7 @@ class ModeExport:
 def graph_bytes(model: HardenedModel, name: str) -> bytes:
     """The serialized fp32 graph ``write_bundle`` writes for ``name`` (the reference that
     precision variants are quantized from and checked against)."""
-    return _with_metadata(build_graph(model, name), name).SerializeToString()
+    return with_metadata(build_graph(model, name), name).SerializeToString()
 
 
 def _write_variants(root: Path, stem: str, variants: dict) -> dict:
