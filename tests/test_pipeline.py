@@ -7,12 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from taugate.exporting.compaction import compact_mode
 from taugate.training.backbone import FoundationConfig
 from taugate.training.data import DataConfig, MNISTModes
-from taugate.training.loop import TrainConfig
-from taugate.exporting.compaction import compact_mode
 from taugate.training.gating import set_hard
-from taugate.training.loop import accuracy
+from taugate.training.loop import TrainConfig, accuracy
 from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
 
 # method, method config, (soft accuracy, hard accuracy, units kept, pruned test accuracy);
