@@ -1,5 +1,5 @@
 """Compaction + ONNX export of any torch model from a GatedSpec (taugate.exporting.compact,
-taugate.exporting.gated), end to end through a format 2 shared-backbone bundle."""
+taugate.exporting.pipeline), end to end through a format 2 shared-backbone bundle."""
 
 from __future__ import annotations
 
