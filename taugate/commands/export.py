@@ -43,8 +43,11 @@ def add_prune_arguments(p) -> None:
 class _Removed(argparse.Action):
     """A flag that went away: refused by name, with what replaces it."""
 
+    INSTEAD = {"--engine": "use --layout shared|standalone (every family has one exporter)",
+               "--standalone": "use --layout standalone"}
+
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.error(f"{option_string}: removed; {self.help}")
+        parser.error(f"{option_string}: removed; {self.INSTEAD[option_string]}")
 
 
 def add_arguments(p) -> None:
@@ -62,9 +65,8 @@ def add_arguments(p) -> None:
     p.add_argument("--data-root", default=None,
                    help="where the run's mode source lives now (the MNIST root or the modes "
                         "folder), when it moved since training")
-    p.add_argument("--engine", nargs="?", action=_Removed,
-                   help="use --layout shared|standalone (every family has one exporter)")
-    p.add_argument("--standalone", nargs=0, action=_Removed, help="use --layout standalone")
+    p.add_argument("--engine", nargs="?", action=_Removed, help=argparse.SUPPRESS)
+    p.add_argument("--standalone", nargs=0, action=_Removed, help=argparse.SUPPRESS)
     add_prune_arguments(p)
     add_precision_arguments(p)
 
