@@ -55,20 +55,24 @@ def build(out: str | Path, n_modes: int, widths=(1024, 1024), keep: float = 0.27
     """A bundle of ``n_modes`` synthetic modes; returns (path, seconds)."""
     import torch
 
-    from taugate.exporting.gated import GatedMode, export_gated_bundle
-    from taugate.exporting.writer import classes_output_spec
+    from taugate.bundle.schema import InputSpec, OutputSpec
+    from taugate.exporting.pipeline import ExportConfig, ModeInput, export_modes
+    from taugate.exporting.prune import PruneConfig
 
     model = backbone_mlp(widths)
     x = torch.rand(n_cal, 784)
     y = torch.zeros(n_cal, dtype=torch.int64)
-    modes = {f"m{i:04d}": GatedMode(synthetic_spec(widths, i, keep), (x, y), (x, y),
+    modes = {f"m{i:04d}": ModeInput(synthetic_spec(widths, i, keep), (x, y), (x, y),
                                     facts={"synthetic": i}) for i in range(n_modes)}
     spec_in = {"name": "input", "dtype": "float32", "shape": ["batch", 784], "range": [0.0, 1.0],
                "layout": {"kind": "image", "channels": 1, "height": 28, "width": 28}}
     start = time.perf_counter()
-    path, _ = export_gated_bundle(out, model, modes, family="mlp", input_spec=spec_in,
-                                  output_spec=classes_output_spec(10), shared=shared,
-                                  overwrite=True)
+    spec_out = {"name": "logits", "dtype": "float32", "shape": ["batch", 10],
+                "labels": [str(i) for i in range(10)]}
+    config = ExportConfig(layout="shared" if shared else "standalone", allow_worse=True,
+                          prune=PruneConfig(max_accuracy_drop=1.0), overwrite=True)
+    path, _ = export_modes(out, model, modes, family="mlp", input_spec=InputSpec.from_dict(spec_in),
+                           output_spec=OutputSpec.from_dict(spec_out), config=config)
     return path, time.perf_counter() - start
 
 

@@ -18,6 +18,7 @@ from taugate import __version__
 COMMANDS = {
     "train": "taugate.commands.train",
     "export": "taugate.commands.export",
+    "extract": "taugate.commands.extract",
     "info": "taugate.commands.info",
     "predict": "taugate.commands.predict",
     "demo": "taugate.commands.demo",
@@ -30,8 +31,8 @@ COMMANDS = {
 }
 
 #: The install extra each command needs beyond the runtime (numpy + onnxruntime).
-COMMAND_EXTRAS = {"train": "train", "export": "train", "demo": "train", "reproduce": "train",
-                  "sweep": "train", "serve": "serve", "report": "report"}
+COMMAND_EXTRAS = {"train": "train", "export": "train", "extract": "train", "demo": "train",
+                  "reproduce": "train", "sweep": "train", "serve": "serve", "report": "report"}
 
 #: Top-level module -> the extra that installs it (what a missing import means to the user).
 MODULE_EXTRAS = {"torch": "train", "torchvision": "train", "onnx": "train", "safetensors": "train",

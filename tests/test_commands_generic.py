@@ -14,7 +14,9 @@ from _gated_models import MLP_TARGETS, odd_mlp, random_spec
 from taugate import cli
 from taugate.bundle.schema import InputSpec, OutputSpec
 from taugate.exporting.compact import hard_gated
-from taugate.exporting.gated import ParityError, export_run_bundle
+from taugate.exporting.compaction import ParityError
+from taugate.exporting.pipeline import ExportConfig, ModeInput, export_modes
+from taugate.exporting.prune import PruneConfig
 from taugate.runtime import ModeRuntime
 
 SPEC_IN = InputSpec.plain((13,), name="features")
@@ -51,6 +53,15 @@ def _run(reference=None) -> FakeRun:
         modes[name] = FakeRunMode("taugate", spec, {"site": name}, (x[:30], y[:30]),
                                   (x[30:], y[30:]), ref)
     return FakeRun("user", model, SPEC_IN, SPEC_OUT, modes)
+
+
+def export_run_bundle(run, out):
+    """What export_run does after load_run; random specs: no accuracy guard applies."""
+    modes = {n: ModeInput(m.spec, m.calibration, m.test, m.method, m.facts,
+                          hard_model=m.hard_model) for n, m in run.modes.items()}
+    config = ExportConfig(allow_worse=True, prune=PruneConfig(max_accuracy_drop=1.0))
+    return export_modes(out, run.foundation, modes, family=run.family,
+                        input_spec=run.input_spec, output_spec=run.output_spec, config=config)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Compaction + ONNX export of any torch model from a GatedSpec (taugate.exporting.compact,
-taugate.exporting.gated), end to end through a format 2 shared-backbone bundle."""
+taugate.exporting.pipeline), end to end through a format 2 shared-backbone bundle."""
 
 from __future__ import annotations
 
@@ -11,10 +11,18 @@ import pytest
 import torch
 from _gated_models import MLP_TARGETS, VIT_TARGETS, TinyTransformer, odd_mlp, random_spec
 
+from taugate.bundle.schema import InputSpec, OutputSpec
 from taugate.exporting.compact import compact, firing_counts, hard_gated, keep_masks
-from taugate.exporting.gated import GatedMode, export_gated_bundle
+from taugate.exporting.pipeline import ExportConfig, ModeInput, export_modes
+from taugate.exporting.prune import PruneConfig
 from taugate.runtime import BundleIntegrityError, ModeRuntime
 from taugate.spec import GatedSpec, GatedUnits
+
+
+def _config(layout: str = "shared") -> ExportConfig:
+    """Random specs are not trained modes: no accuracy guard applies to them."""
+    return ExportConfig(layout=layout, allow_worse=True, prune=PruneConfig(max_accuracy_drop=1.0))
+
 
 # what the graphs of these models may contain (the list reported for the operator allowlist)
 MLP_OPS = {"Gemm", "Relu", "Greater", "Cast", "Mul"}
@@ -33,10 +41,10 @@ def _case(kind: str):
     n_out = model(x[:1]).shape[1]
     y = torch.randint(0, n_out, (len(x),))
     half = len(x) // 2
-    modes = {f"site-{i}": GatedMode(random_spec(targets, seed=i), (x[:half], y[:half]),
+    modes = {f"site-{i}": ModeInput(random_spec(targets, seed=i), (x[:half], y[:half]),
                                     (x[half:], y[half:]), facts={"site": i}) for i in range(2)}
     spec_out = {"name": "logits", "dtype": "float32", "shape": ["batch", n_out], "labels": None}
-    return model, modes, spec_in, spec_out, x
+    return model, modes, InputSpec.from_dict(spec_in), OutputSpec.from_dict(spec_out), x
 
 
 @pytest.fixture(scope="module", params=["mlp", "transformer"])
@@ -44,10 +52,11 @@ def exported(request, tmp_path_factory):
     model, modes, spec_in, spec_out, x = _case(request.param)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     root = tmp_path_factory.mktemp(request.param)
-    shared, reports = export_gated_bundle(root / "shared", model, modes, family="user",
-                                          input_spec=spec_in, output_spec=spec_out)
-    alone, _ = export_gated_bundle(root / "alone", model, modes, family="user",
-                                   input_spec=spec_in, output_spec=spec_out, shared=False)
+    shared, reports = export_modes(root / "shared", model, modes, family="user",
+                                   input_spec=spec_in, output_spec=spec_out, config=_config())
+    alone, _ = export_modes(root / "alone", model, modes, family="user",
+                            input_spec=spec_in, output_spec=spec_out,
+                            config=_config("standalone"))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before), "the foundation changed"
     return request.param, model, modes, x, shared, alone, reports
@@ -148,8 +157,8 @@ def test_overrides_become_mode_tensors(tmp_path):
     bias = np.full(5, 0.25, np.float32)
     mode = modes["site-0"]
     mode.spec = GatedSpec(mode.spec.targets, {"readout.bias": bias})
-    path, _ = export_gated_bundle(tmp_path / "b", model, {"m": mode}, family="user",
-                                  input_spec=spec_in, output_spec=spec_out)
+    path, _ = export_modes(tmp_path / "b", model, {"m": mode}, family="user",
+                           input_spec=spec_in, output_spec=spec_out, config=_config())
     steps = json.loads((path / "manifest.json").read_text())["modes"]["m"]["materialize"]
     assert {"name": "readout.bias", "source": "mode", "tensor": "override.readout.bias",
             "dtype": "float32", "shape": [5]} in steps

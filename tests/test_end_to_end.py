@@ -24,7 +24,7 @@ def exported(data_root, tmp_path_factory):
     run, bundle = base / "run", base / "bundle"
     assert main(["train", "--out", str(run), "--data-root", data_root, "--quiet", "--device", "cpu",
                  "--method-option", "tau_init=0.3", *SMALL]) == 0
-    assert main(["export", str(run), "--out", str(bundle), "--data-root", data_root, *SMALL]) == 0
+    assert main(["export", str(run), "--out", str(bundle), "--data-root", data_root]) == 0
     data = MNISTModes(DataConfig(root=data_root, calibration_size=500, limit_train=3000,
                                  limit_test=500))
     return run, bundle, data
@@ -128,7 +128,7 @@ def test_export_int8_variants(exported, data_root, tmp_path, capsys):
     run, _, data = exported
     bundle = tmp_path / "b8"
     assert main(["export", str(run), "--out", str(bundle), "--data-root", data_root,
-                 "--precision", "fp32,int8", *SMALL]) == 0
+                 "--precision", "fp32,int8"]) == 0
     assert "int8 rot45: test accuracy" in capsys.readouterr().out
     manifest = json.loads((bundle / "manifest.json").read_text())
     for name, m in manifest["modes"].items():
@@ -145,7 +145,7 @@ def test_export_int8_variants(exported, data_root, tmp_path, capsys):
 def test_export_refuses_an_unknown_precision(exported, data_root, tmp_path, capsys):
     run, _, _ = exported
     assert main(["export", str(run), "--out", str(tmp_path / "b"), "--data-root", data_root,
-                 "--precision", "fp16", *SMALL]) == 2
+                 "--precision", "fp16"]) == 2
     assert "precision: expected a comma-separated subset of fp32, int8, got fp16" in \
         capsys.readouterr().err
     assert not (tmp_path / "b").exists()

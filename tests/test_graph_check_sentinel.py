@@ -20,7 +20,9 @@ from _gated_models import MLP_TARGETS, odd_mlp, random_spec
 from onnx import TensorProto, helper, numpy_helper
 
 from taugate.bundle.graph_check import MATERIALIZED, check_model
-from taugate.exporting.gated import GatedMode, export_gated_bundle
+from taugate.bundle.schema import InputSpec, OutputSpec
+from taugate.exporting.pipeline import ExportConfig, ModeInput, export_modes
+from taugate.exporting.prune import PruneConfig
 from taugate.runtime import BundleIntegrityError, ModeRuntime
 
 SECRET = np.array([7.0, 8.0, 9.0], np.float32)
@@ -95,13 +97,12 @@ def test_the_sentinel_on_a_listed_graph_initializer_passes():
 def shared_bundle(tmp_path_factory):
     torch.manual_seed(0)
     x, y = torch.randn(40, 13), torch.randint(0, 5, (40,))
-    modes = {"site-0": GatedMode(random_spec(MLP_TARGETS, seed=0), (x[:20], y[:20]),
+    modes = {"site-0": ModeInput(random_spec(MLP_TARGETS, seed=0), (x[:20], y[:20]),
                                  (x[20:], y[20:]))}
-    spec_in = {"name": "features", "dtype": "float32", "shape": ["batch", 13], "range": None,
-               "layout": None}
-    spec_out = {"name": "logits", "dtype": "float32", "shape": ["batch", 5], "labels": None}
-    root, _ = export_gated_bundle(tmp_path_factory.mktemp("shared") / "b", odd_mlp(), modes,
-                                  family="user", input_spec=spec_in, output_spec=spec_out)
+    root, _ = export_modes(tmp_path_factory.mktemp("shared") / "b", odd_mlp(), modes,
+                           family="user", input_spec=InputSpec.plain((13,), name="features"),
+                           output_spec=OutputSpec.logits(5),
+                           config=ExportConfig(allow_worse=True, prune=PruneConfig(max_accuracy_drop=1.0)))
     return root
 
 

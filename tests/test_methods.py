@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from taugate.bundle.schema import OutputSpec
 from taugate.exporting.graph import INPUT_NAME, build_graph
 from taugate.training.adapters import foundation_sha256, load_adapter, save_adapter
 from taugate.training.backbone import MLP, BackboneConfig
@@ -170,33 +171,37 @@ def test_lora_subset_of_layers():
 
 
 def test_every_method_exports_into_one_bundle(data_root, tmp_path):
-    """``export_bundle`` takes several ModeReports with distinct names (rot45-<method>)."""
+    """The one pipeline takes several modes with distinct names (rot45-<method>) and any
+    method's GatedSpec, full_ft's and lora's overrides included."""
+    from taugate.exporting.pipeline import ExportConfig, ModeInput, export_modes
+    from taugate.exporting.prune import PruneConfig
+    from taugate.runtime import ModeRuntime
     from taugate.training.backbone import FoundationConfig
-    from taugate.training.pipeline import (
-        AdaptConfig,
-        adapt,
-        export_bundle,
-        harden_mode,
-        pretrain_foundation,
-    )
+    from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
     from taugate.training.sources import DataConfig, MNISTModes
 
     data = MNISTModes(DataConfig(root=data_root, limit_train=1500, limit_test=300,
                                  calibration_size=200))
     foundation = pretrain_foundation(data, FoundationConfig(epochs=1), progress=False)
-    reports = []
+    md = data.mode("rot45")
+    modes = {}
     for name in NAMES:
-        method, model = adapt(foundation, data.mode("rot45"), AdaptConfig(name), progress=False)
-        reports.append(harden_mode(method, model, data.mode("rot45"), name=f"rot45-{name}"))
-    path = export_bundle(tmp_path / "bundle", foundation, reports, data)
+        method, model = adapt(foundation, md, AdaptConfig(name), progress=False)
+        modes[f"rot45-{name}"] = ModeInput(method.harden_spec(model), (md.calibration.x,
+                                           md.calibration.y), (md.test.x, md.test.y), name)
+    spec_out = {"name": "logits", "dtype": "float32", "shape": ["batch", 10], "labels": None}
+    config = ExportConfig(allow_worse=True, prune=PruneConfig(max_accuracy_drop=1.0))
+    path, reports = export_modes(tmp_path / "bundle", foundation, modes, family="mlp",
+                                 input_spec=data.input_spec,
+                                 output_spec=OutputSpec.from_dict(spec_out),
+                                 config=config)
     manifest = json.loads((path / "manifest.json").read_text())
     assert {m: e["method"] for m, e in manifest["modes"].items()} == {f"rot45-{n}": n for n in NAMES}
-    x, y = data.mode("rot45").test.x.numpy(), data.mode("rot45").test.y.numpy()
+    x, y = md.test.x.numpy(), md.test.y.numpy()
+    rt = ModeRuntime.open(path)
     for report in reports:
-        session = ort.InferenceSession(str(path / manifest["modes"][report.name]["file"]),
-                                       providers=["CPUExecutionProvider"])
-        acc = float((session.run(None, {INPUT_NAME: x})[0].argmax(1) == y).mean())
-        assert acc == pytest.approx(report.pruned.test_accuracy, abs=1e-9), report.name
+        acc = float((rt.run(report.name, x).argmax(1) == y).mean())
+        assert acc == pytest.approx(report.test_accuracy, abs=1e-9), report.name
 
 
 def test_tables_and_figure_follow_the_registry():

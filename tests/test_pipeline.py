@@ -1,5 +1,5 @@
 """The paper's path does not move: a short golden run of the mlp family (pretrain, adapt with
-each method, harden + prune), pinned to the numbers the code gave before models, modes and
+each method, compact through the one export pipeline's per-mode step), pinned to the numbers the code gave before models, modes and
 targets became generic (issue 9). Accuracies on 500 test images; units kept per hidden layer."""
 
 from __future__ import annotations
@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from taugate.exporting.compaction import compact_mode
 from taugate.training.backbone import FoundationConfig
-from taugate.training.loop import TrainConfig
-from taugate.training.pipeline import AdaptConfig, adapt, harden_mode, pretrain_foundation
+from taugate.training.gating import set_hard
+from taugate.training.loop import TrainConfig, accuracy
+from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
 from taugate.training.sources import DataConfig, MNISTModes
 
 # method, method config, (soft accuracy, hard accuracy, units kept, pruned test accuracy);
@@ -41,9 +43,14 @@ def test_golden_run(golden_setup, method, config, expected):
     data, foundation = golden_setup
     m, model = adapt(foundation, data.mode("rot45"), AdaptConfig(method, config, TrainConfig()),
                      progress=False)
-    r = harden_mode(m, model, data.mode("rot45"))
+    md = data.mode("rot45")
+    got_soft = accuracy(set_hard(model, False), md.test)
+    got_hard = accuracy(set_hard(model, True), md.test)
+    spec = m.harden_spec(set_hard(model, False), {"mode": "rot45"})
+    c = compact_mode("rot45", foundation, spec, (md.calibration.x, md.calibration.y),
+                     (md.test.x, md.test.y))
     soft, hard, units, pruned = expected
-    assert r.soft_accuracy == pytest.approx(soft, abs=1e-6)
-    assert r.hard_accuracy == pytest.approx(hard, abs=1e-6)
-    assert r.units == units
-    assert r.pruned.test_accuracy == pytest.approx(pruned, abs=1e-6)
+    assert got_soft == pytest.approx(soft, abs=1e-6)
+    assert got_hard == pytest.approx(hard, abs=1e-6)
+    assert c.units == units
+    assert c.test_accuracy == pytest.approx(pruned, abs=1e-6)

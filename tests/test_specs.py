@@ -9,7 +9,7 @@ import pytest
 
 from taugate.bundle.manifest import parse_manifest
 from taugate.bundle.schema import InputSpec, OutputSpec
-from taugate.exporting.writer import classes_output_spec, mlp_input_spec
+from taugate.exporting.synthetic import classes_output_spec, mlp_input_spec
 from taugate.training.sources.mnist import MNIST_INPUT, MNIST_LABELS
 
 
@@ -26,10 +26,10 @@ def test_input_spec_round_trips(spec):
 
 def test_the_writers_objects_are_the_typed_specs():
     """What the bundle writer emits today, so it can take the typed objects unchanged."""
-    assert MNIST_INPUT.to_manifest() == mlp_input_spec(784)
-    assert InputSpec.plain((13,), range=(0.0, 1.0), name="pixels").to_manifest() \
+    assert MNIST_INPUT.to_dict() == mlp_input_spec(784)
+    assert InputSpec.plain((13,), range=(0.0, 1.0), name="pixels").to_dict() \
         == mlp_input_spec(13)
-    assert OutputSpec.logits(10, MNIST_LABELS).to_manifest() == classes_output_spec(10)
+    assert OutputSpec.logits(10, MNIST_LABELS).to_dict() == classes_output_spec(10)
 
 
 def test_the_reader_parses_them_back():

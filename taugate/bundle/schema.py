@@ -81,8 +81,6 @@ class InputSpec:
                 "range": list(self.range) if self.range is not None else None,
                 "layout": dict(self.layout) if self.layout is not None else None}
 
-    to_manifest = to_dict
-
     @property
     def features(self) -> int:
         """Values per sample (the product of ``shape``)."""
@@ -138,8 +136,6 @@ class OutputSpec:
         """The manifest's ``output`` object (docs/bundle-v2.md)."""
         return {"name": self.name, "dtype": self.dtype, "shape": [BATCH, self.classes],
                 "labels": list(self.labels) if self.labels is not None else None}
-
-    to_manifest = to_dict
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import numpy as np
 
+    from taugate.exporting.pipeline import ExportConfig, export_run
     from taugate.runtime import DENSE, ModeRuntime
     from taugate.summaries import hit_rate
     from taugate.timing import Interleaved, calibrate
-    from taugate.training.runs import export_run, train_run
+    from taugate.training.runs import train_run
     from taugate.training.sources import MNISTModes
 
     if args.method not in ("taugate", "gain_only"):
@@ -71,13 +72,17 @@ def run(args) -> int:
     data = MNISTModes(config.data)
     print(f"data: MNIST from {data.root}; modes {', '.join(args.modes)}")
     train_run(config, data)
-    bundle, reports = export_run(out / "run", out / "bundle", data, prune_config(args),
-                                 overwrite=True)
+    config = ExportConfig(prune=prune_config(args), allow_worse=args.allow_worse,
+                          overwrite=True)
+    bundle, reports = export_run(out / "run", out / "bundle", config)
+    for r in reports:
+        if r.warning:
+            print(f"warning: {r.warning}")
     rt = ModeRuntime.open(bundle)
     dense_macs = rt.manifest.dense.macs
     rows = []
     for r in reports:
-        test = data.mode(r.mode).test
+        test = data.mode(r.entry["data_mode"]).test
         x, y = test.x.numpy(), test.y.numpy()
         onnx_acc = hit_rate(rt.predict(r.name, x), y)
         dense_acc = hit_rate(rt.predict(DENSE, x), y)
@@ -87,7 +92,7 @@ def run(args) -> int:
         for _ in range(calibrate(timer, args.time_budget, min_rounds=args.repeats)):
             timer.round()
         rows.append([
-            r.name, r.units, mac_ratio_text(dense_macs, r.pruned.model.macs),
+            r.name, r.units, mac_ratio_text(dense_macs, r.macs),
             f"{r.soft_accuracy:.4f}", f"{r.hard_accuracy:.4f}", f"{onnx_acc:.4f}",
             f"{dense_acc:.4f}", f"{timer.ratio('dense', 'mode'):.2f}x",
         ])

@@ -1,29 +1,26 @@
-"""Export a training run (foundation + adapters) to a bundle (format 2): harden the gates, fold
-the gains, prune the units that never fire on the calibration split, write one compacted ONNX
-graph per mode plus the dense frozen model and manifest.json.
+"""Export a training run (foundation + adapters) to a bundle: the one pipeline
+(taugate/exporting/pipeline.py) for every family (mlp, vit, a user's --model).
 
-Two paths: the paper's chain MLP (``family: mlp``, the default ``--engine auto``) keeps the
-numpy graph builder (identical numbers); any other family (``vit``, user models) is compacted
-in torch, exported with ``torch.onnx.export`` and written as a shared-backbone bundle
-(``taugate.exporting.gated``); ``--engine torch`` forces that path for an mlp run too.
-
-Every mode is measured beside the dense frozen model on the mode's own test set; a mode worse
-than it by more than --max-accuracy-drop is refused (the error names the mode, both accuracies
-and the flags) unless --allow-worse lets it through with a warning."""
+Per mode: harden the gates, fold the gains, prune the units that fire on at most --prune-below
+of the calibration split (rounded with --round-to), compact in torch, lower to ONNX, check
+parity, and write it in the chosen --layout beside the dense frozen model and manifest.json.
+Three guards share --max-accuracy-drop: pruned vs unpruned, the mode vs the dense frozen model
+on the mode's own test set (--allow-worse: exported with a warning instead), and int8 vs fp32.
+--into adds the modes to an existing bundle (its layout), one export at a time (a lock)."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from taugate.commands._common import (
-    add_data_arguments,
-    csv_list,
-    fewer_macs,
-    format_table,
-    mac_ratio_text,
-)
+from taugate.commands._common import csv_list, facts_text, format_table, mac_ratio_text
 
 HELP = "export a run's adapters to a bundle of compacted per-mode ONNX subnetworks"
+
+LAYOUT_HELP = ("shared (default): the backbone's weights stored once, each mode only its kept "
+               "indices, thresholds and gains (kilobytes per mode; the runtime materializes the "
+               "same compacted weights, so the numbers are identical); standalone: every mode "
+               "graph carries its own weights. With --into: the bundle's layout")
 
 
 def add_prune_arguments(p) -> None:
@@ -43,25 +40,35 @@ def add_prune_arguments(p) -> None:
                         "most active units (default 1: no rounding)")
 
 
+class _Removed(argparse.Action):
+    """A flag that went away: refused by name, with what replaces it."""
+
+    INSTEAD = {"--engine": "use --layout shared|standalone (every family has one exporter)",
+               "--standalone": "use --layout standalone"}
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string}: removed; {self.INSTEAD[option_string]}")
+
+
 def add_arguments(p) -> None:
     p.add_argument("run", help="run directory written by `taugate train`")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="bundle directory to write")
     where.add_argument("--into", metavar="BUNDLE",
-                       help="add the modes to this existing bundle (same foundation), keeping "
-                            "its modes; rewritten atomically")
+                       help="add the modes to this existing bundle (same foundation, its "
+                            "layout), keeping its modes; rewritten atomically, one export at a "
+                            "time")
     p.add_argument("--modes", type=csv_list, default=None, help="modes to export (default all)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing bundle (with --into: replace modes it has)")
-    p.add_argument("--engine", choices=["auto", "numpy", "torch"], default="auto",
-                   help="auto: numpy graph builder for mlp runs, torch export (shared backbone) "
-                        "for the other families; numpy / torch: force one")
-    p.add_argument("--standalone", action="store_true",
-                   help="torch engine: write every mode graph with its own weights instead of "
-                        "a shared backbone")
+    p.add_argument("--layout", choices=["shared", "standalone"], default=None, help=LAYOUT_HELP)
+    p.add_argument("--data-root", default=None,
+                   help="where the run's mode source lives now (the MNIST root or the modes "
+                        "folder), when it moved since training")
+    p.add_argument("--engine", nargs="?", action=_Removed, help=argparse.SUPPRESS)
+    p.add_argument("--standalone", nargs=0, action=_Removed, help=argparse.SUPPRESS)
     add_prune_arguments(p)
     add_precision_arguments(p)
-    add_data_arguments(p)
 
 
 def add_precision_arguments(p) -> None:
@@ -77,12 +84,6 @@ def add_precision_arguments(p) -> None:
                         "static calibrates on the calibration split)")
 
 
-def precision_config(args):
-    from taugate.training.pipeline import PrecisionConfig
-
-    return PrecisionConfig(tuple(args.precision), args.quantization, args.max_accuracy_drop)
-
-
 def prune_config(args):
     from taugate.exporting.prune import PruneConfig
 
@@ -90,95 +91,39 @@ def prune_config(args):
                        max_accuracy_drop=args.max_accuracy_drop)
 
 
-REPORT_HEADERS = ["mode", "method", "units kept", "MACs", "acc dense", "acc soft", "acc hard",
-                  "acc ONNX"]
+def export_config(args):
+    """The command line as an :class:`~taugate.exporting.pipeline.ExportConfig` (validated
+    before any work)."""
+    from taugate.exporting.pipeline import DEFAULT_LAYOUT, ExportConfig, PrecisionConfig
+
+    return ExportConfig(layout=args.layout or DEFAULT_LAYOUT, prune=prune_config(args),
+                        allow_worse=args.allow_worse,
+                        precision=PrecisionConfig(tuple(args.precision), args.quantization),
+                        overwrite=args.force, modes=args.modes)
 
 
-def report_rows(reports, onnx_accuracy: dict | None = None) -> list[list]:
-    """One row per mode: the dense frozen model's accuracy beside the mode's (soft, hard,
-    ONNX compacted; ONNX falls back to the numpy compacted model when not measured)."""
-    onnx_accuracy = onnx_accuracy or {}
-    rows = []
-    for r in reports:
-        p = r.pruned
-        dense = "-" if r.dense_accuracy is None else f"{r.dense_accuracy:.4f}"
-        rows.append([r.name, r.method, r.units, fewer_macs(p.unpruned.macs / p.model.macs), dense,
-                     f"{r.soft_accuracy:.4f}", f"{r.hard_accuracy:.4f}",
-                     f"{onnx_accuracy.get(r.name, p.test_accuracy):.4f}"])
-    return rows
+HEADERS = ["mode", "method", "facts", "units kept", "MAC ratio", "acc dense", "acc hard",
+           "acc pruned", "ONNX diff"]
 
 
-def onnx_accuracies(bundle, reports, data) -> dict[str, float]:
-    """Test accuracy of each mode's compacted graph, run through the runtime."""
-    from taugate.runtime import ModeRuntime
-    from taugate.summaries import hit_rate
-
-    with ModeRuntime.open(bundle, providers="cpu") as rt:
-        out = {}
-        for r in reports:
-            test = data.mode(r.mode).test
-            out[r.name] = hit_rate(rt.predict(r.name, test.x.numpy()), test.y.numpy())
-    return out
-
-
-def _run_family(run_dir: str) -> str:
-    """The run's model family from its run file (format 1 runs: mlp)."""
-    import json
-    from pathlib import Path
-
-    from taugate.training import runs
-
-    name = getattr(runs, "RUN_FILE", None)
-    path = Path(run_dir) / name if name else None
-    if path is None or not path.is_file():
-        return "mlp"
-    return json.loads(path.read_text("utf-8")).get("family", "mlp")
-
-
-def generic_rows(reports, dense_macs: int) -> list[list]:
-    from taugate.commands._common import facts_text
-
+def report_rows(reports, dense_macs: int) -> list[list]:
+    """One row per mode: the dense frozen model's accuracy beside the mode's (hard-gated
+    unpruned, compacted), MACs against dense, and the ONNX vs torch parity."""
     rows = []
     for r in reports:
         e = r.entry
-        units = " ".join(f"{k}/{t}" for k, t in zip(e["units_kept"], e["units_total"]))
-        rows.append([r.name, e["method"], facts_text(e["facts"]), units,
-                     mac_ratio_text(dense_macs, e["macs"]), f"{e['dense_test_accuracy']:.4f}",
-                     f"{e['unpruned_test_accuracy']:.4f}", f"{e['test_accuracy']:.4f}",
+        rows.append([r.name, r.method, facts_text(e["facts"]), r.units,
+                     mac_ratio_text(dense_macs, r.macs), f"{r.dense_accuracy:.4f}",
+                     f"{e['unpruned_test_accuracy']:.4f}", f"{r.test_accuracy:.4f}",
                      f"{r.onnx_max_diff:.1e}"])
     return rows
-
-
-GENERIC_HEADERS = ["mode", "method", "facts", "units kept", "MAC ratio", "acc dense",
-                   "acc hard", "acc pruned", "ONNX diff"]
-
-
-def run_generic(args) -> int:
-    """The torch engine: any family, through ``load_run`` (i9train's run reader)."""
-    import json
-
-    from taugate.exporting.gated import export_run_bundle
-
-    try:
-        from taugate.training.loaded import load_run
-    except ImportError as exc:  # the training side of issue 9 lands separately
-        raise RuntimeError(f"--engine torch needs taugate.training.loaded.load_run, which this "
-                           f"installation lacks ({exc}); use --engine numpy for mlp runs") from None
-
-    run = load_run(args.run, args.data_root, args.modes)
-    path, reports = export_run_bundle(run, args.out, shared=not args.standalone,
-                                      overwrite=args.force)
-    dense_macs = json.loads((path / "manifest.json").read_text("utf-8"))["dense"]["macs"]
-    print(format_table(GENERIC_HEADERS, generic_rows(reports, dense_macs)))
-    print(f"bundle: {path}")
-    return 0
 
 
 def int8_summary(path) -> str:
     """One line per int8 variant written: accuracy beside fp32."""
     import json
 
-    manifest = json.loads((path / "manifest.json").read_text("utf-8"))
+    manifest = json.loads((Path(path) / "manifest.json").read_text("utf-8"))
     lines = []
     for name, m in manifest["modes"].items():
         v = m.get("variants", {}).get("int8")
@@ -188,61 +133,47 @@ def int8_summary(path) -> str:
     return "\n".join(lines)
 
 
+def print_reports(path, reports, config) -> None:
+    import json
+
+    dense_macs = json.loads((Path(path) / "manifest.json").read_text("utf-8"))["dense"]["macs"]
+    print(format_table(HEADERS, report_rows(reports, dense_macs)))
+    for r in reports:
+        if r.warning:
+            print(f"warning: {r.warning}")
+    if config.precision.int8:
+        print(int8_summary(path))
+
 
 def run(args) -> int:
-    engine = args.engine
-    if engine == "auto":
-        engine = "numpy" if _run_family(args.run) == "mlp" else "torch"
-    if engine == "torch":
-        if args.into:
-            raise ValueError("--into: adding modes to a bundle is supported for mlp runs "
-                             "(--engine numpy) only; export the run with --out instead")
-        return run_generic(args)
-    from taugate.commands._common import data_config
-    from taugate.training.runs import export_run
-    from taugate.training.sources import MNISTModes
+    from taugate.exporting.pipeline import export_run
 
+    config = export_config(args)  # validated before any work
     if args.into:
-        return run_into(args)
-    precision = precision_config(args)  # validated before any work
+        return run_into(args, config)
     if Path(args.out).exists() and not args.force:  # before minutes of work, not after
         raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
-    data = MNISTModes(data_config(args))
-    path, reports = export_run(args.run, args.out, data, prune_config(args), args.modes,
-                               overwrite=args.force, allow_worse=args.allow_worse,
-                               precision=precision)
-    print(format_table(REPORT_HEADERS, report_rows(reports, onnx_accuracies(path, reports, data))))
-    if precision.int8:
-        print(int8_summary(path))
-    print(f"bundle: {path}")
+    path, reports = export_run(args.run, args.out, config, args.data_root)
+    print_reports(path, reports, config)
+    print(f"bundle: {path} ({config.layout} layout)")
     return 0
 
 
-def run_into(args) -> int:
-    """``--into BUNDLE``: export the modes to a temporary bundle beside it, then merge."""
-    import shutil
-    import tempfile
+def run_into(args, config) -> int:
+    """``--into BUNDLE``: export into a scratch bundle beside it, then merge (under a lock)."""
+    import sys
 
-    from taugate.commands._common import data_config
-    from taugate.exporting.merge import merge_into
+    from taugate.exporting.into import bundle_layout, export_into
     from taugate.runtime import ModeRuntime
-    from taugate.training.runs import export_run
-    from taugate.training.sources import MNISTModes
 
     bundle = Path(args.into)
-    if not (bundle / "manifest.json").is_file():
-        raise FileNotFoundError(f"--into {bundle}: no manifest.json there (expected a bundle "
-                                f"written by `taugate export`; to write a new one use --out)")
-    data = MNISTModes(data_config(args))
-    scratch = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.add.", dir=bundle.parent))
-    try:
-        path, reports = export_run(args.run, scratch / "bundle", data, prune_config(args),
-                                   args.modes, allow_worse=args.allow_worse)
-        onnx = onnx_accuracies(path, reports, data)
-        added = merge_into(bundle, path, replace=args.force,
-                           verify=lambda p: ModeRuntime.open(p, providers="cpu").close())
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    print(format_table(REPORT_HEADERS, report_rows(reports, onnx)))
-    print(f"bundle: {bundle} (added {', '.join(added)})")
+
+    def on_wait():
+        print(f"waiting for another export into {bundle.name} to finish", file=sys.stderr)
+
+    reports, added = export_into(args.run, bundle, config, args.data_root,
+                                 layout_given=args.layout is not None, on_wait=on_wait,
+                                 verify=lambda p: ModeRuntime.open(p, providers="cpu").close())
+    print_reports(bundle, reports, config)
+    print(f"bundle: {bundle} ({bundle_layout(bundle)} layout; added {', '.join(added)})")
     return 0

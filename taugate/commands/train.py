@@ -18,9 +18,9 @@ from taugate.commands._common import (
     add_device_argument,
     csv_list,
     data_config,
-    fewer_macs,
     format_table,
     int_list,
+    mac_ratio_text,
 )
 from taugate.training.recipes import REFERENCE_WIDTH, SPARSE_RECIPE, sparse_recipe
 
@@ -212,44 +212,33 @@ def run_config(args, out: str):
 TRAIN_HEADERS = ["mode", "method", "units kept", "MACs", "acc dense", "acc soft", "acc hard"]
 
 
-def summary(run_dir, data, modes) -> str:
+def summary(run_dir, modes) -> str:
     """Per mode: the dense frozen model's test accuracy beside the adapter's (soft, hard) and
-    the MACs `taugate export` would keep; a line for each mode export would refuse."""
-    from taugate.exporting.prune import PruneConfig
-    from taugate.exporting.regression import check_not_worse
-    from taugate.training.runs import assess_run, dense_comparisons
-
-    # a report, not the export: the pruning guard must not stop it (export applies it)
-    _, reports = assess_run(run_dir, data, PruneConfig(max_accuracy_drop=1.0), list(modes))
-    rows = [[r.name, r.method, r.units, fewer_macs(r.pruned.unpruned.macs / r.pruned.model.macs),
-             f"{r.dense_accuracy:.4f}", f"{r.soft_accuracy:.4f}", f"{r.hard_accuracy:.4f}"]
-            for r in reports]
-    notes = check_not_worse(dense_comparisons(reports), PruneConfig().max_accuracy_drop, True)
-    notes = [n.replace("; exported anyway (--allow-worse)",
-                       "; `taugate export` will refuse it unless --allow-worse") for n in notes]
-    return "\n".join([format_table(TRAIN_HEADERS, rows), *(f"warning: {n}" for n in notes)])
-
-
-def generic_summary(run_dir, modes) -> str:
-    """Any family (mode folders, user models, vit): per mode the dense frozen model's test
-    accuracy beside the adapter's, soft and hard-gated (pruning is export's: `taugate export`)."""
+    the MACs `taugate export` would keep (the one compaction, exporting/compaction.py); a line
+    for each mode export would refuse."""
     import torch
 
+    from taugate.exporting.compact import linear_macs
+    from taugate.exporting.compaction import compact_mode
     from taugate.exporting.prune import PruneConfig
     from taugate.exporting.regression import DenseComparison, check_not_worse
     from taugate.summaries import top1
     from taugate.training.loaded import load_run
 
     run = load_run(run_dir, modes=list(modes))
+    # a report, not the export: the pruning guard must not stop it (export applies it)
+    report_only = PruneConfig(max_accuracy_drop=1.0)
     rows, comparisons = [], []
     with torch.no_grad():
         for name, m in run.modes.items():
             x, y = m.test
-            dense = top1(run.foundation(x), y)
-            soft = top1(m.adapter.model.eval()(x), y)
-            hard = top1(m.hard_model()(x), y)
-            rows.append([name, m.method, "-", "-", f"{dense:.4f}", f"{soft:.4f}", f"{hard:.4f}"])
-            comparisons.append(DenseComparison(name, hard, dense))
+            c = compact_mode(name, run.foundation, m.spec, m.calibration, m.test, report_only)
+            soft = top1(m.adapter.model.eval()(x), y) if len(y) else float("nan")
+            hard = top1(m.hard_model()(x), y) if len(y) else float("nan")
+            macs = mac_ratio_text(linear_macs(run.foundation, x), linear_macs(c.small, x))
+            rows.append([name, m.method, c.units, macs, f"{c.dense_test_accuracy:.4f}",
+                         f"{soft:.4f}", f"{hard:.4f}"])
+            comparisons.append(DenseComparison(name, c.test_accuracy, c.dense_test_accuracy))
     notes = check_not_worse(comparisons, PruneConfig().max_accuracy_drop, True)
     notes = [n.replace("; exported anyway (--allow-worse)",
                        "; `taugate export` will refuse it unless --allow-worse") for n in notes]
@@ -257,9 +246,7 @@ def generic_summary(run_dir, modes) -> str:
 
 
 def run(args) -> int:
-    from taugate.training.families import get_family
     from taugate.training.runs import open_source, train_run
-    from taugate.training.sources import MNISTModes
 
     config = run_config(args, args.out)
     data = open_source(config)  # --modes-dir folders, else MNIST
@@ -268,8 +255,5 @@ def run(args) -> int:
     for mode, path in trained.adapters.items():
         print(f"adapter {mode}: {path}")
     if trained.adapters:
-        # the per-layer summary reopens MNIST modes by name; any other run goes through load_run
-        per_layer = get_family(trained.family).per_layer and isinstance(data, MNISTModes)
-        print(summary(trained.path, data, trained.adapters) if per_layer
-              else generic_summary(trained.path, trained.adapters))
+        print(summary(trained.path, trained.adapters))
     return 0

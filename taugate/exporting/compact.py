@@ -169,16 +169,38 @@ def hard_gated(model: nn.Module, spec: GatedSpec) -> nn.Module:
 def firing_counts(hard: nn.Module, spec: GatedSpec, x: torch.Tensor, batch_size: int = 512
                   ) -> list[np.ndarray]:
     """How often each target unit fires on ``x`` (summed over samples and positions)."""
+    return _firing(hard, spec, x, batch_size)[0]
+
+
+@torch.no_grad()
+def firing_rates(hard: nn.Module, spec: GatedSpec, x: torch.Tensor, batch_size: int = 512
+                 ) -> list[np.ndarray]:
+    """The fraction of inputs of ``x`` on which each target unit fires: per sample for flat
+    models, per position (token) for token models (counts / positions seen)."""
+    counts, seen = _firing(hard, spec, x, batch_size)
+    return [c / max(n, 1) for c, n in zip(counts, seen)]
+
+
+def _firing(hard: nn.Module, spec: GatedSpec, x: torch.Tensor, batch_size: int
+            ) -> tuple[list[np.ndarray], list[int]]:
     gates = [hard.get_submodule(t.producer) for t in spec.targets]
-    for g in gates:
+    seen = [0] * len(gates)
+    hooks = []
+    for i, g in enumerate(gates):
         g.counts = torch.zeros(g.out_features, dtype=torch.int64)
+
+        def hook(mod, inp, out, i=i):
+            seen[i] += out.numel() // out.shape[-1]
+        hooks.append(g.register_forward_hook(hook))
     try:
         for i in range(0, len(x), batch_size):
             hard(x[i : i + batch_size])
-        return [g.counts.numpy().copy() for g in gates]
+        return [g.counts.numpy().copy() for g in gates], seen
     finally:
         for g in gates:
             g.counts = None
+        for h in hooks:
+            h.remove()
 
 
 @torch.no_grad()

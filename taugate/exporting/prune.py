@@ -38,6 +38,21 @@ class PruneConfig:
                 f"max_accuracy_drop: expected an accuracy in [0, 1], got {self.max_accuracy_drop}")
 
 
+class PruningGuardError(ValueError):
+    """Pruning lost more held-out accuracy than ``PruneConfig.max_accuracy_drop`` allows."""
+
+    def __init__(self, unpruned: float, pruned: float, limit: float, below: float, split: str,
+                 mode: str | None = None):
+        self.unpruned, self.pruned, self.limit = unpruned, pruned, limit
+        who = f"mode {mode}: " if mode else ""
+        super().__init__(
+            f"{who}pruning refused: on the {split} split the pruned model's accuracy is "
+            f"{pruned:.4f} against {unpruned:.4f} unpruned (hard-gated), a drop of "
+            f"{unpruned - pruned:.4f} > the limit max_accuracy_drop={limit:g} "
+            f"(prune-below={below:g}); lower --prune-below or raise --max-accuracy-drop"
+        )
+
+
 def firing_rates(model: HardenedModel, x: np.ndarray, batch_size: int = 8192) -> list[np.ndarray]:
     """Per hidden layer, the fraction of rows of ``x`` on which each unit's gate fires."""
     counts = [np.zeros(w, np.int64) for w in model.widths]

@@ -58,6 +58,39 @@ def gemm_to_matmul(model):
     return out
 
 
+def fold_weight_transposes(model):
+    """A copy of ``model`` with each ``Transpose`` of an initializer replaced by the transposed
+    initializer. ``torch.onnx.export`` without constant folding writes a ``Linear`` on 3-D
+    inputs (tokens) as ``Transpose(W) -> MatMul -> Add``; the quantizers only quantize a
+    ``MatMul`` whose weight is an initializer, so without this every token Linear stays fp32."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes, folded = [], []
+    for node in g.node:
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            nodes.append(node)
+            continue
+        perm = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "perm"),
+                    None)
+        arr = numpy_helper.to_array(inits[node.input[0]])
+        folded.append(numpy_helper.from_array(np.ascontiguousarray(np.transpose(arr, perm)),
+                                              node.output[0]))
+    if not folded:
+        return out
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in nodes for i in n.input} | {o.name for o in g.output}
+    keep = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep + folded)
+    return out
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over one float32 array, in batches."""
 
@@ -81,6 +114,7 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
                          f"got {scheme!r}")
     if isinstance(model, (bytes, bytearray)):
         model = onnx.load_from_string(bytes(model))
+    model = fold_weight_transposes(model)
     if scheme.startswith("static") and (calibration is None or len(calibration) == 0):
         raise ValueError(f"quantization scheme {scheme!r} needs calibration inputs")
     # the quantizer logs per-node chatter at INFO/WARNING ("Please consider pre-processing ...")

@@ -17,22 +17,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taugate.exporting.prune import PruneConfig, compact, firing_rates, keep_masks, kept_indices
+from taugate.exporting.prune import (
+    PruneConfig,
+    PruningGuardError,
+    compact,
+    firing_rates,
+    keep_masks,
+    kept_indices,
+)
 from taugate.spec import HardenedModel
 from taugate.summaries import top1
-
-
-class PruningGuardError(ValueError):
-    """Pruning lost more held-out accuracy than ``PruneConfig.max_accuracy_drop`` allows."""
-
-    def __init__(self, unpruned: float, pruned: float, limit: float, below: float, split: str):
-        self.unpruned, self.pruned, self.limit = unpruned, pruned, limit
-        super().__init__(
-            f"pruning refused: on the {split} split the pruned model's accuracy is {pruned:.4f} "
-            f"against {unpruned:.4f} unpruned (hard-gated), a drop of {unpruned - pruned:.4f} > "
-            f"the limit max_accuracy_drop={limit:g} (prune-below={below:g}); lower "
-            f"--prune-below or raise --max-accuracy-drop"
-        )
 
 
 @dataclass

@@ -45,8 +45,11 @@ def onnx_accuracy(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 4096) 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    x = np.ascontiguousarray(x.reshape(len(x), -1), np.float32)
+    inp = sess.get_inputs()[0]
+    x = np.ascontiguousarray(x, np.float32)
+    if len(inp.shape) == 2:  # a flat graph: one row of features per sample
+        x = x.reshape(len(x), -1)
+    name = inp.name
     hits = 0
     for i in range(0, len(x), batch):
         hits += int((sess.run(None, {name: x[i:i + batch]})[0].argmax(1) == y[i:i + batch]).sum())

@@ -2,8 +2,7 @@
 
 ``write_bundle_v2`` writes any model: ``manifest.json``, ``dense.onnx``, ``modes/<mode>.onnx``
 and, for shared-backbone graphs, ``backbone.safetensors`` (every backbone tensor once) plus
-``modes/<mode>.safetensors`` (what makes the mode a mode). ``write_bundle`` is the chain-MLP
-path (the paper's family): numpy-built self-contained graphs, identical numbers to format 1.
+``modes/<mode>.safetensors`` (what makes the mode a mode).
 The directory is built under a temporary name and renamed into place, so a reader never sees a
 half-written bundle; every file is listed in the manifest with its sha256.
 """
@@ -21,12 +20,12 @@ from onnx import helper
 
 from taugate import __version__
 from taugate.bundle.atomic import atomic_directory, write_bytes, write_text
+from taugate.bundle.manifest import parse_manifest
 from taugate.bundle.names import DENSE, check_mode_name
+from taugate.bundle.safe_json import loads_strict
 from taugate.bundle.safetensors_write import safetensors_bytes
-from taugate.bundle.schema import BUNDLE_FORMAT
-from taugate.exporting.graph import BATCH, INPUT_NAME, OUTPUT_NAME, build_graph
+from taugate.bundle.schema import BUNDLE_FORMAT, InputSpec, OutputSpec
 from taugate.exporting.weightless import GraphExport, weightless
-from taugate.spec import HardenedModel
 
 FORMAT_VERSION = 2
 BACKBONE_FILE = "backbone.safetensors"
@@ -51,7 +50,7 @@ def _write(root: Path, rel: str, data: bytes) -> dict:
     return {"file": rel, "sha256": _sha(data)}
 
 
-def _with_metadata(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+def with_metadata(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     del proto.metadata_props[:]
     helper.set_model_props(proto, {"taugate.mode": name,
                                    "taugate.format_version": str(FORMAT_VERSION),
@@ -75,10 +74,10 @@ def _write_graph(root: Path, rel: str, name: str, graph: GraphExport, backbone: 
     if graph.recipes is None:
         proto = onnx.ModelProto()
         proto.CopyFrom(graph.proto)
-        return _write(root, rel, _with_metadata(proto, name).SerializeToString())
+        return _write(root, rel, with_metadata(proto, name).SerializeToString())
     _merge_backbone(backbone, graph, where)
     proto, steps = weightless(graph, where)
-    fields = _write(root, rel, _with_metadata(proto, name).SerializeToString())
+    fields = _write(root, rel, with_metadata(proto, name).SerializeToString())
     if graph.tensors:
         fields["weights"] = _write(root, rel[: -len(".onnx")] + ".safetensors",
                                    safetensors_bytes(graph.tensors))
@@ -86,12 +85,14 @@ def _write_graph(root: Path, rel: str, name: str, graph: GraphExport, backbone: 
     return fields
 
 
-def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_spec: dict,
+def write_bundle_v2(out: str | Path, *, family: str, input_spec: InputSpec,
+                    output_spec: OutputSpec,
                     dense: GraphExport, dense_entry: dict, modes: dict, targets=(),
                     overwrite: bool = False, dense_variants: dict | None = None) -> Path:
     """Write a format 2 bundle atomically; returns its path.
 
-    input_spec / output_spec: the manifest's ``input`` / ``output`` objects (docs/bundle-v2.md);
+    input_spec / output_spec: the model's input and output (bundle/schema.py), written as the
+    manifest's ``input`` / ``output`` objects (docs/bundle-v2.md);
     dense_entry: facts of the dense model (``macs``, ``units``, ``test_accuracy`` per mode);
     modes: name -> :class:`BundleMode`, or an iterable of (name, BundleMode) pairs consumed one
     at a time (thousands of modes never sit in memory together; ``dense_entry`` is read after
@@ -118,8 +119,8 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_sp
             "format_version": FORMAT_VERSION,
             "created_by": f"taugate {__version__}",
             "family": family,
-            "input": input_spec,
-            "output": output_spec,
+            "input": input_spec.to_dict(),
+            "output": output_spec.to_dict(),
             "targets": list(targets),
         }
         if backbone:
@@ -130,33 +131,19 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: dict, output_sp
         manifest["modes"] = entries
         # indented for people reading a few modes; one line for thousands (bundle size)
         indent = 1 if len(entries) <= 64 else None
-        write_text(tmp / "manifest.json", json.dumps(manifest, indent=indent))
+        text = json.dumps(manifest, indent=indent)
+        _check_as_read(text)
+        write_text(tmp / "manifest.json", text)
     return out
 
 
-# -- the chain-MLP path ------------------------------------------------------------------------
-
-
-@dataclass
-class ModeExport:
-    """One mode's compacted chain MLP and the facts the manifest records about it."""
-
-    model: HardenedModel  # compacted
-    method: str
-    angle: float | None  # format 1's required fact; now one of ``facts`` (None: not a rotation)
-    units_total: list[int]
-    kept_indices: list[list[int]]
-    calibration_accuracy: float
-    test_accuracy: float
-    extra: dict = field(default_factory=dict)  # more manifest facts (e.g. pruning report)
-    facts: dict | None = None  # free-form facts (default: {"angle": angle} when given)
-    variants: dict = field(default_factory=dict)  # precision -> export.variants.Variant
-
-
-def graph_bytes(model: HardenedModel, name: str) -> bytes:
-    """The serialized fp32 graph ``write_bundle`` writes for ``name`` (the reference that
-    precision variants are quantized from and checked against)."""
-    return _with_metadata(build_graph(model, name), name).SerializeToString()
+def _check_as_read(text: str) -> None:
+    """Refuse to write a manifest the runtime would refuse to read (same parser, same rules):
+    a bug here must fail the export, not every later open."""
+    try:
+        parse_manifest(loads_strict(text))
+    except ValueError as exc:
+        raise ValueError(f"the exporter built a manifest the runtime would refuse: {exc}") from exc
 
 
 def _write_variants(root: Path, stem: str, variants: dict) -> dict:
@@ -167,50 +154,3 @@ def _write_variants(root: Path, stem: str, variants: dict) -> dict:
         out[precision] = {"precision": precision, **_write(root, rel, v.data),
                           "test_accuracy": v.test_accuracy, "quantization": v.quantization}
     return out
-
-
-def mlp_input_spec(n_in: int) -> dict:
-    """The chain MLP's input: flat pixels in [0, 1]; a 28x28 image layout when n_in == 784."""
-    layout = {"kind": "image", "channels": 1, "height": 28, "width": 28} if n_in == 784 else None
-    return {"name": INPUT_NAME, "dtype": "float32", "shape": [BATCH, n_in], "range": [0.0, 1.0],
-            "layout": layout}
-
-
-def classes_output_spec(n_out: int, labels=None) -> dict:
-    return {"name": OUTPUT_NAME, "dtype": "float32", "shape": [BATCH, n_out],
-            "labels": list(labels) if labels is not None else [str(i) for i in range(n_out)]}
-
-
-def _mode_entry(m: ModeExport, dense_acc) -> dict:
-    facts = dict(m.facts) if m.facts is not None else (
-        {"angle": m.angle} if m.angle is not None else {})
-    entry = {"method": m.method, "facts": facts, "units_kept": m.model.widths,
-             "units_total": list(m.units_total), "kept_indices": m.kept_indices,
-             "macs": m.model.macs, "calibration_accuracy": m.calibration_accuracy,
-             "test_accuracy": m.test_accuracy, "precision": "fp32"}
-    data_mode = m.extra.get("data_mode")
-    if isinstance(dense_acc, dict) and data_mode in dense_acc:
-        entry["dense_test_accuracy"] = dense_acc[data_mode]
-    return {**entry, **m.extra}
-
-
-def write_bundle(out: str | Path, dense: HardenedModel, modes: dict[str, ModeExport],
-                 dense_extra: dict | None = None, overwrite: bool = False,
-                 dense_variants: dict | None = None) -> Path:
-    """Write a chain-MLP bundle (format 2, self-contained numpy-built graphs) atomically.
-
-    Modes' ``variants`` (and ``dense_variants``: precision -> Variant) are written beside their
-    fp32 graphs as ``<file stem>.<precision>.onnx`` and recorded under the entry's ``variants``
-    key (docs/bundle-v2.md section 3)."""
-    for name in modes:
-        check_mode_name(name)  # before any graph is built: the one rule (taugate/bundle/names.py)
-    dense_extra = dict(dense_extra or {})
-    exports = {name: BundleMode(GraphExport(build_graph(m.model, name)),
-                                _mode_entry(m, dense_extra.get("test_accuracy")), m.variants)
-               for name, m in modes.items()}
-    n_in, n_out = dense.layers[0].in_features, dense.layers[-1].out_features
-    return write_bundle_v2(
-        out, family="mlp", input_spec=mlp_input_spec(n_in), output_spec=classes_output_spec(n_out),
-        dense=GraphExport(build_graph(dense, DENSE)),
-        dense_entry={"macs": dense.macs, "units": dense.widths, **dense_extra},
-        modes=exports, overwrite=overwrite, dense_variants=dense_variants)

@@ -22,7 +22,6 @@ import torch
 
 from taugate.exporting.quantize import quantize
 from taugate.exporting.variants import onnx_accuracy
-from taugate.exporting.writer import graph_bytes
 from taugate.spec import HardenedModel
 from taugate.training.backbone import MLP, BackboneConfig, harden_mlp
 from taugate.training.loop import TrainConfig, train
@@ -124,7 +123,10 @@ def harden(model: MLP) -> HardenedModel:
 
 def peer_graph(model: HardenedModel, name: str, int8: bool = False) -> bytes:
     """The model's fp32 graph as a bundle would hold it, or its dynamic int8 variant."""
-    data = graph_bytes(model, name)
+    from taugate.exporting.graph import build_graph
+    from taugate.exporting.writer import with_metadata
+
+    data = with_metadata(build_graph(model, name), name).SerializeToString()
     return quantize(data) if int8 else data
 
 
@@ -148,21 +150,22 @@ def run_peers(run, mode_name: str, other_name: str, data, config: PeersConfig,
     everything in one process: accuracy on both modes, MACs, parameters, interleaved speedup
     against the dense fp32 model (``timing``: a :class:`taugate.timing.TimingConfig`)."""
     import os
-    import tempfile
 
+    from taugate.exporting.specialize import prune_mode
     from taugate.timing import time_models
-    from taugate.training.adapters import load_foundation
-    from taugate.training.runs import export_run
+    from taugate.training.adapters import load_adapter, load_foundation
 
-    with tempfile.TemporaryDirectory(prefix="taugate-peers-") as tmp:
-        _, reports = export_run(run, os.path.join(tmp, "bundle"), data, modes=[mode_name])
-    report = reports[0]
-    foundation, _ = load_foundation(os.path.join(run, "foundation"))
-    mode, other = data.mode(report.mode), data.mode(other_name)
+    foundation, meta = load_foundation(os.path.join(run, "foundation"))
+    adapter_ = load_adapter(os.path.join(run, "adapters", mode_name), foundation, meta["sha256"])
+    mode, other = data.mode(adapter_.meta["mode"]["name"]), data.mode(other_name)
+    # the chain MLP's compaction in numpy: the same units the exporter keeps (tests/test_pipeline)
+    pruned = prune_mode(adapter_.method.harden(adapter_.model),
+                        (mode.calibration.x.numpy(), mode.calibration.y.numpy()),
+                        (mode.test.x.numpy(), mode.test.y.numpy()))
     dense = harden(foundation)
-    small = report.pruned.model
+    small = pruned.model
     kept = small.widths
-    adapter = 2 * sum(report.pruned.unpruned.widths)  # tau and gamma per unit
+    adapter = 2 * sum(pruned.unpruned.widths)  # tau and gamma per unit
     tp_model = harden(torch_pruned(foundation, kept, mode, config, device, progress))
     scratch = harden(scratch_mlp(kept, mode, config, device, progress))
     peers = [

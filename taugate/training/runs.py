@@ -1,9 +1,8 @@
 """A training run on disk: ``RUN/run.json`` + ``RUN/foundation.{safetensors,json}`` +
 ``RUN/adapters/<mode>.*``.
 
-``train_run`` writes one (what ``taugate train`` does), ``export_run`` turns an mlp run into a
-bundle (what ``taugate export`` does); ``taugate demo`` does both and then serves the bundle.
-``load_run`` (training/loaded.py) reads any run back for the exporter.
+``train_run`` writes one (what ``taugate train`` does); ``load_run`` (training/loaded.py) reads
+any run back for the exporter (:func:`taugate.exporting.pipeline.export_run`).
 
 ``run.json`` (format ``taugate-run``, version 2) records the model family, how to reopen the
 mode source (``source``), the ``input`` / ``output`` specs (bundle/schema.py's InputSpec and
@@ -25,22 +24,12 @@ from taugate import __version__
 from taugate.bundle.atomic import write_text
 from taugate.bundle.names import check_mode_name
 from taugate.bundle.schema import OutputSpec
-from taugate.exporting.prune import PruneConfig
-from taugate.exporting.regression import DenseComparison, check_not_worse
-from taugate.training.adapters import load_adapter, load_foundation, save_adapter, save_foundation
+from taugate.training.adapters import load_foundation, save_adapter, save_foundation
 from taugate.training.backbone import FoundationConfig
 from taugate.training.devices import resolve_device
 from taugate.training.families import family_of, get_family
-from taugate.training.pipeline import (
-    AdaptConfig,
-    ModeReport,
-    PrecisionConfig,
-    adapt,
-    export_bundle,
-    harden_mode,
-    pretrain_foundation,
-)
-from taugate.training.sources import DataConfig, FolderModes, MNISTModes, Mode, ModeSource
+from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
+from taugate.training.sources import DataConfig, FolderModes, MNISTModes, ModeSource
 from taugate.training.targets import parse_patterns, resolve_targets
 
 log = logging.getLogger(__name__)
@@ -177,60 +166,3 @@ def write_run_file(out: Path, foundation: nn.Module, source: ModeSource, example
 
 def _plain(cfg) -> dict:
     return asdict(cfg)
-
-
-def assess_run(
-    run: str | Path,
-    data: MNISTModes,
-    prune: PruneConfig | None = None,
-    modes: list[str] | None = None,
-) -> tuple[object, list[ModeReport]]:
-    """Load a run's foundation and adapters; harden + prune each mode and measure it beside
-    the dense frozen foundation on the mode's test set. Returns (foundation, reports)."""
-    from taugate.training.loop import accuracy
-
-    run = Path(run)
-    foundation, meta = load_foundation(run / FOUNDATION_STEM)
-    found = sorted(p.stem for p in (run / ADAPTER_DIR).glob("*.json"))
-    if not found:
-        raise FileNotFoundError(f"{run / ADAPTER_DIR}: no adapters found (run `taugate train` first)")
-    wanted = modes or found
-    missing = [m for m in wanted if m not in found]
-    if missing:
-        raise ValueError(f"modes {missing}: no adapter in {run / ADAPTER_DIR}; found {found}")
-    reports = []
-    for name in wanted:
-        adapter = load_adapter(run / ADAPTER_DIR / name, foundation, meta["sha256"])
-        mode = Mode(**adapter.meta["mode"])
-        report = harden_mode(adapter.method, adapter.model, data.mode(mode), prune, name)
-        report.dense_accuracy = accuracy(foundation, data.mode(mode).test)
-        reports.append(report)
-    return foundation, reports
-
-
-def export_run(
-    run: str | Path,
-    bundle: str | Path,
-    data: MNISTModes,
-    prune: PruneConfig | None = None,
-    modes: list[str] | None = None,
-    overwrite: bool = False,
-    allow_worse: bool = False,
-    precision: PrecisionConfig | None = None,
-) -> tuple[Path, list[ModeReport]]:
-    """Load a run's foundation and adapters, harden + prune each mode, refuse a mode worse
-    than the dense frozen model (export/regression.py; ``allow_worse`` logs a warning
-    instead), write the bundle (with the precision variants ``precision`` asks for)."""
-    prune = prune or PruneConfig()
-    foundation, reports = assess_run(run, data, prune, modes)
-    for warning in check_not_worse(dense_comparisons(reports), prune.max_accuracy_drop,
-                                   allow_worse):
-        log.warning(warning)
-    path = export_bundle(bundle, foundation, reports, data, overwrite=overwrite,
-                         precision=precision)
-    return path, reports
-
-
-def dense_comparisons(reports: list[ModeReport]) -> list[DenseComparison]:
-    """Each report's compacted test accuracy beside the dense frozen model's."""
-    return [DenseComparison(r.name, r.pruned.test_accuracy, r.dense_accuracy) for r in reports]
