@@ -136,7 +136,7 @@ def bundle_layout(bundle: Path) -> str:
 
 
 def export_into(run_dir, bundle, config, data_root=None, layout_given: bool = False,
-                on_wait=None, verify=None):
+                on_wait=None, verify=None, foundation=None):
     """Export the run's modes and merge them into ``bundle`` (in its layout); returns
     (reports, added mode names). ``layout_given``: ``config.layout`` was chosen explicitly,
     so a bundle of the other layout is refused rather than followed."""
@@ -156,7 +156,8 @@ def export_into(run_dir, bundle, config, data_root=None, layout_given: bool = Fa
     with bundle_lock(bundle, on_wait=on_wait):
         clean_stale_scratch(bundle)
         with scratch_dir(bundle) as scratch:
-            path, reports = export_run(run_dir, scratch / "bundle", config, data_root)
+            path, reports = export_run(run_dir, scratch / "bundle", config, data_root,
+                                       foundation)
             added = merge_into(bundle, path, replace=replace_modes, verify=verify)
     return reports, added
 

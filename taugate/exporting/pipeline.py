@@ -279,13 +279,14 @@ def run_modes(run) -> dict[str, ModeInput]:
 
 
 def export_run(run_dir: str | Path, out: str | Path, config: ExportConfig | None = None,
-               data_root: str | None = None) -> tuple[Path, list[ModeReport]]:
+               data_root: str | None = None, foundation: nn.Module | None = None
+               ) -> tuple[Path, list[ModeReport]]:
     """Export a run written by ``taugate train`` (any family) to a bundle at ``out``; the
     calibration and test splits come from the run's own mode source (``data_root``: where it
-    lives now, when it moved)."""
+    lives now, when it moved). ``foundation``: the run's model, when it was given from Python."""
     from taugate.training.loaded import load_run
 
     config = config or ExportConfig()
-    run = load_run(run_dir, data_root, list(config.modes) if config.modes else None)
+    run = load_run(run_dir, data_root, list(config.modes) if config.modes else None, foundation)
     return export_modes(out, run.foundation, run_modes(run), family=run.family,
                         input_spec=run.input_spec, output_spec=run.output_spec, config=config)

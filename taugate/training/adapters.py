@@ -85,10 +85,18 @@ def save_foundation(model: nn.Module, path: str | Path, extra: dict | None = Non
     return sha
 
 
-def load_foundation(path: str | Path) -> tuple[nn.Module, dict]:
-    """Read a foundation written by :func:`save_foundation`; verifies its sha256."""
+def load_foundation(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """Read a foundation written by :func:`save_foundation`; verifies its sha256. ``model``:
+    the foundation itself, given from Python (a run of a module that no ``FILE.py:FACTORY``
+    rebuilds): checked against the saved sha256 instead of rebuilt."""
     st_path, json_path = _paths(path)
     meta = _read_json(json_path, FOUNDATION_KIND)
+    if model is not None:
+        sha = foundation_sha256(model)
+        if sha != meta.get("sha256"):
+            raise ValueError(f"the model given is not this run's foundation: its weights' sha256 "
+                             f"is {sha[:12]}, {json_path.name} says {str(meta.get('sha256'))[:12]}")
+        return model.eval(), meta
     data = st_path.read_bytes() if st_path.exists() else None
     if data is None:
         raise FileNotFoundError(f"{st_path}: missing (expected the foundation's weights)")

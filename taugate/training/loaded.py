@@ -70,9 +70,11 @@ def _run_meta(run: Path) -> dict:
 
 
 def load_run(run_dir: str | Path, data_root: str | None = None,
-             modes: list[str] | None = None) -> Run:
+             modes: list[str] | None = None, foundation: nn.Module | None = None) -> Run:
     """Read a run written by ``taugate train``; ``data_root`` overrides where its mode source
-    lives (the MNIST root, or the modes folder). ``modes``: only these (default all)."""
+    lives (the MNIST root, or the modes folder). ``modes``: only these (default all).
+    ``foundation``: the run's foundation module when it was given from Python (checked
+    against the run's sha256)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: not a run directory (expected `taugate train --out`)")
@@ -82,7 +84,7 @@ def load_run(run_dir: str | Path, data_root: str | None = None,
         output_spec = OutputSpec.from_dict(meta.get("output"))
     except ValueError as exc:
         raise ValueError(f"{run / RUN_FILE}: {exc}") from None
-    foundation, fmeta = load_foundation(run / FOUNDATION_STEM)
+    foundation, fmeta = load_foundation(run / FOUNDATION_STEM, foundation)
     for p in foundation.parameters():
         p.requires_grad_(False)
     foundation = foundation.cpu().eval()

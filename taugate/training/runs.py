@@ -54,6 +54,7 @@ class RunConfig:
     progress: bool = True
     modes_dir: str | None = None  # MODES/<mode>/{train,test[,calibration]}.npz instead of MNIST
     model: str | None = None  # FILE.py:FACTORY: the user's frozen model instead of a foundation
+    module: nn.Module | None = field(default=None, repr=False)  # or the model itself (Python)
     weights: str | None = None  # safetensors weights for --model (loaded strictly)
     targets: tuple[str, ...] | None = None  # module-path patterns (None: every site)
     mixture_from_modes: bool = False  # pretrain on the adapted modes instead of foundation.modes
@@ -64,10 +65,14 @@ class RunConfig:
             for m in self.modes:
                 check_mode_name(m)  # the source checks the rest before reading data
         self.targets = parse_patterns(self.targets)
-        if self.weights and not self.model:
+        if self.weights and not (self.model or self.module is not None):
             raise ValueError("--weights: needs --model FILE.py:FACTORY (the module to load into)")
-        if self.model and self.foundation_path:
-            raise ValueError("--model and --foundation: give one foundation, not both")
+        given = [n for n, v in (("--model", self.model), ("--foundation", self.foundation_path),
+                                ("module", self.module)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)}: give one foundation, not several")
+        if self.module is not None and not isinstance(self.module, nn.Module):
+            raise TypeError(f"module: expected a torch.nn.Module, got {type(self.module).__name__}")
 
 
 @dataclass
@@ -76,6 +81,8 @@ class TrainedRun:
     foundation_sha: str
     adapters: dict[str, Path]  # mode -> adapter path
     family: str = "mlp"  # the foundation's model family (training/families/)
+    module: nn.Module | None = field(default=None, repr=False)  # the foundation, when it was
+    #   given from Python (no FILE.py:FACTORY rebuilds it: export needs it again)
 
 
 def open_source(config: RunConfig) -> ModeSource:
@@ -104,7 +111,15 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
     for m in modes:
         source.mode(m)  # a bad mode or folder fails before any training
     factory = None
-    if config.model:
+    if config.module is not None:
+        import copy
+
+        foundation = copy.deepcopy(config.module).cpu().eval()  # the caller's stays untouched
+        if config.weights:
+            from taugate.training.families.user import load_weights
+
+            load_weights(foundation, config.weights)
+    elif config.model:
         from taugate.training.families.user import load_factory, load_weights, parse_factory
 
         path, name = parse_factory(config.model)
@@ -141,7 +156,8 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
                 out / ADAPTER_DIR / name, method, model, sha, mode=mode,
                 extra={"facts": md.facts, "train_config": _plain(config.adapt.train)},
             )
-    return TrainedRun(out, sha, adapters, family_of(foundation).name)
+    return TrainedRun(out, sha, adapters, family_of(foundation).name,
+                      foundation if config.module is not None else None)
 
 
 @torch.no_grad()

@@ -121,10 +121,13 @@ class UserFamily(Family):
         return fc
 
     def foundation_meta(self, model: nn.Module, factory: str | None = None) -> dict:
-        if not factory:
-            raise ValueError(f"save_foundation: a {type(model).__name__} is not a built-in family; "
-                             f"pass factory='FILE.py:FACTORY' that rebuilds it")
-        return {"family": self.name, "factory": factory}
+        # factory None: a module given from Python; reopening the run needs it again
+        return {"family": self.name, "factory": factory, "module": type(model).__name__}
 
     def load(self, meta: dict) -> nn.Module:
+        if not meta.get("factory"):
+            raise ValueError(f"this run's foundation (a {meta.get('module', 'module')}) was given "
+                             f"from Python, not as FILE.py:FACTORY: pass it again "
+                             f"(taugate.export(run, model=module)), or train with "
+                             f"model='FILE.py:FACTORY' so the run can rebuild it")
         return load_factory(meta["factory"])

@@ -1,0 +1,184 @@
+"""The Python API: ``taugate.train`` and ``taugate.export``, the whole walk-through without
+taugate's internals (docs/python-api.md).
+
+``train`` takes a frozen model (a ``torch.nn.Module``, ``"FILE.py:FACTORY"``, or None for a
+built-in family pretrained here), modes (a folder ``MODES/<mode>/{train,test[,calibration]}.npz``,
+a mapping of mode name -> arrays, a :class:`~taugate.training.sources.ModeSource`, or MNIST
+rotation names such as ``["rot0", "rot45"]``) and options, and writes a run directory;
+``export`` turns a run into a bundle with the one export pipeline. Both are what ``taugate
+train`` and ``taugate export`` do, with the same defaults and the same checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+SPLITS = ("train", "test", "calibration")
+
+
+def _write_modes(modes: Mapping, root: Path) -> Path:
+    """A mapping of mode name -> {"train": (x, y), "test": (x, y)[, "calibration": (x, y)]
+    [, "facts": {...}]} written as a modes folder (what FolderModes reads), so the run can be
+    reopened from disk."""
+    import numpy as np
+
+    from taugate.bundle.atomic import write_bytes, write_text
+    from taugate.bundle.names import check_mode_name
+
+    if not modes:
+        raise ValueError("modes: expected at least one mode, got an empty mapping")
+    for name, splits in modes.items():
+        check_mode_name(name)
+        if not isinstance(splits, Mapping) or not {"train", "test"} <= set(splits):
+            got = sorted(splits) if isinstance(splits, Mapping) else type(splits).__name__
+            raise ValueError(f"modes[{name!r}]: expected a mapping with 'train' and 'test' (and "
+                             f"optionally 'calibration', 'facts'), each split an (x, y) pair; "
+                             f"got {got}")
+        unknown = sorted(set(splits) - {*SPLITS, "facts"})
+        if unknown:
+            raise ValueError(f"modes[{name!r}]: unknown keys {unknown}; valid: "
+                             f"{', '.join(SPLITS)}, facts")
+        for split in SPLITS:
+            if split not in splits:
+                continue
+            pair = splits[split]
+            if not isinstance(pair, Sequence) or len(pair) != 2:
+                raise ValueError(f"modes[{name!r}][{split!r}]: expected an (x, y) pair of arrays")
+            x, y = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for v in pair)
+            buf = _npz_bytes(x=x.astype(np.float32), y=y.astype(np.int64))
+            write_bytes(root / name / f"{split}.npz", buf)
+        if "facts" in splits:
+            write_text(root / name / "facts.json", json.dumps(splits["facts"]))
+    return root
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _source(modes, out: Path):
+    """(source or None, modes_dir or None, mode names or None) for ``train``'s ``modes``."""
+    from taugate.training.sources import FolderModes, MNISTModes, ModeSource
+
+    if isinstance(modes, ModeSource):
+        return modes, getattr(modes, "root", None) if isinstance(modes, FolderModes) else None, \
+            None
+    if isinstance(modes, (str, os.PathLike)):
+        if not Path(modes).is_dir():
+            raise FileNotFoundError(f"modes: {modes} is not a folder (expected "
+                                    f"MODES/<mode>/train.npz, test.npz [, calibration.npz])")
+        return None, str(modes), None
+    if isinstance(modes, Mapping):
+        return None, str(_write_modes(modes, out / "modes")), None
+    if isinstance(modes, Sequence) and modes and all(isinstance(m, str) for m in modes):
+        return MNISTModes(), None, tuple(modes)
+    raise TypeError(f"modes: expected a folder, a mapping of mode name -> splits, a ModeSource "
+                    f"or a list of MNIST mode names (e.g. ['rot0', 'rot45']); got "
+                    f"{type(modes).__name__}")
+
+
+def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, targets=None,
+          family: str = "mlp", hidden=(128, 128), method: str = "taugate", sparse: bool = False,
+          method_options: dict | None = None, epochs: int = 2, adapt_epochs: int = 1,
+          batch_size: int = 256, lr: float | None = None, adapt_lr: float = 0.05, seed: int = 0,
+          device: str = "auto", progress: bool = False):
+    """Train one adapter per mode on a frozen model and write the run directory ``out``.
+
+    ``model``: a ``torch.nn.Module`` (frozen here; reopening the run later needs it again),
+    ``"FILE.py:FACTORY"`` (``weights``: its safetensors file), or None to pretrain a built-in
+    ``family`` (``"mlp"`` with ``hidden`` widths, or ``"vit"``) on the modes' mixture.
+    ``targets``: module-path patterns of the Linear layers to gate (default: every
+    Linear -> activation -> Linear site). ``sparse``: the unit-sparsity recipe, which lets
+    export remove whole units. Returns a :class:`~taugate.training.runs.TrainedRun` (``.path``,
+    ``.adapters``), which :func:`export` takes.
+    """
+    from taugate.training.backbone import BackboneConfig, FoundationConfig
+    from taugate.training.families import get_family
+    from taugate.training.loop import TrainConfig
+    from taugate.training.pipeline import AdaptConfig
+    from taugate.training.recipes import sparse_recipe
+    from taugate.training.runs import RunConfig, train_run
+
+    out = Path(out)
+    source, modes_dir, names = _source(modes, out)
+    fam = get_family(family)
+    module = model if model is not None and not isinstance(model, str) else None
+    method_config = {**(sparse_recipe(hidden) if sparse else {}), **(method_options or {})}
+    config = RunConfig(
+        out=str(out),
+        modes=names,
+        foundation=FoundationConfig(
+            backbone=BackboneConfig(hidden=tuple(hidden)),
+            modes=names or ("rot0", "rot45"), epochs=epochs, batch_size=batch_size,
+            lr=lr if lr is not None else fam.lr, seed=seed, family=fam.name,
+            optimizer=fam.optimizer),
+        adapt=AdaptConfig(method, method_config,
+                          TrainConfig(adapt_epochs, batch_size, adapt_lr, seed=seed)),
+        device=device, progress=progress, modes_dir=modes_dir,
+        model=model if isinstance(model, str) else None, module=module, weights=weights,
+        targets=targets, mixture_from_modes=names is None)
+    if source is None and modes_dir:
+        from taugate.training.runs import open_source
+
+        source = open_source(config)
+    return train_run(config, source)
+
+
+def export(run, out: str | os.PathLike | None = None, *, into: str | os.PathLike | None = None,
+           model=None, layout: str | None = None, precision=("fp32",),
+           quantization: str | None = None, prune_below: float = 0.0, round_to: int = 1,
+           max_accuracy_drop: float = 0.005, allow_worse: bool = False, modes=None,
+           overwrite: bool = False, data_root: str | None = None) -> Path:
+    """Export a run (what :func:`train` returned, or its directory) to a bundle: ``out`` (a new
+    bundle) or ``into`` (add the modes to an existing bundle, in its layout). Returns the
+    bundle's path.
+
+    ``layout``: ``"shared"`` (default: the backbone stored once) or ``"standalone"``;
+    ``precision``: ``("fp32",)`` or ``("fp32", "int8")``; the three guards (a mode worse than
+    the dense frozen model, a pruning or an int8 variant that loses accuracy) share
+    ``max_accuracy_drop``; ``allow_worse`` exports a worse mode with a warning. ``model``: the
+    run's module, when it was given from Python to :func:`train` in another process.
+    """
+    from taugate.exporting.pipeline import (
+        DEFAULT_LAYOUT,
+        ExportConfig,
+        PrecisionConfig,
+        export_run,
+    )
+    from taugate.exporting.prune import PruneConfig
+    from taugate.exporting.quantize import DEFAULT_SCHEME
+
+    if (out is None) == (into is None):
+        raise ValueError("export: give exactly one of out= (a new bundle) or into= (an "
+                         "existing bundle)")
+    if isinstance(precision, str):
+        precision = tuple(p.strip() for p in precision.split(","))
+    run_dir = Path(getattr(run, "path", run))
+    module = model if model is not None else getattr(run, "module", None)
+    config = ExportConfig(layout=layout or DEFAULT_LAYOUT,
+                          prune=PruneConfig(prune_below, round_to, max_accuracy_drop),
+                          allow_worse=allow_worse,
+                          precision=PrecisionConfig(tuple(precision),
+                                                    quantization or DEFAULT_SCHEME),
+                          overwrite=overwrite, modes=modes)
+    if into is not None:
+        from taugate.exporting.into import export_into
+        from taugate.runtime import ModeRuntime
+
+        export_into(run_dir, into, config, data_root, layout_given=layout is not None,
+                    verify=lambda p: ModeRuntime.open(p, providers="cpu").close(),
+                    foundation=module)
+        return Path(into)
+    if Path(out).exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass overwrite=True to replace it")
+    path, _ = export_run(run_dir, out, config, data_root, module)
+    return Path(path)
