@@ -87,6 +87,7 @@ def _source(modes, out: Path):
 
 
 def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, targets=None,
+          mode_names=None, mixture=None,
           family: str = "mlp", hidden=(128, 128), method: str = "taugate", sparse: bool = False,
           method_options: dict | None = None, epochs: int = 2, adapt_epochs: int = 1,
           batch_size: int = 256, lr: float | None = None, adapt_lr: float = 0.05, seed: int = 0,
@@ -97,7 +98,9 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, ta
     ``"FILE.py:FACTORY"`` (``weights``: its safetensors file), or None to pretrain a built-in
     ``family`` (``"mlp"`` with ``hidden`` widths, or ``"vit"``) on the modes' mixture.
     ``targets``: module-path patterns of the Linear layers to gate (default: every
-    Linear -> activation -> Linear site). ``sparse``: the unit-sparsity recipe, which lets
+    Linear -> activation -> Linear site). ``mode_names``: which of the source's modes to adapt
+    (default all; MNIST: the names given); ``mixture``: the modes a built-in family is
+    pretrained on (default: the adapted modes). ``sparse``: the unit-sparsity recipe, which lets
     export remove whole units. Returns a :class:`~taugate.training.runs.TrainedRun` (``.path``,
     ``.adapters``), which :func:`export` takes.
     """
@@ -110,6 +113,7 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, ta
 
     out = Path(out)
     source, modes_dir, names = _source(modes, out)
+    names = tuple(mode_names) if mode_names is not None else names
     fam = get_family(family)
     module = model if model is not None and not isinstance(model, str) else None
     method_config = {**(sparse_recipe(hidden) if sparse else {}), **(method_options or {})}
@@ -118,14 +122,15 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, ta
         modes=names,
         foundation=FoundationConfig(
             backbone=BackboneConfig(hidden=tuple(hidden)),
-            modes=names or ("rot0", "rot45"), epochs=epochs, batch_size=batch_size,
+            modes=tuple(mixture or names or ("rot0", "rot45")), epochs=epochs,
+            batch_size=batch_size,
             lr=lr if lr is not None else fam.lr, seed=seed, family=fam.name,
             optimizer=fam.optimizer),
         adapt=AdaptConfig(method, method_config,
                           TrainConfig(adapt_epochs, batch_size, adapt_lr, seed=seed)),
         device=device, progress=progress, modes_dir=modes_dir,
         model=model if isinstance(model, str) else None, module=module, weights=weights,
-        targets=targets, mixture_from_modes=names is None)
+        targets=targets, mixture_from_modes=mixture is None and names is None)
     if source is None and modes_dir:
         from taugate.training.runs import open_source
 

@@ -30,8 +30,9 @@ SMALL = {
 }
 # (page, text in the block, strings its output must contain)
 EXPECTED = [
-    ("README.md", "ModeRuntime.open", ["['rot0', 'rot45']", "'angle': 45", "(8, 10)"]),
-    ("python-api.md", "ModeRuntime.open", ["['rot0', 'rot45', 'rot-30']", "'angle': 45", "(8, 10)"]),
+    ("README.md", "ModeRuntime.open", ["['north', 'south']", "(4, 4)"]),
+    ("python-api.md", "rt.run(", ["['rot0', 'rot45', 'rot-30']", "'angle': 45", "(8, 10)"]),
+    ("python-api.md", "taugate.train(data", ["rot-30: units", "dense frozen"]),
     ("python-api.md", "resolve_targets", ["[('0', '2', 32), ('2', '4', 32)]"]),
 ]
 
@@ -53,8 +54,9 @@ def small(lang: str, code: str) -> str:
 def test_pages_have_examples():
     names = {page.name for page, _ in CASES}
     assert {"README.md", "python-api.md"} <= names
-    readme = examples(ROOT / "README.md")
-    assert {lang for lang, _ in readme} == {"python", "sh"}
+    langs = {lang for page in PAGES for lang, _ in examples(page)}
+    assert langs == {"python", "sh"}
+    assert any("taugate.train(" in code for _, code in examples(ROOT / "README.md"))
 
 
 def test_every_substitution_applies():

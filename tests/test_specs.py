@@ -24,12 +24,34 @@ def test_input_spec_round_trips(spec):
     assert InputSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
-def test_the_writers_objects_are_the_typed_specs():
-    """What the bundle writer emits today, so it can take the typed objects unchanged."""
-    assert MNIST_INPUT.to_dict() == mlp_input_spec(784)
-    assert InputSpec.plain((13,), range=(0.0, 1.0), name="pixels").to_dict() \
-        == mlp_input_spec(13)
-    assert OutputSpec.logits(10, MNIST_LABELS).to_dict() == classes_output_spec(10)
+def test_the_chain_builders_specs_are_the_typed_ones():
+    assert mlp_input_spec(784) == MNIST_INPUT
+    assert mlp_input_spec(13) == InputSpec.plain((13,), range=(0.0, 1.0), name="pixels")
+    assert classes_output_spec(10) == OutputSpec.logits(10, MNIST_LABELS)
+
+
+def test_the_writer_refuses_a_manifest_the_reader_would(tmp_path):
+    """Validated on write as on read: a NaN accuracy (the reader's strict JSON refuses it)
+    fails the export and leaves nothing behind."""
+    from taugate.exporting.graph import build_graph
+    from taugate.exporting.synthetic import random_hardened
+    from taugate.exporting.weightless import GraphExport
+    from taugate.exporting.writer import BundleMode, write_bundle_v2
+
+    model = random_hardened(0, n_in=13, n_out=10)
+    graph = GraphExport(build_graph(model, "m"))
+    entry = {"method": "taugate", "facts": {}, "units_kept": model.widths,
+             "units_total": model.widths, "macs": model.macs, "test_accuracy": float("nan")}
+    with pytest.raises(ValueError, match="the runtime would refuse"):
+        write_bundle_v2(tmp_path / "b", family="mlp", input_spec=mlp_input_spec(13),
+                        output_spec=classes_output_spec(10), dense=graph,
+                        dense_entry={"macs": model.macs}, modes={"m": BundleMode(graph, entry)})
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(TypeError, match="input_spec: expected InputSpec"):
+        write_bundle_v2(tmp_path / "c", family="mlp", input_spec=mlp_input_spec(13).to_dict(),
+                        output_spec=classes_output_spec(10), dense=graph,
+                        dense_entry={"macs": model.macs},
+                        modes={"m": BundleMode(graph, {**entry, "test_accuracy": 0.5})})
 
 
 def test_the_reader_parses_them_back():

@@ -98,6 +98,12 @@ def write_bundle_v2(out: str | Path, *, family: str, input_spec: InputSpec,
     at a time (thousands of modes never sit in memory together; ``dense_entry`` is read after
     the last one, so the producer may still fill it in).
     """
+    for what, spec, kind in (("input_spec", input_spec, InputSpec),
+                             ("output_spec", output_spec, OutputSpec)):
+        if not isinstance(spec, kind):
+            raise TypeError(f"{what}: expected {kind.__name__} (taugate.bundle.schema; "
+                            f"{kind.__name__}.from_dict reads a manifest's object), got "
+                            f"{type(spec).__name__}")
     items = modes.items() if isinstance(modes, dict) else modes
     out = Path(out)
     backbone: dict = {}

@@ -90,7 +90,8 @@ def load_run(run_dir: str | Path, data_root: str | None = None,
     foundation = foundation.cpu().eval()
     source = open_source(meta["source"], data_root)
     found = sorted(p.stem for p in (run / ADAPTER_DIR).glob("*.json"))
-    wanted = list(modes) if modes else found
+    trained = [m for m in meta.get("modes") or [] if m in found]  # the order they were given
+    wanted = list(modes) if modes else trained + [m for m in found if m not in trained]
     missing = [m for m in wanted if m not in found]
     if missing:
         raise ValueError(f"modes {missing}: no adapter in {run / ADAPTER_DIR}; found {found}")
