@@ -12,10 +12,10 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from test_bench_serving import load_run as serving_load_run  # noqa: E402
+from test_bench_serving import load_run as serving_load_run
 
-from taugate.runtime import ModeRuntime  # noqa: E402
-from taugate.server import BackgroundServer  # noqa: E402
+from taugate.runtime import ModeRuntime
+from taugate.server import BackgroundServer
 
 
 def load_run(url: str, path: str, body: bytes, clients: int, requests: int) -> dict:

@@ -124,7 +124,7 @@ class Engines:
             self.ray = LocalRayServe(config, num_cpus=2)
             try:
                 self.ray.start(timeout=240)
-            except Exception as exc:  # noqa: BLE001 - reported as the skip reason
+            except Exception as exc:  # reported as the skip reason
                 self.ray.stop()
                 self.ray = None
                 pytest.skip(f"Ray Serve did not start: {exc!r}")

@@ -104,8 +104,9 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, ta
     export remove whole units. Returns a :class:`~taugate.training.runs.TrainedRun` (``.path``,
     ``.adapters``), which :func:`export` takes.
     """
-    from taugate.training.backbone import BackboneConfig, FoundationConfig
+    from taugate.training.backbone import FoundationConfig
     from taugate.training.families import get_family
+    from taugate.training.families.mlp import BackboneConfig
     from taugate.training.loop import TrainConfig
     from taugate.training.pipeline import AdaptConfig
     from taugate.training.recipes import sparse_recipe

@@ -15,7 +15,7 @@ from taugate.training.adapters import (
     save_adapter,
     save_foundation,
 )
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.methods import get_method
 
 

@@ -19,7 +19,7 @@ from taugate.lab.experiment.measures import (
 from taugate.lab.experiment.summary import build_summary, stats, to_csv
 from taugate.lab.experiment.tables import ablations_table, overlap_table, results_table
 from taugate.summaries import jaccard
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.methods import get_method
 
 

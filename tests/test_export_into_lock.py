@@ -62,7 +62,7 @@ def test_concurrent_into_keeps_both_updates(user_run, tmp_path):
     def add(mode):
         try:
             export_into(run, bundle, ExportConfig(modes=(mode,), allow_worse=True))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=add, args=(m,)) for m in modes[1:3]]

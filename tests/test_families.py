@@ -109,8 +109,10 @@ def test_user_family_saves_its_factory(tmp_path):
     f = tmp_path / "net.py"
     f.write_text(USER_MODEL)
     model = load_factory(f"{f}:build")
-    with pytest.raises(ValueError, match="pass factory='FILE.py:FACTORY'"):
-        save_foundation(model, tmp_path / "f")
+    save_foundation(model, tmp_path / "given")  # a module from Python: no factory to record
+    with pytest.raises(ValueError, match="pass it again"):
+        load_foundation(tmp_path / "given")
+    assert load_foundation(tmp_path / "given", model)[0] is model  # checked by sha256
     save_foundation(model, tmp_path / "f", factory=f"{f}:build")
     loaded, meta = load_foundation(tmp_path / "f")
     assert meta["family"] == "user" and meta["factory"] == f"{f}:build"

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from taugate.bundle.safe_json import loads_strict  # noqa: E402
-from taugate.training.sources import FolderModes  # noqa: E402
-from taugate.training.sources.reading import ModeFolderError  # noqa: E402
+from taugate.bundle.safe_json import loads_strict
+from taugate.training.sources import FolderModes
+from taugate.training.sources.reading import ModeFolderError
 
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.guards import HINT, DivergenceGuard, TrainingDiverged
 from taugate.training.loop import TrainConfig, train
 from taugate.training.sources import Split

@@ -11,7 +11,7 @@ import torch
 from taugate.exporting.graph import build_graph
 from taugate.exporting.prune import PruneConfig, compact, firing_rates, keep_masks
 from taugate.spec import HardenedLayer, HardenedModel
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.methods import get_method
 
 

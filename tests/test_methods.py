@@ -14,7 +14,7 @@ import torch
 from taugate.bundle.schema import OutputSpec
 from taugate.exporting.graph import INPUT_NAME, build_graph
 from taugate.training.adapters import foundation_sha256, load_adapter, save_adapter
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.loop import TrainConfig, train
 from taugate.training.methods import METHODS, get_method
 from taugate.training.methods.lora import LoRALinear

@@ -15,7 +15,7 @@ from taugate.lab.peers import (
     scratch_mlp,
     torch_pruned,
 )
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.sources import Mode, ModeData, Split
 
 pytest.importorskip("torch_pruning")

@@ -10,8 +10,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from taugate.runtime import ModeRuntime  # noqa: E402
-from taugate.server import BackgroundServer, create_app  # noqa: E402
+from taugate.runtime import ModeRuntime
+from taugate.server import BackgroundServer, create_app
 
 LIMIT = 64 * 1024
 X = np.random.default_rng(5).random((3, 784), dtype=np.float32).round(4)
@@ -117,6 +117,17 @@ def test_openapi_and_docs(client):
     body = spec["paths"]["/modes/{mode}/predict"]["post"]["requestBody"]
     assert "inputs" in body["content"]["application/json"]["schema"]["properties"]
     assert client.get("/docs").status_code == 200
+
+
+def test_the_description_is_the_bundles_own(client, runtime):
+    """The OpenAPI text describes this bundle (family, modes, input spec), not every bundle
+    as an MNIST classifier."""
+    text = client.get("/openapi.json").json()["info"]["description"]
+    spec = runtime.manifest.input
+    assert f"frozen {runtime.manifest.family} model" in text
+    assert f"{len(runtime.modes)} modes" in text
+    assert f"`{spec.name}`: float32 [batch, {', '.join(map(str, spec.shape))}]" in text
+    assert "MNIST" not in text
 
 
 def test_concurrent_requests(client, runtime):

@@ -50,7 +50,7 @@ def cluster(bundle):
     t0 = time.monotonic()
     try:
         srv.start(timeout=START_TIMEOUT_S)
-    except Exception as exc:  # noqa: BLE001 - reported as the skip reason
+    except Exception as exc:  # reported as the skip reason
         srv.stop()
         pytest.skip(f"Ray Serve did not start: {exc!r} after {time.monotonic() - t0:.0f} s "
                     f"(load average {os.getloadavg()[0]:.1f})")

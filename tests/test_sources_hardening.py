@@ -30,7 +30,7 @@ def load_error(root, name="m", timeout=10.0) -> str:
         try:
             FolderModes(root).mode(name)
             outcome["ok"] = True
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             outcome["exc"] = exc
 
     thread = threading.Thread(target=target, daemon=True)

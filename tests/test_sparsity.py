@@ -10,7 +10,7 @@ import torch
 
 from taugate.exporting.prune import PruneConfig
 from taugate.exporting.specialize import prune_mode
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.loop import TrainConfig, train
 from taugate.training.methods import get_method
 from taugate.training.methods.taugate import TauGateConfig

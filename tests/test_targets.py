@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from taugate.training.backbone import MLP, BackboneConfig
+from taugate.training.families.mlp import MLP, BackboneConfig
 from taugate.training.families.vit import ViT, ViTConfig
 from taugate.training.sparsity import unit_costs
 from taugate.training.targets import find_sites, resolve_targets, select_sites

@@ -130,7 +130,7 @@ for spec in variant:
         from taugate.exporting.writer import ModeExport, write_bundle
         from taugate.spec import HardenedLayer, HardenedModel
         from taugate.training.adapters import load_foundation
-        from taugate.training.backbone import harden_mlp
+        from taugate.training.families.mlp import harden_mlp
         from taugate.training.loop import accuracy as tacc
 
         layers = []

@@ -15,8 +15,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from taugate.bundle.errors import BundleError, BundleFormatError
-
-# the file checks live in files.py; importable from here too
 from taugate.bundle.files import MAX_MODEL_BYTES, read_verified, resolve_file, verify_files
 from taugate.bundle.names import DENSE, mode_name_error  # DENSE: the dense baseline's name
 from taugate.bundle.safe_json import (
@@ -25,7 +23,7 @@ from taugate.bundle.safe_json import (
     lone_surrogate_error,
     read_regular_file,
 )
-from taugate.bundle.schema import (  # the dataclasses, importable from here too
+from taugate.bundle.schema import (
     BUNDLE_FORMAT,
     PRECISIONS,
     FileRef,

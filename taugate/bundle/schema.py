@@ -56,13 +56,13 @@ class InputSpec:
             object.__setattr__(self, "uint8_pixels", layout is not None and rng == (0.0, 1.0))
 
     @classmethod
-    def plain(cls, shape, name: str = "input", range=None) -> InputSpec:  # noqa: A002 - the manifest's word
+    def plain(cls, shape, name: str = "input", range=None) -> InputSpec:  # the manifest's word
         """Any per-sample ``shape`` of float32 values, no layout (tabular features, tensors)."""
         return cls(name, "float32", tuple(int(d) for d in shape), range, None)
 
     @classmethod
     def image(cls, channels: int, height: int, width: int, name: str = "pixels",
-              range=(0.0, 1.0), flat: bool = True) -> InputSpec:  # noqa: A002 - the manifest's word
+              range=(0.0, 1.0), flat: bool = True) -> InputSpec:  # the manifest's word
         """An image of ``channels x height x width`` pixels, flat ``[C*H*W]`` or ``[C, H, W]``."""
         shape = (channels * height * width,) if flat else (channels, height, width)
         return cls(name, "float32", shape, range,

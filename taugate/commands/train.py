@@ -164,8 +164,9 @@ def method_config(args, hidden=None) -> dict:
 
 
 def run_config(args, out: str):
-    from taugate.training.backbone import BackboneConfig, FoundationConfig
+    from taugate.training.backbone import FoundationConfig
     from taugate.training.families import get_family, pretrainable
+    from taugate.training.families.mlp import BackboneConfig
     from taugate.training.loop import TrainConfig
     from taugate.training.pipeline import AdaptConfig
     from taugate.training.runs import RunConfig

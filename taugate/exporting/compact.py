@@ -68,7 +68,7 @@ def _linear(model: nn.Module, path: str, role: str) -> nn.Linear:
     except AttributeError:
         raise ValueError(f"{role} {path!r}: no such module in the model") from None
     if not isinstance(mod, nn.Linear):  # a spec naming the wrong module: a bad value
-        raise ValueError(  # noqa: TRY004
+        raise ValueError(
             f"{role} {path!r}: expected an nn.Linear, got {type(mod).__name__}")
     return mod
 

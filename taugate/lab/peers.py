@@ -23,7 +23,7 @@ import torch
 from taugate.exporting.quantize import quantize
 from taugate.exporting.variants import onnx_accuracy
 from taugate.spec import HardenedModel
-from taugate.training.backbone import MLP, BackboneConfig, harden_mlp
+from taugate.training.families.mlp import MLP, BackboneConfig, harden_mlp
 from taugate.training.loop import TrainConfig, train
 from taugate.training.sources import ModeData
 from taugate.training.sparsity import cosine

@@ -87,7 +87,8 @@ def _np(split):
 def foundation_for(data, width: int, config: SweepConfig, device="cpu", progress=True):
     """The foundation with hidden (width, width), loaded from ``out`` or pretrained there."""
     from taugate.training.adapters import load_foundation, save_foundation
-    from taugate.training.backbone import BackboneConfig, FoundationConfig
+    from taugate.training.backbone import FoundationConfig
+    from taugate.training.families.mlp import BackboneConfig
     from taugate.training.pipeline import pretrain_foundation
 
     fc = FoundationConfig(backbone=BackboneConfig(hidden=(width, width)),
@@ -154,7 +155,7 @@ def sweep_point(foundation, dense, data, width, strength, config, dense_acc, dev
 def run_sweep(config: SweepConfig, data_config=None, device="cpu", progress=True) -> list[dict]:
     """Run the whole sweep and write its files; returns the rows."""
     from taugate.exporting.specialize import accuracy
-    from taugate.training.backbone import harden_mlp
+    from taugate.training.families.mlp import harden_mlp
     from taugate.training.sources import MNISTModes
 
     data = MNISTModes(data_config)

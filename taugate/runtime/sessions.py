@@ -71,7 +71,7 @@ def session_runner(session, input_name: str, output_names: list, sample_shape,
     probe = {input_name: np.full((2, *np.atleast_1d(sample_shape)), 0.5, np.float32)}
     try:
         expected = bounded_run(session.run, output_names, probe, PROBE_TIMEOUT_S)[0]
-    except Exception as exc:  # noqa: BLE001 - whatever the model does, the bundle is refused
+    except Exception as exc:  # whatever the model does, the bundle is refused
         raise BundleIntegrityError(f"{where}: the probe run at load failed (or took over "
                                    f"{PROBE_TIMEOUT_S:g} s): {exc}") from None
     problem = output_error(expected, 2, classes)
@@ -84,7 +84,7 @@ def session_runner(session, input_name: str, output_names: list, sample_shape,
     try:
         same = np.array_equal(bounded_run(inner, output_names, probe, PROBE_TIMEOUT_S)[0],
                               expected)
-    except Exception:  # noqa: BLE001 - any failure means: not the API we know
+    except Exception:  # any failure means: not the API we know
         same = False
     if not same:
         log.debug("onnxruntime's internal run differs from InferenceSession.run; using the latter")

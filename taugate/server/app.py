@@ -50,6 +50,17 @@ def _error(status: int, error: str, detail) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
+def describe_bundle(manifest) -> str:
+    """The OpenAPI description: what this bundle serves, from its manifest."""
+    spec = manifest.input
+    shape = ", ".join(str(d) for d in ("batch", *spec.shape))
+    value_range = f", values in [{spec.range[0]:g}, {spec.range[1]:g}]" if spec.range else ""
+    return (f"Mode-specialized subnetworks of one frozen {manifest.family} model: "
+            f"{len(manifest.modes)} modes, each one compacted ONNX subnetwork, beside the dense "
+            f"model, run with onnxruntime. Input `{spec.name}`: float32 [{shape}]{value_range}; "
+            f"output: logits over {manifest.output.classes} classes.")
+
+
 def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, *,
                limits: ServerLimits | None = None) -> FastAPI:
     """The ASGI app serving ``runtime``; bodies over ``max_body_bytes`` get 413. ``limits``
@@ -61,8 +72,7 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
     if limits is None:
         limits = ServerLimits(max_body_bytes=max_body_bytes)
     app = FastAPI(title="taugate", version=__version__,
-                  description="Mode-specialized MNIST classifiers: one compacted ONNX "
-                              "subnetwork per mode, run with onnxruntime.",
+                  description=describe_bundle(runtime.manifest),
                   docs_url=None, redoc_url=None)  # theirs load JavaScript from a CDN
     app.state.runtime = runtime
     redact = PathRedactor(runtime.bundle_dir)

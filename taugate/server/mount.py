@@ -40,8 +40,8 @@ _DOCS = {  # FastAPI route options: the OpenAPI description of each handler rout
     "predict": {
         "response_model": PredictResponse, "responses": _ERRORS,
         "openapi_extra": _body(PredictRequest),
-        "description": "Class ids and logits of a mode (or 'dense') for a batch of images. "
-                       "Pixels are floats in [0, 1], white digit on black as in MNIST."},
+        "description": "Class ids and logits of a mode (or 'dense') for a batch of inputs "
+                       "shaped as the bundle's input spec (GET /modes, `taugate info`)."},
     "oip_model_metadata": {"response_model": ModelMetadata, "responses": _ERRORS},
     "oip_infer": {
         "response_model": InferResponse, "responses": _ERRORS,

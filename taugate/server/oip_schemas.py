@@ -3,7 +3,6 @@
 
 # pydantic evaluates these annotations at runtime, and Python 3.9 (still supported) has no
 # ``X | None`` there.
-# ruff: noqa: UP045
 
 from __future__ import annotations
 

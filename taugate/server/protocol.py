@@ -147,7 +147,7 @@ class ProtocolHandler:
             return routed
         try:
             logits = run(routed.mode, routed.x)
-        except Exception as exc:  # noqa: BLE001 - mapped to an HTTP error below
+        except Exception as exc:  # mapped to an HTTP error below
             return self.run_failed(routed, req, exc)
         return routed.respond(logits)
 
@@ -165,7 +165,7 @@ class ProtocolHandler:
             return routed
         try:
             logits = await run(routed.mode, routed.x)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return self.run_failed(routed, req, exc)
         return routed.respond(logits)
 

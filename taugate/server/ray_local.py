@@ -101,7 +101,7 @@ class LocalRayServe:
                           logging_config=LoggingConfig(enable_access_log=False,
                                                        log_level="WARNING"))
                 outcome["ok"] = True
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
+            except BaseException as exc:  # re-raised below
                 outcome["error"] = exc
 
         thread = threading.Thread(target=run, name="taugate-ray-deploy", daemon=True)

@@ -10,9 +10,8 @@ from pydantic import BaseModel, Field
 class PredictRequest(BaseModel):
     inputs: List[Any] = Field(
         ..., description="A batch of samples, each a (nested) list of numbers shaped as the "
-                         "bundle's input spec (`taugate info`); e.g. for the MNIST bundles 784 "
-                         "floats in [0, 1] (row-major 28x28) or 28 rows of 28 floats, white "
-                         "digit on black.")
+                         "bundle's input spec (`taugate info`); e.g. 784 floats in [0, 1] or 28 "
+                         "rows of 28 for a bundle whose input is a 28x28 image.")
 
 
 class PredictResponse(BaseModel):
@@ -47,7 +46,7 @@ class ModeInfo(BaseModel):
     mac_ratio: Optional[float] = Field(None, description="MACs relative to the dense model")
     calibration_accuracy: Optional[float] = None
     # typing.Union: pydantic evaluates annotations, and `X | Y` needs Python 3.10
-    test_accuracy: Optional[Union[float, dict[str, float]]] = Field(  # noqa: UP007
+    test_accuracy: Optional[Union[float, dict[str, float]]] = Field(
         None, description="A mode's accuracy on its test set; for the dense model, the "
                           "accuracy on each mode's test set (a mapping) or one number")
     dense_test_accuracy: Optional[float] = Field(

@@ -62,7 +62,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path}: missing (expected safetensors weights)")
     try:
         return st_load(path.read_bytes())
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 

@@ -1,20 +1,13 @@
 """Foundation pretraining's config (:class:`FoundationConfig`): which family, on which mixture
 of modes, how long. The paper's: its MLP on a 50/50 mixture of 0 deg and 45 deg MNIST, 2 epochs.
-
-The mlp family's modules live in training/families/mlp.py and are importable from here too.
+The mlp family's modules (the MLP, its config, hardening) are in training/families/mlp.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from taugate.training.families.mlp import (
-    MLP,
-    BackboneConfig,
-    UnitActivation,
-    harden_mlp,
-    linear_weight_bias,
-)
+from taugate.training.families.mlp import BackboneConfig
 
 
 @dataclass
@@ -45,6 +38,3 @@ class FoundationConfig:
                 f"{self.epochs}/{self.batch_size}/{self.lr}"
             )
 
-
-__all__ = ["MLP", "BackboneConfig", "FoundationConfig", "UnitActivation", "harden_mlp",
-           "linear_weight_bias"]

@@ -38,7 +38,7 @@ def _probe_directml() -> str:
         if dml.is_available():
             return ""
         return "torch-directml is installed but reports no DirectML device"
-    except Exception as exc:  # noqa: BLE001 - OSError (libd3d12.so), ImportError, RuntimeError...
+    except Exception as exc:  # OSError (libd3d12.so), ImportError, RuntimeError...
         return (f"torch-directml is installed but cannot be loaded: {type(exc).__name__}: "
                 f"{exc}")
 

@@ -49,7 +49,7 @@ def gate_modules(model: nn.Module) -> list[tuple[Site, nn.Module]]:
 
 def set_hard(model: nn.Module, hard: bool) -> nn.Module:
     """Switch every gated activation of ``model`` between its smooth and its hard form."""
-    from taugate.training.backbone import UnitActivation
+    from taugate.training.families.mlp import UnitActivation
 
     for m in model.modules():
         if isinstance(m, UnitActivation):
@@ -59,7 +59,7 @@ def set_hard(model: nn.Module, hard: bool) -> nn.Module:
 
 def gates(model: nn.Module) -> list[torch.Tensor]:
     """Gate values recorded by the last forward pass, one tensor per gated site."""
-    from taugate.training.backbone import UnitActivation
+    from taugate.training.families.mlp import UnitActivation
 
     return [m.last_gate for m in model.modules()
             if isinstance(m, UnitActivation) and m.last_gate is not None]
@@ -67,7 +67,7 @@ def gates(model: nn.Module) -> list[torch.Tensor]:
 
 def clear_gates(model: nn.Module) -> None:
     """Drop recorded gates (graph outputs, which deepcopy refuses; stale ones must not count)."""
-    from taugate.training.backbone import UnitActivation
+    from taugate.training.families.mlp import UnitActivation
 
     for m in model.modules():
         if isinstance(m, UnitActivation):

@@ -1,7 +1,7 @@
 """Divergence guard: stop a training run whose loss is non-finite or exploding, with a hint.
 
-A diverged run used to finish quietly and hand over a broken model (the sparse recipe's retune
-on a mode the foundation never saw reached a mean loss of 2.8e8 and exported anyway). The guard
+Why: a diverged run would otherwise finish quietly and hand over a broken model (the sparse
+recipe's retune on a mode the foundation never saw can reach a mean loss of 2.8e8). The guard
 watches the loss of every step: a NaN/inf loss stops at once; a loss whose running mean (an
 exponential moving average over ~20 steps, so a single noisy batch cannot trip it) climbs above
 ``factor`` times the loss the run started from (at least ``factor`` x 1.0, so a run starting

@@ -172,7 +172,7 @@ def dense_macs(model: nn.Module) -> int:
 def unit_importance(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
     """Per gated unit: |gamma_j| * E[h_j / gamma_j] * ||W_consumer[:, j]||, the mean size of
     what the unit sends to its consumer (0 for units already removed)."""
-    from taugate.training.backbone import linear_weight_bias
+    from taugate.training.families.mlp import linear_weight_bias
     from taugate.training.targets import get_module
 
     model.eval()

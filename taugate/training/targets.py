@@ -50,7 +50,7 @@ class Site:
 
 def activation_kind(module: nn.Module) -> str | None:
     """``"relu"``, ``"gelu"``, or None for a module that is not a supported activation."""
-    from taugate.training.backbone import UnitActivation
+    from taugate.training.families.mlp import UnitActivation
 
     if isinstance(module, (nn.ReLU, UnitActivation)) or getattr(module, "site_kind", None) == "relu":
         return "relu"

@@ -28,7 +28,7 @@ import torch
 from taugate.exporting.graph import INPUT_NAME, build_graph
 from taugate.spec import HardenedModel
 from taugate.summaries import jaccard, top1
-from taugate.training.backbone import MLP
+from taugate.training.families.mlp import MLP
 from taugate.training.gating import clear_gates, gates, set_hard
 from taugate.training.sources import Split
 

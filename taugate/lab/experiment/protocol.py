@@ -30,8 +30,9 @@ from taugate.lab.experiment.summary import (
     to_csv,
 )
 from taugate.lab.experiment.tables import ablations_table, overlap_table, results_table
-from taugate.training.backbone import MLP, FoundationConfig
+from taugate.training.backbone import FoundationConfig
 from taugate.training.devices import resolve_device
+from taugate.training.families.mlp import MLP
 from taugate.training.gating import set_hard
 from taugate.training.loop import TrainConfig, accuracy
 from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation

@@ -106,7 +106,7 @@ def load_bench(path: str | Path | None) -> BenchData | None:
     data = _read_json(path)
     if not isinstance(data.get("benchmarks"), list):
         # a malformed file, not a caller's type error: the CLI reports ValueErrors in one line
-        raise ValueError(f"{path}: expected pytest-benchmark JSON with a 'benchmarks' list")  # noqa: TRY004
+        raise ValueError(f"{path}: expected pytest-benchmark JSON with a 'benchmarks' list")
     latency, accuracy, other = [], [], []
     for b in data["benchmarks"]:
         info = b.get("extra_info") or {}
@@ -131,7 +131,7 @@ def load_bundle(path: str | Path | None) -> BundleFacts | None:
         return None
     data = _read_json(manifest)
     if not isinstance(data.get("modes"), dict) or not isinstance(data.get("dense"), dict):
-        raise ValueError(  # noqa: TRY004 - a malformed file, as above
+        raise ValueError(  # a malformed file, as above
             f"{manifest}: expected a taugate bundle manifest with 'dense' and 'modes'")
     return BundleFacts(manifest.parent, data["modes"], data["dense"])
 

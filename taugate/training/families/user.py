@@ -46,11 +46,11 @@ def load_factory(spec: str) -> nn.Module:
     factory = getattr(module, name, None)
     if not callable(factory):
         found = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
-        raise ValueError(f"--model: {path} has no function {name!r}; callables there: "  # noqa: TRY004 - a user-facing error
+        raise ValueError(f"--model: {path} has no function {name!r}; callables there: "
                          f"{', '.join(found) or '(none)'}")
     model = factory()
     if not isinstance(model, nn.Module):
-        raise ValueError(f"--model: {name}() in {path} returned {type(model).__name__}, "  # noqa: TRY004 - a user-facing error
+        raise ValueError(f"--model: {name}() in {path} returned {type(model).__name__}, "
                          f"expected an torch.nn.Module")
     return model
 

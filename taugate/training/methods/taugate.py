@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from taugate.spec import GatedUnits
-from taugate.training.backbone import UnitActivation
+from taugate.training.families.mlp import UnitActivation
 from taugate.training.gating import gate_modules, gates, targets_of
 from taugate.training.methods.base import AdaptationMethod, as_numpy
 from taugate.training.sparsity import RetuneConfig, SparsityConfig, gain_prox_step
@@ -156,7 +156,7 @@ class TauGate(AdaptationMethod):
 
     def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
         """Ungated GELU sites (GainOnly on a transformer): the gain folded into the consumer."""
-        from taugate.training.backbone import linear_weight_bias
+        from taugate.training.families.mlp import linear_weight_bias
         from taugate.training.targets import get_module
 
         out = {}

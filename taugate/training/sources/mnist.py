@@ -69,7 +69,7 @@ def _load_mnist(root: Path, train: bool, download: bool) -> tuple[torch.Tensor, 
     have = all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in _MNIST_FILES)
     try:
         ds = MNIST(str(root), train=train, download=download and not have)
-    except Exception as exc:  # noqa: BLE001 - torchvision raises several kinds here
+    except Exception as exc:  # torchvision raises several kinds here
         raise FileNotFoundError(
             f"MNIST could not be read or downloaded under {raw} ({type(exc).__name__}: {exc}). "
             f"Expected the four files {', '.join(_MNIST_FILES)} there (torchvision layout). "
