@@ -1,6 +1,7 @@
 """The benchmark session's bundle: built from a small seeded training run, given, or random.
 
-Training goes through ``taugate.training.pipeline`` (the functions ``train_run``/``export_run``
+Training goes through ``taugate.training.pipeline`` and export through the one pipeline
+(``taugate.exporting.pipeline.export_modes``; what ``train_run``/``export_run``
 use), because one bundle here holds several methods per mode (``rot45-lora``, ...), which a
 single run cannot. Accuracy is always measured on the mode's full MNIST test set.
 """
