@@ -15,7 +15,7 @@ the one writer (exporting/writer.py) in the chosen layout:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +39,7 @@ from taugate.exporting.regression import DenseComparison, check_not_worse
 from taugate.exporting.weightless import GraphExport
 from taugate.exporting.writer import BundleMode, write_bundle_v2
 from taugate.spec import GatedSpec
+from taugate.training.families import get_family
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,9 @@ def export_modes(out: str | Path, foundation: nn.Module, modes: dict[str, ModeIn
         raise ValueError("modes: expected at least one mode to export")
     for name in modes:
         check_mode_name(name)  # before any work
-    foundation = foundation.eval()
+    foundation, fold = get_family(family).for_export(foundation.eval())
+    modes = {name: replace(m, spec=replace(m.spec, overrides=fold(m.spec.overrides)))
+             for name, m in modes.items()}
     state = state_of(foundation)
     in_name, out_name = input_spec.name, output_spec.name
     first = next(iter(modes.values()))

@@ -73,6 +73,13 @@ class Family:
         raise TypeError(f"harden: the per-layer form exists for the mlp family only, got "
                         f"{type(model).__name__} ({self.name}); use harden_spec(model)")
 
+    def for_export(self, model: nn.Module):
+        """(``model`` in the form export lowers, a function mapping a mode's whole-tensor
+        overrides to that form). Default: as it is. A family folds here what costs time at
+        inference but not in training (the mlp family: its input normalization into the first
+        layer), so every graph of the bundle, dense included, is built from the folded form."""
+        return model, lambda overrides: overrides
+
     @property
     def per_layer(self) -> bool:
         """Whether :meth:`harden` gives the per-layer form for this family."""

@@ -8,6 +8,7 @@ in gated ones without touching the weights. Parameter names (``linears.<i>``, ``
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, replace
 from math import prod
 
@@ -82,9 +83,10 @@ class MLP(nn.Module):
         self.acts = nn.ModuleList(UnitActivation(w) for w in self.config.hidden)
         self.register_buffer("input_mean", torch.tensor(self.config.input_mean))
         self.register_buffer("input_std", torch.tensor(self.config.input_std))
+        self.normalize_input = True  # False once folded into the first layer (for_export)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = (x - self.input_mean) / self.input_std
+        h = (x - self.input_mean) / self.input_std if self.normalize_input else x
         for i, linear in enumerate(self.linears):
             h = linear(h)
             if i < len(self.acts):
@@ -156,6 +158,34 @@ class MLPFamily(Family):
 
     def foundation_config(self, fc):
         return fc.backbone
+
+    def for_export(self, model: MLP):
+        """The MLP with ``(x - mean) / std`` folded into the first Linear (``W / std``,
+        ``b - mean / std * W.sum(1)``): the graphs take raw inputs and spend no operator on
+        normalizing them (two elementwise passes over the input cost a fifth of a 784-128-128-10
+        mode's time at batch 256). Overrides of the first layer are folded the same way."""
+        if not model.normalize_input:
+            return model, lambda overrides: overrides
+        mean, std = float(model.input_mean), float(model.input_std)
+        weight, bias = model.linears[0].weight.detach(), model.linears[0].bias.detach()
+        out = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            out.linears[0].weight.copy_(weight / std)
+            out.linears[0].bias.copy_(bias - mean / std * weight.sum(1))
+            out.input_mean.zero_()
+            out.input_std.fill_(1.0)
+        out.normalize_input = False
+        w_key, b_key = "linears.0.weight", "linears.0.bias"
+
+        def fold(overrides: dict) -> dict:
+            if w_key not in overrides and b_key not in overrides:
+                return overrides
+            w = torch.as_tensor(np.asarray(overrides.get(w_key, weight.numpy())))
+            b = torch.as_tensor(np.asarray(overrides.get(b_key, bias.numpy())))
+            return {**overrides, w_key: (w / std).numpy(),
+                    b_key: (b - mean / std * w.sum(1)).numpy()}
+
+        return out, fold
 
     def fit_to_data(self, fc, facts):
         backbone = replace(fc.backbone, input_dim=prod(facts.shape), num_classes=facts.classes,
