@@ -192,8 +192,14 @@ def export_mode(name: str, foundation: nn.Module, mode: ModeInput, config: Expor
             name, graph_bytes(proto, name), {data_mode: _numpy(mode.test)},
             config.max_accuracy_drop, config.precision.quantization,
             cal_x[: config.precision.calibration_rows].numpy().astype(np.float32))
-    graph = (shared_graph(proto, c.small, c.plan, mode.spec, foundation_state)
-             if config.layout == "shared" else GraphExport(proto))
+    if config.layout == "shared":
+        graph = shared_graph(proto, c.small, c.plan, mode.spec, foundation_state)
+        # per-unit facts stay out of a shared bundle's manifest: the kept indices are in the
+        # mode's own file, and a thousand modes must not cost more than the backbone
+        for key in ("kept_indices", "test_firing_rates"):
+            entry.pop(key)
+    else:
+        graph = GraphExport(proto)
     test_x, test_y = mode.test
     soft = hard = None
     if mode.soft_model is not None:
