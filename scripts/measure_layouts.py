@@ -10,6 +10,16 @@ DIR/modes --sparse ...``. ``measure`` exports RUN with ``--precision fp32,int8``
 the standalone layout (``taugate export``), measures every mode against the dense model at batch
 1 and 256 with ``taugate bench`` (one thread, interleaved medians, both precisions), and prints a
 markdown table: bundle bytes, test accuracy beside the dense model's, MAC ratio, speedups.
+
+The README's table came from these runs (seed 0, TAUGATE_DATA set):
+
+    taugate train --modes rot0,rot45 --sparse --out runs/mlp
+    python scripts/measure_layouts.py tabular runs/tab
+    taugate train --model runs/tab/model.py:build --weights runs/tab/weights.safetensors \
+        --modes-dir runs/tab/modes --adapt-epochs 10 --batch-size 64 --out runs/tab/run
+    taugate train --family vit --modes rot0,rot45 --limit-train 12000 --calibration-size 2000 \
+        --sparse --unit-l1 0.05 --retune-epochs 2 --out runs/vit05
+    python scripts/measure_layouts.py measure runs/mlp out/mlp   # and runs/tab/run, runs/vit05
 """
 
 from __future__ import annotations
