@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,7 @@ def run_benchmarks(*args: str, timeout: float = 300) -> subprocess.CompletedProc
     )
 
 
+@pytest.mark.slow  # about 30 s: every benchmark suite, once each
 def test_every_benchmark_runs_once_on_the_tiny_bundle():
     r = run_benchmarks("--tiny", "--benchmark-disable", "-v")
     out = r.stdout + r.stderr

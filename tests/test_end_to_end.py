@@ -38,8 +38,8 @@ def test_bundle_layout(exported):
     assert sorted(manifest["modes"]) == ["rot0", "rot45"]
     for name, m in manifest["modes"].items():
         assert (bundle / m["file"]).exists() and m["file"] == f"modes/{name}.onnx"
-        assert m["units_total"] == [128, 128] and len(m["kept_indices"]) == 2
-        assert [len(k) for k in m["kept_indices"]] == m["units_kept"]
+        assert m["units_total"] == [128, 128] and len(m["units_kept"]) == 2
+        assert "kept_indices" not in m and m["weights"]["file"] == f"modes/{name}.safetensors"
         assert 0.5 < m["test_accuracy"] <= 1.0
         assert m["facts"]["angle"] == float(name[3:]) and 0.5 < m["dense_test_accuracy"] <= 1.0
 

@@ -39,7 +39,7 @@ from taugate.exporting.regression import DenseComparison, check_not_worse
 from taugate.exporting.weightless import GraphExport
 from taugate.exporting.writer import BundleMode, write_bundle_v2
 from taugate.spec import GatedSpec
-from taugate.training.families import get_family
+from taugate.training.families import family_of
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def export_modes(out: str | Path, foundation: nn.Module, modes: dict[str, ModeIn
         raise ValueError("modes: expected at least one mode to export")
     for name in modes:
         check_mode_name(name)  # before any work
-    foundation, fold = get_family(family).for_export(foundation.eval())
+    foundation, fold = family_of(foundation).for_export(foundation.eval())
     modes = {name: replace(m, spec=replace(m.spec, overrides=fold(m.spec.overrides)))
              for name, m in modes.items()}
     state = state_of(foundation)
