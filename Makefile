@@ -37,7 +37,8 @@ COMPAT_VENV ?= .venv-compat
 COMPAT_PINS := torch==2.4.1 torchvision==0.19.1 torch-directml==0.2.5.dev240914
 COMPAT_TESTS := tests/test_devices.py tests/test_methods.py tests/test_adapters.py \
 	tests/test_sparsity.py tests/test_sources_mnist.py tests/test_experiment.py tests/test_end_to_end.py \
-	tests/test_hardened.py tests/test_prune.py
+	tests/test_hardened.py tests/test_prune.py tests/test_export_families.py tests/test_compact.py \
+	tests/test_vit_export.py tests/test_api.py
 
 $(COMPAT_VENV)/bin/python: pyproject.toml
 	$(PYTHON) -m venv $(COMPAT_VENV)
