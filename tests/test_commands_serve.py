@@ -14,6 +14,8 @@ REFUSED = [
     (["--engine", "ray", "--replicas", "0"], "replicas: expected an integer >= 1, got 0"),
     (["--engine", "ray", "--max-in-flight", "4", "--body-timeout", "5"],
      "--max-in-flight, --body-timeout: only with --engine fastapi"),
+    (["--engine", "ray", "--model-control", "--watch", "5"],
+     "--model-control, --watch: only with --engine fastapi"),
     (["--max-in-flight", "0"], "max_in_flight: expected an integer >= 1, got 0"),
 ]
 

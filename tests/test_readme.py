@@ -33,6 +33,8 @@ EXPECTED = [
     ("README.md", "ModeRuntime.open", ["['north', 'south']", "(4, 4)"]),
     ("python-api.md", "rt.run(", ["['rot0', 'rot45', 'rot-30']", "'angle': 45", "(8, 10)"]),
     ("python-api.md", "taugate.train(data", ["rot-30: units", "dense frozen"]),
+    ("operating.md", "models/east/load", ["'outcome': 'loaded'", "\n404\n", "\n3 3\n",
+                                          'taugate_inference_requests_total{mode="east"} 1']),
     ("python-api.md", "resolve_targets", ["[('0', '2', 32), ('2', '4', 32)]"]),
 ]
 

@@ -114,6 +114,11 @@ class BundleFiles:
         return build_initializers(entry.materialize, self._backbone or {}, mode,
                                   f"{entry.name}: file {entry.file!r}")
 
+    def forget(self, name: str) -> None:
+        """Stop watching the file of ``name`` (a mode taken out of service)."""
+        self._stamps.pop(name, None)
+        self._differs.pop(name, None)
+
     def changed(self) -> dict[str, str]:
         """Names whose stamped file changed or vanished since it was read, with the reason.
 

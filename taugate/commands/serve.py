@@ -47,6 +47,13 @@ def add_arguments(p) -> None:
                    help="time to receive a request's headers (default 10)")
     g.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
                    help="time to receive a request's body, then 408 (default 30)")
+    g = p.add_argument_group("modes in and out of service while serving (docs/operating.md; "
+                             "--engine fastapi)")
+    g.add_argument("--model-control", action="store_true",
+                   help="allow POST /v2/repository/models/{m}/load and .../unload (off: 403)")
+    g.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                   help="poll manifest.json every SECONDS and load new or changed modes, "
+                        "unload removed ones")
     g = p.add_argument_group("Ray Serve (--engine ray)")
     g.add_argument("--replicas", type=int, default=None, help="model replicas (default 1)")
     g.add_argument("--max-modes-per-replica", type=int, default=None,
@@ -67,6 +74,12 @@ def _run_ray(args) -> int:
     if args.max_sessions is not None:
         raise ValueError("--max-sessions is for --engine fastapi; with --engine ray use "
                          "--max-modes-per-replica")
+    control = ["--model-control"] * bool(args.model_control) + _flags(args, ("watch",))
+    if control:
+        # each model replica holds its own runtime: a mode loaded by the ingress would not
+        # reach them, and Ray Serve redeploys replicas rather than mutating them
+        raise ValueError(f"{', '.join(control)}: only with --engine fastapi (on Ray Serve, "
+                         f"redeploy to change the modes served)")
     given = _flags(args, _FASTAPI_LIMITS)
     if given:
         # Ray's HTTP proxy, not taugate's uvicorn protocol, holds the connections there
@@ -102,5 +115,6 @@ def run(args) -> int:
     rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers or "auto"),
                           max_sessions=args.max_sessions, intra_op_num_threads=args.threads)
     rt.warmup()
-    serve(rt, host=args.host, port=args.port, limits=limits)
+    serve(rt, host=args.host, port=args.port, limits=limits,
+          model_control=args.model_control, watch_s=args.watch)
     return 0

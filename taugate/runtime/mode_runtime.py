@@ -46,6 +46,7 @@ from taugate.runtime.providers import (
     needs_run_lock,
     resolve_providers,
 )
+from taugate.runtime.repository import ModeRepository
 from taugate.runtime.sessions import check_session, output_error, session_runner
 
 log = logging.getLogger("taugate.runtime")
@@ -54,18 +55,21 @@ log = logging.getLogger("taugate.runtime")
 class _Loaded:
     """A live session and what its hot path needs: ``run(output_names, feed)``."""
 
-    __slots__ = ("keep", "last_used", "lock", "run", "session")
+    __slots__ = ("keep", "last_used", "lock", "nbytes", "run", "session")
 
-    def __init__(self, session, lock: threading.Lock | None, run, keep=None):
+    def __init__(self, session, lock: threading.Lock | None, run, keep=None, nbytes: int = 0):
         self.session = session
         self.lock = lock
         self.run = run
         self.last_used = 0
         self.keep = keep  # materialized initializers: onnxruntime uses their buffers in place
+        self.nbytes = nbytes  # the model file's bytes plus its materialized initializers'
 
 
 MANY_SESSIONS = 16  # above this many loaded sessions, each gets 1 onnxruntime thread by default
-class ModeRuntime:
+
+
+class ModeRuntime(ModeRepository):
     """Run the modes of a taugate bundle. Create with :meth:`ModeRuntime.open`.
 
     The dense baseline is reachable as mode :data:`DENSE` (``"dense"``), e.g.
@@ -90,6 +94,8 @@ class ModeRuntime:
         self._classes = manifest.output.classes
         self._files = BundleFiles(root, manifest)  # verified reads, stamps, materialization
         self._unavailable: dict[str, str] = {}  # name -> why it failed to load after open
+        self._retired: dict[str, str] = {}  # name -> why it is out of service (unload_mode)
+        self._lazy = False
         self._opened = False
         self.checker = InputSpecChecker.from_spec(manifest.input)
         self._coerce = self.checker.coerce if validate else self.checker.reshape_only
@@ -154,6 +160,7 @@ class ModeRuntime:
                 f"open with precision='fp32')")
         rt = cls(root, manifest, plan, config, max_sessions, bool(validate), precision)
         rt._internal_run = bool(internal_run)
+        rt._lazy = bool(lazy)
         try:
             if lazy:
                 served = {(n, variant_entry(manifest.entry(n), precision).file)
@@ -231,11 +238,12 @@ class ModeRuntime:
         return served
 
     def _load(self, mode: str) -> _Loaded:
-        entry = self._served(mode)
+        self._served(mode)  # an unknown mode is refused without waiting for the lock
         with self._load_lock:
             loaded = self._sessions.get(mode)
             if loaded is not None:  # another thread loaded it while we waited
                 return loaded
+            entry = self._served(mode)  # again: unload_mode may have retired it meanwhile
             try:
                 loaded = self._create(entry)
             except BundleError as exc:
@@ -244,19 +252,24 @@ class ModeRuntime:
                     log.error("mode %r is unavailable: %s", mode, exc)
                 raise
             self._unavailable.pop(mode, None)
-            if self._max_sessions is not None:
-                loaded.last_used = next(self._clock)
-                while len(self._sessions) >= self._max_sessions:
-                    oldest = min(self._sessions, key=lambda k: self._sessions[k].last_used)
-                    # Threads already running the evicted session hold a reference: safe.
-                    del self._sessions[oldest]
-                    log.debug("evicted session of mode %r (max_sessions=%d)", oldest,
-                              self._max_sessions)
-            self._sessions[mode] = loaded
+            self._insert(mode, loaded)
             return loaded
 
-    def _create(self, entry: ModelEntry) -> _Loaded:
-        data = self._files.read(entry)
+    def _insert(self, mode: str, loaded: _Loaded) -> None:
+        """Keep ``loaded`` as ``mode``'s session (under the load lock), evicting the least
+        recently used past ``max_sessions``."""
+        if self._max_sessions is not None:
+            loaded.last_used = next(self._clock)
+            while len(self._sessions) >= self._max_sessions and mode not in self._sessions:
+                oldest = min(self._sessions, key=lambda k: self._sessions[k].last_used)
+                # Threads already running the evicted session hold a reference: safe.
+                del self._sessions[oldest]
+                log.debug("evicted session of mode %r (max_sessions=%d)", oldest,
+                          self._max_sessions)
+        self._sessions[mode] = loaded
+
+    def _create(self, entry: ModelEntry, stamp: bool = True) -> _Loaded:
+        data = self._files.read(entry, stamp=stamp)
         label = f"{entry.name} ({entry.file})"
         initializers = self._files.initializers(entry)
         try:
@@ -275,8 +288,9 @@ class ModeRuntime:
         run = session_runner(session, self._in_name, self._out_names, self._manifest.input.shape,
                              self._classes, f"{entry.name}: file {entry.file!r}",
                              internal=self._internal_run)
+        nbytes = len(data) + sum(a.nbytes for a in (initializers or {}).values())
         return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
-                       initializers)
+                       initializers, nbytes)
 
     def unavailable(self) -> dict[str, str]:
         """Modes (or ``"dense"``) that cannot be served now, with the reason: those whose load
@@ -338,6 +352,11 @@ class ModeRuntime:
     def loaded_modes(self) -> list[str]:
         """Names (modes and possibly ``"dense"``) whose sessions are loaded now."""
         return list(self._sessions)
+
+    def resident_bytes(self) -> dict[str, int]:
+        """Bytes held for each loaded session: its model file plus materialized initializers
+        (onnxruntime's own arena is not visible from Python)."""
+        return {name: loaded.nbytes for name, loaded in list(self._sessions.items())}
 
     @property
     def labels(self) -> tuple:

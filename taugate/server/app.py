@@ -61,11 +61,32 @@ def describe_bundle(manifest) -> str:
             f"output: logits over {manifest.output.classes} classes.")
 
 
+class CountResponses:
+    """Outermost ASGI middleware: every answer's status into ``metrics.responded`` (refusals
+    of the limits middlewares included, which the protocol handler never sees)."""
+
+    def __init__(self, app, metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def counted(message):
+            if message["type"] == "http.response.start":
+                self.metrics.responded(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
 def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, *,
-               limits: ServerLimits | None = None) -> FastAPI:
+               limits: ServerLimits | None = None, model_control: bool = False) -> FastAPI:
     """The ASGI app serving ``runtime``; bodies over ``max_body_bytes`` get 413. ``limits``
     (default :class:`ServerLimits` with this ``max_body_bytes``) also bounds body time and
-    requests in flight; connection limits are the server's (see ``serve``)."""
+    requests in flight; connection limits are the server's (see ``serve``).
+    ``model_control``: allow ``POST /v2/repository/models/{m}/load`` and ``.../unload``."""
     if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) \
             or max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: expected an integer >= 1, got {max_body_bytes!r}")
@@ -98,9 +119,12 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error", type(exc).__name__)
 
-    mount(app, ProtocolHandler(runtime), runtime.run)  # both APIs: taugate.server.protocol
+    handler = ProtocolHandler(runtime, model_control=model_control)
+    app.state.handler = handler
+    mount(app, handler, runtime.run)  # both APIs: taugate.server.protocol
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes,
                        body_timeout_s=limits.body_timeout_s)
     app.add_middleware(InFlightLimitMiddleware, max_in_flight=limits.max_in_flight,
                        events=RateLimitedLog())
+    app.add_middleware(CountResponses, metrics=handler.metrics)
     return app

@@ -14,6 +14,7 @@ from uvicorn.importer import import_from_string
 
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES, create_app
 from taugate.server.limits import RateLimitedLog, RepeatFilter, ServerLimits, guarded_protocol
+from taugate.server.watch import ManifestWatcher
 
 log = logging.getLogger("taugate.server")
 
@@ -32,15 +33,24 @@ def uvicorn_config(app, limits: ServerLimits, **kwargs) -> uvicorn.Config:
 
 def serve(runtime, host: str = "127.0.0.1", port: int = 8000,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info",
-          limits: ServerLimits | None = None) -> None:
-    """Serve ``runtime`` over HTTP until interrupted (Ctrl+C)."""
+          limits: ServerLimits | None = None, model_control: bool = False,
+          watch_s: float | None = None) -> None:
+    """Serve ``runtime`` over HTTP until interrupted (Ctrl+C). ``model_control``: allow the
+    repository extension's load and unload; ``watch_s``: poll the bundle's manifest every so
+    many seconds and load or unload what changed (:mod:`taugate.server.watch`)."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: the API has no authentication; put it behind a proxy "
                     "that adds it if the network is not trusted", host)
     limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
-    app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits)
-    uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
-                                  log_level=log_level)).run()
+    app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits,
+                     model_control=model_control)
+    watcher = None if watch_s is None else ManifestWatcher(runtime, watch_s).start()
+    try:
+        uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
+                                      log_level=log_level)).run()
+    finally:
+        if watcher is not None:
+            watcher.stop()
 
 
 class BackgroundServer:
@@ -51,9 +61,11 @@ class BackgroundServer:
     """
 
     def __init__(self, runtime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 startup_timeout: float = 10.0, limits: ServerLimits | None = None):
+                 startup_timeout: float = 10.0, limits: ServerLimits | None = None,
+                 model_control: bool = False):
         limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
-        self.app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits)
+        self.app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits,
+                              model_control=model_control)
         self.startup_timeout = startup_timeout
         config = uvicorn_config(self.app, limits, log_level="warning", access_log=False,
                                 lifespan="off")

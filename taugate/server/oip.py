@@ -38,7 +38,7 @@ from taugate.server.oip_body import (
     tensor_spec,
 )
 
-__all__ = ["HEADER_LENGTH", "VERSION", "json_size", "model_metadata", "routes",
+__all__ = ["HEADER_LENGTH", "VERSION", "json_size", "model_metadata", "model_refusal", "routes",
            "server_metadata"]
 
 EXTENSIONS = ["binary_tensor_data"]
@@ -86,6 +86,16 @@ def model_metadata(mode: str, manifest) -> dict:
             "outputs": [output_spec(manifest).metadata()]}
 
 
+def model_refusal(handler, mode: str, version: str | None) -> HttpResponse | None:
+    """The 404 for a model (mode) or version ``handler`` does not serve, else None."""
+    if not handler.knows(mode):
+        valid = ", ".join(repr(m) for m in [*handler.runtime.modes[:20], DENSE])
+        return error(404, f"unknown model {mode!r}; valid: {valid}")
+    if version is not None and version != VERSION:
+        return error(404, f"model {mode!r} has no version {version!r}; valid: {VERSION!r}")
+    return None
+
+
 # -- routes --------------------------------------------------------------------------------------
 
 class _Endpoints:
@@ -99,12 +109,7 @@ class _Endpoints:
         self.outputs = {out.name: out}
 
     def _model(self, mode: str, version: str | None):
-        if not self.handler.knows(mode):
-            valid = ", ".join(repr(m) for m in [*self.handler.runtime.modes[:20], DENSE])
-            return error(404, f"unknown model {mode!r}; valid: {valid}")
-        if version is not None and version != VERSION:
-            return error(404, f"model {mode!r} has no version {version!r}; valid: {VERSION!r}")
-        return None
+        return model_refusal(self.handler, mode, version)
 
     def live(self, req):
         return HttpResponse.json({"live": True})

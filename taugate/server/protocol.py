@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Callable, Union
 
@@ -34,7 +35,7 @@ from taugate.runtime import (
     ModeRuntime,
     UnknownModeError,
 )
-from taugate.server import oip, strict_json
+from taugate.server import model_repository, oip, stats, strict_json
 from taugate.server.messages import (
     HttpRequest,
     HttpResponse,
@@ -42,12 +43,17 @@ from taugate.server.messages import (
     Route,
     ServiceUnavailable,
 )
+from taugate.server.metrics import UNKNOWN, ServerMetrics, cause_of
+from taugate.server.prometheus import metrics_response
 from taugate.server.redact import PathRedactor
 from taugate.server.schemas import ModeInfo
 
 log = logging.getLogger("taugate.server")
 
 _MODE_INFO_FIELDS = tuple(ModeInfo.model_fields)
+# the routes that run a model: counted per mode in ServerMetrics
+INFERENCE_ROUTES = frozenset({"predict", "oip_infer", "oip_infer_version"})
+_now = time.perf_counter_ns
 
 
 Run = Callable[[str, np.ndarray], np.ndarray]
@@ -101,11 +107,14 @@ class ProtocolHandler:
     ``runtime`` supplies the facts (modes, manifest, input checker); it need not hold loaded
     sessions (Ray's ingress opens it with ``lazy=True`` and runs models elsewhere). Messages
     from the runtime reach clients through :attr:`redact`: the bundle named by its directory
-    name, no absolute path (the log keeps them).
+    name, no absolute path (the log keeps them). Every inference request is counted in
+    :attr:`metrics` (``GET /metrics``, the statistics extension); ``model_control`` allows the
+    repository extension's load and unload (:mod:`taugate.server.model_repository`).
     """
 
-    def __init__(self, runtime: ModeRuntime):
+    def __init__(self, runtime: ModeRuntime, model_control: bool = False):
         self.runtime = runtime
+        self.metrics = ServerMetrics()
         self.redact = PathRedactor(runtime.bundle_dir)
         spec = runtime.manifest.input
         # a batch of samples; image inputs may also come as [N, H, W] or [N, C, H, W] lists
@@ -115,6 +124,9 @@ class ProtocolHandler:
             Route("GET", "/modes", "modes", self.modes),
             Route("GET", "/modes/{mode}", "mode_info", self.mode_info),
             Route("POST", "/modes/{mode}/predict", "predict", self.predict),
+            Route("GET", "/metrics", "metrics", self.scrape),
+            *stats.routes(self),  # before /v2/models/{mode}, which would take "stats"
+            *model_repository.routes(self, model_control),
             *oip.routes(self),
         ]
         self._compiled = [(r, r.compile()) for r in self.routes]
@@ -123,6 +135,10 @@ class ProtocolHandler:
 
     def route(self, req: HttpRequest) -> Routed:
         """Answer ``req`` outright, or return the :class:`Inference` it asks for."""
+        return self._dispatch(req)[1]
+
+    def _dispatch(self, req: HttpRequest) -> tuple[str | None, Routed]:
+        """(the mode label when ``req`` asks for an inference, else None; the routed answer)"""
         allowed = []
         for r, pattern in self._compiled:
             match = pattern.match(req.path)
@@ -131,9 +147,34 @@ class ProtocolHandler:
             if r.method != req.method:
                 allowed.append(r.method)
                 continue
-            return r.target(req, **match.groupdict())
+            params = match.groupdict()
+            label = self._label(params["mode"]) if r.name in INFERENCE_ROUTES else None
+            return label, r.target(req, **params)
         status, phrase = (405, "Method Not Allowed") if allowed else (404, "Not Found")
-        return taugate_error(status, phrase.lower(), f"{req.method} {req.path}: {phrase}")
+        return None, taugate_error(status, phrase.lower(), f"{req.method} {req.path}: {phrase}")
+
+    def _label(self, mode: str) -> str:
+        """``mode`` as a metrics label: a mode served now or counted before, else UNKNOWN (a
+        client cannot grow the label set with made-up names)."""
+        return mode if self.knows(mode) or self.metrics.seen(mode) else UNKNOWN
+
+    def _refused(self, label: str | None, answer: HttpResponse, start: int) -> HttpResponse:
+        if label is not None:
+            self.metrics.failure(label, cause_of(answer.status), _now() - start)
+        return answer
+
+    def _ran(self, label: str, routed: Inference, req: HttpRequest, start: int, routed_at: int,
+             logits=None, exc: Exception | None = None) -> HttpResponse:
+        """The answer after the run (``logits``, or the ``exc`` it raised), counted."""
+        if exc is not None:
+            answer = self.run_failed(routed, req, exc)
+            self.metrics.failure(label, _run_cause(exc, answer.status), _now() - start)
+            return answer
+        ran_at = _now()
+        answer = routed.respond(logits)
+        self.metrics.success(label, int(routed.x.shape[0]), routed_at - start, ran_at - routed_at,
+                             _now() - ran_at)
+        return answer
 
     @staticmethod
     def json_size(req: HttpRequest) -> int:
@@ -142,14 +183,16 @@ class ProtocolHandler:
 
     def handle(self, req: HttpRequest, run: Run) -> HttpResponse:
         """Route ``req`` and, when it asks for inference, compute it with ``run(mode, x)``."""
-        routed = self.route(req)
+        start = _now()
+        label, routed = self._dispatch(req)
         if isinstance(routed, HttpResponse):
-            return routed
+            return self._refused(label, routed, start)
+        routed_at = _now()
         try:
             logits = run(routed.mode, routed.x)
-        except Exception as exc:  # mapped to an HTTP error below
-            return self.run_failed(routed, req, exc)
-        return routed.respond(logits)
+        except Exception as exc:  # mapped to an HTTP error
+            return self._ran(label, routed, req, start, routed_at, exc=exc)
+        return self._ran(label, routed, req, start, routed_at, logits)
 
     async def handle_async(self, req: HttpRequest, run: AsyncRun,
                            offload_json_above: int | None = None) -> HttpResponse:
@@ -157,17 +200,19 @@ class ProtocolHandler:
         runs in a worker thread when the body holds more than ``offload_json_above`` bytes of
         JSON (parsing a large batch would block the event loop; a thread hop costs more than
         parsing a small or binary one)."""
+        start = _now()
         if offload_json_above is not None and self.json_size(req) > offload_json_above:
-            routed = await asyncio.to_thread(self.route, req)
+            label, routed = await asyncio.to_thread(self._dispatch, req)
         else:
-            routed = self.route(req)
+            label, routed = self._dispatch(req)
         if isinstance(routed, HttpResponse):
-            return routed
+            return self._refused(label, routed, start)
+        routed_at = _now()
         try:
             logits = await run(routed.mode, routed.x)
         except Exception as exc:
-            return self.run_failed(routed, req, exc)
-        return routed.respond(logits)
+            return self._ran(label, routed, req, start, routed_at, exc=exc)
+        return self._ran(label, routed, req, start, routed_at, logits)
 
     def run_failed(self, inference: Inference, req: HttpRequest, exc: Exception) -> HttpResponse:
         """The answer when ``run`` raised ``exc``: its message without absolute paths."""
@@ -186,6 +231,10 @@ class ProtocolHandler:
         log.error("inference failed on %s %s", req.method, req.path, exc_info=exc)
         kind = "internal error"
         return inference.error(500, kind, f"{kind}: {type(exc).__name__}")
+
+    def scrape(self, req: HttpRequest) -> HttpResponse:
+        """``GET /metrics``: Prometheus' text format (:mod:`taugate.server.prometheus`)."""
+        return metrics_response(self.metrics, self.runtime)
 
     # -- facts -------------------------------------------------------------------------------
 
@@ -237,3 +286,12 @@ class ProtocolHandler:
                                       "logits": logits.tolist()})
 
         return Inference(mode, x, respond, taugate_error)
+
+
+def _run_cause(exc: Exception, status: int) -> str:
+    """The failure cause of a run that raised ``exc`` (answered with ``status``)."""
+    for kind, cause in ((InvalidOutputError, "invalid_output"), (BundleError, "mode_unavailable"),
+                        (UnknownModeError, "unknown_model"), (InputError, "invalid_input")):
+        if isinstance(exc, kind):
+            return cause
+    return cause_of(status)

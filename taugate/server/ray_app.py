@@ -171,6 +171,7 @@ class TaugateIngress:
                 answer.headers[REPLICA_HEADER] = (
                     f"{served['replica']};hit={int(served['hit'])};loads={served['loads']};"
                     f"loaded={','.join(served['loaded'])}")
+        self.handler.metrics.responded(answer.status)  # GET /metrics: this ingress's counters
         return Response(answer.body, answer.status, headers=answer.headers)
 
     async def _run(self, mode: str, x, served: dict):
