@@ -32,24 +32,37 @@ class UnsafeInputError(ValueError):
     """A file or JSON text that :mod:`safe_json` refuses (the message says why)."""
 
 
+def open_regular(path: str | os.PathLike, follow_links: bool = True):
+    """``path`` opened for binary reading, only if it is a regular file: a FIFO, a device or a
+    directory (and, with ``follow_links=False``, a symlink as the last path component) is
+    :class:`UnsafeInputError`. Never blocks (opened non-blocking, checked with ``fstat`` on the
+    open descriptor, so nothing can be swapped in between); OSError (missing file, permission)
+    propagates."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if not follow_links and os.path.islink(path):
+            raise UnsafeInputError(f"{path}: is a symlink; expected a regular file") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UnsafeInputError(f"{path}: not a regular file (mode {stat.filemode(mode)})")
+    return os.fdopen(fd, "rb")
+
+
 def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
     """The bytes of the regular file ``path`` (at most ``max_bytes``, else UnsafeInputError).
 
     A symlink as the last path component, a FIFO, a device, a directory or a larger file is
     refused; OSError (missing file, permission) propagates.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) \
-        | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if os.path.islink(path):
-            raise UnsafeInputError(f"{path}: is a symlink; expected a regular file") from None
-        raise
-    try:
+    with open_regular(path, follow_links=False) as f:
+        fd = f.fileno()
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise UnsafeInputError(f"{path}: not a regular file (mode {stat.filemode(info.st_mode)})")
         if info.st_size > max_bytes:
             raise UnsafeInputError(f"{path}: {info.st_size} bytes exceeds the limit of "
                                    f"{max_bytes} bytes")
@@ -63,8 +76,6 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
             if total > max_bytes:
                 raise UnsafeInputError(f"{path}: more than {max_bytes} bytes (the limit)")
         return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _no_duplicates(pairs):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import warnings
 from pathlib import Path
 
@@ -62,20 +61,18 @@ def add_arguments(p) -> None:
 
 def open_regular(path: Path):
     """``path`` opened for binary reading if it (or what a symlink names) is a regular file;
-    ValueError for a FIFO, a device or a directory (never blocks: opened non-blocking)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    ValueError for a FIFO, a device or a directory (never blocks)."""
+    from taugate.bundle.safe_json import UnsafeInputError
+    from taugate.bundle.safe_json import open_regular as open_checked
+
     try:
-        fd = os.open(path, flags)
+        return open_checked(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
+    except UnsafeInputError as exc:
+        raise ValueError(f"{exc}; expected a .npy array or an image file") from None
     except OSError as exc:
         raise ValueError(f"{path}: cannot open: {exc.strerror or exc}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ValueError(f"{path}: not a regular file (mode {stat.filemode(mode)}); expected a "
-                         f".npy array or an image file")
-    return os.fdopen(fd, "rb")
 
 
 def load_npy(path: Path):

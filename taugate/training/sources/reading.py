@@ -32,7 +32,13 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from taugate.bundle.safe_json import MAX_DEPTH, MAX_NUMBER_CHARS, loads_strict
+from taugate.bundle.safe_json import (
+    MAX_DEPTH,
+    MAX_NUMBER_CHARS,
+    UnsafeInputError,
+    loads_strict,
+)
+from taugate.bundle.safe_json import open_regular as open_checked
 
 #: Deflate's largest expansion (about 1032:1): a deflated member claiming more is forged.
 MAX_DEFLATE_RATIO = 1032
@@ -73,17 +79,12 @@ def open_regular(path: Path):
     if not stat.S_ISREG(info.st_mode):
         raise ModeFolderError(f"{path}: not a regular file ({_kind(info.st_mode)}); a mode "
                               f"folder holds regular files only")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    try:
-        fd = os.open(path, flags)
+    try:  # checked again on the open descriptor: nothing can be swapped in since the stat
+        return open_checked(path)
+    except UnsafeInputError as exc:
+        raise ModeFolderError(f"{exc}; a mode folder holds regular files only") from None
     except OSError as exc:
         raise ModeFolderError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise ModeFolderError(f"{path}: not a regular file ({_kind(mode)}); a mode folder "
-                              f"holds regular files only")
-    return os.fdopen(fd, "rb")
 
 
 def read_facts(path: Path) -> dict:
