@@ -28,6 +28,16 @@ log = logging.getLogger("taugate.server")
 LOG_EVERY_S = 10.0
 
 
+def content_length(value: bytes | str) -> int | None:
+    """A Content-Length header's value as a byte count; None when it is not a non-negative
+    integer (answer 400)."""
+    try:
+        declared = int(value)
+    except ValueError:
+        return None
+    return declared if declared >= 0 else None
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """Bounds of one server. Defaults suit one process on a small machine."""
@@ -234,13 +244,10 @@ class BodyLimitMiddleware:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None:
-            try:
-                declared = int(length)
-                if declared < 0:
-                    raise ValueError
-            except ValueError:
+            declared = content_length(length)
+            if declared is None:
                 return await send_json_error(send, 400, "bad request",
-                                             f"invalid Content-Length {length.decode()!r}")
+                                             f"invalid Content-Length {length.decode()[:50]!r}")
             if declared > self.max_body_bytes:
                 if declared <= self.drain_cap:
                     await self._drain(receive, 0)

@@ -38,6 +38,7 @@ from starlette.responses import Response
 from taugate.bundle.manifest import load_manifest
 from taugate.runtime import ModeRuntime
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES
+from taugate.server.limits import content_length
 from taugate.server.messages import HttpRequest, HttpResponse, ServiceUnavailable
 from taugate.server.protocol import ProtocolHandler, taugate_error
 from taugate.server.ray_posture import LOOPBACK, init_loopback, replica_grpc_on_loopback
@@ -123,11 +124,8 @@ async def read_body(request: Request, limit: int):
     chunks received pass the limit (the rest is never read nor buffered)."""
     length = request.headers.get("content-length")
     if length is not None:
-        try:
-            declared = int(length)
-            if declared < 0:
-                raise ValueError
-        except ValueError:
+        declared = content_length(length)
+        if declared is None:
             return taugate_error(400, "bad request", f"invalid Content-Length {length[:50]!r}")
         if declared > limit:
             return taugate_error(413, "payload too large", f"request body of {declared} bytes "
