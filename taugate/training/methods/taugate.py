@@ -151,7 +151,7 @@ class TauGate(AdaptationMethod):
             if site.activation == "gelu" and not getattr(act, "gated", False):
                 continue  # no finite threshold: the GELU stays ungated; its gain is an override
             out.append(GatedUnits(site.producer, site.consumer, site.activation,
-                                  act.threshold(), as_numpy(act.gain)))
+                                  act.threshold(), as_numpy(act.gain), site.act))
         return out
 
     def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
