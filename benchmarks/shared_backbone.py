@@ -51,7 +51,8 @@ def synthetic_spec(widths, seed: int, keep: float):
 
 
 def build(out: str | Path, n_modes: int, widths=(1024, 1024), keep: float = 0.27,
-          shared: bool = True, n_cal: int = 64, progress: bool = False):
+          shared: bool = True, n_cal: int = 64, progress: bool = False,
+          precisions=("fp32",)):
     """A bundle of ``n_modes`` synthetic modes; returns (path, seconds)."""
     import torch
 
@@ -70,7 +71,8 @@ def build(out: str | Path, n_modes: int, widths=(1024, 1024), keep: float = 0.27
     spec_out = {"name": "logits", "dtype": "float32", "shape": ["batch", 10],
                 "labels": [str(i) for i in range(10)]}
     config = ExportConfig(layout="shared" if shared else "standalone", allow_worse=True,
-                          prune=PruneConfig(max_accuracy_drop=1.0), overwrite=True)
+                          prune=PruneConfig(max_accuracy_drop=1.0), overwrite=True,
+                          precision={"precisions": tuple(precisions)})
     path, _ = export_modes(out, model, modes, family="mlp", input_spec=InputSpec.from_dict(spec_in),
                            output_spec=OutputSpec.from_dict(spec_out), config=config)
     return path, time.perf_counter() - start

@@ -39,6 +39,7 @@ from taugate.bundle.manifest import (
     variant_entry,
 )
 from taugate.runtime.inputs import InputSpecChecker
+from taugate.runtime.mixed import run_all, run_mixed
 from taugate.runtime.providers import (
     ProviderSpec,
     SessionConfig,
@@ -211,6 +212,20 @@ class ModeRuntime(ModeRepository):
     def predict(self, mode: str, x) -> np.ndarray:
         """Class ids, int64 [N], of mode ``mode`` for inputs ``x``."""
         return self.run(mode, x).argmax(axis=1).astype(np.int64, copy=False)
+
+    def run_mixed(self, modes, x) -> np.ndarray:
+        """Logits [N, classes] of a batch whose row i belongs to mode ``modes[i]`` (one name per
+        row: a sequence of str or a numpy str array; ``"dense"`` allowed), exactly what
+        ``run(modes[i], x[i:i+1])`` gives, in row order. Unknown names raise
+        :class:`UnknownModeError` before anything runs (docs/runtime.md, "Several modes in one
+        call")."""
+        return run_mixed(self, modes, x)
+
+    def run_all(self, x, modes=None) -> dict[str, np.ndarray]:
+        """``{mode: logits}`` of every mode (or of ``modes``) on the same rows ``x``, computing
+        what the modes share once (the union of their first layers' kept units, on a shared-layout
+        fp32 bundle); each value is what ``run(mode, x)`` gives (max abs difference <= 1e-5)."""
+        return run_all(self, x, modes)
 
     def run_dense(self, x) -> np.ndarray:
         """Logits of the dense baseline model (the reference every speedup is measured on)."""

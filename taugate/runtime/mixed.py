@@ -1,0 +1,110 @@
+"""Several modes in one call: ``run_mixed`` (row i in mode ``modes[i]``) and ``run_all`` (every
+mode on the same rows), behind :meth:`ModeRuntime.run_mixed` and :meth:`ModeRuntime.run_all`.
+
+``run_mixed`` validates the rows once, sorts them by mode once (each mode's rows become one
+contiguous slice, fed to onnxruntime without another copy) and scatters each mode's logits into
+one preallocated output. ``run_all`` computes what the modes share once: see :mod:`shared_layer`
+(docs/runtime.md, "Several modes in one call").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from taugate.bundle.errors import InputError, InvalidOutputError, UnknownModeError
+from taugate.runtime.sessions import output_error
+
+
+def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
+    """``rt.run`` on an already validated float32 batch (no second coercion)."""
+    loaded = rt._sessions.get(mode)
+    if loaded is None:
+        loaded = rt._load(mode)
+    if rt._max_sessions is not None:
+        loaded.last_used = next(rt._clock)
+    feed = {rt._in_name: batch}
+    if loaded.lock is None:
+        out = loaded.run(rt._out_names, feed)[0]
+    else:
+        with loaded.lock:
+            out = loaded.run(rt._out_names, feed)[0]
+    problem = output_error(out, batch.shape[0], rt._classes)
+    if problem is not None:
+        raise InvalidOutputError(f"mode {mode!r}: the model produced invalid output: {problem}")
+    return out
+
+
+def _empty(rt, x) -> np.ndarray | None:
+    """``[0, classes]`` logits when ``x`` holds no rows (of the right sample shape), else None."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) == 0 or shape[0] != 0:
+        return None
+    if tuple(shape[1:]) != tuple(rt.manifest.input.shape) and len(shape) != 1:
+        raise InputError(f"x: an empty batch must have shape [0, "
+                         f"{', '.join(map(str, rt.manifest.input.shape))}], got {list(shape)}")
+    return np.empty((0, rt._classes), np.float32)
+
+
+def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
+    """The distinct mode names (first-seen order) and each row's index into them."""
+    if isinstance(modes, (str, bytes)):
+        raise InputError(f"modes: expected one mode name per row (a sequence of str), got a "
+                         f"single {type(modes).__name__} {modes!r}; use run(mode, x) for one mode")
+    arr = np.asarray(modes, dtype=object) if not isinstance(modes, np.ndarray) else modes
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise InputError(f"modes: expected {n} names (one per row of x), got shape "
+                         f"{list(arr.shape)}")
+    index: dict = {}
+    codes = np.fromiter((index.setdefault(m, len(index)) for m in arr.tolist()), np.intp, n)
+    names = list(index)
+    for name in names:
+        if not isinstance(name, str):
+            raise InputError(f"modes: expected str names, got {type(name).__name__} {name!r}")
+        try:
+            rt._served(name)
+        except UnknownModeError as exc:
+            row = int(np.flatnonzero(codes == index[name])[0])
+            raise UnknownModeError(f"modes[{row}]: {exc.args[0]}") from None
+    return names, codes
+
+
+def run_mixed(rt, modes, x) -> np.ndarray:
+    """Logits [N, classes] where row i comes from mode ``modes[i]``; see the module docstring."""
+    empty = _empty(rt, x)
+    if empty is not None:
+        _codes(rt, modes, 0)
+        return empty
+    batch = rt._coerce(x)
+    n = batch.shape[0]
+    names, codes = _codes(rt, modes, n)
+    if len(names) == 1:
+        return run_session(rt, names[0], batch)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes, minlength=len(names)))
+    rows = batch[order]  # one copy: each mode's rows are now one contiguous slice
+    out = np.empty((n, rt._classes), np.float32)
+    start = 0
+    for k, end in enumerate(bounds.tolist()):
+        out[order[start:end]] = run_session(rt, names[k], rows[start:end])
+        start = end
+    return out
+
+
+def run_all(rt, x, modes=None) -> dict:
+    """``{mode: logits}`` for every mode (or ``modes``) on the same rows, sharing the first
+    layer where the bundle allows it (:mod:`taugate.runtime.shared_layer`), else one ``run``
+    per mode."""
+    from taugate.runtime.shared_layer import plan_for
+
+    names = rt.modes if modes is None else list(modes)
+    if isinstance(modes, str):
+        raise InputError(f"modes: expected a list of mode names, got the str {modes!r}")
+    for name in names:
+        rt._served(name) if isinstance(name, str) else rt._entry(name)
+    empty = _empty(rt, x)
+    if empty is not None:
+        return {name: empty.copy() for name in names}
+    batch = rt._coerce(x)
+    plan = plan_for(rt, tuple(dict.fromkeys(names)))
+    out = plan.run(rt, batch)
+    return {name: out[name] for name in names}

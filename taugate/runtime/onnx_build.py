@@ -1,0 +1,80 @@
+"""Write a small ONNX model as protobuf bytes (standard library + numpy: the runtime never
+imports onnx). Used by :mod:`taugate.runtime.shared_layer` to run the rest of a mode's graph
+after the shared first layer. Only what those graphs need: nodes with int and float
+attributes, float32 and int64 initializers (raw data), float32 inputs and outputs with a free batch axis.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _varint(field << 3 | wire)
+
+
+def _int(field: int, n: int) -> bytes:
+    return _key(field, 0) + _varint(n)
+
+
+def _bytes(field: int, data: bytes) -> bytes:
+    return _key(field, 2) + _varint(len(data)) + data
+
+
+def _str(field: int, s: str) -> bytes:
+    return _bytes(field, s.encode("utf-8"))
+
+
+def _attribute(name: str, value) -> bytes:
+    if isinstance(value, float):  # AttributeProto: name 1, f 2, i 3, type 20 (FLOAT 1, INT 2)
+        return _str(1, name) + _key(2, 5) + struct.pack("<f", value) + _int(20, 1)
+    return _str(1, name) + _int(3, int(value)) + _int(20, 2)
+
+
+def _node(op: str, inputs, outputs, attrs: dict) -> bytes:
+    body = b"".join(_str(1, i) for i in inputs) + b"".join(_str(2, o) for o in outputs)
+    body += _str(4, op) + b"".join(_bytes(5, _attribute(k, v)) for k, v in attrs.items())
+    return body
+
+
+def _tensor(name: str, arr: np.ndarray) -> bytes:
+    kind = 7 if arr.dtype.kind in "iu" else 1  # TensorProto INT64 or FLOAT
+    arr = np.ascontiguousarray(arr, dtype=np.int64 if kind == 7 else np.float32)
+    dims = b"".join(_int(1, d) for d in arr.shape)
+    return dims + _int(2, kind) + _str(8, name) + _bytes(9, arr.tobytes())
+
+
+def _value_info(name: str, width: int | None) -> bytes:
+    shape = b""  # an output's shape is left to onnxruntime's inference
+    if width is not None:
+        shape = _bytes(2, _bytes(1, _str(2, "batch")) + _bytes(1, _int(1, width)))
+    tensor_type = _bytes(1, _int(1, 1) + shape)  # elem_type FLOAT
+    return _str(1, name) + _bytes(2, tensor_type)
+
+
+def model_bytes(nodes, inputs: dict, outputs: list, initializers: dict, opsets: list) -> bytes:
+    """A ModelProto: ``nodes`` as (op, inputs, output, attrs); ``inputs`` name -> width;
+    ``outputs`` names; ``initializers`` name -> float32 or integer array; ``opsets`` (domain, version)."""
+    graph = b"".join(_bytes(1, _node(op, ins, [out], at)) for op, ins, out, at in nodes)
+    graph += _str(2, "taugate_rest")
+    graph += b"".join(_bytes(5, _tensor(k, v)) for k, v in initializers.items())
+    graph += b"".join(_bytes(11, _value_info(k, w)) for k, w in inputs.items())
+    graph += b"".join(_bytes(12, _value_info(o, None)) for o in outputs)
+    model = _int(1, 8)  # ir_version 8 (onnxruntime >= 1.14)
+    model += b"".join(_bytes(8, (_str(1, d) if d else b"") + _int(2, v)) for d, v in opsets)
+    return model + _bytes(7, graph)

@@ -1,0 +1,182 @@
+"""``run_all``'s shared first layer: the union of the modes' kept first-layer units, computed once.
+
+On a shared-layout fp32 bundle, every mode's first ``Gemm`` reads the graph input with a weight
+and a bias that its ``materialize`` steps ``take`` (axis 0) from the same backbone tensors. The
+plan gathers the union of those kept rows once; a call computes ``x @ W_union.T + b_union`` once
+(numpy) and each mode continues from its columns of that product through the rest of its graph,
+run by a small onnxruntime session built at plan time (:mod:`onnx_build`) from the mode's own
+materialized initializers. Supported ops: ``Gemm``,
+``MatMul``, ``Add``, ``Mul``, ``Greater``, ``Cast`` (to float), ``Relu``; any other graph (and
+the standalone layout, int8, another first layer) runs through its own session instead.
+
+Exactness: numpy and onnxruntime round float32 sums differently (~1e-6). Where a value lands
+within :data:`GATE_TOL` of a nonzero ``Greater`` threshold, that difference could flip a gate, so those
+rows are recomputed by the mode's own session: the result stays within 1e-5 of ``run``.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+
+import numpy as np
+
+from taugate.bundle.files import read_verified
+from taugate.bundle.onnx_wire import parse
+from taugate.bundle.safetensors import read_safetensors
+from taugate.runtime.onnx_build import model_bytes
+from taugate.runtime.providers import create_session
+
+GATE_TOL = 1e-6  # rows with a gate input this close to its threshold are rerun by the session
+_OPS = {"Gemm", "MatMul", "Add", "Mul", "Greater", "Cast", "Relu"}
+_PLANS_KEPT = 8
+_lock = threading.Lock()
+
+
+def _attrs(node: dict, buf) -> dict:
+    """Int and float attributes (the wire reader keeps a float as its offset in ``buf``)."""
+    out = {}
+    for a in node.get("attribute", ()):
+        if "f" in a:
+            out[a.get("name", "")] = struct.unpack_from("<f", buf, a["f"])[0]
+        else:
+            out[a.get("name", "")] = a.get("i", 0)
+    return out
+
+
+def _indices(arr: np.ndarray, n: int) -> np.ndarray:
+    if arr.dtype == np.uint8:  # a packed bit mask (materialize.py)
+        return np.flatnonzero(np.unpackbits(arr, count=n))
+    return arr.astype(np.intp)
+
+
+class SharedPlan:
+    """One onnxruntime graph for the modes that share the first layer: ``Gemm`` over the union
+    of their kept units, then per mode a ``Gather`` of its columns and the rest of its graph
+    (names prefixed by the mode's index). Its outputs: each mode's logits, then the inputs of
+    its gates (for the near-tie check). Modes that cannot share run through their sessions."""
+
+    def __init__(self, rt, weight, bias, found: dict, alone: list, opsets):
+        self.alone, self.names = alone, list(found)
+        if not found:
+            return
+        nodes = [("Gemm", ["x", "w_union", "b_union"], "h", {"transB": 1})]
+        inits = {"w_union": weight, "b_union": bias}
+        outputs, self.gates = [], []  # gates: (mode, output index, threshold)
+        gate_outs = []
+        for k, (name, (keep, union, rest, first, output, weights)) in enumerate(found.items()):
+            p = f"m{k}/"
+            inits[p + "pos"] = np.searchsorted(union, keep).astype(np.int64)
+            nodes.append(("Gather", ["h", p + "pos"], p + first, {"axis": 1}))
+            used = {i for _, ins, _, _ in rest for i in ins if i in weights}
+            inits.update({p + i: weights[i] for i in used})
+            for op, ins, out, at in rest:
+                nodes.append((op, [p + i if i else i for i in ins], p + out, at))
+                t = weights.get(ins[1]) if op == "Greater" else None
+                # a gate at threshold 0 that flips moves its unit by at most GATE_TOL: only
+                # the columns of nonzero thresholds need the check
+                if t is not None and t.ndim == 1 and np.any(t):
+                    cols = np.flatnonzero(t)
+                    gate_outs.append(p + ins[0])
+                    self.gates.append((name, cols, t[cols]))
+            outputs.append(p + output)
+        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs + gate_outs, inits, opsets)
+        self.session, _ = create_session(data, rt._plan, rt._config, "run_all (shared layer)")
+
+    def run(self, rt, batch: np.ndarray) -> dict:
+        from taugate.runtime.mixed import run_session
+
+        out = {name: run_session(rt, name, batch) for name in self.alone}
+        if not self.names:
+            return out
+        n = batch.shape[0]
+        results = self.session.run(None, {"x": batch.reshape(n, -1)})
+        near = dict.fromkeys(self.names, None)
+        for (name, cols, t), a in zip(self.gates, results[len(self.names):]):
+            hit = (np.abs(a[:, cols] - t) <= GATE_TOL).any(axis=1)
+            near[name] = hit if near[name] is None else near[name] | hit
+        for name, y in zip(self.names, results):
+            if near[name] is not None and near[name].any():
+                rows = np.flatnonzero(near[name])
+                y[rows] = run_session(rt, name, np.ascontiguousarray(batch[rows]))
+            out[name] = y
+        return out
+
+
+def _first_layer(rt, name: str):
+    """(weight tensor, bias tensor, kept indices, nodes after the first Gemm, first output,
+    graph output) of a mode that can share the first layer, else None."""
+    entry = rt._served(name)
+    if rt.precision != "fp32" or entry.materialize is None or rt.manifest.backbone is None:
+        return None
+    buf = memoryview(read_verified(rt.bundle_dir, entry))
+    model = parse(buf, "ModelProto")
+    opsets = [(o.get("domain", ""), o.get("version", 0)) for o in model.get("opset_import", ())]
+    graph = model.get("graph", {})
+    nodes = [(n.get("op_type"), n.get("input", []), n.get("output", []), _attrs(n, buf), n)
+             for n in graph.get("node", ())]
+    inputs = [v.get("name") for v in graph.get("input", ())]
+    outputs = [v.get("name") for v in graph.get("output", ())]
+    if not nodes or len(outputs) < 1 or any(n[4].get("domain", "") not in ("", "ai.onnx")
+                                            or n[0] not in _OPS for n in nodes):
+        return None
+    op, ins, outs, at, _ = nodes[0]
+    if (op != "Gemm" or len(ins) != 3 or ins[0] != inputs[0] or at.get("transA", 0)
+            or not at.get("transB", 0) or at.get("alpha", 1.0) != 1.0
+            or at.get("beta", 1.0) != 1.0 or any(n[1] and n[1][0] == inputs[0]
+                                                  for n in nodes[1:])):
+        return None
+    steps = {s.name: s for s in entry.materialize}
+    w, b = steps.get(ins[1]), steps.get(ins[2])
+    if w is None or b is None or w.source != "backbone" or b.source != "backbone":
+        return None
+    if w.scale or w.add or b.scale or b.add or len(w.shape) != 2:
+        return None
+    if [t for t in w.take if t[0] != 0] or [t[1] for t in w.take] != [t[1] for t in b.take]:
+        return None
+    backbone = rt._files._backbone
+    full = backbone[w.tensor].shape[0]
+    if w.take:
+        mode = read_safetensors(read_verified(rt.bundle_dir, entry.weights),
+                                entry.weights.file)[0]
+        keep = _indices(mode[w.take[0][1]], full)
+    else:
+        keep = np.arange(full)
+    rest = [(o, i, out[0], a) for o, i, out, a, _ in nodes[1:]]
+    return w.tensor, b.tensor, keep, rest, outs[0], outputs[0], opsets
+
+
+def build_plan(rt, names: tuple) -> SharedPlan:
+    found, alone, first = {}, [], None
+    for name in names:
+        loaded = rt._sessions.get(name) or rt._load(name)
+        info = _first_layer(rt, name) if loaded.keep is not None else None
+        if info is None or (first is not None and info[:2] != first[:2]):
+            alone.append(name)
+        else:
+            first = first or info
+            found[name] = (*info, loaded.keep)
+    if len(found) < 2:  # nothing to share
+        return SharedPlan(rt, None, None, {}, list(names), [])
+    w_name, b_name, opsets = first[0], first[1], first[6]
+    union = np.unique(np.concatenate([f[2] for f in found.values()]))
+    backbone = rt._files._backbone
+    weight = np.ascontiguousarray(backbone[w_name][union], dtype=np.float32)
+    bias = np.ascontiguousarray(backbone[b_name][union], dtype=np.float32)
+    plans = {name: (keep, union, rest, first_out, output, weights)
+             for name, (_, _, keep, rest, first_out, output, _, weights) in found.items()}
+    return SharedPlan(rt, weight, bias, plans, alone, opsets)
+
+
+def plan_for(rt, names: tuple) -> SharedPlan:
+    """The cached plan of ``names`` on ``rt`` (built on first use; the last few are kept)."""
+    cache = rt.__dict__.setdefault("_shared_plans", {})
+    plan = cache.get(names)
+    if plan is None:
+        with _lock:
+            plan = cache.get(names) or build_plan(rt, names)
+            cache[names] = plan
+            while len(cache) > _PLANS_KEPT:
+                cache.pop(next(iter(cache)))
+    return plan
+
