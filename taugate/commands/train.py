@@ -22,6 +22,7 @@ from taugate.commands._common import (
     int_list,
     mac_ratio_text,
 )
+from taugate.training.budget import ADAPT_MIN_STEPS
 from taugate.training.recipes import REFERENCE_WIDTH, SPARSE_RECIPE, sparse_recipe
 
 HELP = "train a foundation and/or TauGate adapters (one per mode)"
@@ -42,7 +43,13 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="taugate",
                    help="adaptation method (taugate, frozen, bitfit, lora, full_ft, gain_only, "
                         "tau_only; default taugate)")
-    g.add_argument("--adapt-epochs", type=int, default=1, help="adaptation epochs (default 1)")
+    g.add_argument("--adapt-epochs", type=int, default=1,
+                   help="adaptation epochs (default 1, the paper's), more where needed to reach "
+                        "--adapt-min-steps")
+    g.add_argument("--adapt-min-steps", type=int, default=ADAPT_MIN_STEPS, metavar="N",
+                   help=f"at least N optimizer steps per mode: a small mode gets more epochs "
+                        f"(default {ADAPT_MIN_STEPS}: 500 rows at batch 256 train 100 epochs; "
+                        f"MNIST's 55,000 keep one); 0 = exactly --adapt-epochs")
     g.add_argument("--adapt-lr", type=float, default=0.05, help="adaptation SGD lr (default 0.05)")
     g.add_argument("--sharpness", type=float, default=None, help="TauGate gate sharpness s (Eq. 3)")
     g.add_argument("--activity-lambda", type=float, default=None,
@@ -88,7 +95,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="your own frozen model: a function in FILE.py returning an nn.Module "
                         "(no foundation is trained)")
     g.add_argument("--weights", default=None, metavar="W.safetensors",
-                   help="weights for --model, loaded strictly (safetensors only, never pickle)")
+                   help="weights for --model, loaded strictly (safetensors only, never pickle); "
+                        "required unless --weights-in-factory")
+    g.add_argument("--weights-in-factory", action="store_true",
+                   help="--model's factory returns a trained model (loads its weights itself), "
+                        "so no --weights is needed")
     g.add_argument("--targets", default=None, metavar="PATTERN[,PATTERN]",
                    help="nn.Linear module paths whose output units get tau/gamma: exact names "
                         "or regexes (full match), e.g. 'blocks\\.\\d+\\.ffn\\.fc1' (default: every "
@@ -195,7 +206,8 @@ def run_config(args, out: str):
         adapt=AdaptConfig(
             method=args.method, method_config=method_config(args, hidden),
             train=TrainConfig(epochs=args.adapt_epochs, batch_size=args.batch_size,
-                              lr=args.adapt_lr, seed=args.seed),
+                              lr=args.adapt_lr, seed=args.seed,
+                              min_steps=args.adapt_min_steps),
         ),
         data=data_config(args),
         foundation_path=str(stem) if stem else None,
@@ -205,6 +217,7 @@ def run_config(args, out: str):
         modes_dir=modes_dir,
         model=getattr(args, "model", None),
         weights=getattr(args, "weights", None),
+        weights_in_factory=getattr(args, "weights_in_factory", False),
         targets=getattr(args, "targets", None),
         mixture_from_modes=bool(modes_dir) and not args.mixture,
     )
@@ -247,6 +260,7 @@ def summary(run_dir, modes) -> str:
 
 
 def run(args) -> int:
+    from taugate.training.budget import CLI_FLAGS, adaptation_notes
     from taugate.training.runs import open_source, train_run
 
     config = run_config(args, args.out)
@@ -257,4 +271,7 @@ def run(args) -> int:
         print(f"adapter {mode}: {path}")
     if trained.adapters:
         print(summary(trained.path, trained.adapters))
+    for mode, outcome in trained.outcomes.items():
+        for note in adaptation_notes(mode, outcome, CLI_FLAGS):
+            print(f"warning: {note}")
     return 0
