@@ -30,6 +30,7 @@ def _write_modes(modes: Mapping, root: Path) -> Path:
 
     if not modes:
         raise ValueError("modes: expected at least one mode, got an empty mapping")
+    converted: list[str] = []
     for name, splits in modes.items():
         check_mode_name(name)
         if not isinstance(splits, Mapping) or not {"train", "test"} <= set(splits):
@@ -48,10 +49,18 @@ def _write_modes(modes: Mapping, root: Path) -> Path:
             if not isinstance(pair, Sequence) or len(pair) != 2:
                 raise ValueError(f"modes[{name!r}][{split!r}]: expected an (x, y) pair of arrays")
             x, y = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for v in pair)
+            if x.dtype != np.float32 or y.dtype != np.int64:
+                converted.append(f"modes[{name!r}][{split!r}]: x {x.dtype}, y {y.dtype}")
             buf = _npz_bytes(x=x.astype(np.float32), y=y.astype(np.int64))
             write_bytes(root / name / f"{split}.npz", buf)
         if "facts" in splits:
             write_text(root / name / "facts.json", json.dumps(splits["facts"]))
+    if converted:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s converted to float32 and int64 (the model's types)%s", converted[0],
+            f"; so were {len(converted) - 1} other split(s)" if len(converted) > 1 else "")
     return root
 
 
