@@ -104,6 +104,8 @@ def test_cli_warns_with_flags(tmp_path, capsys):
     assert "warning: shift: the adapter took only 2 optimizer steps; train it longer with " \
            "--adapt-min-steps or --adapt-epochs" in out
     assert "adapt_min_steps=" not in out
+    row = next(line for line in out.splitlines() if line.startswith("shift "))
+    assert "/64 " in row and "x fewer" in row  # units kept and the MAC ratio, user family too
 
 
 def test_model_without_weights_is_refused(tmp_path, capsys):
