@@ -30,6 +30,7 @@ def _write_modes(modes: Mapping, root: Path) -> Path:
 
     if not modes:
         raise ValueError("modes: expected at least one mode, got an empty mapping")
+    converted: list[str] = []
     for name, splits in modes.items():
         check_mode_name(name)
         if not isinstance(splits, Mapping) or not {"train", "test"} <= set(splits):
@@ -48,10 +49,18 @@ def _write_modes(modes: Mapping, root: Path) -> Path:
             if not isinstance(pair, Sequence) or len(pair) != 2:
                 raise ValueError(f"modes[{name!r}][{split!r}]: expected an (x, y) pair of arrays")
             x, y = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for v in pair)
+            if x.dtype != np.float32 or y.dtype != np.int64:
+                converted.append(f"modes[{name!r}][{split!r}]: x {x.dtype}, y {y.dtype}")
             buf = _npz_bytes(x=x.astype(np.float32), y=y.astype(np.int64))
             write_bytes(root / name / f"{split}.npz", buf)
         if "facts" in splits:
             write_text(root / name / "facts.json", json.dumps(splits["facts"]))
+    if converted:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "%s converted to float32 and int64 (the model's types)%s", converted[0],
+            f"; so were {len(converted) - 1} other split(s)" if len(converted) > 1 else "")
     return root
 
 
@@ -86,25 +95,31 @@ def _source(modes, out: Path):
                     f"{type(modes).__name__}")
 
 
-def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, targets=None,
+def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None,
+          weights_in_factory: bool = False, targets=None,
           mode_names=None, mixture=None,
           family: str = "mlp", hidden=(128, 128), method: str = "taugate", sparse: bool = False,
           method_options: dict | None = None, epochs: int = 2, adapt_epochs: int = 1,
-          batch_size: int = 256, lr: float | None = None, adapt_lr: float = 0.05, seed: int = 0,
+          adapt_min_steps: int | None = None, batch_size: int = 256, lr: float | None = None, adapt_lr: float = 0.05, seed: int = 0,
           device: str = "auto", progress: bool = False):
     """Train one adapter per mode on a frozen model and write the run directory ``out``.
 
-    ``model``: a ``torch.nn.Module`` (frozen here; reopening the run later needs it again),
-    ``"FILE.py:FACTORY"`` (``weights``: its safetensors file), or None to pretrain a built-in
-    ``family`` (``"mlp"`` with ``hidden`` widths, or ``"vit"``) on the modes' mixture.
+    ``model``: a ``torch.nn.Module`` (taken as trained and frozen here; reopening the run later
+    needs it again), ``"FILE.py:FACTORY"`` (``weights``: its safetensors file, required unless
+    ``weights_in_factory=True`` says the factory loads trained weights), or None to pretrain a
+    built-in ``family`` (``"mlp"`` with ``hidden`` widths, or ``"vit"``) on the modes' mixture.
     ``targets``: module-path patterns of the Linear layers to gate (default: every
     Linear -> activation -> Linear site). ``mode_names``: which of the source's modes to adapt
     (default all; MNIST: the names given); ``mixture``: the modes a built-in family is
     pretrained on (default: the adapted modes). ``sparse``: the unit-sparsity recipe, which lets
-    export remove whole units. Returns a :class:`~taugate.training.runs.TrainedRun` (``.path``,
+    export remove whole units. Each mode trains ``adapt_epochs``, or more where that would take
+    fewer than ``adapt_min_steps`` optimizer steps (default 200: small modes get more epochs);
+    a mode that took few steps or gained nothing over the frozen model raises a
+    ``UserWarning`` naming the option to change. Returns a :class:`~taugate.training.runs.TrainedRun` (``.path``,
     ``.adapters``), which :func:`export` takes.
     """
     from taugate.training.backbone import FoundationConfig
+    from taugate.training.budget import ADAPT_MIN_STEPS
     from taugate.training.families import get_family
     from taugate.training.families.mlp import BackboneConfig
     from taugate.training.loop import TrainConfig
@@ -112,6 +127,10 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, ta
     from taugate.training.recipes import sparse_recipe
     from taugate.training.runs import RunConfig, train_run
 
+    if isinstance(model, str) and not weights and not weights_in_factory:
+        raise ValueError(f"model={model!r}: no weights= given, so the model would keep the "
+                         f"factory's initial weights; pass weights='W.safetensors', or "
+                         f"weights_in_factory=True if the factory loads trained weights itself")
     out = Path(out)
     source, modes_dir, names = _source(modes, out)
     names = tuple(mode_names) if mode_names is not None else names
@@ -128,15 +147,31 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None, ta
             lr=lr if lr is not None else fam.lr, seed=seed, family=fam.name,
             optimizer=fam.optimizer),
         adapt=AdaptConfig(method, method_config,
-                          TrainConfig(adapt_epochs, batch_size, adapt_lr, seed=seed)),
+                          TrainConfig(adapt_epochs, batch_size, adapt_lr, seed=seed,
+                                      min_steps=ADAPT_MIN_STEPS if adapt_min_steps is None
+                                      else adapt_min_steps)),
         device=device, progress=progress, modes_dir=modes_dir,
         model=model if isinstance(model, str) else None, module=module, weights=weights,
+        weights_in_factory=weights_in_factory,
         targets=targets, mixture_from_modes=mixture is None and names is None)
     if source is None and modes_dir:
         from taugate.training.runs import open_source
 
         source = open_source(config)
-    return train_run(config, source)
+    trained = train_run(config, source)
+    _warn(trained)
+    return trained
+
+
+def _warn(trained) -> None:
+    """One ``UserWarning`` per note on the adapted modes (too few steps, no gain)."""
+    import warnings
+
+    from taugate.training.budget import PYTHON_FLAGS, adaptation_notes
+
+    for mode, outcome in trained.outcomes.items():
+        for note in adaptation_notes(mode, outcome, PYTHON_FLAGS):
+            warnings.warn(note, UserWarning, stacklevel=3)
 
 
 def export(run, out: str | os.PathLike | None = None, *, into: str | os.PathLike | None = None,

@@ -57,8 +57,11 @@ def missing_extra(command: str, exc: ImportError) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="taugate",
-        description="Mode-specialized conditional compute: train TauGate adapters on a frozen "
-        "MLP, export compacted per-mode ONNX subnetworks, serve them with onnxruntime.",
+        description="Mode-specialized conditional compute: adapt a frozen model (the paper's "
+        "MLP, a small ViT, or your own PyTorch model with --model) to each input mode by "
+        "learning per-unit thresholds and gains (TauGate), export every mode as a compacted "
+        "ONNX subnetwork beside the dense model in one bundle (shared or standalone, fp32 or "
+        "int8), and serve, predict and benchmark the bundle with onnxruntime alone.",
     )
     parser.add_argument("--version", action="version", version=f"taugate {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")

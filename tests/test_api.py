@@ -98,7 +98,8 @@ def test_a_factory_and_a_folder(tmp_path):
     from taugate.api import _write_modes
 
     folder = _write_modes(modes(120), tmp_path / "MODES")
-    run = taugate.train(folder, tmp_path / "run", model=f"{factory}:build", batch_size=32)
+    run = taugate.train(folder, tmp_path / "run", model=f"{factory}:build",
+                        weights_in_factory=True, batch_size=32)
     path = taugate.export(run.path, tmp_path / "bundle", allow_worse=True)  # rebuilt from disk
     with ModeRuntime.open(path) as rt:
         assert rt.predict("north", data(0.0, 5, 5)[0]).shape == (5,)

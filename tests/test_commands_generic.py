@@ -100,3 +100,24 @@ def test_predict_refuses_images_without_an_image_layout(bundle, tmp_path, capsys
     pil.new("L", (5, 5)).save(tmp_path / "a.png")
     assert cli.main(["predict", str(bundle), "--mode", "north", str(tmp_path / "a.png")]) != 0
     assert "has no image layout" in capsys.readouterr().err
+
+
+def test_one_mac_ratio_convention(bundle, capsys):
+    """`taugate info`'s table, info --json, the runtime and HTTP /modes all say dense MACs /
+    mode MACs ("N.NNx fewer")."""
+    import httpx
+
+    from taugate.server import BackgroundServer
+
+    assert cli.main(["info", str(bundle)]) == 0
+    out = capsys.readouterr().out
+    with ModeRuntime.open(bundle, providers="cpu") as rt:
+        ratios = {m: rt.info(m)["mac_ratio"] for m in rt.modes}
+        for m, ratio in ratios.items():
+            assert ratio == pytest.approx(rt.manifest.dense.macs / rt.manifest.modes[m].macs)
+            line = next(x for x in out.splitlines() if x.startswith(m + " "))
+            assert f"{ratio:.2f}x fewer" in line
+        assert max(ratios.values()) > 1.0, ratios  # a pruned mode: the direction is tested
+        with BackgroundServer(rt) as server:
+            modes = httpx.get(f"{server.url}/modes", timeout=10).json()["modes"]
+    assert {m["name"]: m["mac_ratio"] for m in modes} == pytest.approx(ratios)

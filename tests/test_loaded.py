@@ -201,7 +201,7 @@ def test_tiny_transformer_end_to_end(tmp_path, capsys):
 def test_train_errors_are_one_line(user_run, capsys, args, fragments):
     tmp, modes = user_run
     rc = main(["train", "--out", str(tmp / "run"), "--modes-dir", str(modes),
-               "--model", f"{tmp / 'net.py'}:build", "--quiet", "--device", "cpu", *args])
+               "--model", f"{tmp / 'net.py'}:build", "--weights-in-factory", "--quiet", "--device", "cpu", *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     for fragment in fragments:
@@ -211,7 +211,7 @@ def test_train_errors_are_one_line(user_run, capsys, args, fragments):
 def test_gain_only_sparse_trains(user_run, capsys):
     tmp, modes = user_run
     rc = main(["train", "--out", str(tmp / "run"), "--modes-dir", str(modes), "--modes", "site-a",
-               "--model", f"{tmp / 'net.py'}:build", "--method", "gain_only", "--sparse",
+               "--model", f"{tmp / 'net.py'}:build", "--weights-in-factory", "--method", "gain_only", "--sparse",
                "--retune-epochs", "1", "--batch-size", "32", "--quiet", "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     cfg = json.loads((tmp / "run" / "adapters" / "site-a.json").read_text())["method_config"]

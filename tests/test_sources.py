@@ -60,6 +60,24 @@ def test_folder_round_trip(tmp_path):
     assert torch.equal(reopened.mode("site_b").test.x, b.test.x)
 
 
+def test_float64_and_int32_are_converted_saying_so_once(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_mode(tmp_path, name, train={"x": rng.normal(size=(40, 6)),  # numpy's float64
+                                          "y": np.ones(40, np.int32)},
+                   test={"x": rng.normal(size=(40, 6))})
+    src = FolderModes(tmp_path)
+    with caplog.at_level("WARNING"):
+        modes = [src.mode(n) for n in ("a", "b")]
+    for m in modes:
+        for split in (m.train, m.calibration, m.test):
+            assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
+    notes = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+    assert len(notes) == 1 and "float64" in notes[0] and "int32" in notes[0], notes
+    with np.load(tmp_path / "a" / "test.npz") as f:
+        np.testing.assert_allclose(modes[0].test.x.numpy(), f["x"].astype(np.float32))
+
+
 def _pickled_npz(path):
     np.savez(path, x=np.array([{"evil": pickle.dumps(1)}], dtype=object), y=np.zeros(1, np.int64))
 
@@ -69,10 +87,10 @@ BAD_FOLDERS = [
     ("missing y", lambda r: write_mode(r, "m", train={"y": None}), ["train.npz", "no array 'y'", "np.savez"]),
     ("mismatched lengths", lambda r: write_mode(r, "m", train={"y": np.zeros(3, np.int64)}),
      ["train.npz", "40 rows but y has 3"]),
-    ("x float64", lambda r: write_mode(r, "m", test={"x": np.zeros((40, 6))}),
-     ["test.npz", "dtype float64", "astype(np.float32)"]),
-    ("y int32", lambda r: write_mode(r, "m", train={"y": np.zeros(40, np.int32)}),
-     ["train.npz", "dtype int32", "astype(np.int64)"]),
+    ("x int64", lambda r: write_mode(r, "m", test={"x": np.zeros((40, 6), np.int64)}),
+     ["test.npz", "dtype int64", "float64 are converted", "astype(np.float32)"]),
+    ("y float32", lambda r: write_mode(r, "m", train={"y": np.zeros(40, np.float32)}),
+     ["train.npz", "dtype float32", "astype(np.int64)"]),
     ("a pickle inside", lambda r: (write_mode(r, "m"), _pickled_npz(r / "m" / "train.npz")),
      ["train.npz", "pickled object array", "never loads"]),
     ("missing test.npz", lambda r: (write_mode(r, "m"), (r / "m" / "test.npz").unlink()),
@@ -209,3 +227,19 @@ def test_abstract_base_refuses_an_incomplete_source():
 
     with pytest.raises(TypeError, match="abstract"):
         Half()
+
+
+def test_python_modes_convert_saying_so_once(tmp_path, caplog):
+    from taugate.api import _write_modes
+
+    x64 = np.random.default_rng(0).normal(size=(20, 3))
+    pair = (x64, np.zeros(20, np.int32))
+    with caplog.at_level("WARNING"):
+        src = TensorModes({"a": {"train": pair, "test": pair}, "b": {"train": pair, "test": pair}})
+        _write_modes({"a": {"train": pair, "test": pair}}, tmp_path / "m")
+    assert src.mode("b").test.x.dtype == torch.float32
+    notes = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+    assert notes == ["a train: x float64, y int32 converted to float32 and int64 (the model's "
+                     "types); so were 3 other split(s)",
+                     "modes['a']['train']: x float64, y int32 converted to float32 and int64 "
+                     "(the model's types); so were 1 other split(s)"], notes

@@ -19,6 +19,48 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def at_least(low: float, kind=int, strict: bool = False):
+    """An argparse type: a ``kind`` number ``>= low`` (``> low`` when ``strict``), so a bad
+    value is refused in the flag's own name (argparse prefixes ``argument --flag:``)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a{'n integer' if kind is int else ' number'}"
+                                             f", got {text!r}") from None
+        if value < low or (strict and value == low) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {'>' if strict else '>='} {low:g}, got "
+                                             f"{text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+def positive_int_list(text: str) -> list[int]:
+    values = int_list(text)
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, got {text!r}")
+    return values
+
+
+def flag_named(names: dict[str, str]):
+    """A context that rewrites a config error ``"key: ..."`` as ``"--flag: ..."`` for the keys
+    in ``names`` (CLI errors speak in flags, not in Python field names)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def rewrite():
+        try:
+            yield
+        except ValueError as exc:
+            msg = str(exc)
+            key = msg.split(":", 1)[0]
+            if key in names:
+                raise ValueError(names[key] + msg[len(key):]) from exc
+            raise
+    return rewrite()
+
+
 def float_list(text: str) -> list[float]:
     try:
         return [float(s) for s in csv_list(text)]

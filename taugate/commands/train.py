@@ -16,12 +16,15 @@ from pathlib import Path
 from taugate.commands._common import (
     add_data_arguments,
     add_device_argument,
+    at_least,
     csv_list,
     data_config,
+    flag_named,
     format_table,
-    int_list,
     mac_ratio_text,
+    positive_int_list,
 )
+from taugate.training.budget import ADAPT_MIN_STEPS
 from taugate.training.recipes import REFERENCE_WIDTH, SPARSE_RECIPE, sparse_recipe
 
 HELP = "train a foundation and/or TauGate adapters (one per mode)"
@@ -42,10 +45,16 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="taugate",
                    help="adaptation method (taugate, frozen, bitfit, lora, full_ft, gain_only, "
                         "tau_only; default taugate)")
-    g.add_argument("--adapt-epochs", type=int, default=1, help="adaptation epochs (default 1)")
-    g.add_argument("--adapt-lr", type=float, default=0.05, help="adaptation SGD lr (default 0.05)")
-    g.add_argument("--sharpness", type=float, default=None, help="TauGate gate sharpness s (Eq. 3)")
-    g.add_argument("--activity-lambda", type=float, default=None,
+    g.add_argument("--adapt-epochs", type=at_least(1), default=1,
+                   help="adaptation epochs (default 1, the paper's), more where needed to reach "
+                        "--adapt-min-steps")
+    g.add_argument("--adapt-min-steps", type=at_least(0), default=ADAPT_MIN_STEPS, metavar="N",
+                   help=f"at least N optimizer steps per mode: a small mode gets more epochs "
+                        f"(default {ADAPT_MIN_STEPS}: 500 rows at batch 256 train 100 epochs; "
+                        f"MNIST's 55,000 keep one); 0 = exactly --adapt-epochs")
+    g.add_argument("--adapt-lr", type=at_least(0, float, strict=True), default=0.05, help="adaptation SGD lr (default 0.05)")
+    g.add_argument("--sharpness", type=at_least(0, float, strict=True), default=None, help="TauGate gate sharpness s (Eq. 3)")
+    g.add_argument("--activity-lambda", type=at_least(0, float), default=None,
                    help="TauGate lambda on mean gate activity (Eq. 5)")
     g.add_argument("--sparse", action="store_true",
                    help="unit-level sparsity with the measured recipe "
@@ -54,14 +63,14 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                         "scales with 128 / the mean hidden width): whole units switch off per "
                         "mode, so the exported subnetworks are smaller; the flags below "
                         "override it")
-    g.add_argument("--unit-l1", type=float, default=None, metavar="LAMBDA",
+    g.add_argument("--unit-l1", type=at_least(0, float), default=None, metavar="LAMBDA",
                    help="cost-weighted proximal L1 on the gains, which zeroes whole units "
                         "(default 0 = the paper)")
-    g.add_argument("--gain-lr-scale", type=float, default=None,
+    g.add_argument("--gain-lr-scale", type=at_least(0, float, strict=True), default=None,
                    help="the gains' learning rate = adapt lr x this (default 1)")
-    g.add_argument("--retune-epochs", type=int, default=None,
+    g.add_argument("--retune-epochs", type=at_least(0), default=None,
                    help="after the sparse phase, retrain the kept units without L1 (default 0)")
-    g.add_argument("--retune-lr-scale", type=float, default=None,
+    g.add_argument("--retune-lr-scale", type=at_least(0, float, strict=True), default=None,
                    help="retune lr = adapt lr x this (default 1)")
     g.add_argument("--retune-schedule", choices=("constant", "cosine"), default=None,
                    help="retune lr schedule (default constant)")
@@ -88,7 +97,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="your own frozen model: a function in FILE.py returning an nn.Module "
                         "(no foundation is trained)")
     g.add_argument("--weights", default=None, metavar="W.safetensors",
-                   help="weights for --model, loaded strictly (safetensors only, never pickle)")
+                   help="weights for --model, loaded strictly (safetensors only, never pickle); "
+                        "required unless --weights-in-factory")
+    g.add_argument("--weights-in-factory", action="store_true",
+                   help="--model's factory returns a trained model (loads its weights itself), "
+                        "so no --weights is needed")
     g.add_argument("--targets", default=None, metavar="PATTERN[,PATTERN]",
                    help="nn.Linear module paths whose output units get tau/gamma: exact names "
                         "or regexes (full match), e.g. 'blocks\\.\\d+\\.ffn\\.fc1' (default: every "
@@ -100,17 +113,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a field of the family's config, e.g. --family-option depth=2 (vit: "
                         "patch, dim, heads, depth, ffn, activation)")
     g = p.add_argument_group("foundation")
-    g.add_argument("--hidden", type=int_list, default=[128, 128],
+    g.add_argument("--hidden", type=positive_int_list, default=[128, 128],
                    help="mlp hidden widths, comma-separated (default 128,128)")
     g.add_argument("--mixture", type=csv_list, default=None,
                    help="modes the foundation is pretrained on (default rot0,rot45 on MNIST; "
                         "the adapted modes with --modes-dir)")
-    g.add_argument("--epochs", type=int, default=2, help="foundation epochs (default 2)")
-    g.add_argument("--lr", type=float, default=None,
+    g.add_argument("--epochs", type=at_least(1), default=2, help="foundation epochs (default 2)")
+    g.add_argument("--lr", type=at_least(0, float, strict=True), default=None,
                    help="foundation lr (default: mlp 0.05 SGD, vit 0.001 Adam)")
     g.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
                    help="foundation optimizer (default: mlp sgd, vit adam)")
-    g.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    g.add_argument("--batch-size", type=at_least(1), default=256, help="batch size (default 256)")
     g.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     add_method_arguments(p)
     add_data_arguments(p)
@@ -182,21 +195,30 @@ def run_config(args, out: str):
     stem = getattr(args, "foundation", None)
     stem = foundation_stem(stem) if stem else None
     hidden = (foundation_hidden(stem) if stem else None) or args.hidden
-    return RunConfig(
-        out=out,
-        modes=None if modes is None else tuple(modes),
-        foundation=FoundationConfig(
+    method_flags = {f: "--" + f.replace("_", "-") for f in _METHOD_FLAGS}
+    method_flags.update({k: f"--method-option {k}" for k, _ in args.method_option})
+    family_flags = {k: f"--family-option {k}" for k, _ in getattr(args, "family_option", [])}
+    family_flags.update({"hidden": "--hidden", "epochs/batch_size/lr": "--epochs/--batch-size/--lr"})
+    with flag_named(family_flags):
+        foundation = FoundationConfig(
             backbone=BackboneConfig(hidden=tuple(args.hidden)), modes=tuple(mixture),
             epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr if args.lr is not None else family.lr, seed=args.seed,
             family=family.name, family_config=dict(getattr(args, "family_option", [])),
             optimizer=getattr(args, "optimizer", None) or family.optimizer,
-        ),
-        adapt=AdaptConfig(
+        )
+    with flag_named(method_flags):
+        adapt = AdaptConfig(
             method=args.method, method_config=method_config(args, hidden),
             train=TrainConfig(epochs=args.adapt_epochs, batch_size=args.batch_size,
-                              lr=args.adapt_lr, seed=args.seed),
-        ),
+                              lr=args.adapt_lr, seed=args.seed,
+                              min_steps=args.adapt_min_steps),
+        )
+    return RunConfig(
+        out=out,
+        modes=None if modes is None else tuple(modes),
+        foundation=foundation,
+        adapt=adapt,
         data=data_config(args),
         foundation_path=str(stem) if stem else None,
         foundation_only=getattr(args, "foundation_only", False),
@@ -205,6 +227,7 @@ def run_config(args, out: str):
         modes_dir=modes_dir,
         model=getattr(args, "model", None),
         weights=getattr(args, "weights", None),
+        weights_in_factory=getattr(args, "weights_in_factory", False),
         targets=getattr(args, "targets", None),
         mixture_from_modes=bool(modes_dir) and not args.mixture,
     )
@@ -247,6 +270,7 @@ def summary(run_dir, modes) -> str:
 
 
 def run(args) -> int:
+    from taugate.training.budget import CLI_FLAGS, adaptation_notes
     from taugate.training.runs import open_source, train_run
 
     config = run_config(args, args.out)
@@ -257,4 +281,7 @@ def run(args) -> int:
         print(f"adapter {mode}: {path}")
     if trained.adapters:
         print(summary(trained.path, trained.adapters))
+    for mode, outcome in trained.outcomes.items():
+        for note in adaptation_notes(mode, outcome, CLI_FLAGS):
+            print(f"warning: {note}")
     return 0

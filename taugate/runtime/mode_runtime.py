@@ -378,15 +378,16 @@ class ModeRuntime(ModeRepository):
         return self._manifest.output.labels
 
     def info(self, mode: str) -> dict:
-        """Manifest facts of ``mode`` (or ``"dense"``) plus ``mac_ratio`` (MACs relative to
-        dense), ``facts`` (the mode's free-form facts; format 1: its angle) and whether it is
+        """Manifest facts of ``mode`` (or ``"dense"``) plus ``mac_ratio`` (dense MACs / mode
+        MACs: how many times fewer, 2.0 for half the MACs; the CLI tables print it as
+        ``"2.00x fewer"``), ``facts`` (the mode's free-form facts; format 1: its angle) and whether it is
         loaded. ``kept_indices`` and ``materialize`` are left out (see
         ``manifest.modes[m].facts``)."""
         entry = self._entry(mode)
         facts = {k: v for k, v in entry.facts.items() if k not in ("kept_indices", "materialize")}
         dense_macs = self._manifest.dense.macs
         facts.update(name=entry.name, macs=entry.macs, loaded=mode in self._sessions,
-                     mac_ratio=entry.macs / dense_macs if dense_macs else None)
+                     mac_ratio=dense_macs / entry.macs if dense_macs and entry.macs else None)
         if entry is not self._manifest.dense:
             facts["facts"] = dict(entry.mode_facts)
         return facts

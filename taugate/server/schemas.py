@@ -43,7 +43,9 @@ class ModeInfo(BaseModel):
     units_kept: Optional[List[int]] = None
     units_total: Optional[List[int]] = None
     macs: int
-    mac_ratio: Optional[float] = Field(None, description="MACs relative to the dense model")
+    mac_ratio: Optional[float] = Field(
+        None, description="dense MACs / mode MACs: how many times fewer MACs than the dense "
+                          "model (2.0 = half)")
     calibration_accuracy: Optional[float] = None
     # typing.Union: pydantic evaluates annotations, and `X | Y` needs Python 3.10
     test_accuracy: Optional[Union[float, dict[str, float]]] = Field(

@@ -30,10 +30,13 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0  # shuffling order (and nothing else: weights are seeded by their creator)
     optimizer: str = "sgd"  # "sgd" (with momentum; the paper) or "adam" (the vit family)
+    min_steps: int = 0  # at least this many optimizer steps: small data gets more epochs
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs: expected >= 1, got {self.epochs}")
+        if self.min_steps < 0:
+            raise ValueError(f"min_steps: expected >= 0, got {self.min_steps}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
         if self.lr <= 0:
@@ -43,6 +46,21 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got "
                              f"{self.optimizer!r}")
+
+
+    def steps_per_epoch(self, rows: int) -> int:
+        """Optimizer steps in one pass over ``rows`` examples (the last batch may be short)."""
+        return max(1, (rows + self.batch_size - 1) // self.batch_size)
+
+    def epochs_for(self, rows: int) -> int:
+        """Whole epochs over ``rows`` examples: ``epochs``, or more where that many would take
+        fewer than ``min_steps`` optimizer steps (500 rows at batch 256 are 2 steps an epoch)."""
+        per_epoch = self.steps_per_epoch(rows)
+        return max(self.epochs, -(-self.min_steps // per_epoch))
+
+    def steps_for(self, rows: int) -> int:
+        """The optimizer steps :func:`train` takes over ``rows`` examples."""
+        return self.epochs_for(rows) * self.steps_per_epoch(rows)
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -95,7 +113,8 @@ def train(
     lr_scale: Callable[[int, int], float] | None = None,
     max_grad_norm: float | None = None,
 ) -> list[float]:
-    """SGD with momentum (or Adam) over ``data`` for ``config.epochs``; returns the mean loss per epoch.
+    """SGD with momentum (or Adam) over ``data`` for ``config.epochs`` (more where fewer would
+    take under ``config.min_steps`` optimizer steps); returns the mean loss per epoch.
 
     ``objective(logits, x, y)`` replaces cross-entropy (e.g. distillation); ``penalty(model)``
     (a tensor, or None for nothing) is added to it after each forward; ``lr_scale(step,
@@ -106,12 +125,13 @@ def train(
     params = list(params)
     opt = make_optimizer(params, config)
     gen = torch.Generator().manual_seed(config.seed)
-    steps = config.epochs * ((len(data) + config.batch_size - 1) // config.batch_size)
+    epochs = config.epochs_for(len(data))
+    steps = epochs * config.steps_per_epoch(len(data))
     bar = Progress(label, steps, enabled=progress)
     guard = DivergenceGuard(label)
     model.train()
     history, step, lr = [], 0, config.lr
-    for _ in range(config.epochs):
+    for _ in range(epochs):
         total, count = 0.0, 0
         for xb, yb in batches(data, config.batch_size, gen):
             if lr_scale is not None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from taugate.training.backbone import FoundationConfig
+from taugate.training.budget import ADAPT_MIN_STEPS
 from taugate.training.families import get_family
 from taugate.training.loop import TrainConfig, train
 from taugate.training.methods import AdaptationMethod, get_method
@@ -52,7 +53,8 @@ def pretrain_foundation(
 class AdaptConfig:
     method: str = "taugate"  # a name in taugate.training.methods.METHODS
     method_config: dict = field(default_factory=dict)  # the method's Config fields
-    train: TrainConfig = field(default_factory=TrainConfig)  # the paper: 1 epoch, SGD momentum
+    # the paper: 1 epoch, SGD momentum; at least ADAPT_MIN_STEPS optimizer steps on small data
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(min_steps=ADAPT_MIN_STEPS))
 
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):

@@ -26,8 +26,10 @@ from taugate.bundle.names import check_mode_name
 from taugate.bundle.schema import OutputSpec
 from taugate.training.adapters import load_foundation, save_adapter, save_foundation
 from taugate.training.backbone import FoundationConfig
+from taugate.training.budget import AdaptOutcome
 from taugate.training.devices import resolve_device
 from taugate.training.families import family_of, get_family
+from taugate.training.loop import accuracy
 from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
 from taugate.training.sources import DataConfig, FolderModes, MNISTModes, ModeSource
 from taugate.training.targets import parse_patterns, resolve_targets
@@ -56,6 +58,7 @@ class RunConfig:
     model: str | None = None  # FILE.py:FACTORY: the user's frozen model instead of a foundation
     module: nn.Module | None = field(default=None, repr=False)  # or the model itself (Python)
     weights: str | None = None  # safetensors weights for --model (loaded strictly)
+    weights_in_factory: bool = False  # --model's factory loads trained weights itself
     targets: tuple[str, ...] | None = None  # module-path patterns (None: every site)
     mixture_from_modes: bool = False  # pretrain on the adapted modes instead of foundation.modes
 
@@ -67,6 +70,10 @@ class RunConfig:
         self.targets = parse_patterns(self.targets)
         if self.weights and not (self.model or self.module is not None):
             raise ValueError("--weights: needs --model FILE.py:FACTORY (the module to load into)")
+        if self.model and not self.weights and not self.weights_in_factory:
+            raise ValueError(f"--model {self.model}: no --weights given, so the model would keep "
+                             f"the factory's initial weights; pass --weights W.safetensors, or "
+                             f"--weights-in-factory if the factory loads trained weights itself")
         given = [n for n, v in (("--model", self.model), ("--foundation", self.foundation_path),
                                 ("module", self.module)) if v is not None]
         if len(given) > 1:
@@ -83,6 +90,8 @@ class TrainedRun:
     family: str = "mlp"  # the foundation's model family (training/families/)
     module: nn.Module | None = field(default=None, repr=False)  # the foundation, when it was
     #   given from Python (no FILE.py:FACTORY rebuilds it: export needs it again)
+    outcomes: dict[str, AdaptOutcome] = field(default_factory=dict)  # mode -> steps, accuracy
+    #   (training/budget.py's adaptation_notes turns them into warnings)
 
 
 def open_source(config: RunConfig) -> ModeSource:
@@ -110,7 +119,7 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
         source.check_names(modes if config.mixture_from_modes else config.foundation.modes)
     for m in modes:
         source.mode(m)  # a bad mode or folder fails before any training
-    factory = None
+    factory, pretrained_on = None, set()
     if config.module is not None:
         import copy
 
@@ -138,6 +147,7 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
             fc = replace(fc, modes=tuple(modes))
         fc = fit_to_data(fc, source, list(fc.modes))
         foundation = pretrain_foundation(source, fc, device, config.progress)
+        pretrained_on = set(fc.modes)
     for p in foundation.parameters():
         p.requires_grad_(False)
     example = source.mode(modes[0]).calibration.x[:8]
@@ -146,10 +156,14 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
                           extra={"train_config": _plain(config.foundation)})
     write_run_file(out, foundation, source, example, targets, modes)
     adapters: dict[str, Path] = {}
+    outcomes: dict[str, AdaptOutcome] = {}
     if not config.foundation_only:
         for name in modes:
             md = source.mode(name)
             method, model = adapt(foundation, md, config.adapt, device, config.progress, targets)
+            outcome = _outcome(foundation, method, model, md, config.adapt, name in pretrained_on)
+            if outcome is not None:
+                outcomes[name] = outcome
             mode = {"name": md.mode.name, "angle": md.mode.angle} if md.mode.angle is not None \
                 else {"name": md.mode.name}
             adapters[name] = save_adapter(
@@ -157,7 +171,18 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
                 extra={"facts": md.facts, "train_config": _plain(config.adapt.train)},
             )
     return TrainedRun(out, sha, adapters, family_of(foundation).name,
-                      foundation if config.module is not None else None)
+                      foundation if config.module is not None else None, outcomes)
+
+
+def _outcome(foundation, method, model, md, adapt_config: AdaptConfig, seen: bool):
+    """Steps taken and test accuracy, frozen vs adapted (soft gate); None for a method with
+    nothing to train."""
+    if not method.trainable(model):
+        return None
+    steps = adapt_config.train.steps_for(len(md.train))
+    if not len(md.test):
+        return AdaptOutcome(steps, float("nan"), float("nan"), seen)
+    return AdaptOutcome(steps, accuracy(foundation, md.test), accuracy(model, md.test), seen)
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """Modes from the user's own data: ``MODES/<mode>/{train,test[,calibration]}.npz``.
 
 Each .npz holds ``x`` (float32 ``[N, ...]``, any per-sample shape, the same in every split and
-mode) and ``y`` (int64 ``[N]``, class ids 0..MAX_CLASSES-1). Without ``calibration.npz`` a
+mode) and ``y`` (int64 ``[N]``, class ids 0..MAX_CLASSES-1). Other float ``x`` (float64, as
+numpy makes by default; float16) and other integer ``y`` are converted, with one warning per
+source. Without ``calibration.npz`` a
 seeded part of train is held out for calibration (never trained on). An optional
 ``<mode>/facts.json`` (a JSON object) becomes the mode's facts; it must pass the rules the
 runtime applies to ``manifest.json`` (finite numbers, no duplicate keys, bounded nesting), as
@@ -17,6 +19,7 @@ allocated, and never a pickle (an object array inside an .npz is refused).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -32,6 +35,8 @@ SPLITS = ("train", "test", "calibration")
 #: Class ids are 0..MAX_CLASSES-1: the model gets one output per class up to the largest id.
 MAX_CLASSES = 1 << 16
 _SAVE_HINT = "write it with np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))"
+
+log = logging.getLogger(__name__)
 
 
 class FolderModes(ModeSource):
@@ -50,6 +55,7 @@ class FolderModes(ModeSource):
         self.split_seed = split_seed
         self._cache: dict[str, ModeData] = {}
         self._sample_shape: tuple[int, ...] | None = None
+        self._warned_conversion = False
 
     def names(self) -> list[str]:
         """Every mode folder (a sub-directory holding train.npz), sorted."""
@@ -133,17 +139,33 @@ class FolderModes(ModeSource):
             # dtypes and shapes from the headers: nothing is allocated for a file refused here
             self._check_headers(path, *npz.header("x"), *npz.header("y"))
             x, y = npz.array("x"), npz.array("y")
+        x, y = self._convert(path, x, y)
         self._check(path, x, y)
         return Split(torch.from_numpy(np.ascontiguousarray(x)),
                      torch.from_numpy(np.ascontiguousarray(y)))
 
+    def _convert(self, path: Path, x: np.ndarray, y: np.ndarray):
+        """float16/float64 ``x`` to float32 and other integer ``y`` to int64, saying so once."""
+        if x.dtype == np.float32 and y.dtype == np.int64:
+            return x, y
+        if not self._warned_conversion:
+            self._warned_conversion = True
+            log.warning("%s/%s: x %s and y %s converted to float32 and int64 (the model's "
+                        "types; values beyond float32's range fail the finite check); further "
+                        "files are converted without a word", path.parent.name, path.name,
+                        x.dtype, y.dtype)
+        with np.errstate(over="ignore"):
+            return x.astype(np.float32), y.astype(np.int64)
+
     def _check_headers(self, path: Path, x_shape, x_dtype, y_shape, y_dtype) -> None:
-        if x_dtype != np.float32:
-            raise ModeFolderError(f"{path}: x has dtype {x_dtype}, expected float32; "
-                                  f"convert with x.astype(np.float32)")
-        if y_dtype != np.int64:
-            raise ModeFolderError(f"{path}: y has dtype {y_dtype}, expected int64 class ids; "
-                                  f"convert with y.astype(np.int64)")
+        if x_dtype.kind != "f":
+            raise ModeFolderError(f"{path}: x has dtype {x_dtype}, expected float32 (float16 "
+                                  f"and float64 are converted); convert with "
+                                  f"x.astype(np.float32)")
+        if y_dtype.kind not in "iu":
+            raise ModeFolderError(f"{path}: y has dtype {y_dtype}, expected int64 class ids "
+                                  f"(other integer types are converted); convert with "
+                                  f"y.astype(np.int64)")
         if len(x_shape) < 2 or len(y_shape) != 1:
             raise ModeFolderError(f"{path}: expected x of shape [N, ...] (ndim >= 2) and y of "
                                   f"shape [N], got x {x_shape} and y {y_shape}")
