@@ -74,3 +74,13 @@ def test_wrong_kind_is_refused(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"kind": "something-else"}))
     with pytest.raises(ValueError, match="expected kind 'taugate-foundation'"):
         load_foundation(tmp_path / "x")
+
+
+def test_a_mode_name_with_a_dot_keeps_its_files(tmp_path):
+    """``noise0.6`` is one name, not a stem and a suffix: its adapter files keep the dot."""
+    from taugate.training.adapters import _paths
+
+    st, js = _paths(tmp_path / "adapters" / "noise0.6")
+    assert (st.name, js.name) == ("noise0.6.safetensors", "noise0.6.json")
+    assert _paths(tmp_path / "noise0.6.json") == (st.parent.parent / "noise0.6.safetensors",
+                                                 js.parent.parent / "noise0.6.json")

@@ -33,7 +33,8 @@ ADAPTER_KIND = "taugate-adapter"
 def _paths(path: str | Path) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    # appended, not with_suffix: a mode name may hold a dot ("noise0.6")
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
 def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
