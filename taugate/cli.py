@@ -21,6 +21,7 @@ COMMANDS = {
     "extract": "taugate.commands.extract",
     "info": "taugate.commands.info",
     "predict": "taugate.commands.predict",
+    "route": "taugate.commands.route",
     "demo": "taugate.commands.demo",
     "reproduce": "taugate.commands.reproduce",
     "sweep": "taugate.commands.sweep",
@@ -31,7 +32,7 @@ COMMANDS = {
 }
 
 #: The install extra each command needs beyond the runtime (numpy + onnxruntime).
-COMMAND_EXTRAS = {"train": "train", "export": "train", "extract": "train", "demo": "train",
+COMMAND_EXTRAS = {"train": "train", "export": "train", "extract": "train", "route": "train", "demo": "train",
                   "reproduce": "train", "sweep": "train", "serve": "serve", "report": "report"}
 
 #: Top-level module -> the extra that installs it (what a missing import means to the user).

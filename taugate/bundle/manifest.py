@@ -32,6 +32,7 @@ from taugate.bundle.schema import (
     MaterializeStep,
     ModelEntry,
     OutputSpec,
+    RouterSpec,
 )
 
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
@@ -280,6 +281,33 @@ def variant_entry(entry: ModelEntry, precision: str) -> ModelEntry | None:
     return replace(entry, file=ref.file, sha256=ref.sha256, weights=None, materialize=None)
 
 
+_ROUTER_KEYS = {"file", "sha256", "modes", "threshold", "percentile", "facts"}
+
+
+def parse_router(d, modes) -> RouterSpec:
+    """Validate the manifest's ``router`` object against the bundle's ``modes`` (names): a
+    router must name exactly the bundle's modes, each once."""
+    if not isinstance(d, dict) or not set(d) <= _ROUTER_KEYS:
+        raise _fail("router", f"an object with keys from {sorted(_ROUTER_KEYS)}", d)
+    ref = _file_ref("router", d, "router")
+    names = _get(d, "modes", "router", list, "a list of the bundle's mode names")
+    if sorted(map(str, names)) != sorted(modes) or len(set(names)) != len(names) \
+            or not all(isinstance(n, str) for n in names):
+        raise _fail("router.modes", f"the bundle's modes {sorted(modes)}, each once (a router "
+                    f"fitted for other modes: fit it again with `taugate route`)", names)
+    numbers = {}
+    for key in ("threshold", "percentile"):
+        v = _get(d, key, "router", (int, float), "a finite number or null", optional=True)
+        if v is not None and not math.isfinite(v):
+            raise _fail(f"router.{key}", "a finite number or null", v)
+        numbers[key] = None if v is None else float(v)
+    if numbers["percentile"] is not None and not 0 < numbers["percentile"] <= 100:
+        raise _fail("router.percentile", "a number in (0, 100] or null", numbers["percentile"])
+    facts = _get(d, "facts", "router", dict, "an object or null", optional=True) or {}
+    return RouterSpec(ref.file, ref.sha256, tuple(names), numbers["threshold"],
+                      numbers["percentile"], dict(facts))
+
+
 def parse_manifest(data) -> Manifest:
     """Validate a parsed manifest (pure); raises :class:`BundleFormatError` naming the field."""
     if not isinstance(data, dict):
@@ -324,8 +352,11 @@ def parse_manifest(data) -> Manifest:
             raise BundleFormatError(f"{MANIFEST_NAME}: modes: {error}")
         modes[name] = _parse_model(name, entry, f"modes.{name}", is_mode=True, version=version,
                                    has_backbone=has_backbone)
+    router = None
+    if version >= 2 and data.get("router") is not None:
+        router = parse_router(data["router"], list(modes))
     return Manifest(fmt, version, created_by, inp, out, dense, modes, data, family, targets,
-                    backbone)
+                    backbone, router)
 
 
 def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
@@ -361,5 +392,5 @@ def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
 
 __all__ = ["BUNDLE_FORMAT", "DENSE", "MANIFEST_NAME", "MAX_MODEL_BYTES", "PRECISIONS",
            "SUPPORTED_FORMAT_VERSIONS", "FileRef", "InputSpec", "Manifest", "MaterializeStep",
-           "ModelEntry", "OutputSpec", "load_manifest", "parse_manifest", "read_verified",
+           "ModelEntry", "OutputSpec", "RouterSpec", "load_manifest", "parse_manifest", "read_verified",
            "resolve_file", "variant_entry", "verify_files"]

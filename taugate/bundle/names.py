@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 
 DENSE = "dense"  # reserved: the dense baseline model
+AUTO = "auto"  # reserved: each row in the mode its router names (docs/bundle-format.md)
 MODE_NAME_RULE = (
     "1-64 ASCII letters, digits, '_', '.', '-', starting with a letter or digit, "
-    "and not 'dense'"
+    "and not 'dense' or 'auto'"
 )
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -34,7 +35,7 @@ def mode_name_error(name: object) -> str | None:
     """Why ``name`` is not a valid mode name, or None when it is."""
     if not isinstance(name, str):
         return f"mode name: expected a string, got {type(name).__name__}"
-    if name == DENSE or not _NAME_RE.fullmatch(name):
+    if name in (DENSE, AUTO) or not _NAME_RE.fullmatch(name):
         shown = name if len(name) <= 80 else name[:77] + "..."
         return f"mode name {shown!r}: expected {MODE_NAME_RULE}"
     return None

@@ -181,6 +181,25 @@ class MaterializeStep:
 
 
 @dataclass(frozen=True)
+class RouterSpec:
+    """The bundle's router (docs/bundle-format.md, "The router"): an ONNX graph from the flat
+    input ``features`` float32 [batch, F] to ``mode_scores`` [batch, len(modes)] and
+    ``distance`` [batch, 1], and the threshold above which a row is of no known mode."""
+
+    file: str
+    sha256: str
+    modes: tuple  # the bundle's modes, in the order of the graph's mode_scores columns
+    threshold: float | None  # distance above this: "unknown"; None: never unknown
+    percentile: float | None  # of known calibration rows the threshold was set at
+    facts: dict = field(default_factory=dict)  # free-form (how it was fitted, its accuracy)
+    name: str = "router"  # what error messages call it
+
+    INPUT = "features"  # the graph's input and outputs (fixed names)
+    SCORES = "mode_scores"
+    DISTANCE = "distance"
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A validated manifest. ``raw`` is the parsed JSON as written."""
 
@@ -195,6 +214,7 @@ class Manifest:
     family: str = "mlp"
     targets: tuple = ()
     backbone: FileRef | None = None
+    router: RouterSpec | None = None
 
     def entry(self, name: str) -> ModelEntry | None:
         """The entry of mode ``name`` (or of the dense model for ``DENSE``); None if unknown."""
@@ -205,6 +225,7 @@ class Manifest:
         from taugate.bundle.manifest import variant_entry  # it imports this module
 
         out = [self.backbone] if self.backbone else []
+        out += [self.router] if self.router else []
         for entry in (self.dense, *self.modes.values()):
             out += [entry] + ([entry.weights] if entry.weights else [])
             out += [v for p in PRECISIONS[1:] if (v := variant_entry(entry, p)) is not None]

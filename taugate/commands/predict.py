@@ -47,7 +47,12 @@ def parse_providers(text: str):
 def add_arguments(p) -> None:
     p.add_argument("bundle", help="bundle directory (holding manifest.json)")
     p.add_argument("files", nargs="+", metavar="FILE", help=".npy arrays or PNG images")
-    p.add_argument("--mode", required=True, help="mode to run (or 'dense' for the dense model)")
+    p.add_argument("--mode", required=True,
+                   help="mode to run ('dense' for the dense model; 'auto': each row in the mode "
+                        "the bundle's router names, reported per row)")
+    p.add_argument("--unknown", choices=["refuse", "dense"], default="refuse",
+                   help="with --mode auto: refuse rows of no known mode (default) or run them "
+                        "on the dense model")
     p.add_argument("--invert", action="store_true",
                    help="invert image files (for black digits on white; MNIST is white on black)")
     p.add_argument("--mnist-style", action="store_true",
@@ -190,14 +195,21 @@ def run(args) -> int:
         x = load_file(path, args.invert, spec.layout, images=spec.image_shape is not None,
                       mnist_style=args.mnist_style)
         try:
-            logits = rt.run(args.mode, x)
+            if args.mode == "auto":
+                auto = rt.run_auto(x, unknown=args.unknown)
+                logits, modes = auto.logits, auto.modes
+            else:
+                logits, modes = rt.run(args.mode, x), None
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from exc
         for i, row in enumerate(logits):
             results.append({"file": str(path), "index": i, "class": int(row.argmax()),
                             "logits": [float(v) for v in row]})
+            if modes is not None:
+                results[-1]["mode"] = modes[i]
     if args.json:
         print(json.dumps({"mode": args.mode, "predictions": results}, indent=2))
     else:
-        print("\n".join(str(r["class"]) for r in results))
+        print("\n".join(str(r["class"]) + (f" {r['mode']}" if "mode" in r else "")
+                        for r in results))
     return 0

@@ -12,12 +12,14 @@ merge).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Callable
 
 from taugate.bundle.atomic import atomic_directory, write_text
 
+log = logging.getLogger(__name__)
 FORMAT = "taugate-bundle"
 VERSIONS = (1, 2)
 
@@ -71,6 +73,12 @@ def merge_into(bundle: str | Path, addition: str | Path, replace: bool = False,
                               f"--force to replace them")
     merged = json.loads(json.dumps(old))
     merged["modes"].update(new["modes"])
+    if merged.get("router") is not None and set(merged["modes"]) != set(old["modes"]):
+        # a router names exactly the bundle's modes: one fitted before this mode cannot route
+        # to it, so the bundle goes on without one until `taugate route` fits it again
+        del merged["router"]
+        log.warning("--into %s: its router does not know the added modes and was removed; fit "
+                    "a new one with `taugate route %s --run RUN`", bundle.name, bundle.name)
     accs = merged["dense"].get("test_accuracy")
     if isinstance(accs, dict):
         accs.update(new["dense"].get("test_accuracy") or {})

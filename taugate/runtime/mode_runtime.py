@@ -48,6 +48,7 @@ from taugate.runtime.providers import (
     resolve_providers,
 )
 from taugate.runtime.repository import ModeRepository
+from taugate.runtime.routing import AUTO, AutoResult, Router, Routing, routed_run
 from taugate.runtime.sessions import check_session, output_error, session_runner
 
 log = logging.getLogger("taugate.runtime")
@@ -98,6 +99,7 @@ class ModeRuntime(ModeRepository):
         self._retired: dict[str, str] = {}  # name -> why it is out of service (unload_mode)
         self._lazy = False
         self._opened = False
+        self._router: Router | None = None  # loaded on first use (routing.py)
         self.checker = InputSpecChecker.from_spec(manifest.input)
         self._coerce = self.checker.coerce if validate else self.checker.reshape_only
 
@@ -176,6 +178,8 @@ class ModeRuntime(ModeRepository):
                 for name in (DENSE, *manifest.modes):
                     if variant_entry(manifest.entry(name), precision) is not None:
                         rt._load(name)
+                if manifest.router is not None:
+                    rt._routing()
         except BaseException:
             rt.close()
             raise
@@ -193,6 +197,8 @@ class ModeRuntime(ModeRepository):
         """
         loaded = self._sessions.get(mode)
         if loaded is None:
+            if mode == AUTO:
+                return self.run_auto(x).logits
             loaded = self._load(mode)
         if self._max_sessions is not None:
             loaded.last_used = next(self._clock)
@@ -230,6 +236,34 @@ class ModeRuntime(ModeRepository):
     def run_dense(self, x) -> np.ndarray:
         """Logits of the dense baseline model (the reference every speedup is measured on)."""
         return self.run(DENSE, x)
+
+    # -- automatic routing (taugate/runtime/routing.py) ---------------------------------------
+
+    def route(self, x) -> list:
+        """The mode each row of ``x`` belongs to, by the bundle's router, or ``"unknown"`` for a
+        row of none. Raises :class:`RuntimeConfigError` when the bundle has no router."""
+        return self.routing(x).modes
+
+    def routing(self, x) -> Routing:
+        """:meth:`route` with the router's detail: each row's best mode and its distance."""
+        return self._routing().route(self._coerce(x))
+
+    def run_auto(self, x, unknown: str = "refuse") -> AutoResult:
+        """Each row of ``x`` run in its routed mode (``run("auto", x)`` returns the logits
+        alone): ``.logits``, ``.modes`` (per row) and ``.routing``. ``unknown``: ``"refuse"``
+        (rows of no known mode raise :class:`~taugate.runtime.routing.UnknownInputError`) or
+        ``"dense"`` (they run on the dense model)."""
+        batch = self._coerce(x)
+        return routed_run(self.run, self._routing().route(batch), batch, unknown,
+                          self._classes)
+
+    def _routing(self) -> Router:
+        if self._router is None:
+            with self._load_lock:
+                if self._router is None:
+                    self._router = Router.open(self._root, self._manifest, self._plan,
+                                               self._config)
+        return self._router
 
     # -- loading -----------------------------------------------------------------------------
 

@@ -82,7 +82,8 @@ class CountResponses:
 
 
 def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, *,
-               limits: ServerLimits | None = None, model_control: bool = False) -> FastAPI:
+               limits: ServerLimits | None = None, model_control: bool = False,
+               unknown: str = "refuse") -> FastAPI:
     """The ASGI app serving ``runtime``; bodies over ``max_body_bytes`` get 413. ``limits``
     (default :class:`ServerLimits` with this ``max_body_bytes``) also bounds body time and
     requests in flight; connection limits are the server's (see ``serve``).
@@ -119,7 +120,7 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error", type(exc).__name__)
 
-    handler = ProtocolHandler(runtime, model_control=model_control)
+    handler = ProtocolHandler(runtime, model_control=model_control, unknown=unknown)
     app.state.handler = handler
     mount(app, handler, runtime.run)  # both APIs: taugate.server.protocol
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes,

@@ -64,6 +64,7 @@ class Inference:
     x: np.ndarray  # float32, already checked by the runtime's input checker
     respond: Callable[[np.ndarray], HttpResponse]
     error: Callable[[int, str, str], HttpResponse]  # (status, kind, message) in this API's form
+    rows: list | None = None  # mode "auto": the mode each row runs in (one run per mode)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from taugate import __version__
 from taugate.runtime import DENSE, InputError
+from taugate.runtime.routing import AUTO
 from taugate.server.messages import HttpResponse, Inference, Route
 from taugate.server.oip_body import (
     HEADER_LENGTH,
@@ -144,19 +145,22 @@ class _Endpoints:
             parsed = parse_infer(req.body, req.headers.get(HEADER_LENGTH), self.input,
                                  list(self.outputs))
             x = self.handler.checked_input(parsed.x)
+            routed, rows = self.handler.auto_rows(x) if mode == AUTO else (None, None)
         except OipError as exc:
             return error(exc.status, str(exc))
-        except InputError as exc:
+        except InputError as exc:  # UnknownInputError included
             return error(400, str(exc))
         (logits_name,) = self.outputs
+        # mode "auto": each row's routed mode (or "unknown") in the answer's parameters
+        extra = None if routed is None else {"taugate_modes": routed}
 
         def respond(logits: np.ndarray):
-            return encode_infer(mode, parsed, {logits_name: logits}, self.outputs)
+            return encode_infer(mode, parsed, {logits_name: logits}, self.outputs, extra)
 
         def failed(status: int, kind: str, message: str):
             return error(400 if status == 422 else status, message)  # the protocol has no 422
 
-        return Inference(mode, x, respond, failed)
+        return Inference(mode, x, respond, failed, rows)
 
 
 def routes(handler) -> list:

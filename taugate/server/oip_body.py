@@ -231,8 +231,10 @@ def _requested_outputs(payload: dict, names: list, binary_default: bool) -> list
     return chosen
 
 
-def encode_infer(mode: str, request: InferRequest, results: dict, specs: dict):
-    """The inference answer: JSON, or JSON + raw tensors when any output is binary."""
+def encode_infer(mode: str, request: InferRequest, results: dict, specs: dict,
+                 parameters: dict | None = None):
+    """The inference answer: JSON, or JSON + raw tensors when any output is binary
+    (``parameters``: the answer's own, if any)."""
     outputs, chunks = [], []
     for name, binary in request.outputs:
         value, spec = results[name], specs[name]
@@ -245,6 +247,8 @@ def encode_infer(mode: str, request: InferRequest, results: dict, specs: dict):
             out["data"] = value.reshape(-1).tolist()
         outputs.append(out)
     answer = {"model_name": mode, "model_version": VERSION, "outputs": outputs}
+    if parameters:
+        answer["parameters"] = parameters
     if request.id is not None:
         answer = {"id": request.id, **answer}
     if not chunks:

@@ -35,6 +35,14 @@ from taugate.runtime import (
     ModeRuntime,
     UnknownModeError,
 )
+from taugate.runtime.routing import (
+    AUTO,
+    UnknownInputError,
+    check_policy,
+    groups,
+    rows_to_run,
+    run_rows,
+)
 from taugate.server import model_repository, oip, stats, strict_json
 from taugate.server.messages import (
     HttpRequest,
@@ -112,8 +120,10 @@ class ProtocolHandler:
     repository extension's load and unload (:mod:`taugate.server.model_repository`).
     """
 
-    def __init__(self, runtime: ModeRuntime, model_control: bool = False):
+    def __init__(self, runtime: ModeRuntime, model_control: bool = False,
+                 unknown: str = "refuse"):
         self.runtime = runtime
+        self.unknown = check_policy(unknown)  # mode "auto": rows of no known mode
         self.metrics = ServerMetrics()
         self.redact = PathRedactor(runtime.bundle_dir)
         spec = runtime.manifest.input
@@ -189,7 +199,8 @@ class ProtocolHandler:
             return self._refused(label, routed, start)
         routed_at = _now()
         try:
-            logits = run(routed.mode, routed.x)
+            logits = run(routed.mode, routed.x) if routed.rows is None else \
+                run_rows(run, routed.x, routed.rows, self.runtime.manifest.output.classes)
         except Exception as exc:  # mapped to an HTTP error
             return self._ran(label, routed, req, start, routed_at, exc=exc)
         return self._ran(label, routed, req, start, routed_at, logits)
@@ -209,10 +220,28 @@ class ProtocolHandler:
             return self._refused(label, routed, start)
         routed_at = _now()
         try:
-            logits = await run(routed.mode, routed.x)
+            if routed.rows is None:
+                logits = await run(routed.mode, routed.x)
+            else:
+                logits = await self._run_rows_async(run, routed)
         except Exception as exc:
             return self._ran(label, routed, req, start, routed_at, exc=exc)
         return self._ran(label, routed, req, start, routed_at, logits)
+
+    async def _run_rows_async(self, run: AsyncRun, routed: Inference) -> np.ndarray:
+        """Mode "auto": one awaited ``run`` per mode present, concurrently."""
+        parts = groups(routed.rows)
+        outs = await asyncio.gather(*(run(m, routed.x[ix]) for m, ix in parts.items()))
+        logits = np.empty((routed.x.shape[0], self.runtime.manifest.output.classes), np.float32)
+        for ix, out in zip(parts.values(), outs):
+            logits[ix] = out
+        return logits
+
+    def auto_rows(self, x: np.ndarray) -> tuple[list, list]:
+        """Mode "auto": (the routed mode of each row or "unknown", the mode each row runs in
+        under :attr:`unknown` policy); :class:`UnknownInputError` when refused."""
+        routing = self.runtime.routing(x)
+        return routing.modes, rows_to_run(routing, self.unknown)
 
     def run_failed(self, inference: Inference, req: HttpRequest, exc: Exception) -> HttpResponse:
         """The answer when ``run`` raised ``exc``: its message without absolute paths."""
@@ -239,7 +268,8 @@ class ProtocolHandler:
     # -- facts -------------------------------------------------------------------------------
 
     def knows(self, mode: str) -> bool:
-        return mode == DENSE or mode in self.runtime.manifest.modes
+        return mode == DENSE or mode in self.runtime.manifest.modes or (
+            mode == AUTO and self.runtime.manifest.router is not None)
 
     def _info(self, mode: str) -> dict:
         info = self.runtime.info(mode)
@@ -274,18 +304,24 @@ class ProtocolHandler:
             if not self.knows(mode):
                 self.runtime.info(mode)  # raises UnknownModeError with the valid choices
             x = self.checked_input(x)
+            routed, rows = self.auto_rows(x) if mode == AUTO else (None, None)
         except _BadRequest as exc:
             return taugate_error(exc.status, exc.error, exc.detail)
         except UnknownModeError as exc:
             return taugate_error(404, "unknown mode", str(exc))
+        except UnknownInputError as exc:
+            return taugate_error(422, "unknown input", str(exc))
         except InputError as exc:
             return taugate_error(422, "invalid input", str(exc))
 
         def respond(logits: np.ndarray) -> HttpResponse:
-            return HttpResponse.json({"mode": mode, "classes": logits.argmax(axis=1).tolist(),
-                                      "logits": logits.tolist()})
+            answer = {"mode": mode, "classes": logits.argmax(axis=1).tolist(),
+                      "logits": logits.tolist()}
+            if routed is not None:
+                answer["modes"] = routed  # per row: its routed mode, or "unknown" (ran dense)
+            return HttpResponse.json(answer)
 
-        return Inference(mode, x, respond, taugate_error)
+        return Inference(mode, x, respond, taugate_error, rows)
 
 
 def _run_cause(exc: Exception, status: int) -> str:

@@ -1,0 +1,76 @@
+"""Fit a bundle's router from the run it was exported from: ``taugate route BUNDLE --run RUN``.
+
+The router (docs/bundle-format.md, "The router") names each row's mode from the input alone
+and flags rows of no known mode; it is fitted on the run's calibration splits of the bundle's
+modes and written into the bundle in one atomic rewrite. ``--eval`` then measures it on the
+modes' test sets (oracle routing, the dense model, ``auto``; unknown-input detection on
+``--unseen`` modes of the run's source, e.g. ``invert`` for MNIST rotations) and ``--curve``
+draws the threshold trade-off.
+"""
+
+from __future__ import annotations
+
+import json
+
+HELP = "fit a bundle's router (mode='auto' and unknown-input flags) from its run"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("bundle", help="bundle directory (holding manifest.json)")
+    p.add_argument("--run", required=True, help="the run directory the bundle was exported from")
+    p.add_argument("--data-root", default=None, help="where the run's mode data lives")
+    p.add_argument("--components", type=int, default=24,
+                   help="principal components of the inputs the router works on (default 24)")
+    p.add_argument("--distance-components", type=int, default=48,
+                   help="principal components of the unknown-input distance (default 48)")
+    p.add_argument("--hidden", type=int, default=32, help="router MLP hidden units (default 32)")
+    p.add_argument("--percentile", type=float, default=95.0,
+                   help="unknown threshold: this percentile of held-out known rows' distance "
+                        "(default 95: about 5%% of known rows flagged)")
+    p.add_argument("--eval", action="store_true",
+                   help="measure the router on the modes' test sets and print a table")
+    p.add_argument("--unseen", default="",
+                   help="comma-separated modes of the run's source the bundle does not have "
+                        "(e.g. invert), for the unknown-input trade-off (implies --eval)")
+    p.add_argument("--rows", type=int, default=None, help="test rows per mode for --eval")
+    p.add_argument("--curve", metavar="FILE.png", default=None,
+                   help="draw the threshold trade-off to FILE.png (implies --eval)")
+    p.add_argument("--json", metavar="FILE", default=None, help="write the --eval report as JSON")
+
+
+def run(args) -> int:
+    from dataclasses import asdict
+
+    from taugate.exporting.router import RouterConfig
+    from taugate.exporting.router_bundle import fit_for_bundle, write_router
+    from taugate.training.loaded import load_run
+
+    cfg = RouterConfig(components=args.components, hidden=args.hidden,
+                       distance_components=args.distance_components, percentile=args.percentile)
+    loaded = load_run(args.run, args.data_root)
+    fitted = fit_for_bundle(args.bundle, loaded, cfg)
+    write_router(args.bundle, fitted)
+    print(f"router: {len(fitted.modes)} modes, held-out routing accuracy "
+          f"{fitted.facts['holdout_accuracy']:.4f}, unknown threshold {fitted.threshold:.4g} "
+          f"(percentile {fitted.percentile:g} of held-out known rows)")
+    unseen = [u for u in args.unseen.split(",") if u.strip()]
+    if not (args.eval or unseen or args.curve or args.json):
+        return 0
+    from taugate.lab.routing import evaluate, plot, table
+    from taugate.runtime import ModeRuntime
+    from taugate.training.sources import open_source
+
+    source = open_source(json.loads((loaded.path / "run.json").read_text("utf-8"))["source"],
+                         args.data_root)
+    tests = {m: tuple(t.numpy() for t in loaded.modes[m].test) for m in fitted.modes}
+    away = {u: source.mode(u).test.x.numpy() for u in unseen}
+    with ModeRuntime.open(args.bundle, providers="cpu") as rt:
+        report = evaluate(rt, tests, away, args.rows)
+    print(table(report))
+    if args.curve:
+        plot(report, args.curve)
+        print(f"curve: {args.curve}")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(asdict(report), f, indent=1)
+    return 0
