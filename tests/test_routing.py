@@ -159,3 +159,38 @@ def test_http_auto_refuses_unknown_rows(routed_bundle, tiny_bundle):
     with ModeRuntime.open(tiny_bundle, providers="cpu") as rt:  # no router: no model "auto"
         assert _post(ProtocolHandler(rt), "/modes/auto/predict",
                      {"inputs": strange.tolist()}).status == 404
+
+
+def test_serve_unknown_flag_reaches_the_handler(routed_bundle, monkeypatch, capsys):
+    pytest.importorskip("fastapi")
+    import urllib.request
+
+    import taugate.server as server
+    from taugate.cli import main
+
+    served = {}
+
+    def fake_serve(rt, **kwargs):  # the real server, started in the background
+        served.update(kwargs)
+        strange = np.full((2, 784), 0.95, np.float32)
+        with server.BackgroundServer(rt, unknown=kwargs["unknown"]) as srv:
+            req = urllib.request.Request(srv.url + "/modes/auto/predict", json.dumps(
+                {"inputs": strange.tolist()}).encode(), {"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as res:
+                served["answer"] = json.loads(res.read())
+
+    monkeypatch.setattr(server, "serve", fake_serve)
+    assert main(["serve", str(routed_bundle), "--providers", "cpu", "--unknown", "dense"]) == 0
+    assert served["unknown"] == "dense"
+    assert served["answer"]["modes"] == [UNKNOWN, UNKNOWN]  # run on the dense model, not refused
+    with pytest.raises(SystemExit):
+        main(["serve", str(routed_bundle), "--unknown", "drop"])
+    assert "choose from 'refuse', 'dense'" in capsys.readouterr().err
+
+
+def test_ray_config_checks_the_unknown_policy():
+    pytest.importorskip("ray.serve")
+    from taugate.server.ray_app import RayServeConfig
+
+    with pytest.raises(RuntimeConfigError, match="expected one of refuse, dense"):
+        RayServeConfig("b", unknown="drop")

@@ -69,3 +69,38 @@ def test_errors_reach_the_client(triton):
     assert exc_info.value.status() == "400"
     with pytest.raises(InferenceServerException, match="has one input 'pixels'"):
         triton.infer("rot0", [_input(X, False, name="image")])
+
+
+def _modes_input(names: list, binary: bool):
+    inp = httpclient.InferInput("mode", [len(names)], "BYTES")
+    inp.set_data_from_numpy(np.array(names, dtype=object), binary_data=binary)
+    return inp
+
+
+MIXED_ROWS = ["rot45", "rot0", "dense", "rot45"]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_mixed_batch_identical_to_per_mode_runs(triton, runtime, binary):
+    requested = [httpclient.InferRequestedOutput("logits", binary_data=binary)]
+    result = triton.infer("mixed", [_input(X, binary), _modes_input(MIXED_ROWS, binary)],
+                          outputs=requested)
+    logits = result.as_numpy("logits")
+    for mode in set(MIXED_ROWS):
+        rows = [i for i, m in enumerate(MIXED_ROWS) if m == mode]
+        np.testing.assert_array_equal(logits[rows], runtime.run(mode, X[rows]))
+    meta = triton.get_model_metadata("mixed")
+    assert meta["inputs"][1] == {"name": "mode", "datatype": "BYTES", "shape": [-1]}
+
+
+def test_mixed_batch_refusals_reach_the_client(triton):
+    with pytest.raises(InferenceServerException, match=r"'mode'\[2\]: unknown mode 'rot90'; "
+                       r"valid: 'rot0', 'rot45', 'dense'") as exc_info:
+        triton.infer("mixed", [_input(X, True), _modes_input(["rot0", "rot0", "rot90", "rot0"],
+                                                              True)])
+    assert exc_info.value.status() == "400"
+    with pytest.raises(InferenceServerException, match="3 mode names for 4 rows"):
+        triton.infer("mixed", [_input(X, False), _modes_input(["rot0"] * 3, False)])
+    with pytest.raises(InferenceServerException,
+                       match=r"2 tensor objects \('pixels' and 'mode'\), got 1"):
+        triton.infer("mixed", [_input(X, True)])

@@ -65,6 +65,11 @@ def add_arguments(p) -> None:
     p.add_argument("--data-root", default=None,
                    help="where the run's mode source lives now (the MNIST root or the modes "
                         "folder), when it moved since training")
+    p.add_argument("--router", action="store_true",
+                   help="then fit the bundle's router (mode 'auto', unknown inputs) from the "
+                        "run's calibration splits, as `taugate route BUNDLE --run RUN` does "
+                        "with its defaults; with --into the run must hold every mode of the "
+                        "bundle")
     p.add_argument("--engine", nargs="?", action=_Removed, help=argparse.SUPPRESS)
     p.add_argument("--standalone", nargs=0, action=_Removed, help=argparse.SUPPRESS)
     add_prune_arguments(p)
@@ -150,13 +155,43 @@ def run(args) -> int:
 
     config = export_config(args)  # validated before any work
     if args.into:
-        return run_into(args, config)
-    if Path(args.out).exists() and not args.force:  # before minutes of work, not after
-        raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
-    path, reports = export_run(args.run, args.out, config, args.data_root)
-    print_reports(path, reports, config)
-    print(f"bundle: {path} ({config.layout} layout)")
-    return 0
+        if args.router:
+            _check_router_modes(args)
+        code = run_into(args, config)
+        path = args.into
+    else:
+        if Path(args.out).exists() and not args.force:  # before minutes of work, not after
+            raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
+        path, reports = export_run(args.run, args.out, config, args.data_root)
+        print_reports(path, reports, config)
+        print(f"bundle: {path} ({config.layout} layout)")
+        code = 0
+    if args.router:
+        from taugate.commands.route import fit_into_bundle
+
+        fit_into_bundle(path, args.run, args.data_root)
+    return code
+
+
+def _check_router_modes(args) -> None:
+    """``--into B --router``: the router is fitted on every mode of the bundle, so the run
+    must hold them all; checked before the export, not after."""
+    import json
+
+    from taugate.training.runs import ADAPTER_DIR
+
+    bundle, run = Path(args.into), Path(args.run)
+    try:
+        have = set(json.loads((bundle / "manifest.json").read_text("utf-8"))["modes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # export_into names what is wrong with the bundle
+    found = {p.stem for p in (run / ADAPTER_DIR).glob("*.json")}
+    missing = sorted(have - found)
+    if missing:
+        raise ValueError(f"--router with --into {bundle.name}: the run {run.name!r} has no "
+                         f"modes {missing} of the bundle, and the router is fitted on every "
+                         f"mode's calibration rows; export without --router, then fit it with "
+                         f"`taugate route {bundle.name} --run RUN` from a run holding them all")
 
 
 def run_into(args, config) -> int:

@@ -38,21 +38,30 @@ def add_arguments(p) -> None:
     p.add_argument("--json", metavar="FILE", default=None, help="write the --eval report as JSON")
 
 
+def fit_into_bundle(bundle, run_dir, data_root=None, cfg=None):
+    """Fit ``bundle``'s router from ``run_dir``'s calibration splits and write it (the one path
+    of ``taugate route`` and ``taugate export --router``); prints one line, returns
+    (the loaded run, the fitted router)."""
+    from taugate.exporting.router_bundle import fit_for_bundle, write_router
+    from taugate.training.loaded import load_run
+
+    loaded = load_run(run_dir, data_root)
+    fitted = fit_for_bundle(bundle, loaded, cfg)
+    write_router(bundle, fitted)
+    print(f"router: {len(fitted.modes)} modes, held-out routing accuracy "
+          f"{fitted.facts['holdout_accuracy']:.4f}, unknown threshold {fitted.threshold:.4g} "
+          f"(percentile {fitted.percentile:g} of held-out known rows)")
+    return loaded, fitted
+
+
 def run(args) -> int:
     from dataclasses import asdict
 
     from taugate.exporting.router import RouterConfig
-    from taugate.exporting.router_bundle import fit_for_bundle, write_router
-    from taugate.training.loaded import load_run
 
     cfg = RouterConfig(components=args.components, hidden=args.hidden,
                        distance_components=args.distance_components, percentile=args.percentile)
-    loaded = load_run(args.run, args.data_root)
-    fitted = fit_for_bundle(args.bundle, loaded, cfg)
-    write_router(args.bundle, fitted)
-    print(f"router: {len(fitted.modes)} modes, held-out routing accuracy "
-          f"{fitted.facts['holdout_accuracy']:.4f}, unknown threshold {fitted.threshold:.4g} "
-          f"(percentile {fitted.percentile:g} of held-out known rows)")
+    loaded, fitted = fit_into_bundle(args.bundle, args.run, args.data_root, cfg)
     unseen = [u for u in args.unseen.split(",") if u.strip()]
     if not (args.eval or unseen or args.curve or args.json):
         return 0

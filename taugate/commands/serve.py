@@ -37,6 +37,9 @@ def add_arguments(p) -> None:
                         "--engine ray)")
     p.add_argument("--engine", choices=["fastapi", "ray"], default="fastapi",
                    help="fastapi: one process (default); ray: Ray Serve replicas")
+    p.add_argument("--unknown", choices=["refuse", "dense"], default="refuse",
+                   help="model 'auto' (a bundle with a router): rows of no known mode are "
+                        "refused (default; 400 or 422 naming the rows) or run on the dense model")
     g = p.add_argument_group("limits against slow and hostile clients (see docs/security.md; "
                              "--engine fastapi)")
     g.add_argument("--max-connections", type=int, default=None,
@@ -91,7 +94,8 @@ def _run_ray(args) -> int:
              if getattr(args, k) is not None}
     if args.providers is not None:
         given["providers"] = parse_providers(args.providers)
-    config = RayServeConfig(args.bundle, threads=args.threads or 1, **given)
+    config = RayServeConfig(args.bundle, threads=args.threads or 1, unknown=args.unknown,
+                            **given)
     run_ray(config, host=args.host, port=args.port)
     return 0
 
@@ -116,5 +120,5 @@ def run(args) -> int:
                           max_sessions=args.max_sessions, intra_op_num_threads=args.threads)
     rt.warmup()
     serve(rt, host=args.host, port=args.port, limits=limits,
-          model_control=args.model_control, watch_s=args.watch)
+          model_control=args.model_control, watch_s=args.watch, unknown=args.unknown)
     return 0

@@ -76,14 +76,21 @@ def merge_into(bundle: str | Path, addition: str | Path, replace: bool = False,
     if merged.get("router") is not None and set(merged["modes"]) != set(old["modes"]):
         # a router names exactly the bundle's modes: one fitted before this mode cannot route
         # to it, so the bundle goes on without one until `taugate route` fits it again
-        del merged["router"]
+        router = merged.pop("router")
+        stale_router = router.get("file") if isinstance(router, dict) else None
         log.warning("--into %s: its router does not know the added modes and was removed; fit "
                     "a new one with `taugate route %s --run RUN`", bundle.name, bundle.name)
+    else:
+        stale_router = None
     accs = merged["dense"].get("test_accuracy")
     if isinstance(accs, dict):
         accs.update(new["dense"].get("test_accuracy") or {})
     with atomic_directory(bundle, overwrite=True) as tmp:
         shutil.copytree(bundle, tmp, dirs_exist_ok=True)
+        if isinstance(stale_router, str):  # no file the manifest does not name
+            stale = (tmp / stale_router).resolve()
+            if stale.is_relative_to(tmp.resolve()) and stale.is_file():
+                stale.unlink()
         for entry in new["modes"].values():
             for rel in _files(entry):
                 target = tmp / rel

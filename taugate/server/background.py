@@ -34,16 +34,17 @@ def uvicorn_config(app, limits: ServerLimits, **kwargs) -> uvicorn.Config:
 def serve(runtime, host: str = "127.0.0.1", port: int = 8000,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info",
           limits: ServerLimits | None = None, model_control: bool = False,
-          watch_s: float | None = None) -> None:
+          watch_s: float | None = None, unknown: str = "refuse") -> None:
     """Serve ``runtime`` over HTTP until interrupted (Ctrl+C). ``model_control``: allow the
     repository extension's load and unload; ``watch_s``: poll the bundle's manifest every so
-    many seconds and load or unload what changed (:mod:`taugate.server.watch`)."""
+    many seconds and load or unload what changed (:mod:`taugate.server.watch`); ``unknown``:
+    what mode ``auto`` does with rows of no known mode (``"refuse"`` or ``"dense"``)."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: the API has no authentication; put it behind a proxy "
                     "that adds it if the network is not trusted", host)
     limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
     app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits,
-                     model_control=model_control)
+                     model_control=model_control, unknown=unknown)
     watcher = None if watch_s is None else ManifestWatcher(runtime, watch_s).start()
     try:
         uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
@@ -62,10 +63,10 @@ class BackgroundServer:
 
     def __init__(self, runtime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  startup_timeout: float = 10.0, limits: ServerLimits | None = None,
-                 model_control: bool = False):
+                 model_control: bool = False, unknown: str = "refuse"):
         limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
         self.app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits,
-                              model_control=model_control)
+                              model_control=model_control, unknown=unknown)
         self.startup_timeout = startup_timeout
         config = uvicorn_config(self.app, limits, log_level="warning", access_log=False,
                                 lifespan="off")

@@ -1,7 +1,9 @@
 """The Open Inference Protocol v2 REST ("KServe v2", as spoken by Triton, KServe, MLServer) with
 the binary tensor data extension, for :class:`taugate.server.protocol.ProtocolHandler`.
 
-Every mode is a model, and so is ``dense``; each has one version, ``"1"``. Endpoints::
+Every mode is a model, and so is ``dense`` (and ``auto`` with a router); each has one version,
+``"1"``. The model ``mixed`` takes a second input, ``mode`` (BYTES [N]): row i runs in the mode
+it names (docs/runtime.md, "Several modes in one call"). Endpoints::
 
     GET  /v2/health/live | /v2/health/ready | /v2        server liveness, readiness, metadata
     GET  /v2/models/{m}[/versions/{v}]                    model metadata (from the manifest)
@@ -39,11 +41,16 @@ from taugate.server.oip_body import (
     tensor_spec,
 )
 
-__all__ = ["HEADER_LENGTH", "VERSION", "json_size", "model_metadata", "model_refusal", "routes",
+__all__ = ["HEADER_LENGTH", "MIXED", "MODE_INPUT", "VERSION", "json_size", "model_metadata", "model_refusal", "routes",
            "server_metadata"]
 
 EXTENSIONS = ["binary_tensor_data"]
 PLATFORM = "onnxruntime_onnx"
+# The mixed-mode model: the rows plus a BYTES input [N] naming each row's mode (served unless the
+# bundle has a mode of that name, which keeps it)
+MIXED = "mixed"
+MODE_INPUT = "mode"
+MODE_INPUT_SPEC = {"name": MODE_INPUT, "datatype": "BYTES", "shape": [-1]}
 
 
 def error(status: int, message: str) -> HttpResponse:
@@ -81,15 +88,34 @@ def server_metadata() -> dict:
     return {"name": "taugate", "version": __version__, "extensions": EXTENSIONS}
 
 
+def is_mixed(mode: str, manifest) -> bool:
+    """Whether ``mode`` names the mixed-mode model (and not a mode of the bundle)."""
+    return mode == MIXED and MIXED not in manifest.modes
+
+
 def model_metadata(mode: str, manifest) -> dict:
+    extra = [MODE_INPUT_SPEC] if is_mixed(mode, manifest) else []
     return {"name": mode, "versions": [VERSION], "platform": PLATFORM,
-            "inputs": [input_spec(manifest).metadata()],
+            "inputs": [input_spec(manifest).metadata(), *extra],
             "outputs": [output_spec(manifest).metadata()]}
+
+
+def mixed_rows(modes: list, manifest) -> list:
+    """The mixed model's per-row mode names, each a mode of the bundle or ``dense``; an
+    :class:`OipError` (400) names the first other one, its row and the valid names."""
+    valid = set(manifest.modes) | {DENSE}
+    for name in dict.fromkeys(modes):
+        if name not in valid:
+            row = modes.index(name)
+            names = ", ".join(repr(m) for m in [*list(manifest.modes)[:20], DENSE])
+            raise OipError(400, f"input {MODE_INPUT!r}[{row}]: unknown mode "
+                                f"{name[:80]!r}; valid: {names}")
+    return modes
 
 
 def model_refusal(handler, mode: str, version: str | None) -> HttpResponse | None:
     """The 404 for a model (mode) or version ``handler`` does not serve, else None."""
-    if not handler.knows(mode):
+    if not handler.knows(mode) and not is_mixed(mode, handler.runtime.manifest):
         valid = ", ".join(repr(m) for m in [*handler.runtime.modes[:20], DENSE])
         return error(404, f"unknown model {mode!r}; valid: {valid}")
     if version is not None and version != VERSION:
@@ -141,11 +167,13 @@ class _Endpoints:
         refused = self._model(mode, version)
         if refused is not None:
             return refused
+        mixed = is_mixed(mode, self.handler.runtime.manifest)
         try:
             parsed = parse_infer(req.body, req.headers.get(HEADER_LENGTH), self.input,
-                                 list(self.outputs))
+                                 list(self.outputs), MODE_INPUT if mixed else None)
+            rows = mixed_rows(parsed.modes, self.handler.runtime.manifest) if mixed else None
             x = self.handler.checked_input(parsed.x)
-            routed, rows = self.handler.auto_rows(x) if mode == AUTO else (None, None)
+            routed, rows = self.handler.auto_rows(x) if mode == AUTO else (None, rows)
         except OipError as exc:
             return error(exc.status, str(exc))
         except InputError as exc:  # UnknownInputError included

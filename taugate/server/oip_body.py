@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taugate.server import strict_json
+from taugate.server import oip_bytes, strict_json
 from taugate.server.messages import HttpResponse, json_bytes
 
 VERSION = "1"  # every model has one version
@@ -72,6 +72,7 @@ class InferRequest:
     x: np.ndarray
     id: str | None
     outputs: list  # [(output name, binary?)] in the order to answer
+    modes: list | None = None  # the mixed-mode model: each row's mode name
 
 
 def json_size(body: bytes, header_length) -> int:
@@ -173,27 +174,41 @@ def _tensor_data(tensor: dict, where: str, spec: TensorSpec, shape: list, binary
     return values.reshape(shape), offset
 
 
-def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list) -> InferRequest:
+def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list,
+                modes_input: str | None = None) -> InferRequest:
     """Parse an inference body (JSON, or JSON + binary tensors) for a model with one input
-    ``spec`` and the output names ``outputs``. Raises :class:`OipError` (400)."""
+    ``spec`` and the output names ``outputs``; with ``modes_input``, the model also takes that
+    ``BYTES`` input of shape [N], one mode name per row (the mixed-mode model), answered in
+    :attr:`InferRequest.modes`. Raises :class:`OipError` (400)."""
     payload, binary = _split_body(body, header_length)
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise OipError(400, f"id: expected a string, got {type(request_id).__name__}")
+    names = [spec.name] if modes_input is None else [spec.name, modes_input]
+    expected = " and ".join(repr(n) for n in names)
     inputs = payload.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+    if not isinstance(inputs, list) or len(inputs) != len(names) or \
+            not all(isinstance(t, dict) for t in inputs):
         got = len(inputs) if isinstance(inputs, list) else type(inputs).__name__
-        raise OipError(400, f"inputs: expected a list holding one tensor object "
-                            f"({spec.name!r}), got {got}")
-    tensor = inputs[0]
-    where = f"input {_echo(tensor.get('name'))}"
-    if tensor.get("name") != spec.name:
-        raise OipError(400, f"{where}: unknown input; the model has one input {spec.name!r}")
-    if tensor.get("datatype") != spec.datatype:
-        raise OipError(400, f"{where}.datatype: expected {spec.datatype!r}, got "
-                            f"{_echo(tensor.get('datatype'))}")
-    shape = _shape(tensor, where)
-    x, used = _tensor_data(tensor, where, spec, shape, binary, 0)
+        count = "one tensor object" if len(names) == 1 else f"{len(names)} tensor objects"
+        raise OipError(400, f"inputs: expected a list holding {count} ({expected}), got {got}")
+    values, used = {}, 0
+    for tensor in inputs:  # the binary part holds the tensors in the order they are listed
+        name = tensor.get("name")
+        where = f"input {_echo(name)}"
+        if not isinstance(name, str) or name not in names or name in values:
+            what = "given twice" if isinstance(name, str) and name in values else \
+                "unknown input"
+            has = f"one input {spec.name!r}" if len(names) == 1 else f"the inputs {expected}"
+            raise OipError(400, f"{where}: {what}; the model has {has}")
+        if name == spec.name:
+            if tensor.get("datatype") != spec.datatype:
+                raise OipError(400, f"{where}.datatype: expected {spec.datatype!r}, got "
+                                    f"{_echo(tensor.get('datatype'))}")
+            values[name], used = _tensor_data(tensor, where, spec, _shape(tensor, where),
+                                              binary, used)
+        else:
+            values[name], used = _modes_data(tensor, where, binary, used)
     if used != len(binary):
         raise OipError(400, f"binary data: {len(binary) - used} bytes after the JSON header "
                             f"belong to no input (check binary_data_size and "
@@ -202,7 +217,44 @@ def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list) -> 
     if not isinstance(binary_default, bool):
         raise OipError(400, f"parameters.binary_data_output: expected true or false, got "
                             f"{_echo(binary_default)}")
-    return InferRequest(x, request_id, _requested_outputs(payload, outputs, binary_default))
+    x = values[spec.name]
+    modes = None if modes_input is None else values[modes_input]
+    if modes is not None and (x.ndim == 0 or len(modes) != x.shape[0]):
+        raise OipError(400, f"input {modes_input!r}: {len(modes)} mode names for "
+                            f"{x.shape[0] if x.ndim else 0} rows of {spec.name!r}; send one "
+                            f"name per row")
+    return InferRequest(x, request_id, _requested_outputs(payload, outputs, binary_default),
+                        modes)
+
+
+def _modes_data(tensor: dict, where: str, binary: memoryview, offset: int) -> tuple[list, int]:
+    """The per-row mode names of the mixed model's ``BYTES`` input [N], and the new offset."""
+    if tensor.get("datatype") != "BYTES":
+        raise OipError(400, f"{where}.datatype: expected 'BYTES' (one mode name per row), got "
+                            f"{_echo(tensor.get('datatype'))}")
+    shape = _shape(tensor, where)
+    if len(shape) != 1:
+        raise OipError(400, f"{where}.shape: expected [N] (one mode name per row), got "
+                            f"{_echo(shape)}")
+    size = _params(tensor, where).get("binary_data_size")
+    try:
+        if size is None:
+            if "data" not in tensor:
+                raise OipError(400, f"{where}: expected data (a list of strings) or "
+                                    f"parameters.binary_data_size")
+            return oip_bytes.decode_json(tensor["data"], shape, where), offset
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise OipError(400, f"{where}.parameters.binary_data_size: expected a non-negative "
+                                f"integer, got {_echo(size)}")
+        if "data" in tensor:
+            raise OipError(400, f"{where}: has both binary_data_size and data; send one")
+        if offset + size > len(binary):
+            raise OipError(400, f"{where}: binary_data_size {size} runs past the "
+                                f"{len(binary) - offset} bytes of binary data left in the body")
+        return oip_bytes.decode_binary(binary[offset:offset + size], shape, where), \
+            offset + size
+    except oip_bytes.BytesRefused as exc:
+        raise OipError(400, str(exc)) from None
 
 
 def _requested_outputs(payload: dict, names: list, binary_default: bool) -> list:

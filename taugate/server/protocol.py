@@ -166,7 +166,8 @@ class ProtocolHandler:
     def _label(self, mode: str) -> str:
         """``mode`` as a metrics label: a mode served now or counted before, else UNKNOWN (a
         client cannot grow the label set with made-up names)."""
-        return mode if self.knows(mode) or self.metrics.seen(mode) else UNKNOWN
+        known = self.knows(mode) or oip.is_mixed(mode, self.runtime.manifest)
+        return mode if known or self.metrics.seen(mode) else UNKNOWN
 
     def _refused(self, label: str | None, answer: HttpResponse, start: int) -> HttpResponse:
         if label is not None:

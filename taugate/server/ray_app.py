@@ -37,6 +37,7 @@ from starlette.responses import Response
 
 from taugate.bundle.manifest import load_manifest
 from taugate.runtime import ModeRuntime
+from taugate.runtime.routing import check_policy
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES
 from taugate.server.limits import content_length
 from taugate.server.messages import HttpRequest, HttpResponse, ServiceUnavailable
@@ -68,6 +69,7 @@ class RayServeConfig:
     threads: int = 1  # onnxruntime intra-op threads per replica
     replica_cpus: float = 1.0  # Ray CPUs reserved per model replica
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413
+    unknown: str = "refuse"  # mode "auto": rows of no known mode refused, or run on "dense"
 
     def __post_init__(self) -> None:
         self.bundle = os.path.abspath(os.fspath(self.bundle))
@@ -85,6 +87,7 @@ class RayServeConfig:
         if not cpus >= 0:
             raise ValueError(f"replica_cpus: expected a number >= 0, got {self.replica_cpus!r}")
         self.replica_cpus = cpus
+        check_policy(self.unknown)
 
 
 class TaugateModel:
@@ -153,7 +156,7 @@ class TaugateIngress:
         self.max_body_bytes = config.max_body_bytes
         # Facts and the input checker only: lazy, no session is ever created here.
         self.handler = ProtocolHandler(ModeRuntime.open(config.bundle, providers="cpu",
-                                                        lazy=True))
+                                                        lazy=True), unknown=config.unknown)
 
     async def __call__(self, request: Request) -> Response:
         body = await read_body(request, self.max_body_bytes)
