@@ -2,10 +2,10 @@
 
 arXiv 2602.11726, Eq. (2)-(5): for a hidden pre-activation z,
     gate  g = sigmoid(s * (z - tau))                 (soft, training)
-    out   h = gamma * act(z) * g                     (act: the site's ReLU or GELU)
+    out   h = gamma * act(z) * g                     (act: the site's activation)
     loss  = CE + lambda * mean(g)                    (optional activity penalty, Eq. 5)
 At inference the gate is hardened to 1[z > tau]. For ReLU that is h = gamma * z * 1[z > t] with
-t = max(tau, 0); for GELU t = tau (docs/bundle-v2.md). gamma is folded into the consumer's
+t = max(tau, 0); for any other activation t = tau (docs/byom.md). gamma is folded into the consumer's
 columns at export. The units are those of the target Linear layers (training/targets.py).
 
 Beyond the paper (off by default): ``sparsity.unit_l1`` adds a cost-weighted proximal L1 step
