@@ -124,25 +124,40 @@ def fold_gain(next_weight: np.ndarray, gain: np.ndarray) -> np.ndarray:
     return (next_weight * gain[None, :]).astype(np.float32)
 
 
-ACTIVATIONS = ("relu", "gelu")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "mish", "leaky_relu:<slope>")
+
+
+def _valid_activation(kind) -> bool:
+    if kind in ACTIVATIONS[:-1]:
+        return True
+    name, _, slope = str(kind).partition(":")
+    try:
+        return name == "leaky_relu" and float(slope) >= 0
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
 class GatedUnits:
     """The hard-gated output units of one target ``nn.Linear`` (docs/bundle-v2.md, section 1).
 
-    Unit j computes ``gain_j * act(z_j) * 1[z_j > threshold_j]`` and feeds ``consumer``.
+    Unit j computes ``gain_j * act(z_j) * 1[z_j > threshold_j]`` and feeds ``consumer``; in a
+    gated FFN (``up`` set) that times ``up``'s unit j, so removing unit j removes ``up``'s row
+    j too. ``norm``: a BatchNorm1d between producer and activation, folded into the producer
+    before anything else (exporting/norms.py).
     """
 
     producer: str  # module path of the target Linear, e.g. "blocks.0.ffn.fc1"
     consumer: str  # module path of the Linear that consumes its (activated) outputs
-    activation: str  # "relu" | "gelu": the elementwise op between producer and consumer
-    threshold: np.ndarray  # [units] float32; relu: max(tau, 0), gelu: tau
+    activation: str  # ACTIVATIONS: the unit-wise op between producer and consumer
+    threshold: np.ndarray  # [units] float32; relu: max(tau, 0), any other kind: tau
     gain: np.ndarray  # [units] float32, folded into the consumer's columns
-    act: str | None = None  # module path of the activation between them (None: not known)
+    act: str | None = None  # module path of the activation between them (None: not a module)
+    up: str | None = None  # gated FFN: the Linear whose output multiplies the activated units
+    norm: str | None = None  # the BatchNorm1d between producer and activation (folded)
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
+        if not _valid_activation(self.activation):
             raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {self.activation!r}")
         t, g = self.threshold, self.gain
         if t.ndim != 1 or g.shape != t.shape:

@@ -36,7 +36,7 @@ class Shared(nn.Module):  # one ReLU module used twice: not a gateable site
         return self.c(self.relu(self.b(self.relu(self.a(x)))))
 
 
-class Functional(nn.Module):  # F.relu: no activation module to gate
+class Functional(nn.Module):  # torch.relu in forward(): found on the traced graph
     def __init__(self):
         super().__init__()
         self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
@@ -73,10 +73,11 @@ SITE_TABLE = [
      [(f"blocks.{i}.ffn.fc1", f"blocks.{i}.ffn.act", f"blocks.{i}.ffn.fc2", "relu", 16, 32, 16, 17)
       for i in range(2)]),
     ("shared relu", Shared, torch.zeros(2, 4), []),
-    ("functional relu", Functional, torch.zeros(2, 4), []),
+    ("functional relu", Functional, torch.zeros(2, 4),
+     [("a", "taugate_act_a", "b", "relu", 4, 8, 2, 1)]),
     ("residual in between", Residual, torch.zeros(2, 8), []),
     ("tanh-approximate gelu", lambda: named_sequential((5, 6, 2), lambda: nn.GELU("tanh")),
-     torch.zeros(3, 5), []),
+     torch.zeros(3, 5), [("dense_a", "nonlin0", "dense_b", "gelu_tanh", 5, 6, 2, 1)]),
 ]
 
 
@@ -106,7 +107,7 @@ def test_select_sites(patterns, expected):
 @pytest.mark.parametrize("model, example, patterns, match", [
     (named_sequential(), torch.zeros(2, 13), "fc1", "matches no nn.Linear.*dense_a"),
     (named_sequential(), torch.zeros(2, 13), "dense_(", "not a valid regular expression"),
-    (Functional(), torch.zeros(2, 4), None, "found no nn.Linear"),
+    (Residual(), torch.zeros(2, 8), None, "found no nn.Linear in Residual.*fc1, fc2"),
     (Shared(), torch.zeros(2, 4), "a", "'a'.*no consumer"),
 ])
 def test_target_errors_say_what_is_wrong(model, example, patterns, match):

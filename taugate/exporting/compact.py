@@ -4,8 +4,9 @@ The torch side of docs/bundle-v2.md section 1 (export itself never imports torch
 
 - :func:`hard_gated`: the foundation with the spec's overrides, every target Linear replaced by a
   :class:`GatedLinear` (``z * 1[z > t]``) and the gains folded into the consumers' columns. Gating
-  the producer's output is exact for both activations, since ``act(0) == 0`` for ReLU and GELU:
-  ``act(z * 1[z > t]) == act(z) * 1[z > t]``.
+  the producer's output is exact for every supported activation, since ``act(0) == 0``
+  (training/activations.py): ``act(z * 1[z > t]) == act(z) * 1[z > t]``; in a gated FFN the
+  product with ``up`` keeps that, and pruning a unit removes ``up``'s row too.
 - :func:`firing_counts` / :func:`keep_masks`: a unit is kept when it fires on the calibration
   inputs (any position, for token models) and its gain is not exactly 0.
 - :func:`compact`: keep-index surgery (Torch-Pruning's habit): producer rows + bias + thresholds,
@@ -123,6 +124,12 @@ def plan_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | No
         t = target.threshold.astype(np.float32)[idx]
         gated = target.activation != "relu" or bool(np.any(t > 0))
         plan.setdefault(target.producer, {}).update(rows=idx, threshold=t, gated=gated)
+        if target.up is not None:  # a gated FFN: up's rows go with the gate's units
+            if _linear(model, target.up, "up").out_features != target.units:
+                raise ValueError(f"target {target.producer}: up {target.up!r} has "
+                                 f"{_linear(model, target.up, 'up').out_features} outputs, "
+                                 f"expected {target.units}")
+            plan.setdefault(target.up, {}).update(rows=idx)
         plan.setdefault(target.consumer, {}).update(cols=idx, cols_from=target.producer,
                                                     gain=target.gain.astype(np.float32)[idx])
     return {path: Surgery(**fields) for path, fields in plan.items()}
@@ -141,6 +148,8 @@ def _rebuilt(old: nn.Linear, s: Surgery) -> nn.Linear:
     out_f, in_f = w.shape
     new = (GatedLinear(in_f, out_f, torch.from_numpy(s.threshold)) if s.gated
            else nn.Linear(in_f, out_f, bias=b is not None))
+    if b is None and new.bias is not None:  # a bias-free producer (LLaMA's gate_proj)
+        new.register_parameter("bias", None)
     with torch.no_grad():
         new.weight.copy_(w)
         if b is not None:
@@ -154,7 +163,7 @@ def apply_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | N
     out = _with_overrides(model, spec)
     plan = plan_surgery(out, spec, masks)
     for path, s in plan.items():
-        if masks is None and s.rows is not None:
+        if masks is None and s.rows is not None and s.threshold is not None:
             s = Surgery(s.rows, s.threshold, True, s.cols, s.gain, s.cols_from)  # count firing
         _set_module(out, path, _rebuilt(_linear(out, path, "target"), s))
     for target in spec.targets:

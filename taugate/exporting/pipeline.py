@@ -33,6 +33,7 @@ from taugate.exporting.lowering import (
     shared_graph,
     state_of,
 )
+from taugate.exporting.norms import folded_foundation
 from taugate.exporting.prune import PruneConfig
 from taugate.exporting.quantize import DEFAULT_SCHEME, SCHEMES
 from taugate.exporting.regression import DenseComparison, check_not_worse
@@ -227,6 +228,7 @@ def export_modes(out: str | Path, foundation: nn.Module, modes: dict[str, ModeIn
     for name in modes:
         check_mode_name(name)  # before any work
     foundation, fold = family_of(foundation).for_export(foundation.eval())
+    foundation = folded_foundation(foundation, [m.spec for m in modes.values()])
     modes = {name: replace(m, spec=replace(m.spec, overrides=fold(m.spec.overrides)))
              for name, m in modes.items()}
     state = state_of(foundation)

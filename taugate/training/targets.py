@@ -1,14 +1,19 @@
 """Which units get tau and gamma: target ``nn.Linear`` layers by module path.
 
-A *site* is a triple (producer Linear, elementwise activation module, consumer Linear): the
-producer's output units go through the activation (ReLU or GELU, optionally through a Dropout or
-Identity) straight into the consumer. That covers an ``nn.Sequential`` MLP of any depth (with
-any module names), the paper's MLP (``linears.i -> acts.i -> linears.i+1``) and the FFN of a
-transformer block (``fc1 -> act -> fc2``). Sites are found by running one example batch
-through the model with forward hooks and following the exact tensor objects from module to
-module, so nothing has to be symbolically traceable; a producer whose output is reshaped,
-added to or used twice before the consumer is not a site (its units could not be removed
-exactly).
+A *site* is a triple (producer Linear, unit-wise activation, consumer Linear): the producer's
+output units go through the activation (ReLU, GELU exact or tanh, SiLU, Mish, LeakyReLU: a
+module or a functional call; training/activations.py), optionally through a Dropout or
+Identity, straight into the consumer. Two extensions: a gated FFN (SwiGLU/GeGLU,
+``down(act(gate(x)) * up(x))``) is a site of ``gate`` whose units also remove ``up``'s rows,
+and a BatchNorm1d between the producer and its activation is folded into the producer
+(training/rewrite.py). That covers an ``nn.Sequential`` MLP of any depth, the paper's MLP, the
+FFN of a transformer block and LLaMA's MLP.
+
+Sites are found on the graph torch.fx traces (training/traced.py); a model whose forward()
+cannot be traced falls back to running one example batch with forward hooks and following the
+exact tensor objects from module to module (activation modules only). A producer whose output
+is reshaped, added to or used twice before the consumer is not a site (its units could not be
+removed exactly).
 
 ``--targets`` follows PEFT's ``target_modules`` habit: a comma-separated list of exact module
 paths or regular expressions (``re.fullmatch``) over the producers' paths; default: every site.
@@ -16,13 +21,19 @@ paths or regular expressions (``re.fullmatch``) over the producers' paths; defau
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-#: activation modules a site may have, by the kind recorded in the GatedSpec
+from taugate.training.activations import kind_of_module
+from taugate.training.traced import TraceError, trace_graph, traced_sites
+
+log = logging.getLogger(__name__)
+
+#: modules a site's activated units may pass through on their way to the consumer
 _PASS_THROUGH = (nn.Dropout, nn.Identity)
 
 
@@ -34,11 +45,15 @@ class Site:
     producer: str  # module path of the target nn.Linear
     act: str  # module path of the activation module (replaced by a gated one when adapting)
     consumer: str  # module path of the nn.Linear that consumes the activated units
-    activation: str  # "relu" | "gelu"
+    activation: str  # a kind of training/activations.py: "relu", "gelu", "silu", ...
     in_features: int  # the producer's fan-in
     units: int  # the producer's output units (= the consumer's fan-in)
     out_features: int  # the consumer's fan-out
     tokens: int = 1  # rows each sample contributes to the producer (ViT: tokens per image)
+    functional: bool = False  # the activation is a call in forward(): ``act`` is the path its
+    #   gate module gets in the adapted (traced) model
+    up: str | None = None  # gated FFN: the Linear multiplied with act(producer) (its rows go too)
+    norm: str | None = None  # the BatchNorm1d between producer and activation (folded)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,16 +64,8 @@ class Site:
 
 
 def activation_kind(module: nn.Module) -> str | None:
-    """``"relu"``, ``"gelu"``, or None for a module that is not a supported activation."""
-    from taugate.training.families.mlp import UnitActivation
-
-    if isinstance(module, (nn.ReLU, UnitActivation)) or getattr(module, "site_kind", None) == "relu":
-        return "relu"
-    if isinstance(module, nn.GELU):
-        return "gelu" if module.approximate == "none" else None
-    if getattr(module, "site_kind", None) == "gelu":
-        return "gelu"
-    return None
+    """The activation kind of ``module`` (training/activations.py), or None."""
+    return kind_of_module(module)
 
 
 @dataclass
@@ -95,7 +102,32 @@ def _tokens(out: torch.Tensor, batch: int, units: int) -> int:
 
 
 def find_sites(model: nn.Module, example: torch.Tensor) -> list[Site]:
-    """Every (producer, activation, consumer) site of ``model``, in forward order."""
+    """Every site of ``model``, in forward order: on its torch.fx graph, or (a forward() fx
+    cannot trace) with forward hooks, which find activation modules only."""
+    try:
+        graph = trace_graph(model)
+    except TraceError as exc:
+        sites = _hooked_sites(model, example)
+        if not sites:
+            raise
+        log.info("%s; sites found with forward hooks instead", exc)
+        return sites
+    found = traced_sites(model, graph)
+    batch = int(example.shape[0])
+    rows = {c.path: _tokens(c.out, batch, c.module.out_features)
+            for c in trace_calls(model, example) if isinstance(c.module, nn.Linear)}
+    sites = []
+    for f in found:
+        prod, cons = get_module(model, f["producer"]), get_module(model, f["consumer"])
+        if f["producer"] not in rows or (f["norm"] and rows[f["producer"]] != 1):
+            continue  # not called on this input, or a BatchNorm1d over tokens (another axis)
+        sites.append(Site(f["producer"], f["act"], f["consumer"], f["activation"],
+                          prod.in_features, prod.out_features, cons.out_features,
+                          rows[f["producer"]], f["functional"], f["up"], f["norm"]))
+    return sites
+
+
+def _hooked_sites(model: nn.Module, example: torch.Tensor) -> list[Site]:
     calls = trace_calls(model, example)
     batch = int(example.shape[0])
     act_users: dict[str, int] = {}
@@ -156,9 +188,14 @@ def select_sites(model: nn.Module, sites: list[Site], patterns) -> list[Site]:
     if patterns is None:
         if not sites:
             raise ValueError(
-                "targets: found no nn.Linear whose output goes through an nn.ReLU/nn.GELU module "
-                "straight into another nn.Linear; give each hidden layer its own activation "
-                "module (functional F.relu calls cannot be gated), or pass --targets")
+                f"targets: found no nn.Linear in {type(model).__name__} whose output goes "
+                f"through a unit-wise activation (ReLU, GELU, SiLU, Mish, LeakyReLU: a module or "
+                f"an F.* call; optionally after a BatchNorm1d, or times an 'up' Linear as in "
+                f"SwiGLU) straight into another nn.Linear. Not gated: a LayerNorm/RMSNorm or an "
+                f"addition between them (units that feed a norm or a residual cannot be removed "
+                f"on their own), an activation module used twice (give each layer its own), "
+                f"convolutions; the model's Linear layers: "
+                f"{', '.join(n for n, m in model.named_modules() if isinstance(m, nn.Linear)) or '(none)'}")
         return list(sites)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     by_path = {s.producer: s for s in sites}
@@ -172,8 +209,9 @@ def select_sites(model: nn.Module, sites: list[Site], patterns) -> list[Site]:
             if n not in by_path:
                 raise ValueError(
                     f"--targets: {n!r} (matched by {p!r}) has no consumer taugate can identify: "
-                    f"its output must go through its own nn.ReLU or nn.GELU module (exact GELU) "
-                    f"directly into another nn.Linear. Layers that qualify: "
+                    f"its output must go through a unit-wise activation (its own module or an F.* "
+                    f"call, used once) directly into another nn.Linear, with nothing that mixes "
+                    f"units (a norm, an addition) between them. Layers that qualify: "
                     f"{', '.join(by_path) or '(none)'}")
             if by_path[n] not in chosen:
                 chosen.append(by_path[n])
@@ -220,21 +258,24 @@ class Targets:
         kept = kept or {}
         ins = {s.consumer: kept.get(s.producer, s.units) for s in self.sites}
         outs = {s.producer: kept.get(s.producer, s.units) for s in self.sites}
+        outs.update({s.up: kept.get(s.producer, s.units) for s in self.sites if s.up})
         return int(sum(rows * ins.get(p, i) * outs.get(p, o)
                        for p, (rows, i, o) in self.linears.items()))
 
     def unit_cost(self, site: Site, kept: dict[str, int] | None = None) -> int:
-        """MACs one unit of ``site`` costs now: its producer row and its consumer column."""
+        """MACs one unit of ``site`` costs now: its producer row (and up's, in a gated FFN)
+        and its consumer column."""
         kept = kept or {}
         feeding = {s.consumer: s.producer for s in self.sites}
         fan_in = kept.get(feeding.get(site.producer, ""), site.in_features)
         fan_out = kept.get(site.consumer, site.out_features) if site.consumer in self.producers \
             else site.out_features
-        return site.tokens * (fan_in + fan_out)
+        return site.tokens * (fan_in * (2 if site.up else 1) + fan_out)
 
     def unit_costs(self) -> list[torch.Tensor]:
         """Per site, each unit's dense MAC cost relative to the mean gated unit (mean = 1)."""
-        raw = [float(s.tokens * (s.in_features + s.out_features)) for s in self.sites]
+        raw = [float(s.tokens * (s.in_features * (2 if s.up else 1) + s.out_features))
+               for s in self.sites]
         units = [s.units for s in self.sites]
         mean = sum(c * w for c, w in zip(raw, units)) / sum(units)
         return [torch.full((w,), c / mean) for c, w in zip(raw, units)]

@@ -58,6 +58,8 @@ class UnitActivation(nn.Module):
     activation from its smooth training form to the step gate used at inference.
     """
 
+    site_kind = "relu"  # the activation kind a site of it records (training/activations.py)
+
     def __init__(self, width: int):
         super().__init__()
         self.width = width

@@ -1,7 +1,7 @@
 """The extension point: an adaptation method wraps a frozen model, names its trainable
 parameters, and hardens the trained model for export.
 
-Methods work on *targets* (training/targets.py): the sites ``producer Linear -> ReLU/GELU ->
+Methods work on *targets* (training/targets.py): the sites ``producer Linear -> activation ->
 consumer Linear`` of any torch model, found by module path. Two hardened forms exist
 (docs/bundle-v2.md, section 1): :meth:`AdaptationMethod.harden_spec` (any model: a
 ``GatedSpec`` of thresholds, gains and the state-dict entries the method changed) and
@@ -59,10 +59,13 @@ class AdaptationMethod:
     def wrap(self, foundation: nn.Module, targets: Targets | None = None) -> nn.Module:
         """A deep copy of ``foundation`` with every weight frozen and this method injected at
         ``targets`` (default: every site of a built-in family, training/targets.py)."""
+        from taugate.training.rewrite import gateable
+
         targets = targets if targets is not None else default_targets(foundation)
         model = copy.deepcopy(foundation)
         for p in model.parameters():
             p.requires_grad_(False)
+        model = gateable(model, targets.sites)  # BatchNorm folded, F.* calls as modules
         attach(model, targets)
         self.inject(model)
         return model
@@ -98,7 +101,8 @@ class AdaptationMethod:
         """Per site, the hard gate's threshold and the gain (default: no gate, gain 1, on ReLU
         sites only, where ``relu(z) = z * 1[z > 0]`` is exact; GELU sites stay ungated)."""
         return [GatedUnits(s.producer, s.consumer, s.activation, np.zeros(s.units, np.float32),
-                           np.ones(s.units, np.float32), s.act)
+                           np.ones(s.units, np.float32), None if s.functional else s.act,
+                           s.up, s.norm)
                 for s in targets_of(model).sites if s.activation == "relu"]
 
     def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:

@@ -2,10 +2,10 @@
 
 arXiv 2602.11726, Eq. (2)-(5): for a hidden pre-activation z,
     gate  g = sigmoid(s * (z - tau))                 (soft, training)
-    out   h = gamma * act(z) * g                     (act: the site's ReLU or GELU)
+    out   h = gamma * act(z) * g                     (act: the site's activation)
     loss  = CE + lambda * mean(g)                    (optional activity penalty, Eq. 5)
 At inference the gate is hardened to 1[z > tau]. For ReLU that is h = gamma * z * 1[z > t] with
-t = max(tau, 0); for GELU t = tau (docs/bundle-v2.md). gamma is folded into the consumer's
+t = max(tau, 0); for any other activation t = tau (docs/byom.md). gamma is folded into the consumer's
 columns at export. The units are those of the target Linear layers (training/targets.py).
 
 Beyond the paper (off by default): ``sparsity.unit_l1`` adds a cost-weighted proximal L1 step
@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from taugate.spec import GatedUnits
+from taugate.training.activations import apply, module_for
 from taugate.training.families.mlp import UnitActivation
 from taugate.training.gating import gate_modules, gates, targets_of
 from taugate.training.methods.base import AdaptationMethod, as_numpy
@@ -58,12 +59,12 @@ class TauGateConfig:
 
 
 class TauGateActivation(UnitActivation):
-    """``gamma * act(z) * gate(z - tau)``, soft (sigmoid) or hard (step); act = ReLU or GELU."""
+    """``gamma * act(z) * gate(z - tau)``, soft (sigmoid) or hard (step); act: the site's
+    activation kind (training/activations.py)."""
 
     def __init__(self, width: int, config: TauGateConfig, kind: str = "relu"):
         super().__init__(width)
-        if kind not in ("relu", "gelu"):
-            raise ValueError(f"activation: expected 'relu' or 'gelu', got {kind!r}")
+        module_for(kind)  # a ValueError naming the valid kinds
         self.site_kind = kind
         self.sharpness = config.sharpness
         self.gated = config.gated
@@ -85,7 +86,7 @@ class TauGateActivation(UnitActivation):
         return torch.sigmoid(self.sharpness * (z - self.tau))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = torch.relu(z) if self.site_kind == "relu" else nn.functional.gelu(z)
+        h = apply(self.site_kind, z)
         if self.gated:
             g = self.gate(z)
             self.last_gate = g
@@ -98,11 +99,11 @@ class TauGateActivation(UnitActivation):
 
     @torch.no_grad()
     def threshold(self) -> np.ndarray:
-        """The hard gate's threshold: relu max(tau, 0), gelu tau (ungated: relu 0)."""
+        """The hard gate's threshold: relu max(tau, 0), any other kind tau (ungated: relu 0)."""
         tau = self.tau.detach().float().cpu()
         if not self.gated:
-            if self.site_kind == "gelu":
-                raise ValueError("an ungated GELU unit has no finite threshold")
+            if self.site_kind != "relu":
+                raise ValueError(f"an ungated {self.site_kind} unit has no finite threshold")
             return np.zeros(self.width, np.float32)
         t = tau.clamp(min=0) if self.site_kind == "relu" else tau
         return t.numpy().astype(np.float32)
@@ -148,20 +149,22 @@ class TauGate(AdaptationMethod):
     def gated_units(self, model: nn.Module) -> list[GatedUnits]:
         out = []
         for site, act in gate_modules(model):
-            if site.activation == "gelu" and not getattr(act, "gated", False):
-                continue  # no finite threshold: the GELU stays ungated; its gain is an override
+            if site.activation != "relu" and not getattr(act, "gated", False):
+                continue  # no finite threshold: the unit stays ungated; its gain is an override
             out.append(GatedUnits(site.producer, site.consumer, site.activation,
-                                  act.threshold(), as_numpy(act.gain), site.act))
+                                  act.threshold(), as_numpy(act.gain),
+                                  None if site.functional else site.act, site.up, site.norm))
         return out
 
     def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
-        """Ungated GELU sites (GainOnly on a transformer): the gain folded into the consumer."""
+        """Ungated non-ReLU sites (GainOnly on a transformer): the gain folded into the
+        consumer."""
         from taugate.training.families.mlp import linear_weight_bias
         from taugate.training.targets import get_module
 
         out = {}
         for site, act in gate_modules(model):
-            if site.activation == "gelu" and not getattr(act, "gated", False):
+            if site.activation != "relu" and not getattr(act, "gated", False):
                 w, _ = linear_weight_bias(get_module(model, site.consumer))
                 out[f"{site.consumer}.weight"] = as_numpy(w * act.gain.detach()[None, :])
         return out
