@@ -15,7 +15,8 @@ MODE = {"rows": np.array([3, 1], np.int16), "cols": np.array([0, 4], np.int64),
         "bits": np.packbits(np.array([1, 0, 1, 1, 0], np.uint8)),
         "g": np.array([2.0, -1.0], np.float32), "plus": np.ones((2, 2), np.float32),
         "bad": np.array([0, 9], np.int32), "neg": np.array([-1], np.int64),
-        "f": np.array([0.0], np.float32), "bits2": np.zeros(2, np.uint8)}
+        "f": np.array([0.0], np.float32), "bits2": np.zeros(2, np.uint8),
+        "r": np.array([1 / 3, 7.0], np.float32)}
 
 
 def step(take=(), scale=None, add=None, shape=None, dtype="float32", tensor="w",
@@ -30,6 +31,10 @@ GOOD = [
     ("rows-cols-scale-add", step([(0, "rows"), (1, "cols")], (1, "g"), "plus", shape=(2, 2)),
      W[[3, 1]][:, [0, 4]] * np.array([2.0, -1.0], np.float32) + 1),
     ("bit-mask", step([(1, "bits")], shape=(4, 3)), W[:, [0, 2, 3]]),
+    # a column then a row scale, each rounding once in that order (the fp32 gate lowering)
+    ("two-scales", step([(0, "rows"), (1, "cols")], ((1, "g"), (0, "r")), shape=(2, 2)),
+     (W[[3, 1]][:, [0, 4]] * np.array([2.0, -1.0], np.float32)) *
+     np.array([[1 / 3], [7.0]], np.float32)),
 ]
 
 

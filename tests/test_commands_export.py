@@ -54,5 +54,9 @@ def test_export_refuses_a_mode_worse_than_dense(collapsed_run, data_root, tmp_pa
     out = capsys.readouterr().out
     assert "warning: mode rot45: test accuracy" in out
     assert "acc dense" in out and "acc pruned" in out
+    header = next(line for line in out.splitlines() if line.startswith("mode "))
+    assert "MAC ratio  speedup b1  speedup b256" in header  # timed right after writing
+    row = next(line for line in out.splitlines() if line.startswith("rot45 "))
+    assert row.split()[row.split().index("fewer") + 1].endswith("x")
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["modes"]["rot45"]["test_accuracy"] < 0.5

@@ -137,3 +137,23 @@ def test_info_subprocess_smoke(tiny_bundle):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["ok"] is True
+
+
+def test_info_measure_shows_the_speedup_beside_the_mac_ratio(main, tiny_bundle, capsys,
+                                                             monkeypatch):
+    from taugate.commands import _speedup
+
+    monkeypatch.setattr(_speedup, "BUDGET_S", 0.01)  # the columns, not the timing, are tested
+    assert main(["info", str(tiny_bundle)]) == 0
+    assert "speedup b1" not in capsys.readouterr().out  # runtime-only by default: no timing
+    assert main(["info", str(tiny_bundle), "--measure"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("mode "))
+    assert header.split()[header.split().index("ratio") + 1:][:4] == ["speedup", "b1",
+                                                                       "speedup", "b256"]
+    row = next(line for line in out.splitlines() if line.startswith("rot45 "))
+    assert row.split()[row.split().index("fewer") + 1].endswith("x")
+    assert main(["info", str(tiny_bundle), "--measure", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info["modes"][0]["measured_speedup"]) == {"batch1", "batch256"}
+    assert all(v > 0 for v in info["modes"][0]["measured_speedup"].values())

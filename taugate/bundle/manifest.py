@@ -179,6 +179,20 @@ def _file_ref(name: str, d, where: str) -> FileRef:
     return FileRef(name, file, sha)
 
 
+def _scale_pair(p) -> bool:
+    return isinstance(p, list) and len(p) == 2 and _is_int(p[0]) and isinstance(p[1], str)
+
+
+def _scale_ok(scale: list) -> bool:
+    return _scale_pair(scale) or (0 < len(scale) <= 4 and all(_scale_pair(p) for p in scale))
+
+
+def _scale_tuple(scale):
+    if not scale:
+        return None
+    return tuple(scale) if _scale_pair(scale) else tuple(tuple(p) for p in scale)
+
+
 _STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "dtype", "shape"}
 
 
@@ -197,9 +211,9 @@ def _parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> Materia
                for t in take):
         raise _fail(f"{where}.take", "a list of [axis >= 0, index tensor name]", take)
     scale = _get(s, "scale", where, list, "[axis, vector name] or null", optional=True)
-    if scale is not None and not (len(scale) == 2 and _is_int(scale[0])
-                                  and isinstance(scale[1], str)):
-        raise _fail(f"{where}.scale", "[axis >= 0, vector name] or null", scale)
+    if scale is not None and not _scale_ok(scale):
+        raise _fail(f"{where}.scale", "[axis >= 0, vector name], a list of 1 to 4 such pairs, "
+                    "or null", scale)
     if (take or scale or s.get("add") is not None) and not has_weights:
         raise _fail(where, "no take/scale/add without the entry's weights file", s)
     add = _get(s, "add", where, str, "a tensor name or null", optional=True)
@@ -208,7 +222,7 @@ def _parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> Materia
     if not all(_is_int(v) for v in shape):
         raise _fail(f"{where}.shape", "a list of sizes >= 0", shape)
     return MaterializeStep(name, source, tensor, tuple((a, n) for a, n in take),
-                           tuple(scale) if scale else None, add, dtype, tuple(shape))
+                           _scale_tuple(scale), add, dtype, tuple(shape))
 
 
 def _parse_materialize(name: str, d: dict, where: str, has_backbone: bool

@@ -2,7 +2,7 @@
 
 Each :class:`~taugate.bundle.manifest.MaterializeStep` takes a tensor of the backbone (or of
 the mode's own file), gathers kept indices along axes (``take``), multiplies by a vector along
-one axis (``scale``) and adds a tensor (``add``), all in numpy; the runtime hands the results to
+one axis, or by several in order (``scale``) and adds a tensor (``add``), all in numpy; the runtime hands the results to
 onnxruntime with ``SessionOptions.add_external_initializers`` (docs/bundle-v2.md, section 4).
 An index tensor is a list of
 integers (int16/int32/int64) or, as uint8, a packed bit mask over the axis (``np.packbits``,
@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from taugate.bundle.errors import BundleIntegrityError
+from taugate.bundle.schema import scale_pairs
 
 _INDEX_KINDS = "iu"  # signed / unsigned integer index tensors
 
@@ -54,8 +55,7 @@ def build_initializer(step, backbone: dict, mode: dict, where: str) -> np.ndarra
     arr = _tensor(source, step.tensor, where, f"{step.source} tensor")
     for axis, index_name in step.take:
         arr = _take(arr, axis, _tensor(mode, index_name, where, "index tensor"), where)
-    if step.scale is not None:
-        axis, vec_name = step.scale
+    for axis, vec_name in scale_pairs(step.scale):  # in order: each rounds once, as written
         vec = _tensor(mode, vec_name, where, "scale vector")
         if axis >= arr.ndim or vec.shape != (arr.shape[axis],) or vec.dtype != arr.dtype:
             raise BundleIntegrityError(f"{where}: scale: expected a {arr.dtype} vector of "

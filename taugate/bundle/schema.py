@@ -174,10 +174,19 @@ class MaterializeStep:
     source: str  # "backbone" | "mode"
     tensor: str  # tensor name in that safetensors file
     take: tuple  # ((axis, index tensor name in the mode file), ...), applied in order
-    scale: tuple | None  # (axis, vector name in the mode file) or None
+    scale: tuple | None  # (axis, vector name in the mode file), several such pairs applied in
+    # order (a row and a column scale), or None
     add: str | None  # tensor name in the mode file or None
     dtype: str  # the result's dtype ("float32", ...)
     shape: tuple  # the result's shape
+
+
+def scale_pairs(scale) -> tuple:
+    """A step's ``scale`` as a tuple of (axis, vector name) pairs (empty for None)."""
+    if not scale:
+        return ()
+    return (tuple(scale),) if not isinstance(scale[0], (tuple, list)) else \
+        tuple(tuple(p) for p in scale)
 
 
 @dataclass(frozen=True)

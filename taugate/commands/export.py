@@ -59,6 +59,8 @@ def add_arguments(p) -> None:
                             "layout), keeping its modes; rewritten atomically, one export at a "
                             "time")
     p.add_argument("--modes", type=csv_list, default=None, help="modes to export (default all)")
+    p.add_argument("--no-measure", action="store_true",
+                   help="skip the short timing after writing (the speedup b1 / b256 columns)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing bundle (with --into: replace modes it has)")
     p.add_argument("--layout", choices=["shared", "standalone"], default=None, help=LAYOUT_HELP)
@@ -138,11 +140,23 @@ def int8_summary(path) -> str:
     return "\n".join(lines)
 
 
-def print_reports(path, reports, config) -> None:
+def print_reports(path, reports, config, measure: bool = True) -> None:
     import json
 
+    from taugate.commands import _speedup
+
     dense_macs = json.loads((Path(path) / "manifest.json").read_text("utf-8"))["dense"]["macs"]
-    print(format_table(HEADERS, report_rows(reports, dense_macs)))
+    rows = report_rows(reports, dense_macs)
+    headers = list(HEADERS)
+    if measure:  # right after writing: what the MAC ratio is worth on this machine
+        timed = _speedup.measure(path, [r.name for r in reports])
+        at = headers.index("MAC ratio") + 1
+        headers[at:at] = _speedup.headers()
+        rows = [row[:at] + _speedup.cells(timed, r.name) + row[at:]
+                for row, r in zip(rows, reports)]
+    print(format_table(headers, rows))
+    if measure:
+        print(_speedup.NOTE)
     for r in reports:
         if r.warning:
             print(f"warning: {r.warning}")
@@ -163,7 +177,7 @@ def run(args) -> int:
         if Path(args.out).exists() and not args.force:  # before minutes of work, not after
             raise FileExistsError(f"{args.out} already exists; pass --force to replace it")
         path, reports = export_run(args.run, args.out, config, args.data_root)
-        print_reports(path, reports, config)
+        print_reports(path, reports, config, not args.no_measure)
         print(f"bundle: {path} ({config.layout} layout)")
         code = 0
     if args.router:
@@ -209,6 +223,6 @@ def run_into(args, config) -> int:
     reports, added = export_into(args.run, bundle, config, args.data_root,
                                  layout_given=args.layout is not None, on_wait=on_wait,
                                  verify=lambda p: ModeRuntime.open(p, providers="cpu").close())
-    print_reports(bundle, reports, config)
+    print_reports(bundle, reports, config, not args.no_measure)
     print(f"bundle: {bundle} ({bundle_layout(bundle)} layout; added {', '.join(added)})")
     return 0

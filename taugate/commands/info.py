@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
+from taugate.commands import _speedup
 from taugate.summaries import units_kept
 
 HELP = "show a bundle's modes, sizes and accuracies, and verify its files and models"
@@ -18,6 +19,9 @@ def add_arguments(p) -> None:
     p.add_argument("--providers", default="cpu",
                    help="providers to verify the models with: auto, cpu, cuda, directml, or a "
                         "comma-separated list (default cpu)")
+    p.add_argument("--measure", action="store_true",
+                   help="also time every mode against the dense model (fp32, one thread, "
+                        "batch 1 and 256; a few seconds): the speedup beside the MAC ratio")
 
 
 def _fmt(value, spec: str) -> str:
@@ -39,7 +43,7 @@ def input_text(spec) -> str:
     return text
 
 
-def _text(rt, facts: list[dict]) -> str:
+def _text(rt, facts: list[dict], measured: dict | None = None) -> str:
     from taugate.commands._common import facts_text, format_table, mac_ratio_text
 
     m = rt.manifest
@@ -61,9 +65,14 @@ def _text(rt, facts: list[dict]) -> str:
              _fmt(f.get("dense_test_accuracy"), ".4f"),
              _fmt(f.get("calibration_accuracy"), ".4f"), _fmt(f.get("test_accuracy"), ".4f")]
             for f in facts]
-    table = format_table(["mode", "method", "facts", "units kept/total", "MACs", "MAC ratio",
-                          "dense acc", "calib acc", "test acc"], rows)
-    return "\n".join(lines) + table
+    headers = ["mode", "method", "facts", "units kept/total", "MACs", "MAC ratio",
+               "dense acc", "calib acc", "test acc"]
+    if measured is not None:
+        headers[6:6] = _speedup.headers()
+        rows = [row[:6] + _speedup.cells(measured, f["name"]) + row[6:]
+                for row, f in zip(rows, facts)]
+    table = format_table(headers, rows)
+    return "\n".join(lines) + table + (f"\n{_speedup.NOTE}" if measured is not None else "")
 
 
 def run(args) -> int:
@@ -82,6 +91,10 @@ def run(args) -> int:
     facts = [rt.info(mode) for mode in rt.modes]
     for f in facts:
         f.pop("loaded", None)  # an artefact of the verification pass, not a bundle fact
+    measured = _speedup.measure(args.bundle) if args.measure else None
+    for f in facts if measured is not None else ():
+        f["measured_speedup"] = {f"batch{b}": round(v, 3)
+                                 for b, v in measured.get(f["name"], {}).items()}
     if args.json:
         m = rt.manifest
         print(json.dumps({
@@ -95,6 +108,6 @@ def run(args) -> int:
                              "providers": rt.providers},
         }, indent=2))
     else:
-        print(_text(rt, facts))
+        print(_text(rt, facts, measured))
     rt.close()
     return 0

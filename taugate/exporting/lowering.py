@@ -19,6 +19,7 @@ from torch import nn
 
 from taugate.exporting.compact import Surgery, export_onnx, gate_margins
 from taugate.exporting.compaction import ParityError, logits
+from taugate.exporting.thresholded import lower, steps_for
 from taugate.exporting.weightless import GraphExport, Recipe
 from taugate.exporting.writer import with_metadata
 from taugate.spec import GatedSpec
@@ -27,7 +28,7 @@ ONNX_TOLERANCE = 1e-4  # max abs logit difference, ONNX vs the torch model
 BOUNDARY_MARGIN = 1e-5
 
 __all__ = ["BOUNDARY_MARGIN", "ONNX_TOLERANCE", "ParityError", "export_onnx", "graph_bytes",
-           "lower_checked", "onnx_max_diff", "shared_graph"]
+           "lower_checked", "lowered_model", "onnx_max_diff", "shared_graph"]
 
 
 def _index_tensor(idx: np.ndarray, size: int) -> np.ndarray:
@@ -48,23 +49,57 @@ def state_of(model: nn.Module) -> dict:
     return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
 
 
-def shared_graph(proto, small: nn.Module, plan: dict[str, Surgery], spec: GatedSpec | None,
-                 foundation_state: dict) -> GraphExport:
-    """``proto`` with a recipe per state-dict initializer of ``small`` (docs/bundle-v2.md 4)."""
+def _names(plan: dict[str, Surgery], tensors: dict) -> dict:
+    kinds = ("keep", "gain", "rscale", "cscale")
+    return {k: {p: f"{k}.{p}" for p in plan if f"{k}.{p}" in tensors or k in ("keep", "rscale",
+                                                                              "cscale")}
+            for k in kinds}
+
+
+def source_state(spec: GatedSpec | None, foundation_state: dict) -> dict:
+    """The tensors a mode's weights are taken from: the backbone with the spec's overrides."""
     overrides = spec.overrides if spec is not None else {}
-    tensors, recipes, backbone = {}, {}, {}
+    return {k: (np.ascontiguousarray(overrides[k], dtype=v.dtype) if k in overrides else v)
+            for k, v in foundation_state.items()}
+
+
+def lowered_model(small: nn.Module, plan: dict[str, Surgery], spec: GatedSpec,
+                  foundation_state: dict) -> tuple[nn.Module, dict]:
+    """The fp32 lowering of ``small`` (exporting/thresholded.py) and the mode-file tensors its
+    weights are built from (kept indices, gains, row and column scales)."""
+    tensors = _mode_tensors(plan, foundation_state)
+    model = lower(small, plan, spec, source_state(spec, foundation_state), tensors,
+                  _names(plan, tensors))
+    return model, tensors
+
+
+def _mode_tensors(plan: dict[str, Surgery], foundation_state: dict) -> dict:
     sizes = {k: v.shape for k, v in foundation_state.items()}
+    tensors = {}
     for path, s in plan.items():
         if s.rows is not None:
             tensors[f"keep.{path}"] = _index_tensor(s.rows, sizes[f"{path}.weight"][0])
-            if s.gated:
-                tensors[f"t.{path}"] = s.threshold.astype(np.float32)
         if s.cols is not None and not np.all(s.gain == 1):
             tensors[f"gain.{s.cols_from}"] = s.gain.astype(np.float32)
-    for key, value in small.state_dict().items():
+    return tensors
+
+
+def shared_graph(proto, small: nn.Module, plan: dict[str, Surgery], spec: GatedSpec | None,
+                 foundation_state: dict, tensors: dict | None = None) -> GraphExport:
+    """``proto`` with a recipe per state-dict initializer of ``small`` (docs/bundle-v2.md 4).
+
+    ``tensors``: the mode file :func:`lowered_model` made, when ``small`` is its lowering."""
+    overrides = spec.overrides if spec is not None else {}
+    tensors = dict(tensors) if tensors is not None else _mode_tensors(plan, foundation_state)
+    recipes, backbone = {}, {}
+    names = _names(plan, tensors)
+    lowered = {p for p in plan if f"rscale.{p}" in tensors}
+    state = small.state_dict()
+    for key, value in state.items():
         path, _, leaf = key.rpartition(".")
         s = plan.get(path)
-        if s is not None and s.gated and leaf == "threshold":
+        if s is not None and leaf == "threshold":
+            tensors[f"t.{path}"] = s.threshold.astype(np.float32)
             recipes[key] = Recipe("mode", f"t.{path}")
             continue
         if key in overrides:
@@ -75,14 +110,10 @@ def shared_graph(proto, small: nn.Module, plan: dict[str, Surgery], spec: GatedS
             backbone[key] = foundation_state[key]
         else:
             continue  # not a foundation tensor: stays inside the graph
-        take, scale = [], None
-        if s is not None and s.rows is not None and leaf in ("weight", "bias"):
-            take.append((0, f"keep.{path}"))
-        if s is not None and s.cols is not None and leaf == "weight":
-            take.append((1, f"keep.{s.cols_from}"))
-            if f"gain.{s.cols_from}" in tensors:
-                scale = (1, f"gain.{s.cols_from}")
-        recipes[key] = Recipe(source, tensor, tuple(take), scale)
+        take, scale = steps_for(key, source, tensor, s, lowered, names)
+        recipes[key] = Recipe(source, tensor, take, scale or None)
+    for path in lowered:  # its gains are in the column scale
+        tensors.pop(f"gain.{path}", None)
     return GraphExport(proto, recipes, tensors, backbone)
 
 
@@ -100,13 +131,15 @@ def onnx_max_diff(proto, model: nn.Module, x: torch.Tensor, input_name: str) -> 
 
 
 def lower_checked(name: str, small: nn.Module, probe: torch.Tensor, input_name: str,
-                  output_name: str, reference: nn.Module | None = None
-                  ) -> tuple[onnx.ModelProto, float, int]:
+                  output_name: str, reference: nn.Module | None = None,
+                  lowered: nn.Module | None = None) -> tuple[onnx.ModelProto, float, int]:
     """``small`` as a checked ONNX graph; (proto, max abs logit diff, boundary samples left out).
 
     ``reference``: another torch model the graph must also match (the trained hard-gated
-    model: the mode's spec must describe it)."""
-    proto = export_onnx(small, probe, input_name, output_name)
+    model: the mode's spec must describe it). ``lowered``: the model exported instead of
+    ``small`` (:func:`lowered_model`), checked against ``small`` and ``reference``."""
+    proto = export_onnx(lowered if lowered is not None else small, probe, input_name,
+                        output_name)
     clear = gate_margins(small, probe) > BOUNDARY_MARGIN
     if not clear.any():
         raise ParityError(f"{name}: every parity sample has a gate within {BOUNDARY_MARGIN:g} "

@@ -30,6 +30,7 @@ from taugate.exporting.lowering import (
     export_onnx,
     graph_bytes,
     lower_checked,
+    lowered_model,
     shared_graph,
     state_of,
 )
@@ -172,8 +173,9 @@ def export_mode(name: str, foundation: nn.Module, mode: ModeInput, config: Expor
     exact = config.prune.below == 0
     reference = mode.hard_model() if mode.hard_model is not None and exact else None
     cal_x = mode.calibration[0]
+    fast, mode_tensors = lowered_model(c.small, c.plan, mode.spec, foundation_state)
     proto, diff, boundary = lower_checked(name, c.small, cal_x[:parity_samples], input_name,
-                                          output_name, reference)
+                                          output_name, reference, lowered=fast)
     data_mode = mode.data_mode or name
     entry = {
         "method": mode.method, "facts": dict(mode.facts), "data_mode": data_mode,
@@ -190,11 +192,12 @@ def export_mode(name: str, foundation: nn.Module, mode: ModeInput, config: Expor
     if config.precision.int8:
         log.info("int8 variant of %s (%s)", name, config.precision.quantization)
         variants["int8"] = int8_variant(
-            name, graph_bytes(proto, name), {data_mode: _numpy(mode.test)},
+            name, graph_bytes(export_onnx(c.small, cal_x, input_name, output_name), name),
+            {data_mode: _numpy(mode.test)},
             config.max_accuracy_drop, config.precision.quantization,
             cal_x[: config.precision.calibration_rows].numpy().astype(np.float32))
     if config.layout == "shared":
-        graph = shared_graph(proto, c.small, c.plan, mode.spec, foundation_state)
+        graph = shared_graph(proto, fast, c.plan, mode.spec, foundation_state, mode_tensors)
         # per-unit facts stay out of a shared bundle's manifest: the kept indices are in the
         # mode's own file, and a thousand modes must not cost more than the backbone
         for key in ("kept_indices", "test_firing_rates"):

@@ -18,6 +18,7 @@ from onnx import TensorProto, numpy_helper
 
 from taugate.bundle.manifest import MaterializeStep
 from taugate.bundle.materialize import build_initializer
+from taugate.bundle.schema import scale_pairs
 
 SENTINEL = "@taugate/materialized"  # the external-data "location": never a file
 
@@ -29,7 +30,7 @@ class Recipe:
     source: str  # "backbone" | "mode"
     tensor: str  # name in the backbone (state-dict key) or in the mode file
     take: tuple = ()  # ((axis, index tensor name in the mode file), ...)
-    scale: tuple | None = None  # (axis, vector name in the mode file)
+    scale: tuple | None = None  # (axis, vector name in the mode file), or several such pairs
     add: str | None = None  # tensor name in the mode file
 
 
@@ -96,8 +97,9 @@ def weightless(graph: GraphExport, where: str) -> tuple[onnx.ModelProto, list[di
         fields = {"name": step.name, "source": step.source, "tensor": step.tensor}
         if step.take:  # absent keys mean none (keeps a thousand-mode manifest small)
             fields["take"] = [list(t) for t in step.take]
-        if step.scale:
-            fields["scale"] = list(step.scale)
+        if step.scale:  # one pair in the short form older readers know
+            pairs = [list(p) for p in scale_pairs(step.scale)]
+            fields["scale"] = pairs[0] if len(pairs) == 1 else pairs
         if step.add:
             fields["add"] = step.add
         steps.append({**fields, "dtype": step.dtype, "shape": list(step.shape)})

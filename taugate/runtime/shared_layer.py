@@ -6,12 +6,14 @@ plan gathers the union of those kept rows once; a call computes ``x @ W_union.T 
 (numpy) and each mode continues from its columns of that product through the rest of its graph,
 run by a small onnxruntime session built at plan time (:mod:`onnx_build`) from the mode's own
 materialized initializers. Supported ops: ``Gemm``,
-``MatMul``, ``Add``, ``Mul``, ``Greater``, ``Cast`` (to float), ``Relu``; any other graph (and
+``MatMul``, ``Add``, ``Mul``, ``Greater``, ``Cast`` (to float), ``Relu``, ``ThresholdedRelu``
+(the fp32 lowering's gate: a first layer whose rows are scaled by ``1/t`` is the union product
+times the mode's row scale); any other graph (and
 the standalone layout, int8, another first layer) runs through its own session instead.
 
 Exactness: numpy and onnxruntime round float32 sums differently (~1e-6). Where a value lands
-within :data:`GATE_TOL` of a nonzero ``Greater`` threshold, that difference could flip a gate, so those
-rows are recomputed by the mode's own session: the result stays within 1e-5 of ``run``.
+within :data:`GATE_TOL` of a nonzero ``Greater`` threshold (of ``alpha`` for a ``ThresholdedRelu``,
+in units of its rows' scale), that difference could flip a gate, so those rows are recomputed by the mode's own session: the result stays within 1e-5 of ``run``.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import numpy as np
 from taugate.bundle.files import read_verified
 from taugate.bundle.onnx_wire import parse
 from taugate.bundle.safetensors import read_safetensors
+from taugate.bundle.schema import scale_pairs
 from taugate.runtime.onnx_build import model_bytes
 from taugate.runtime.providers import create_session
 
 GATE_TOL = 1e-6  # rows with a gate input this close to its threshold are rerun by the session
-_OPS = {"Gemm", "MatMul", "Add", "Mul", "Greater", "Cast", "Relu"}
+_OPS = {"Gemm", "MatMul", "Add", "Mul", "Greater", "Cast", "Relu", "ThresholdedRelu"}
+ZERO_SCALE = 2.0 ** 40  # a lowered t == 0 unit (exporting/thresholded.py): flips move it < 1e-12
 _PLANS_KEPT = 8
 _lock = threading.Lock()
 
@@ -64,10 +68,16 @@ class SharedPlan:
         inits = {"w_union": weight, "b_union": bias}
         outputs, self.gates = [], []  # gates: (mode, output index, threshold)
         gate_outs = []
-        for k, (name, (keep, union, rest, first, output, weights)) in enumerate(found.items()):
+        for k, (name, (keep, union, rest, first, output, rscale, weights)) in \
+                enumerate(found.items()):
             p = f"m{k}/"
             inits[p + "pos"] = np.searchsorted(union, keep).astype(np.int64)
-            nodes.append(("Gather", ["h", p + "pos"], p + first, {"axis": 1}))
+            if rscale.get(first) is None:
+                nodes.append(("Gather", ["h", p + "pos"], p + first, {"axis": 1}))
+            else:  # rows scaled by 1/t: the union product times the scale
+                inits[p + "rscale"] = rscale[first]
+                nodes.append(("Gather", ["h", p + "pos"], p + "z", {"axis": 1}))
+                nodes.append(("Mul", [p + "z", p + "rscale"], p + first, {}))
             used = {i for _, ins, _, _ in rest for i in ins if i in weights}
             inits.update({p + i: weights[i] for i in used})
             for op, ins, out, at in rest:
@@ -78,7 +88,12 @@ class SharedPlan:
                 if t is not None and t.ndim == 1 and np.any(t):
                     cols = np.flatnonzero(t)
                     gate_outs.append(p + ins[0])
-                    self.gates.append((name, cols, t[cols]))
+                    self.gates.append((name, cols, t[cols], GATE_TOL))
+                r = rscale.get(ins[0]) if op == "ThresholdedRelu" else None
+                if r is not None and np.any(r != ZERO_SCALE):
+                    cols = np.flatnonzero(r != ZERO_SCALE)
+                    gate_outs.append(p + ins[0])
+                    self.gates.append((name, cols, at.get("alpha", 1.0), GATE_TOL * r[cols]))
             outputs.append(p + output)
         data = model_bytes(nodes, {"x": weight.shape[1]}, outputs + gate_outs, inits, opsets)
         self.session, _ = create_session(data, rt._plan, rt._config, "run_all (shared layer)")
@@ -92,8 +107,8 @@ class SharedPlan:
         n = batch.shape[0]
         results = self.session.run(None, {"x": batch.reshape(n, -1)})
         near = dict.fromkeys(self.names, None)
-        for (name, cols, t), a in zip(self.gates, results[len(self.names):]):
-            hit = (np.abs(a[:, cols] - t) <= GATE_TOL).any(axis=1)
+        for (name, cols, t, tol), a in zip(self.gates, results[len(self.names):]):
+            hit = (np.abs(a[:, cols] - t) <= tol).any(axis=1)
             near[name] = hit if near[name] is None else near[name] | hit
         for name, y in zip(self.names, results):
             if near[name] is not None and near[name].any():
@@ -130,20 +145,25 @@ def _first_layer(rt, name: str):
     w, b = steps.get(ins[1]), steps.get(ins[2])
     if w is None or b is None or w.source != "backbone" or b.source != "backbone":
         return None
-    if w.scale or w.add or b.scale or b.add or len(w.shape) != 2:
+    if w.add or b.add or len(w.shape) != 2 or w.scale != b.scale or \
+            any(axis != 0 for axis, _ in scale_pairs(w.scale)) or len(scale_pairs(w.scale)) > 1:
         return None
     if [t for t in w.take if t[0] != 0] or [t[1] for t in w.take] != [t[1] for t in b.take]:
         return None
     backbone = rt._files._backbone
     full = backbone[w.tensor].shape[0]
-    if w.take:
-        mode = read_safetensors(read_verified(rt.bundle_dir, entry.weights),
-                                entry.weights.file)[0]
-        keep = _indices(mode[w.take[0][1]], full)
-    else:
-        keep = np.arange(full)
+    mode = read_safetensors(read_verified(rt.bundle_dir, entry.weights),
+                            entry.weights.file)[0] if entry.weights is not None else {}
+    keep = _indices(mode[w.take[0][1]], full) if w.take else np.arange(full)
     rest = [(o, i, out[0], a) for o, i, out, a, _ in nodes[1:]]
-    return w.tensor, b.tensor, keep, rest, outs[0], outputs[0], opsets
+    # each Gemm output whose rows are scaled by 1/t -> that scale (the gates' units)
+    rscale = {}
+    for op, ins, out, _, _ in nodes:
+        step = steps.get(ins[1]) if op == "Gemm" and len(ins) > 1 else None
+        rows = [v for axis, v in scale_pairs(step.scale if step else None) if axis == 0]
+        if rows:
+            rscale[out[0]] = np.asarray(mode[rows[0]], np.float32)
+    return w.tensor, b.tensor, keep, rest, outs[0], outputs[0], opsets, rscale
 
 
 def build_plan(rt, names: tuple) -> SharedPlan:
@@ -163,8 +183,9 @@ def build_plan(rt, names: tuple) -> SharedPlan:
     backbone = rt._files._backbone
     weight = np.ascontiguousarray(backbone[w_name][union], dtype=np.float32)
     bias = np.ascontiguousarray(backbone[b_name][union], dtype=np.float32)
-    plans = {name: (keep, union, rest, first_out, output, weights)
-             for name, (_, _, keep, rest, first_out, output, _, weights) in found.items()}
+    plans = {name: (keep, union, rest, first_out, output, rscale, weights)
+             for name, (_, _, keep, rest, first_out, output, _, rscale, weights)
+             in found.items()}
     return SharedPlan(rt, weight, bias, plans, alone, opsets)
 
 

@@ -1,0 +1,134 @@
+"""The fp32 lowering of the hard gate: ``Gemm -> ThresholdedRelu`` instead of
+``Gemm -> Greater -> Cast -> Mul``.
+
+A gated ReLU unit computes ``z * 1[z > t]``. With its producer row (weight and bias) multiplied
+by ``1/t`` it computes ``z' = z/t``, and ``ThresholdedRelu(alpha=1)`` (``z' * 1[z' > 1]``) gates
+it; ``t`` goes back into the consumer's column (times the unit's gain). One operator per gated
+layer instead of three, and the graph runs as fast as a plain-Relu pruned one
+(docs/bundle-v2.md, section 4).
+
+Units with ``t == 0`` (a plain ReLU gate) take ``t = 2**-40`` instead: scaling by a power of two
+is exact in float32, and the only change is that a unit with ``0 < z <= 2**-40`` outputs 0
+instead of ``z`` (less than 1e-12 per unit). Scaled rows widen the activation range, which
+per-tensor int8 quantization cannot take: int8 variants are quantized from the
+``Greater -> Cast -> Mul`` graph instead.
+
+Every lowered weight is built with the runtime's own numpy code
+(:func:`taugate.bundle.materialize.build_initializer`), in the order its materialize step
+applies (take rows, take columns, scale columns, scale rows), so the shared layout rebuilds it
+bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from taugate.bundle.materialize import build_initializer
+from taugate.bundle.schema import MaterializeStep
+from taugate.exporting.compact import GatedLinear, Surgery
+from taugate.spec import GatedSpec
+
+ZERO_THRESHOLD = 2.0 ** -40  # stands for t == 0: a power of two scales exactly
+
+
+class _ThresholdedRelu(torch.autograd.Function):
+    """``x * 1[x > 1]``; exported as one ``ThresholdedRelu(alpha=1)`` node."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * (x > 1.0).to(x.dtype)
+
+    @staticmethod
+    def symbolic(g, x):
+        return g.op("ThresholdedRelu", x, alpha_f=1.0)
+
+
+class ThresholdedLinear(nn.Linear):
+    """A producer with rows pre-scaled by ``1/t``, gated by ``ThresholdedRelu(alpha=1)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ThresholdedRelu.apply(super().forward(x))
+
+
+def lowerable(s: Surgery, activation: str) -> bool:
+    """Whether a producer's gate can be lowered: a gated ReLU with no negative threshold."""
+    return s.gated and activation == "relu" and s.threshold is not None \
+        and bool(np.all(s.threshold >= 0)) and bool(np.all(np.isfinite(s.threshold)))
+
+
+def scales(t: np.ndarray, gain: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(row scale 1/t of the producer, column scale gain * t of the consumer), float32."""
+    t_eff = np.where(t > 0, t, ZERO_THRESHOLD).astype(np.float32)
+    rows = (np.float32(1) / t_eff).astype(np.float32)
+    g = np.ones_like(t_eff) if gain is None else gain.astype(np.float32)
+    return rows, (g * t_eff).astype(np.float32)
+
+
+def lowered_plan(plan: dict[str, Surgery], spec: GatedSpec) -> dict[str, tuple]:
+    """producer path -> (row scale, column scale) for every producer lowered."""
+    act = {t.producer: t.activation for t in spec.targets}
+    out = {}
+    for path, s in plan.items():
+        if s.rows is not None and lowerable(s, act.get(path, "")):
+            cons = next(p for p, c in plan.items() if c.cols_from == path)
+            out[path] = scales(s.threshold, plan[cons].gain)
+    return out
+
+
+def steps_for(key: str, source: str, tensor: str, s: Surgery | None, lowered: dict,
+              names: dict) -> tuple[tuple, tuple]:
+    """(take, scale) of state-dict entry ``key`` of a compacted Linear (``names``: mode-file
+    tensor names by kind: ``keep``, ``gain``, ``rscale``, ``cscale`` -> producer -> name)."""
+    path, _, leaf = key.rpartition(".")
+    take, scale = [], []
+    if s is None or leaf not in ("weight", "bias"):
+        return (), ()
+    if s.rows is not None:
+        take.append((0, names["keep"][path]))
+    if s.cols is not None and leaf == "weight":
+        take.append((1, names["keep"][s.cols_from]))
+        if s.cols_from in lowered:
+            scale.append((1, names["cscale"][s.cols_from]))
+        elif s.cols_from in names["gain"]:
+            scale.append((1, names["gain"][s.cols_from]))
+    if path in lowered:
+        scale.append((0, names["rscale"][path]))
+    return tuple(take), tuple(scale)
+
+
+def lower(small: nn.Module, plan: dict[str, Surgery], spec: GatedSpec, backbone: dict,
+          tensors: dict, names: dict) -> nn.Module:
+    """A copy of the compacted ``small`` with every lowerable gate lowered; its weights built by
+    the materialize steps from ``backbone`` (state-dict key -> array, overrides applied) and the
+    mode file's ``tensors`` (which gains ``rscale``/``cscale`` entries)."""
+    lowered = lowered_plan(plan, spec)
+    for path, (rows, cols) in lowered.items():
+        tensors[names["rscale"][path]] = rows
+        tensors[names["cscale"][path]] = cols
+    out = copy.deepcopy(small)
+    touched = set(lowered) | {p for p, s in plan.items() if s.cols_from in lowered}
+    for path in touched:
+        old = out.get_submodule(path)
+        new = (ThresholdedLinear if path in lowered else nn.Linear)(
+            old.in_features, old.out_features, bias=old.bias is not None)
+        with torch.no_grad():
+            for leaf in ("weight", "bias"):
+                if getattr(old, leaf) is None:
+                    continue
+                key = f"{path}.{leaf}"
+                take, scale = steps_for(key, "backbone", key, plan[path], lowered, names)
+                step = MaterializeStep(key, "backbone", key, take, scale or None, None,
+                                       "float32", tuple(getattr(old, leaf).shape))
+                getattr(new, leaf).copy_(torch.from_numpy(
+                    build_initializer(step, backbone, tensors, "lowering")))
+        if isinstance(old, GatedLinear) and path not in lowered:  # a consumer still gated
+            gated = GatedLinear(old.in_features, old.out_features, old.threshold)
+            gated.load_state_dict({**new.state_dict(), "threshold": old.threshold})
+            new = gated
+        parent, _, name = path.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, name, new.eval())
+    return out.eval().requires_grad_(False)
