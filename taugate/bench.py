@@ -160,9 +160,9 @@ def run_bench(bundle, config: BenchConfig | None = None, data: dict | None = Non
         if unknown:
             raise ValueError(f"modes {unknown}: not in the bundle; valid: {rts['fp32'].modes}")
         total = len(config.threads) * len(config.batches) * len(modes)
-        features = rts["fp32"].manifest.input.features
+        shape = tuple(rts["fp32"].manifest.input.shape)  # per sample: [784], [1, 8, 8], ...
         for batch in config.batches:
-            x = rng.random((batch, features), dtype=np.float32)
+            x = rng.random((batch, *shape), dtype=np.float32)
             for mode in modes:
                 timer = cell_timer(rts, mode, x)
                 rounds = calibrate(timer, config.budget_s, min_rounds=config.min_rounds)
