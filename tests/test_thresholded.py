@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from taugate.bundle.manifest import _parse_step
 from taugate.bundle.schema import scale_pairs
+from taugate.bundle.steps import parse_step
 from taugate.exporting.compact import compact, gate_margins, hard_gated, keep_masks
 from taugate.exporting.lowering import export_onnx, lowered_model, shared_graph, state_of
 from taugate.exporting.weightless import weightless
@@ -102,7 +102,7 @@ def test_shared_layout_rebuilds_scaled_rows_bit_for_bit(kind):
     assert by_name["middle.weight"]["scale"] == [[1, "cscale.stem"], [0, "rscale.middle"]]
     assert by_name["stem.weight"]["scale"] == [0, "rscale.stem"]
     assert not any(k.startswith(("t.", "gain.")) for k in graph.tensors)
-    parsed = _parse_step(json.loads(json.dumps(by_name["middle.weight"])), "s", True, True)
+    parsed = parse_step(json.loads(json.dumps(by_name["middle.weight"])), "s", True, True)
     assert scale_pairs(parsed.scale) == ((1, "cscale.stem"), (0, "rscale.middle"))
     if kind == "override":
         assert by_name["middle.bias"]["source"] == "mode"

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import replace
 from pathlib import Path
 
 from taugate.bundle.errors import BundleError, BundleFormatError
+from taugate.bundle.fields import (
+    MANIFEST_NAME,
+    fail,
+    file_ref,
+    get_field,
+    int_list,
+    is_int,
+)
 from taugate.bundle.files import MAX_MODEL_BYTES, read_verified, resolve_file, verify_files
 from taugate.bundle.names import DENSE, mode_name_error  # DENSE: the dense baseline's name
 from taugate.bundle.safe_json import (
@@ -34,46 +41,10 @@ from taugate.bundle.schema import (
     OutputSpec,
     RouterSpec,
 )
+from taugate.bundle.steps import parse_materialize
 
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
-MANIFEST_NAME = "manifest.json"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # read at most this much of manifest.json
-
-
-def _fail(where: str, what: str, got) -> BundleFormatError:
-    shown = repr(got)
-    shown = shown if len(shown) <= 200 else shown[:197] + "..."
-    return BundleFormatError(f"{MANIFEST_NAME}: {where}: expected {what}, got {shown}")
-
-
-def _get(d: dict, key: str, where: str, kind, what: str, optional: bool = False):
-    if key not in d:
-        if optional:
-            return None
-        raise BundleFormatError(f"{MANIFEST_NAME}: {where}: missing field {key!r}")
-    value = d[key]
-    if optional and value is None:
-        return None
-    # bool is an int subclass; a true/false where a number belongs is a schema error.
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        raise _fail(f"{where}.{key}", what, value)
-    return value
-
-
-def _as_tuple(kind) -> tuple:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _is_int(v, low: int = 0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
-
-
-def _int_list(d: dict, key: str, where: str) -> list[int]:
-    value = _get(d, key, where, list, "a list of non-negative integers")
-    if not all(_is_int(v) for v in value):
-        raise _fail(f"{where}.{key}", "a list of non-negative integers", value)
-    return value
 
 
 MAX_SAMPLE_RANK = 16  # axes after the batch axis
@@ -83,45 +54,45 @@ MAX_SAMPLE_VALUES = 2 ** 31 - 1  # values per sample (input features, output cla
 def _batch_shape(spec: dict, where: str, what: str, any_rank: bool) -> tuple:
     """The per-sample shape after a dynamic batch axis: ``[batch, n, ...]``, dims >= 1, at most
     :data:`MAX_SAMPLE_RANK` of them and :data:`MAX_SAMPLE_VALUES` values per sample."""
-    shape = _get(spec, "shape", where, list, f"[batch, {what}]")
+    shape = get_field(spec, "shape", where, list, f"[batch, {what}]")
     rank_ok = 2 <= len(shape) <= MAX_SAMPLE_RANK + 1 if any_rank else len(shape) == 2
-    if not rank_ok or not isinstance(shape[0], str) or not all(_is_int(v, 1) for v in shape[1:]) \
+    if not rank_ok or not isinstance(shape[0], str) or not all(is_int(v, 1) for v in shape[1:]) \
             or math.prod(shape[1:]) > MAX_SAMPLE_VALUES:
         want = (f"['batch', {what}, ...] (at most {MAX_SAMPLE_RANK} sizes after the batch axis)"
                 if any_rank else f"['batch', {what}]")
-        raise _fail(f"{where}.shape", f"{want} with sizes >= 1 and at most {MAX_SAMPLE_VALUES} "
+        raise fail(f"{where}.shape", f"{want} with sizes >= 1 and at most {MAX_SAMPLE_VALUES} "
                     f"values per sample", shape)
     return tuple(shape[1:])
 
 
 def _tensor_spec(d: dict, where: str, what: str, any_rank: bool) -> tuple[dict, str, str, tuple]:
     """The ``input``/``output`` object: its dict, name, dtype (float32) and per-sample shape."""
-    spec = _get(d, where, "manifest", dict, "an object")
-    name = _get(spec, "name", where, str, "a string")
-    dtype = _get(spec, "dtype", where, str, "'float32'")
+    spec = get_field(d, where, "manifest", dict, "an object")
+    name = get_field(spec, "name", where, str, "a string")
+    dtype = get_field(spec, "dtype", where, str, "'float32'")
     if dtype != "float32":
-        raise _fail(f"{where}.dtype", "'float32' (the only input/output dtype supported)", dtype)
+        raise fail(f"{where}.dtype", "'float32' (the only input/output dtype supported)", dtype)
     return spec, name, dtype, _batch_shape(spec, where, what, any_rank)
 
 
 def _range(spec: dict, optional: bool) -> tuple[float, float] | None:
-    rng = _get(spec, "range", "input", list, "[low, high]" + (" or null" if optional else ""),
+    rng = get_field(spec, "range", "input", list, "[low, high]" + (" or null" if optional else ""),
                optional=optional)
     if rng is None:
         return None
     if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                 for v in rng) or not rng[0] < rng[1]:
-        raise _fail("input.range", "[low, high] numbers with low < high", rng)
+        raise fail("input.range", "[low, high] numbers with low < high", rng)
     return float(rng[0]), float(rng[1])
 
 
 def _parse_input_v1(d: dict) -> InputSpec:
     spec, name, dtype, shape = _tensor_spec(d, "input", "features", any_rank=False)
     rng = _range(spec, optional=False)
-    image = _get(spec, "image_shape", "input", list, "[height, width] or null", optional=True)
-    if image is not None and (len(image) != 2 or not all(_is_int(v, 1) for v in image)
+    image = get_field(spec, "image_shape", "input", list, "[height, width] or null", optional=True)
+    if image is not None and (len(image) != 2 or not all(is_int(v, 1) for v in image)
                               or image[0] * image[1] != shape[0]):
-        raise _fail("input.image_shape", f"null or [h, w] with h*w == {shape[0]}", image)
+        raise fail("input.image_shape", f"null or [h, w] with h*w == {shape[0]}", image)
     layout = None if image is None else {"kind": "image", "channels": 1, "height": image[0],
                                          "width": image[1]}
     return InputSpec(name, dtype, shape, rng, layout, uint8_pixels=True)
@@ -134,16 +105,16 @@ def input_fields(d: dict) -> tuple[str, str, tuple, tuple[float, float] | None, 
     """Validate ``d["input"]`` (the format 2 rules): (name, dtype, shape, range, layout)."""
     spec, name, dtype, shape = _tensor_spec(d, "input", "n", any_rank=True)
     rng = _range(spec, optional=True)
-    layout = _get(spec, "layout", "input", dict, "an object or null", optional=True)
+    layout = get_field(spec, "layout", "input", dict, "an object or null", optional=True)
     if layout is not None:
         if layout.get("kind") not in LAYOUT_KINDS:
-            raise _fail("input.layout.kind", f"one of {list(LAYOUT_KINDS)}", layout.get("kind"))
+            raise fail("input.layout.kind", f"one of {list(LAYOUT_KINDS)}", layout.get("kind"))
         dims = [layout.get(k) for k in ("channels", "height", "width")]
         n = 1
         for v in shape:
             n *= v
-        if not all(_is_int(v, 1) for v in dims) or dims[0] * dims[1] * dims[2] != n:
-            raise _fail("input.layout", f"channels, height, width >= 1 with channels*height*"
+        if not all(is_int(v, 1) for v in dims) or dims[0] * dims[1] * dims[2] != n:
+            raise fail("input.layout", f"channels, height, width >= 1 with channels*height*"
                         f"width == {n} (the per-sample size)", layout)
         layout = {"kind": "image", "channels": dims[0], "height": dims[1], "width": dims[2]}
     return name, dtype, shape, rng, layout
@@ -158,10 +129,10 @@ def _parse_input_v2(d: dict) -> InputSpec:
 def output_fields(d: dict, version: int = 2) -> tuple[str, str, int, tuple | None]:
     """Validate ``d["output"]``: (name, dtype, classes, labels or None)."""
     spec, name, dtype, shape = _tensor_spec(d, "output", "classes", any_rank=False)
-    labels = _get(spec, "labels", "output", list, "a list of strings", optional=version >= 2)
+    labels = get_field(spec, "labels", "output", list, "a list of strings", optional=version >= 2)
     if labels is not None and (len(labels) != shape[0]
                                or not all(isinstance(v, str) for v in labels)):
-        raise _fail("output.labels", f"{shape[0]} strings (one per class)", labels)
+        raise fail("output.labels", f"{shape[0]} strings (one per class)", labels)
     return name, dtype, shape[0], tuple(labels) if labels is not None else None
 
 
@@ -169,101 +140,29 @@ def _parse_output(d: dict, version: int) -> OutputSpec:
     return OutputSpec(*output_fields(d, version))
 
 
-def _file_ref(name: str, d, where: str) -> FileRef:
-    if not isinstance(d, dict):
-        raise _fail(where, "an object {file, sha256}", d)
-    file = _get(d, "file", where, str, "a relative path inside the bundle")
-    sha = _get(d, "sha256", where, str, "64 lowercase hex characters")
-    if not _SHA256.match(sha):
-        raise _fail(f"{where}.sha256", "64 lowercase hex characters", sha)
-    return FileRef(name, file, sha)
-
-
-def _scale_pair(p) -> bool:
-    return isinstance(p, list) and len(p) == 2 and _is_int(p[0]) and isinstance(p[1], str)
-
-
-def _scale_ok(scale: list) -> bool:
-    return _scale_pair(scale) or (0 < len(scale) <= 4 and all(_scale_pair(p) for p in scale))
-
-
-def _scale_tuple(scale):
-    if not scale:
-        return None
-    return tuple(scale) if _scale_pair(scale) else tuple(tuple(p) for p in scale)
-
-
-_STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "dtype", "shape"}
-
-
-def _parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> MaterializeStep:
-    if not isinstance(s, dict) or not set(s) <= _STEP_KEYS:
-        raise _fail(where, f"an object with keys from {sorted(_STEP_KEYS)}", s)
-    name = _get(s, "name", where, str, "a string")
-    source = _get(s, "source", where, str, "'backbone' or 'mode'")
-    if source not in ("backbone", "mode") or (source == "backbone" and not has_backbone) \
-            or (source == "mode" and not has_weights):
-        raise _fail(f"{where}.source", "'backbone' (needs the manifest's backbone) or 'mode' "
-                    "(needs the entry's weights)", source)
-    tensor = _get(s, "tensor", where, str, "a tensor name")
-    take = _get(s, "take", where, list, "a list of [axis, index tensor]", optional=True) or []
-    if not all(isinstance(t, list) and len(t) == 2 and _is_int(t[0]) and isinstance(t[1], str)
-               for t in take):
-        raise _fail(f"{where}.take", "a list of [axis >= 0, index tensor name]", take)
-    scale = _get(s, "scale", where, list, "[axis, vector name] or null", optional=True)
-    if scale is not None and not _scale_ok(scale):
-        raise _fail(f"{where}.scale", "[axis >= 0, vector name], a list of 1 to 4 such pairs, "
-                    "or null", scale)
-    if (take or scale or s.get("add") is not None) and not has_weights:
-        raise _fail(where, "no take/scale/add without the entry's weights file", s)
-    add = _get(s, "add", where, str, "a tensor name or null", optional=True)
-    dtype = _get(s, "dtype", where, str, "a dtype name such as 'float32'")
-    shape = _get(s, "shape", where, list, "a list of sizes")
-    if not all(_is_int(v) for v in shape):
-        raise _fail(f"{where}.shape", "a list of sizes >= 0", shape)
-    return MaterializeStep(name, source, tensor, tuple((a, n) for a, n in take),
-                           _scale_tuple(scale), add, dtype, tuple(shape))
-
-
-def _parse_materialize(name: str, d: dict, where: str, has_backbone: bool
-                       ) -> tuple[FileRef | None, tuple | None]:
-    weights = d.get("weights")
-    weights = None if weights is None else _file_ref(f"{name} weights", weights,
-                                                     f"{where}.weights")
-    steps = _get(d, "materialize", where, list, "a list of steps or null", optional=True)
-    if steps is None:
-        return weights, None
-    parsed = tuple(_parse_step(s, f"{where}.materialize[{i}]", weights is not None, has_backbone)
-                   for i, s in enumerate(steps))
-    names = [s.name for s in parsed]
-    if len(set(names)) != len(names):
-        raise _fail(f"{where}.materialize", "each initializer built once", names)
-    return weights, parsed
-
-
 def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
                  has_backbone: bool = False) -> ModelEntry:
     if not isinstance(d, dict):
-        raise _fail(where, "an object", d)
-    ref = _file_ref(name, d, where)
-    macs = _get(d, "macs", where, int, "a non-negative integer")
+        raise fail(where, "an object", d)
+    ref = file_ref(name, d, where)
+    macs = get_field(d, "macs", where, int, "a non-negative integer")
     if macs < 0:
-        raise _fail(f"{where}.macs", "a non-negative integer", macs)
+        raise fail(f"{where}.macs", "a non-negative integer", macs)
     mode_facts: dict = {}
     if is_mode:
-        _get(d, "method", where, str, "a string", optional=version >= 2)
+        get_field(d, "method", where, str, "a string", optional=version >= 2)
         if version == 1:
-            mode_facts = {"angle": _get(d, "angle", where, (int, float), "a number")}
+            mode_facts = {"angle": get_field(d, "angle", where, (int, float), "a number")}
         else:
-            mode_facts = dict(_get(d, "facts", where, dict, "an object or null", optional=True)
+            mode_facts = dict(get_field(d, "facts", where, dict, "an object or null", optional=True)
                               or {})
-        kept, total = _int_list(d, "units_kept", where), _int_list(d, "units_total", where)
+        kept, total = int_list(d, "units_kept", where), int_list(d, "units_total", where)
         if len(kept) != len(total) or any(k > t for k, t in zip(kept, total)):
-            raise _fail(f"{where}.units_kept", f"one count <= units_total {total} per layer", kept)
+            raise fail(f"{where}.units_kept", f"one count <= units_total {total} per layer", kept)
         for key in ("calibration_accuracy", "test_accuracy", "dense_test_accuracy"):
-            _get(d, key, where, (int, float), "a number or null", optional=True)
-        _get(d, "kept_indices", where, list, "a list of index lists", optional=True)
-    weights, steps = (None, None) if version == 1 else _parse_materialize(name, d, where,
+            get_field(d, key, where, (int, float), "a number or null", optional=True)
+        get_field(d, "kept_indices", where, list, "a list of index lists", optional=True)
+    weights, steps = (None, None) if version == 1 else parse_materialize(name, d, where,
                                                                           has_backbone)
     entry = ModelEntry(name, ref.file, ref.sha256, macs, dict(d), mode_facts, weights, steps)
     for precision in PRECISIONS[1:]:
@@ -283,14 +182,14 @@ def variant_entry(entry: ModelEntry, precision: str) -> ModelEntry | None:
     if variants is None:
         return None
     if not isinstance(variants, dict):
-        raise _fail(where, "an object mapping precision names", variants)
+        raise fail(where, "an object mapping precision names", variants)
     v = variants.get(precision)
     if v is None:
         return None
     where = f"{where}.{precision}"
-    ref = _file_ref(entry.name, v, where)
+    ref = file_ref(entry.name, v, where)
     if v.get("precision", precision) != precision:
-        raise _fail(f"{where}.precision", repr(precision), v.get("precision"))
+        raise fail(f"{where}.precision", repr(precision), v.get("precision"))
     # a variant is a self-contained graph: nothing to materialize
     return replace(entry, file=ref.file, sha256=ref.sha256, weights=None, materialize=None)
 
@@ -302,22 +201,22 @@ def parse_router(d, modes) -> RouterSpec:
     """Validate the manifest's ``router`` object against the bundle's ``modes`` (names): a
     router must name exactly the bundle's modes, each once."""
     if not isinstance(d, dict) or not set(d) <= _ROUTER_KEYS:
-        raise _fail("router", f"an object with keys from {sorted(_ROUTER_KEYS)}", d)
-    ref = _file_ref("router", d, "router")
-    names = _get(d, "modes", "router", list, "a list of the bundle's mode names")
+        raise fail("router", f"an object with keys from {sorted(_ROUTER_KEYS)}", d)
+    ref = file_ref("router", d, "router")
+    names = get_field(d, "modes", "router", list, "a list of the bundle's mode names")
     if sorted(map(str, names)) != sorted(modes) or len(set(names)) != len(names) \
             or not all(isinstance(n, str) for n in names):
-        raise _fail("router.modes", f"the bundle's modes {sorted(modes)}, each once (a router "
+        raise fail("router.modes", f"the bundle's modes {sorted(modes)}, each once (a router "
                     f"fitted for other modes: fit it again with `taugate route`)", names)
     numbers = {}
     for key in ("threshold", "percentile"):
-        v = _get(d, key, "router", (int, float), "a finite number or null", optional=True)
+        v = get_field(d, key, "router", (int, float), "a finite number or null", optional=True)
         if v is not None and not math.isfinite(v):
-            raise _fail(f"router.{key}", "a finite number or null", v)
+            raise fail(f"router.{key}", "a finite number or null", v)
         numbers[key] = None if v is None else float(v)
     if numbers["percentile"] is not None and not 0 < numbers["percentile"] <= 100:
-        raise _fail("router.percentile", "a number in (0, 100] or null", numbers["percentile"])
-    facts = _get(d, "facts", "router", dict, "an object or null", optional=True) or {}
+        raise fail("router.percentile", "a number in (0, 100] or null", numbers["percentile"])
+    facts = get_field(d, "facts", "router", dict, "an object or null", optional=True) or {}
     return RouterSpec(ref.file, ref.sha256, tuple(names), numbers["threshold"],
                       numbers["percentile"], dict(facts))
 
@@ -325,7 +224,7 @@ def parse_router(d, modes) -> RouterSpec:
 def parse_manifest(data) -> Manifest:
     """Validate a parsed manifest (pure); raises :class:`BundleFormatError` naming the field."""
     if not isinstance(data, dict):
-        raise _fail("top level", "a JSON object", type(data).__name__)
+        raise fail("top level", "a JSON object", type(data).__name__)
     error = lone_surrogate_error(data)  # such a string breaks every later print or JSON answer
     if error:
         raise BundleFormatError(f"{MANIFEST_NAME}: {error}")
@@ -340,25 +239,25 @@ def parse_manifest(data) -> Manifest:
         raise BundleFormatError(
             f"{MANIFEST_NAME}: format_version {version!r} is not supported by this runtime "
             f"(supported: {supported}); upgrade taugate or re-export the bundle")
-    created_by = _get(data, "created_by", "manifest", str, "a string")
+    created_by = get_field(data, "created_by", "manifest", str, "a string")
     inp = _parse_input_v1(data) if version == 1 else _parse_input_v2(data)
     out = _parse_output(data, version)
     family, targets, backbone = "mlp", (), None
     if version >= 2:
-        family = _get(data, "family", "manifest", str, "a string such as 'mlp', 'vit', 'user'")
-        targets = tuple(_get(data, "targets", "manifest", list, "a list of module paths",
+        family = get_field(data, "family", "manifest", str, "a string such as 'mlp', 'vit', 'user'")
+        targets = tuple(get_field(data, "targets", "manifest", list, "a list of module paths",
                              optional=True) or ())
         if not all(isinstance(t, str) for t in targets):
-            raise _fail("targets", "a list of module paths (strings)", list(targets))
+            raise fail("targets", "a list of module paths (strings)", list(targets))
         raw_backbone = data.get("backbone")
-        backbone = None if raw_backbone is None else _file_ref("backbone", raw_backbone,
+        backbone = None if raw_backbone is None else file_ref("backbone", raw_backbone,
                                                                "backbone")
     has_backbone = backbone is not None
-    dense = _parse_model(DENSE, _get(data, "dense", "manifest", dict, "an object"), "dense",
+    dense = _parse_model(DENSE, get_field(data, "dense", "manifest", dict, "an object"), "dense",
                          is_mode=False, version=version, has_backbone=has_backbone)
-    raw_modes = _get(data, "modes", "manifest", dict, "an object mapping mode names")
+    raw_modes = get_field(data, "modes", "manifest", dict, "an object mapping mode names")
     if not raw_modes:
-        raise _fail("modes", "at least one mode", raw_modes)
+        raise fail("modes", "at least one mode", raw_modes)
     modes = {}
     for name, entry in raw_modes.items():
         error = mode_name_error(name)  # the exporter's rule (taugate/bundle/names.py)

@@ -39,7 +39,7 @@ from taugate.bundle.manifest import (
     variant_entry,
 )
 from taugate.runtime.inputs import InputSpecChecker
-from taugate.runtime.mixed import run_all, run_mixed
+from taugate.runtime.many_modes import ManyModes
 from taugate.runtime.providers import (
     ProviderSpec,
     SessionConfig,
@@ -48,7 +48,7 @@ from taugate.runtime.providers import (
     resolve_providers,
 )
 from taugate.runtime.repository import ModeRepository
-from taugate.runtime.routing import AUTO, AutoResult, Router, Routing, routed_run
+from taugate.runtime.routing import AUTO, Router
 from taugate.runtime.sessions import check_session, output_error, session_runner
 
 log = logging.getLogger("taugate.runtime")
@@ -71,7 +71,7 @@ class _Loaded:
 MANY_SESSIONS = 16  # above this many loaded sessions, each gets 1 onnxruntime thread by default
 
 
-class ModeRuntime(ModeRepository):
+class ModeRuntime(ModeRepository, ManyModes):
     """Run the modes of a taugate bundle. Create with :meth:`ModeRuntime.open`.
 
     The dense baseline is reachable as mode :data:`DENSE` (``"dense"``), e.g.
@@ -219,51 +219,9 @@ class ModeRuntime(ModeRepository):
         """Class ids, int64 [N], of mode ``mode`` for inputs ``x``."""
         return self.run(mode, x).argmax(axis=1).astype(np.int64, copy=False)
 
-    def run_mixed(self, modes, x) -> np.ndarray:
-        """Logits [N, classes] of a batch whose row i belongs to mode ``modes[i]`` (one name per
-        row: a sequence of str or a numpy str array; ``"dense"`` allowed), exactly what
-        ``run(modes[i], x[i:i+1])`` gives, in row order. Unknown names raise
-        :class:`UnknownModeError` before anything runs (docs/runtime.md, "Several modes in one
-        call")."""
-        return run_mixed(self, modes, x)
-
-    def run_all(self, x, modes=None) -> dict[str, np.ndarray]:
-        """``{mode: logits}`` of every mode (or of ``modes``) on the same rows ``x``, computing
-        what the modes share once (the union of their first layers' kept units, on a shared-layout
-        fp32 bundle); each value is what ``run(mode, x)`` gives (max abs difference <= 1e-5)."""
-        return run_all(self, x, modes)
-
     def run_dense(self, x) -> np.ndarray:
         """Logits of the dense baseline model (the reference every speedup is measured on)."""
         return self.run(DENSE, x)
-
-    # -- automatic routing (taugate/runtime/routing.py) ---------------------------------------
-
-    def route(self, x) -> list:
-        """The mode each row of ``x`` belongs to, by the bundle's router, or ``"unknown"`` for a
-        row of none. Raises :class:`RuntimeConfigError` when the bundle has no router."""
-        return self.routing(x).modes
-
-    def routing(self, x) -> Routing:
-        """:meth:`route` with the router's detail: each row's best mode and its distance."""
-        return self._routing().route(self._coerce(x))
-
-    def run_auto(self, x, unknown: str = "refuse") -> AutoResult:
-        """Each row of ``x`` run in its routed mode (``run("auto", x)`` returns the logits
-        alone): ``.logits``, ``.modes`` (per row) and ``.routing``. ``unknown``: ``"refuse"``
-        (rows of no known mode raise :class:`~taugate.runtime.routing.UnknownInputError`) or
-        ``"dense"`` (they run on the dense model)."""
-        batch = self._coerce(x)
-        return routed_run(self.run, self._routing().route(batch), batch, unknown,
-                          self._classes)
-
-    def _routing(self) -> Router:
-        if self._router is None:
-            with self._load_lock:
-                if self._router is None:
-                    self._router = Router.open(self._root, self._manifest, self._plan,
-                                               self._config)
-        return self._router
 
     # -- loading -----------------------------------------------------------------------------
 
