@@ -17,6 +17,11 @@ REFUSED = [
     (["--engine", "ray", "--model-control", "--watch", "5"],
      "--model-control, --watch: only with --engine fastapi"),
     (["--max-in-flight", "0"], "max_in_flight: expected an integer >= 1, got 0"),
+    (["--engine", "ray", "--batch-delay-ms", "2", "--max-queue", "8"],
+     "--batch-delay-ms, --max-queue: only with --engine fastapi"),
+    (["--batch-delay-ms", "-1"], "batch delay: expected milliseconds in [0, 10000]"),
+    (["--batch-delay-ms", "2", "--max-batch-rows", "0"],
+     "max_rows: expected an integer >= 1, got 0"),
 ]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 HELP = "serve a bundle's modes over HTTP (--engine ray: the 'ray' extra)"
 _RAY_ONLY = ("replicas", "max_modes_per_replica", "replica_cpus")
 _FASTAPI_LIMITS = ("max_connections", "max_in_flight", "header_timeout", "body_timeout")
+_BATCHING = ("batch_delay_ms", "max_batch_rows", "max_queue")
 
 
 def add_arguments(p) -> None:
@@ -50,6 +51,14 @@ def add_arguments(p) -> None:
                    help="time to receive a request's headers (default 10)")
     g.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
                    help="time to receive a request's body, then 408 (default 30)")
+    g = p.add_argument_group("dynamic batching (docs/serving.md; --engine fastapi)")
+    g.add_argument("--batch-delay-ms", type=float, default=None, metavar="MS",
+                   help="coalesce concurrent inference requests (any modes) into one run, "
+                        "waiting at most MS milliseconds for others (default 0: off)")
+    g.add_argument("--max-batch-rows", type=int, default=None,
+                   help="rows per batch at most (default 64)")
+    g.add_argument("--max-queue", type=int, default=None,
+                   help="requests waiting for a batch at most; past it 503 (default 128)")
     g = p.add_argument_group("modes in and out of service while serving (docs/operating.md; "
                              "--engine fastapi)")
     g.add_argument("--model-control", action="store_true",
@@ -83,11 +92,12 @@ def _run_ray(args) -> int:
         # reach them, and Ray Serve redeploys replicas rather than mutating them
         raise ValueError(f"{', '.join(control)}: only with --engine fastapi (on Ray Serve, "
                          f"redeploy to change the modes served)")
-    given = _flags(args, _FASTAPI_LIMITS)
+    given = _flags(args, _FASTAPI_LIMITS + _BATCHING)
     if given:
         # Ray's HTTP proxy, not taugate's uvicorn protocol, holds the connections there
         raise ValueError(f"{', '.join(given)}: only with --engine fastapi (Ray Serve's proxy "
-                         f"has its own connection handling; --max-body-bytes applies to both)")
+                         f"has its own connection handling and batching; --max-body-bytes "
+                         f"applies to both)")
     from taugate.commands.predict import parse_providers
 
     given = {k: getattr(args, k) for k in (*_RAY_ONLY, "max_body_bytes")
@@ -111,14 +121,19 @@ def run(args) -> int:
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
     from taugate.server import ServerLimits, serve
+    from taugate.server.batcher import BatchPolicy
 
     given = {"max_body_bytes": args.max_body_bytes, "max_connections": args.max_connections,
              "max_in_flight": args.max_in_flight, "header_timeout_s": args.header_timeout,
              "body_timeout_s": args.body_timeout}
     limits = ServerLimits(**{k: v for k, v in given.items() if v is not None})  # fail fast
+    given = {"delay_ms": args.batch_delay_ms, "max_rows": args.max_batch_rows,
+             "max_queue": args.max_queue}
+    batch = BatchPolicy(**{k: v for k, v in given.items() if v is not None})
     rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers or "auto"),
                           max_sessions=args.max_sessions, intra_op_num_threads=args.threads)
     rt.warmup()
     serve(rt, host=args.host, port=args.port, limits=limits,
-          model_control=args.model_control, watch_s=args.watch, unknown=args.unknown)
+          model_control=args.model_control, watch_s=args.watch, unknown=args.unknown,
+          batch=batch)
     return 0

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taugate import __version__
 from taugate.runtime import InvalidOutputError, ModeRuntime
+from taugate.server.batcher import BatchPolicy
 from taugate.server.docs_page import mount_docs
 from taugate.server.limits import (
     BodyLimitMiddleware,
@@ -83,11 +84,12 @@ class CountResponses:
 
 def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, *,
                limits: ServerLimits | None = None, model_control: bool = False,
-               unknown: str = "refuse") -> FastAPI:
+               unknown: str = "refuse", batch: BatchPolicy | None = None) -> FastAPI:
     """The ASGI app serving ``runtime``; bodies over ``max_body_bytes`` get 413. ``limits``
     (default :class:`ServerLimits` with this ``max_body_bytes``) also bounds body time and
     requests in flight; connection limits are the server's (see ``serve``).
-    ``model_control``: allow ``POST /v2/repository/models/{m}/load`` and ``.../unload``."""
+    ``model_control``: allow ``POST /v2/repository/models/{m}/load`` and ``.../unload``.
+    ``batch``: coalesce concurrent inference requests (:mod:`taugate.server.batcher`)."""
     if not isinstance(max_body_bytes, int) or isinstance(max_body_bytes, bool) \
             or max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: expected an integer >= 1, got {max_body_bytes!r}")
@@ -120,7 +122,8 @@ def create_app(runtime: ModeRuntime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTE
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error", type(exc).__name__)
 
-    handler = ProtocolHandler(runtime, model_control=model_control, unknown=unknown)
+    handler = ProtocolHandler(runtime, model_control=model_control, unknown=unknown,
+                              batch=batch)
     app.state.handler = handler
     mount(app, handler, runtime.run)  # both APIs: taugate.server.protocol
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=limits.max_body_bytes,

@@ -34,17 +34,19 @@ def uvicorn_config(app, limits: ServerLimits, **kwargs) -> uvicorn.Config:
 def serve(runtime, host: str = "127.0.0.1", port: int = 8000,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_level: str = "info",
           limits: ServerLimits | None = None, model_control: bool = False,
-          watch_s: float | None = None, unknown: str = "refuse") -> None:
+          watch_s: float | None = None, unknown: str = "refuse",
+          batch=None) -> None:
     """Serve ``runtime`` over HTTP until interrupted (Ctrl+C). ``model_control``: allow the
     repository extension's load and unload; ``watch_s``: poll the bundle's manifest every so
     many seconds and load or unload what changed (:mod:`taugate.server.watch`); ``unknown``:
-    what mode ``auto`` does with rows of no known mode (``"refuse"`` or ``"dense"``)."""
+    what mode ``auto`` does with rows of no known mode (``"refuse"`` or ``"dense"``);
+    ``batch``: a :class:`~taugate.server.batcher.BatchPolicy` (dynamic batching)."""
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening on %s: the API has no authentication; put it behind a proxy "
                     "that adds it if the network is not trusted", host)
     limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
     app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits,
-                     model_control=model_control, unknown=unknown)
+                     model_control=model_control, unknown=unknown, batch=batch)
     watcher = None if watch_s is None else ManifestWatcher(runtime, watch_s).start()
     try:
         uvicorn.Server(uvicorn_config(app, limits, host=host, port=port,
@@ -63,10 +65,10 @@ class BackgroundServer:
 
     def __init__(self, runtime, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  startup_timeout: float = 10.0, limits: ServerLimits | None = None,
-                 model_control: bool = False, unknown: str = "refuse"):
+                 model_control: bool = False, unknown: str = "refuse", batch=None):
         limits = limits or ServerLimits(max_body_bytes=max_body_bytes)
         self.app = create_app(runtime, max_body_bytes=limits.max_body_bytes, limits=limits,
-                              model_control=model_control, unknown=unknown)
+                              model_control=model_control, unknown=unknown, batch=batch)
         self.startup_timeout = startup_timeout
         config = uvicorn_config(self.app, limits, log_level="warning", access_log=False,
                                 lifespan="off")
@@ -95,6 +97,9 @@ class BackgroundServer:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._sock.close()
+        batcher = self.app.state.handler.batcher
+        if batcher is not None:
+            batcher.close()
 
     def __enter__(self) -> BackgroundServer:
         return self.start()

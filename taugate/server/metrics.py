@@ -6,8 +6,9 @@ read them.
 
 Per mode: requests, failures by cause, rows inferred, a latency histogram (seconds, fixed
 buckets) and the time spent per phase (input: parse and validate; infer: the model run; output:
-encoding the answer). There is no request queue or batching: a request runs as soon as a worker
-thread takes it, so no queue time is measured. Updates take one lock for a few additions.
+encoding the answer) and, with dynamic batching on (:mod:`taugate.server.batcher`), the time a
+request waited for its batch (queue), kept apart from the model run. Per server: batches run and
+their rows. Updates take one lock for a few additions.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ class ModeCounters:
     fail: int = 0
     fail_ns: int = 0
     input_ns: int = 0  # parse + validate, successful requests
-    infer_ns: int = 0  # the model run
+    infer_ns: int = 0  # the model run (its batch's run, when batched)
+    queue_ns: int = 0  # waiting for a batch to form and run (0 without batching)
     output_ns: int = 0  # encoding the answer
     last_inference_ms: int = 0  # wall clock (ms since the epoch) of the last success
     failures: dict = field(default_factory=dict)  # cause -> count
@@ -65,6 +67,9 @@ class ServerMetrics:
         self._lock = threading.Lock()
         self._modes: dict[str, ModeCounters] = {}
         self._responses: dict[int, int] = {}
+        self.batches = 0  # batches run by the dynamic batcher
+        self.batch_requests = 0  # requests in them
+        self.batch_rows = 0  # rows in them
         self.started = time.time()
 
     def _mode(self, mode: str) -> ModeCounters:
@@ -78,8 +83,8 @@ class ServerMetrics:
         return mode in self._modes
 
     def success(self, mode: str, rows: int, input_ns: int, infer_ns: int,
-                output_ns: int) -> None:
-        total = input_ns + infer_ns + output_ns
+                output_ns: int, queue_ns: int = 0) -> None:
+        total = input_ns + queue_ns + infer_ns + output_ns
         with self._lock:
             c = self._mode(mode)
             c._observe(total)
@@ -89,6 +94,7 @@ class ServerMetrics:
             c.input_ns += input_ns
             c.infer_ns += infer_ns
             c.output_ns += output_ns
+            c.queue_ns += queue_ns
             c.last_inference_ms = int(time.time() * 1000)
 
     def failure(self, mode: str, cause: str, ns: int) -> None:
@@ -98,6 +104,13 @@ class ServerMetrics:
             c.fail += 1
             c.fail_ns += ns
             c.failures[cause] = c.failures.get(cause, 0) + 1
+
+    def batched(self, requests: int, rows: int) -> None:
+        """Count one batch of ``requests`` requests holding ``rows`` rows."""
+        with self._lock:
+            self.batches += 1
+            self.batch_requests += requests
+            self.batch_rows += rows
 
     def responded(self, status: int) -> None:
         """Count one HTTP answer (every route, and refusals made before the handler)."""

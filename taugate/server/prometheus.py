@@ -16,7 +16,7 @@ from taugate.server.messages import HttpResponse
 from taugate.server.metrics import BUCKETS, ServerMetrics
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PHASES = ("input", "infer", "output")
+PHASES = ("input", "queue", "infer", "output")
 
 
 def _escape(value: str) -> str:
@@ -108,10 +108,18 @@ def exposition(metrics: ServerMetrics, runtime) -> str:
                 "Time from routing a request to its encoded answer, per mode.",
                 [s for m, c in modes.items() for s in _histogram(m, c)])
     page.family("taugate_inference_phase_seconds_total", "counter",
-                "Time of successful requests per phase: input (parse, validate), infer (the "
-                "model run), output (encode the answer).",
+                "Time of successful requests per phase: input (parse, validate), queue (waiting "
+                "for a batch; 0 without batching), infer (the model run), output (encode the "
+                "answer).",
                 [("", {"mode": m, "phase": p}, getattr(c, f"{p}_ns") / 1e9)
                  for m, c in modes.items() for p in PHASES])
+    page.family("taugate_batches_total", "counter",
+                "Batches run by the dynamic batcher (taugate serve --batch-delay-ms).",
+                [("", {}, metrics.batches)])
+    page.family("taugate_batch_requests_total", "counter",
+                "Requests coalesced into those batches.", [("", {}, metrics.batch_requests)])
+    page.family("taugate_batch_rows_total", "counter",
+                "Rows (samples) in those batches.", [("", {}, metrics.batch_rows)])
     page.family("taugate_http_responses_total", "counter", "HTTP answers per status code.",
                 [("", {"code": code}, n) for code, n in sorted(metrics.responses().items())])
     down = runtime.unavailable()

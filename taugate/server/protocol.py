@@ -44,6 +44,7 @@ from taugate.runtime.routing import (
     run_rows,
 )
 from taugate.server import model_repository, oip, stats, strict_json
+from taugate.server.batcher import Batcher, BatchPolicy, QueueFull
 from taugate.server.messages import (
     HttpRequest,
     HttpResponse,
@@ -121,10 +122,13 @@ class ProtocolHandler:
     """
 
     def __init__(self, runtime: ModeRuntime, model_control: bool = False,
-                 unknown: str = "refuse"):
+                 unknown: str = "refuse", batch: BatchPolicy | None = None):
         self.runtime = runtime
         self.unknown = check_policy(unknown)  # mode "auto": rows of no known mode
         self.metrics = ServerMetrics()
+        # concurrent requests of :meth:`handle` coalesced into mixed-mode runs (delay_ms > 0)
+        self.batcher = Batcher(runtime.run_mixed, batch, self.metrics.batched) \
+            if batch is not None and batch.enabled else None
         self.redact = PathRedactor(runtime.bundle_dir)
         spec = runtime.manifest.input
         # a batch of samples; image inputs may also come as [N, H, W] or [N, C, H, W] lists
@@ -175,16 +179,17 @@ class ProtocolHandler:
         return answer
 
     def _ran(self, label: str, routed: Inference, req: HttpRequest, start: int, routed_at: int,
-             logits=None, exc: Exception | None = None) -> HttpResponse:
-        """The answer after the run (``logits``, or the ``exc`` it raised), counted."""
+             logits=None, exc: Exception | None = None, queue_ns: int = 0) -> HttpResponse:
+        """The answer after the run (``logits``, or the ``exc`` it raised), counted;
+        ``queue_ns`` of the run's time was spent waiting for a batch."""
         if exc is not None:
             answer = self.run_failed(routed, req, exc)
             self.metrics.failure(label, _run_cause(exc, answer.status), _now() - start)
             return answer
         ran_at = _now()
         answer = routed.respond(logits)
-        self.metrics.success(label, int(routed.x.shape[0]), routed_at - start, ran_at - routed_at,
-                             _now() - ran_at)
+        self.metrics.success(label, int(routed.x.shape[0]), routed_at - start,
+                             ran_at - routed_at - queue_ns, _now() - ran_at, queue_ns)
         return answer
 
     @staticmethod
@@ -193,18 +198,26 @@ class ProtocolHandler:
         return oip.json_size(req.body, req.headers.get(oip.HEADER_LENGTH))
 
     def handle(self, req: HttpRequest, run: Run) -> HttpResponse:
-        """Route ``req`` and, when it asks for inference, compute it with ``run(mode, x)``."""
+        """Route ``req`` and, when it asks for inference, compute it with ``run(mode, x)``
+        (or in a batch of concurrent requests through :attr:`batcher` when batching is on)."""
         start = _now()
         label, routed = self._dispatch(req)
         if isinstance(routed, HttpResponse):
             return self._refused(label, routed, start)
         routed_at = _now()
+        queue_ns = 0
         try:
-            logits = run(routed.mode, routed.x) if routed.rows is None else \
-                run_rows(run, routed.x, routed.rows, self.runtime.manifest.output.classes)
+            if self.batcher is not None:  # the rows of "auto" and mixed requests: one batch
+                modes = routed.mode if routed.rows is None else routed.rows
+                logits, queue_ns = self.batcher.run(modes, routed.x)
+            elif routed.rows is None:
+                logits = run(routed.mode, routed.x)
+            else:
+                logits = run_rows(run, routed.x, routed.rows,
+                                  self.runtime.manifest.output.classes)
         except Exception as exc:  # mapped to an HTTP error
             return self._ran(label, routed, req, start, routed_at, exc=exc)
-        return self._ran(label, routed, req, start, routed_at, logits)
+        return self._ran(label, routed, req, start, routed_at, logits, queue_ns=queue_ns)
 
     async def handle_async(self, req: HttpRequest, run: AsyncRun,
                            offload_json_above: int | None = None) -> HttpResponse:
@@ -251,6 +264,10 @@ class ProtocolHandler:
             return inference.error(404, "unknown mode", message)
         if isinstance(exc, InputError):
             return inference.error(422, "invalid input", message)
+        if isinstance(exc, QueueFull):
+            answer = inference.error(503, "server busy", message)
+            answer.headers["retry-after"] = str(exc.retry_after_s)
+            return answer
         if isinstance(exc, ServiceUnavailable):
             return inference.error(503, "unavailable", message)
         if isinstance(exc, InvalidOutputError):  # a broken or hostile bundle, not the input

@@ -2,10 +2,10 @@
 {v}]/stats``, answered from the handler's counters (:mod:`taugate.server.metrics`), so that
 tritonclient's ``get_inference_statistics`` works.
 
-Every request runs as it arrives (no queue, no dynamic batching): ``queue`` is always 0 ns,
-``execution_count`` equals the successful requests and ``batch_stats`` is empty. Phases:
-``compute_input`` parse and validation, ``compute_infer`` the model run, ``compute_output``
-encoding the answer. Spec:
+``queue`` is the time requests waited for a batch (0 ns unless dynamic batching is on: ``taugate
+serve --batch-delay-ms``); ``execution_count`` counts successful requests and ``batch_stats`` is
+empty. Phases: ``compute_input`` parse and validation, ``compute_infer`` the model run,
+``compute_output`` encoding the answer. Spec:
 https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_statistics.md
 """
 
@@ -30,7 +30,7 @@ def model_stats(name: str, c: ModeCounters | None) -> dict:
             "inference_count": c.rows, "execution_count": ok,
             "inference_stats": {
                 "success": _duration(ok, c.success_ns), "fail": _duration(c.fail, c.fail_ns),
-                "queue": _duration(ok, 0), "compute_input": _duration(ok, c.input_ns),
+                "queue": _duration(ok, c.queue_ns), "compute_input": _duration(ok, c.input_ns),
                 "compute_infer": _duration(ok, c.infer_ns),
                 "compute_output": _duration(ok, c.output_ns),
                 "cache_hit": _duration(0, 0), "cache_miss": _duration(0, 0)},
