@@ -50,6 +50,22 @@ class TinyCNN(nn.Module):
         return self.head(torch.flatten(self.pool(F.relu(h)), 1))
 
 
+def test_a_spec_mixing_a_conv_and_a_linear_is_refused():
+    spec = GatedSpec((GatedUnits("0", "1", "relu", np.zeros(4, np.float32),
+                                 np.ones(4, np.float32)),))
+    with pytest.raises(ValueError, match="Conv2d producer with a Linear consumer"):
+        hard_gated(nn.Sequential(nn.Conv2d(1, 4, 1), nn.Linear(4, 2)), spec)
+
+
+def test_unit_importance_is_per_channel():
+    from taugate.training.sparsity import unit_importance
+
+    model, x = _model(), torch.randn(16, 1, 8, 8)
+    adapted = get_method("taugate").wrap(model, resolve_targets(model, x[:4]))
+    (imp,) = unit_importance(adapted, x)
+    assert imp.shape == (8,) and bool((imp > 0).all())
+
+
 def test_global_average_pooling_is_an_allowed_operator():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2)).eval()

@@ -125,11 +125,13 @@ def plan_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | No
     for i, target in enumerate(spec.targets):
         prod = _linear(model, target.producer, "producer")
         cons = _linear(model, target.consumer, "consumer")
-        if _outs(prod) != target.units or _ins(cons) != target.units or \
-                isinstance(prod, nn.Conv2d) != isinstance(cons, nn.Conv2d):
+        if _outs(prod) != target.units or _ins(cons) != target.units:
             raise ValueError(f"target {target.producer}: {target.units} units, but the producer "
-                             f"({type(prod).__name__}) has {_outs(prod)} outputs and the "
-                             f"consumer ({type(cons).__name__}) {_ins(cons)} inputs")
+                             f"has {_outs(prod)} outputs and the consumer {_ins(cons)} inputs")
+        if isinstance(prod, nn.Conv2d) != isinstance(cons, nn.Conv2d):
+            raise ValueError(f"target {target.producer}: a {type(prod).__name__} producer with a "
+                             f"{type(cons).__name__} consumer; expected two nn.Linear or two "
+                             f"nn.Conv2d")
         keep = np.ones(target.units, bool) if masks is None else np.asarray(masks[i], bool)
         idx = np.flatnonzero(keep).astype(np.int64)
         t = target.threshold.astype(np.float32)[idx]
