@@ -171,7 +171,8 @@ def test_bad_specs_are_refused():
     model = odd_mlp()
     bad = GatedSpec((GatedUnits("stem", "act_a", "relu", np.zeros(24, np.float32),
                                 np.ones(24, np.float32)),))
-    with pytest.raises(ValueError, match="consumer 'act_a': expected an nn.Linear, got ReLU"):
+    with pytest.raises(ValueError,
+                       match="consumer 'act_a': expected an nn.Linear or nn.Conv2d, got ReLU"):
         hard_gated(model, bad)
     wrong = GatedSpec((GatedUnits("stem", "middle", "relu", np.zeros(7, np.float32),
                                   np.ones(7, np.float32)),))

@@ -41,6 +41,7 @@ _FORMAT2_OPS = _FORMAT1_OPS | frozenset({
     "LayerNormalization", "ReduceMean", "Transpose", "Reshape", "Flatten", "Slice", "Gather",
     "Unsqueeze", "Squeeze", "Shape", "Constant", "Identity", "Conv", "Split", "Expand",
     "Mod", "Equal",  # nn.MultiheadAttention through the TorchScript exporter
+    "MaxPool", "AveragePool", "GlobalAveragePool",  # CNNs: max/avg/adaptive-avg(1) pooling
     # onnxruntime.quantization (quantize_dynamic / quantize_static QDQ and QOperator)
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
     "ConvInteger", "QLinearMatMul",

@@ -26,15 +26,21 @@ import copy
 import inspect
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from taugate.exporting.conv import GatedConv2d, rebuilt_conv
 from taugate.exporting.graph import IR_VERSION, OPSET
+from taugate.exporting.macs import linear_macs
 from taugate.spec import GatedSpec
+
+__all__ = ["GatedConv2d", "GatedLinear", "Surgery", "apply_surgery", "compact", "export_onnx",
+           "firing_counts", "firing_rates", "gate_margins", "hard_gated", "keep_masks",
+           "linear_macs", "plan_surgery"]
 
 
 class GatedLinear(nn.Linear):
@@ -63,15 +69,23 @@ class GatedLinear(nn.Linear):
         return z * fire.to(z.dtype)
 
 
-def _linear(model: nn.Module, path: str, role: str) -> nn.Linear:
+def _linear(model: nn.Module, path: str, role: str) -> nn.Linear | nn.Conv2d:
     try:
         mod = model.get_submodule(path)
     except AttributeError:
         raise ValueError(f"{role} {path!r}: no such module in the model") from None
-    if not isinstance(mod, nn.Linear):  # a spec naming the wrong module: a bad value
+    if not isinstance(mod, (nn.Linear, nn.Conv2d)):  # a spec naming the wrong module
         raise ValueError(
-            f"{role} {path!r}: expected an nn.Linear, got {type(mod).__name__}")
+            f"{role} {path!r}: expected an nn.Linear or nn.Conv2d, got {type(mod).__name__}")
     return mod
+
+
+def _outs(mod: nn.Module) -> int:
+    return mod.out_channels if isinstance(mod, nn.Conv2d) else mod.out_features
+
+
+def _ins(mod: nn.Module) -> int:
+    return mod.in_channels if isinstance(mod, nn.Conv2d) else mod.in_features
 
 
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
@@ -105,6 +119,7 @@ class Surgery:
     cols: np.ndarray | None = None  # int64 kept input units (consumer)
     gain: np.ndarray | None = None  # float32 gains of the kept columns (consumer)
     cols_from: str | None = None  # the producer whose kept units ``cols`` are
+    conv: bool = False  # a Conv2d: rows/cols are output/input channels (axes 0/1 of 4-D)
 
 
 def plan_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | None
@@ -115,15 +130,19 @@ def plan_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | No
     for i, target in enumerate(spec.targets):
         prod = _linear(model, target.producer, "producer")
         cons = _linear(model, target.consumer, "consumer")
-        if prod.out_features != target.units or cons.in_features != target.units:
+        if _outs(prod) != target.units or _ins(cons) != target.units:
             raise ValueError(f"target {target.producer}: {target.units} units, but the producer "
-                             f"has {prod.out_features} outputs and the consumer "
-                             f"{cons.in_features} inputs")
+                             f"has {_outs(prod)} outputs and the consumer {_ins(cons)} inputs")
+        if isinstance(prod, nn.Conv2d) != isinstance(cons, nn.Conv2d):
+            raise ValueError(f"target {target.producer}: a {type(prod).__name__} producer with a "
+                             f"{type(cons).__name__} consumer; expected two nn.Linear or two "
+                             f"nn.Conv2d")
         keep = np.ones(target.units, bool) if masks is None else np.asarray(masks[i], bool)
         idx = np.flatnonzero(keep).astype(np.int64)
         t = target.threshold.astype(np.float32)[idx]
         gated = target.activation != "relu" or bool(np.any(t > 0))
-        plan.setdefault(target.producer, {}).update(rows=idx, threshold=t, gated=gated)
+        plan.setdefault(target.producer, {}).update(rows=idx, threshold=t, gated=gated,
+                                                    conv=isinstance(prod, nn.Conv2d))
         if target.up is not None:  # a gated FFN: up's rows go with the gate's units
             if _linear(model, target.up, "up").out_features != target.units:
                 raise ValueError(f"target {target.producer}: up {target.up!r} has "
@@ -135,7 +154,7 @@ def plan_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | No
     return {path: Surgery(**fields) for path, fields in plan.items()}
 
 
-def _rebuilt(old: nn.Linear, s: Surgery) -> nn.Linear:
+def _rebuilt(old: nn.Linear | nn.Conv2d, s: Surgery) -> nn.Module:
     w, b = old.weight.detach(), None if old.bias is None else old.bias.detach()
     if s.rows is not None:
         rows = torch.from_numpy(s.rows)
@@ -144,7 +163,9 @@ def _rebuilt(old: nn.Linear, s: Surgery) -> nn.Linear:
     if s.cols is not None:
         w = w.index_select(1, torch.from_numpy(s.cols))
         if s.gain is not None and not np.all(s.gain == 1):
-            w = w * torch.from_numpy(s.gain)[None, :]
+            w = w * torch.from_numpy(s.gain).view(1, -1, *[1] * (w.dim() - 2))
+    if isinstance(old, nn.Conv2d):
+        return rebuilt_conv(old, w, b, s.threshold if s.gated else None)
     out_f, in_f = w.shape
     new = (GatedLinear(in_f, out_f, torch.from_numpy(s.threshold)) if s.gated
            else nn.Linear(in_f, out_f, bias=b is not None))
@@ -164,7 +185,7 @@ def apply_surgery(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray] | N
     plan = plan_surgery(out, spec, masks)
     for path, s in plan.items():
         if masks is None and s.rows is not None and s.threshold is not None:
-            s = Surgery(s.rows, s.threshold, True, s.cols, s.gain, s.cols_from)  # count firing
+            s = replace(s, gated=True)  # count firing
         _set_module(out, path, _rebuilt(_linear(out, path, "target"), s))
     for target in spec.targets:
         # a gated ReLU unit already outputs z * 1[z > t] >= 0 (t >= 0): its ReLU is one more
@@ -202,10 +223,11 @@ def _firing(hard: nn.Module, spec: GatedSpec, x: torch.Tensor, batch_size: int
     seen = [0] * len(gates)
     hooks = []
     for i, g in enumerate(gates):
-        g.counts = torch.zeros(g.out_features, dtype=torch.int64)
+        g.counts = torch.zeros(_outs(g), dtype=torch.int64)
+        axis = 1 if isinstance(g, nn.Conv2d) else -1  # a conv's units are its channels
 
-        def hook(mod, inp, out, i=i):
-            seen[i] += out.numel() // out.shape[-1]
+        def hook(mod, inp, out, i=i, axis=axis):
+            seen[i] += out.numel() // out.shape[axis]
         hooks.append(g.register_forward_hook(hook))
     try:
         for i in range(0, len(x), batch_size):
@@ -226,7 +248,7 @@ def gate_margins(hard: nn.Module, x: torch.Tensor) -> torch.Tensor:
     A sample whose margin is within float rounding of 0 can flip a gate between two correct
     implementations that sum in another order (torch vs onnxruntime), changing the output by a
     jump of act(t): parity is judged on the other samples."""
-    gates = [m for m in hard.modules() if isinstance(m, GatedLinear)]
+    gates = [m for m in hard.modules() if isinstance(m, (GatedLinear, GatedConv2d))]
     for g in gates:
         g.margins = []
     try:
@@ -256,37 +278,6 @@ def compact(model: nn.Module, spec: GatedSpec, masks: list[np.ndarray]
             ) -> tuple[nn.Module, dict[str, Surgery]]:
     """The compacted hard-gated model and its surgery plan."""
     return apply_surgery(model, spec, masks)
-
-
-@torch.no_grad()
-def linear_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates per sample of the Linear layers plus attention's two matmuls: the
-    model's own ``attention_macs()`` when it has one (hand-written attention, e.g. the vit
-    family), else those of every ``nn.MultiheadAttention`` (with its projections, which it
-    applies without calling its Linear); elementwise work, norms and softmax are not counted."""
-    own = getattr(model, "attention_macs", None)
-    total = [int(own()) if callable(own) else 0]
-
-    def linear(mod, inp, out):
-        total[0] += out.numel() // out.shape[0] * mod.in_features
-
-    def attention(mod, inp, out):
-        q, k = inp[0], inp[1]
-        seq_q, seq_k = (q.shape[1], k.shape[1]) if mod.batch_first else (q.shape[0], k.shape[0])
-        e = mod.embed_dim
-        # its projections bypass the Linear hooks: q and out over seq_q, k and v over seq_k
-        total[0] += 2 * seq_q * seq_k * e + 2 * seq_q * e * e + seq_k * e * (mod.kdim + mod.vdim)
-
-    hooks = [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, nn.Linear)]
-    if not callable(own):
-        hooks += [m.register_forward_hook(attention) for m in model.modules()
-                  if isinstance(m, nn.MultiheadAttention)]
-    try:
-        model(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
-    return int(total[0])
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, input_name: str = "input",

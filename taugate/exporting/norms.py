@@ -1,10 +1,10 @@
 """BatchNorm folded before export: the foundation every graph of the bundle is built from.
 
-A site ``Linear -> BatchNorm1d -> act`` is gated on the normalized pre-activation, so its
-units can be removed only once the (eval-mode) BatchNorm is part of the producer. The adapted
-model folded it when training (training/rewrite.py); export folds the foundation the same way,
-with the same arithmetic, so the dense graph, the compacted modes and the shared backbone's
-tensors are all of the folded form (exact in eval mode).
+A site ``Linear -> BatchNorm1d -> act`` (or ``Conv2d -> BatchNorm2d -> act``) is gated on the
+normalized pre-activation, so its units can be removed only once the (eval-mode) BatchNorm is
+part of the producer. The adapted model folded it when training (training/rewrite.py); export
+folds the foundation the same way, with the same arithmetic, so the dense graph, the compacted
+modes and the shared backbone's tensors are all of the folded form (exact in eval mode).
 """
 
 from __future__ import annotations

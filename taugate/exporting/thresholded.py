@@ -55,8 +55,9 @@ class ThresholdedLinear(nn.Linear):
 
 
 def lowerable(s: Surgery, activation: str) -> bool:
-    """Whether a producer's gate can be lowered: a gated ReLU with no negative threshold."""
-    return s.gated and activation == "relu" and s.threshold is not None \
+    """Whether a producer's gate can be lowered: a gated ReLU Linear with no negative
+    threshold (a gated Conv2d keeps ``Greater -> Cast -> Mul``)."""
+    return s.gated and not s.conv and activation == "relu" and s.threshold is not None \
         and bool(np.all(s.threshold >= 0)) and bool(np.all(np.isfinite(s.threshold)))
 
 

@@ -1,8 +1,8 @@
 """The adapted copy of a model, made gateable at every site: BatchNorm folded, functional
 activations turned into modules.
 
-- A site with ``norm`` (``Linear -> BatchNorm1d -> act``): the eval-mode BatchNorm is folded
-  into the producer (``W' = W * s``, ``b' = (b - mean) * s + beta``, ``s = weight /
+- A site with ``norm`` (``Linear -> BatchNorm1d -> act`` or ``Conv2d -> BatchNorm2d -> act``):
+  the eval-mode BatchNorm is folded into the producer (``W' = W * s`` along output units, ``b' = (b - mean) * s + beta``, ``s = weight /
   sqrt(var + eps)``) and the BatchNorm becomes an ``nn.Identity``. Exact in eval mode, and the
   BatchNorm's running statistics can no longer move while the gates train. Export folds the
   foundation the same way (exporting/norms.py), so the bundle's graphs match the trained model.
@@ -14,6 +14,8 @@ activations turned into modules.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import fx, nn
 
@@ -22,18 +24,21 @@ from taugate.training.traced import trace_graph
 
 
 @torch.no_grad()
-def fold_batchnorm(linear: nn.Linear, bn: nn.BatchNorm1d) -> nn.Linear:
-    """A new Linear computing ``bn(linear(x))`` in eval mode (with a bias even when ``linear``
-    had none)."""
+def fold_batchnorm(linear: nn.Linear | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d
+                   ) -> nn.Linear | nn.Conv2d:
+    """A new Linear (or Conv2d) computing ``bn(linear(x))`` in eval mode (with a bias even when
+    ``linear`` had none)."""
     if bn.running_mean is None or bn.running_var is None:
-        raise ValueError("BatchNorm1d without running statistics (track_running_stats=False) "
-                         "normalizes with each batch's own statistics: it cannot be folded")
+        raise ValueError(f"{type(bn).__name__} without running statistics "
+                         f"(track_running_stats=False) normalizes with each batch's own "
+                         f"statistics: it cannot be folded")
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
         1 / torch.sqrt(bn.running_var + bn.eps)
     shift = bn.bias if bn.affine else torch.zeros_like(scale)
     bias = linear.bias if linear.bias is not None else torch.zeros_like(scale)
-    out = nn.Linear(linear.in_features, linear.out_features, bias=True)
-    out.weight.copy_(linear.weight * scale[:, None])
+    out = copy.deepcopy(linear)  # same kind, kernel, stride, padding, ...
+    out.bias = nn.Parameter(torch.zeros_like(scale))
+    out.weight.copy_(linear.weight * scale.view(-1, *[1] * (linear.weight.dim() - 1)))
     out.bias.copy_((bias - bn.running_mean) * scale + shift)
     return out.to(linear.weight.dtype).requires_grad_(linear.weight.requires_grad)
 

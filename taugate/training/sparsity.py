@@ -180,8 +180,10 @@ def unit_importance(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -
     sums = [torch.zeros(site.units) for site, _ in sites]
     handles = []
     for i, (site, act) in enumerate(sites):
-        def hook(mod, inp, out, i=i, units=site.units):
-            sums[i] += out.detach().abs().reshape(-1, units).sum(0).float().cpu()
+        def hook(mod, inp, out, i=i, units=site.units, conv=site.conv):
+            h = out.detach().abs()
+            h = h.transpose(0, 1).reshape(units, -1).T if conv else h.reshape(-1, units)
+            sums[i] += h.sum(0).float().cpu()
         handles.append(act.register_forward_hook(hook))
     try:
         for k in range(0, len(x), batch_size):
@@ -192,7 +194,9 @@ def unit_importance(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -
     out = []
     for (site, _), s in zip(sites, sums):
         w_next, _ = linear_weight_bias(get_module(model, site.consumer))
-        out.append(s / len(x) * w_next.detach().float().cpu().norm(dim=0))
+        w = w_next.detach().float().cpu()
+        norms = w.transpose(0, 1).reshape(site.units, -1).norm(dim=1)  # per input unit (column)
+        out.append(s / len(x) * norms)
     return out
 
 

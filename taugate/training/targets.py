@@ -7,7 +7,9 @@ Identity, straight into the consumer. Two extensions: a gated FFN (SwiGLU/GeGLU,
 ``down(act(gate(x)) * up(x))``) is a site of ``gate`` whose units also remove ``up``'s rows,
 and a BatchNorm1d between the producer and its activation is folded into the producer
 (training/rewrite.py). That covers an ``nn.Sequential`` MLP of any depth, the paper's MLP, the
-FFN of a transformer block and LLaMA's MLP.
+FFN of a transformer block and LLaMA's MLP. Convolutions are sites too, with output channels
+as units: ``Conv2d -> [BatchNorm2d] -> act -> Conv2d`` (training/traced.py; a conv whose
+channels feed a residual addition is refused by name).
 
 Sites are found on the graph torch.fx traces (training/traced.py); a model whose forward()
 cannot be traced falls back to running one example batch with forward hooks and following the
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 
 from taugate.training.activations import kind_of_module
-from taugate.training.traced import TraceError, trace_graph, traced_sites
+from taugate.training.traced import TraceError, residual_convs, trace_graph, traced_sites
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ class Site:
     functional: bool = False  # the activation is a call in forward(): ``act`` is the path its
     #   gate module gets in the adapted (traced) model
     up: str | None = None  # gated FFN: the Linear multiplied with act(producer) (its rows go too)
-    norm: str | None = None  # the BatchNorm1d between producer and activation (folded)
+    norm: str | None = None  # the BatchNorm1d/2d between producer and activation (folded)
+    conv: bool = False  # Conv2d producer and consumer: units are channels, ``tokens`` positions
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,17 +117,27 @@ def find_sites(model: nn.Module, example: torch.Tensor) -> list[Site]:
         return sites
     found = traced_sites(model, graph)
     batch = int(example.shape[0])
-    rows = {c.path: _tokens(c.out, batch, c.module.out_features)
-            for c in trace_calls(model, example) if isinstance(c.module, nn.Linear)}
+    rows = {c.path: _tokens(c.out, batch, _dims(c.module)[1])
+            for c in trace_calls(model, example) if _dims(c.module) is not None}
     sites = []
     for f in found:
         prod, cons = get_module(model, f["producer"]), get_module(model, f["consumer"])
-        if f["producer"] not in rows or (f["norm"] and rows[f["producer"]] != 1):
+        if f["producer"] not in rows or (f["norm"] and not f["conv"] and rows[f["producer"]] != 1):
             continue  # not called on this input, or a BatchNorm1d over tokens (another axis)
-        sites.append(Site(f["producer"], f["act"], f["consumer"], f["activation"],
-                          prod.in_features, prod.out_features, cons.out_features,
-                          rows[f["producer"]], f["functional"], f["up"], f["norm"]))
+        (fan_in, units), (_, fan_out) = _dims(prod), _dims(cons)
+        sites.append(Site(f["producer"], f["act"], f["consumer"], f["activation"], fan_in,
+                          units, fan_out, rows[f["producer"]], f["functional"], f["up"],
+                          f["norm"], f["conv"]))
     return sites
+
+
+def _dims(m: nn.Module) -> tuple[int, int] | None:
+    """(inputs, outputs) of a Linear (features) or Conv2d (channels), else None."""
+    if isinstance(m, nn.Linear):
+        return m.in_features, m.out_features
+    if isinstance(m, nn.Conv2d):
+        return m.in_channels, m.out_channels
+    return None
 
 
 def _hooked_sites(model: nn.Module, example: torch.Tensor) -> list[Site]:
@@ -193,19 +206,27 @@ def select_sites(model: nn.Module, sites: list[Site], patterns) -> list[Site]:
                 f"an F.* call; optionally after a BatchNorm1d, or times an 'up' Linear as in "
                 f"SwiGLU) straight into another nn.Linear. Not gated: a LayerNorm/RMSNorm or an "
                 f"addition between them (units that feed a norm or a residual cannot be removed "
-                f"on their own), an activation module used twice (give each layer its own), "
-                f"convolutions; the model's Linear layers: "
-                f"{', '.join(n for n, m in model.named_modules() if isinstance(m, nn.Linear)) or '(none)'}")
+                f"on their own), an activation module used twice (give each layer its own); "
+                f"convolutions are gated as Conv2d -> [BatchNorm2d] -> activation -> Conv2d; the "
+                f"model's Linear/Conv2d layers: "
+                f"{', '.join(n for n, m in model.named_modules() if _dims(m)) or '(none)'}")
         return list(sites)
-    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linears = [n for n, m in model.named_modules() if _dims(m) is not None]
     by_path = {s.producer: s for s in sites}
     chosen: list[Site] = []
     for p in patterns:
         hits = [n for n in linears if n == p or re.fullmatch(p, n)]
         if not hits:
-            raise ValueError(f"--targets: {p!r} matches no nn.Linear module path; the model's "
-                             f"Linear layers are: {', '.join(linears) or '(none)'}")
+            raise ValueError(f"--targets: {p!r} matches no nn.Linear or nn.Conv2d module path; "
+                             f"the model's Linear/Conv2d layers are: "
+                             f"{', '.join(linears) or '(none)'}")
         for n in hits:
+            if n not in by_path and n in _residual(model):
+                raise ValueError(
+                    f"--targets: {n!r} (matched by {p!r}) is a Conv2d whose output channels "
+                    f"feed a residual addition: its channels cannot be removed without the "
+                    f"other operand's, so taugate does not gate it; leave it out of --targets. "
+                    f"Layers that qualify: {', '.join(by_path) or '(none)'}")
             if n not in by_path:
                 raise ValueError(
                     f"--targets: {n!r} (matched by {p!r}) has no consumer taugate can identify: "
@@ -216,6 +237,13 @@ def select_sites(model: nn.Module, sites: list[Site], patterns) -> list[Site]:
             if by_path[n] not in chosen:
                 chosen.append(by_path[n])
     return [s for s in sites if s in chosen]  # forward order
+
+
+def _residual(model: nn.Module) -> list[str]:
+    try:
+        return residual_convs(model, trace_graph(model))
+    except TraceError:
+        return []
 
 
 def get_module(model: nn.Module, path: str) -> nn.Module:
@@ -234,10 +262,13 @@ def set_module(model: nn.Module, path: str, new: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class Targets:
-    """The chosen sites plus every Linear's shape, so MACs and unit costs come from the model."""
+    """The chosen sites plus every Linear's and Conv2d's shape, so MACs and unit costs come from
+    the model."""
 
     sites: tuple[Site, ...]
-    linears: dict  # module path -> (rows per sample, in_features, out_features)
+    linears: dict  # module path -> (rows per sample, in, out[, MACs per in x out pair]):
+    #   a Linear (rows: tokens; last: 1) or a Conv2d (rows: output positions, in: channels per
+    #   group, out: channels, last: kernel area)
 
     def to_dict(self) -> dict:
         return {"sites": [s.to_dict() for s in self.sites],
@@ -259,8 +290,15 @@ class Targets:
         ins = {s.consumer: kept.get(s.producer, s.units) for s in self.sites}
         outs = {s.producer: kept.get(s.producer, s.units) for s in self.sites}
         outs.update({s.up: kept.get(s.producer, s.units) for s in self.sites if s.up})
-        return int(sum(rows * ins.get(p, i) * outs.get(p, o)
-                       for p, (rows, i, o) in self.linears.items()))
+        return int(sum(rows * ins.get(p, i) * outs.get(p, o) * (k[0] if k else 1)
+                       for p, (rows, i, o, *k) in self.linears.items()))
+
+    def _per_pair(self, path: str, rows: int) -> int:
+        """MACs per (input, output) pair of layer ``path``: rows times kernel area."""
+        entry = self.linears.get(path)
+        if entry is None:
+            return rows
+        return int(entry[0]) * (int(entry[3]) if len(entry) > 3 else 1)
 
     def unit_cost(self, site: Site, kept: dict[str, int] | None = None) -> int:
         """MACs one unit of ``site`` costs now: its producer row (and up's, in a gated FFN)
@@ -270,11 +308,13 @@ class Targets:
         fan_in = kept.get(feeding.get(site.producer, ""), site.in_features)
         fan_out = kept.get(site.consumer, site.out_features) if site.consumer in self.producers \
             else site.out_features
-        return site.tokens * (fan_in * (2 if site.up else 1) + fan_out)
+        return (self._per_pair(site.producer, site.tokens) * fan_in * (2 if site.up else 1)
+                + self._per_pair(site.consumer, site.tokens) * fan_out)
 
     def unit_costs(self) -> list[torch.Tensor]:
         """Per site, each unit's dense MAC cost relative to the mean gated unit (mean = 1)."""
-        raw = [float(s.tokens * (s.in_features * (2 if s.up else 1) + s.out_features))
+        raw = [float(self._per_pair(s.producer, s.tokens) * s.in_features * (2 if s.up else 1)
+                     + self._per_pair(s.consumer, s.tokens) * s.out_features)
                for s in self.sites]
         units = [s.units for s in self.sites]
         mean = sum(c * w for c, w in zip(raw, units)) / sum(units)
@@ -290,4 +330,8 @@ def resolve_targets(model: nn.Module, example: torch.Tensor, patterns=None) -> T
         if isinstance(c.module, nn.Linear) and c.path not in linears:
             m = c.module
             linears[c.path] = (_tokens(c.out, batch, m.out_features), m.in_features, m.out_features)
+        elif isinstance(c.module, nn.Conv2d) and c.path not in linears:
+            m = c.module
+            linears[c.path] = (_tokens(c.out, batch, m.out_channels), m.in_channels // m.groups,
+                               m.out_channels, m.kernel_size[0] * m.kernel_size[1])
     return Targets(tuple(sites), linears)

@@ -8,21 +8,33 @@ chain in which every link has exactly one user, so its units can be removed exac
     producer Linear [-> BatchNorm1d] -> activation [* up Linear] [-> Dropout/Identity]
         -> consumer Linear
 
+The convolutional form has output channels as units (one threshold and gain per channel):
+
+    producer Conv2d [-> BatchNorm2d] -> activation [-> Dropout/Dropout2d/Identity] -> consumer Conv2d
+
+(both with ``groups=1``: a depthwise conv's channels are not independent units). A Conv2d whose
+channels also feed an addition (a residual connection) is not a site: its channels would have
+to be pruned together with the other operand's, which taugate does not do; :func:`residual_convs`
+names them so a ``--targets`` that asks for one is refused by name.
+
 Activation modules (training/activations.py) are kept as leaves of the trace, so a gated
 activation module of an adapted model is a site's activation, not traced through.
 """
 
 from __future__ import annotations
 
+import operator
 import traceback
 from collections import Counter
 
+import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from taugate.training.activations import MUL, kind_of_call, kind_of_module
 
-_PASS = (nn.Dropout, nn.Identity)
+_PASS = (nn.Dropout, nn.Dropout2d, nn.Identity)
+_ADD = (operator.add, operator.iadd, torch.add)  # call_function targets of an addition
 
 
 class TraceError(ValueError):
@@ -120,18 +132,31 @@ def traced_sites(model: nn.Module, graph: fx.Graph) -> list[dict]:
     g = _Graph(model, graph)
     out = []
     for n in graph.nodes:
-        prod = g.module(n, nn.Linear)
+        prod = g.module(n, (nn.Linear, nn.Conv2d))
         if prod is None:
             continue
+        conv = isinstance(prod, nn.Conv2d)
+        if conv and prod.groups != 1:
+            continue
+        units = prod.out_channels if conv else prod.out_features
         node, norm = _sole_user(n), None
-        bn = g.module(node, nn.BatchNorm1d)
-        if bn is not None and bn.num_features == prod.out_features:
+        bn = g.module(node, nn.BatchNorm2d if conv else nn.BatchNorm1d)
+        if bn is not None and bn.num_features == units:
             norm, node = node.target, _sole_user(node)
         kind, functional = g.activation(node)
         if kind is None:
             continue
         act = functional_path(n.target) if functional else node.target
         nxt, up = _sole_user(node, first_arg=False), None
+        if conv:
+            cons_node = g.passed(nxt if nxt is not None and nxt.args and nxt.args[0] is node
+                                 else None)
+            cons = g.module(cons_node, nn.Conv2d)
+            if cons is not None and cons.groups == 1 and cons.in_channels == units:
+                out.append({"producer": n.target, "act": act, "consumer": cons_node.target,
+                            "activation": kind, "functional": functional, "up": None,
+                            "norm": norm, "conv": True})
+            continue
         if nxt is not None and nxt.op in ("call_function", "call_method") and \
                 nxt.target in (*MUL, "mul", "__mul__") and len(nxt.args) == 2 and not nxt.kwargs:
             other = nxt.args[1] if nxt.args[0] is node else nxt.args[0]
@@ -145,5 +170,37 @@ def traced_sites(model: nn.Module, graph: fx.Graph) -> list[dict]:
         if cons is None or cons.in_features != prod.out_features:
             continue
         out.append({"producer": n.target, "act": act, "consumer": cons_node.target,
-                    "activation": kind, "functional": functional, "up": up, "norm": norm})
+                    "activation": kind, "functional": functional, "up": up, "norm": norm,
+                    "conv": False})
     return out
+
+
+def _is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in _ADD) or \
+        (node.op == "call_method" and node.target in ("add", "add_", "__add__", "__iadd__"))
+
+
+def residual_convs(model: nn.Module, graph: fx.Graph) -> list[str]:
+    """Module paths of the Conv2d layers whose output channels reach an addition (a residual
+    connection) directly or through a BatchNorm, an activation or a pass-through module."""
+    mods = dict(model.named_modules())
+    out = []
+    for n in graph.nodes:
+        if n.op != "call_module" or not isinstance(mods.get(n.target), nn.Conv2d):
+            continue
+        seen, frontier = set(), [n]
+        while frontier:
+            node = frontier.pop()
+            for user in node.users:
+                if _is_add(user):
+                    out.append(n.target)
+                    frontier = []
+                    break
+                m = mods.get(user.target) if user.op == "call_module" else None
+                elementwise = isinstance(m, (nn.BatchNorm2d, *_PASS)) or \
+                    (m is not None and kind_of_module(m) is not None) or \
+                    kind_of_call(user.op, user.target, user.args, user.kwargs) is not None
+                if elementwise and user not in seen:
+                    seen.add(user)
+                    frontier.append(user)
+    return list(dict.fromkeys(out))

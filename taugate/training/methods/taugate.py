@@ -62,8 +62,10 @@ class TauGateActivation(UnitActivation):
     """``gamma * act(z) * gate(z - tau)``, soft (sigmoid) or hard (step); act: the site's
     activation kind (training/activations.py)."""
 
-    def __init__(self, width: int, config: TauGateConfig, kind: str = "relu"):
+    def __init__(self, width: int, config: TauGateConfig, kind: str = "relu",
+                 conv: bool = False):
         super().__init__(width)
+        self.conv = conv  # units are the channels (axis 1) of [N, C, H, W] feature maps
         module_for(kind)  # a ValueError naming the valid kinds
         self.site_kind = kind
         self.sharpness = config.sharpness
@@ -80,10 +82,15 @@ class TauGateActivation(UnitActivation):
         else:
             self.register_buffer("gain", gain)
 
+    def per_unit(self, p: torch.Tensor) -> torch.Tensor:
+        """``p`` ([units]) shaped to broadcast over the units' axis of the input."""
+        return p.view(-1, 1, 1) if self.conv else p
+
     def gate(self, z: torch.Tensor) -> torch.Tensor:
+        tau = self.per_unit(self.tau)
         if self.hard:
-            return (z > self.tau).to(z.dtype)
-        return torch.sigmoid(self.sharpness * (z - self.tau))
+            return (z > tau).to(z.dtype)
+        return torch.sigmoid(self.sharpness * (z - tau))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = apply(self.site_kind, z)
@@ -95,7 +102,7 @@ class TauGateActivation(UnitActivation):
         if self.gain_lr_scale != 1.0 and gain.requires_grad:
             # same value, gradient scaled: SGD(+momentum) then moves the gains at lr * scale
             gain = gain + (self.gain_lr_scale - 1.0) * (gain - gain.detach())
-        return gain * h
+        return self.per_unit(gain) * h
 
     @torch.no_grad()
     def threshold(self) -> np.ndarray:
@@ -127,7 +134,8 @@ class TauGate(AdaptationMethod):
     def inject(self, model: nn.Module) -> None:
         cfg = self.activation_config()
         for site in targets_of(model).sites:
-            set_module(model, site.act, TauGateActivation(site.units, cfg, site.activation))
+            set_module(model, site.act, TauGateActivation(site.units, cfg, site.activation,
+                                                                 site.conv))
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         lam = self.activation_config().activity_lambda
@@ -166,5 +174,6 @@ class TauGate(AdaptationMethod):
         for site, act in gate_modules(model):
             if site.activation != "relu" and not getattr(act, "gated", False):
                 w, _ = linear_weight_bias(get_module(model, site.consumer))
-                out[f"{site.consumer}.weight"] = as_numpy(w * act.gain.detach()[None, :])
+                gain = act.gain.detach().view(1, -1, *[1] * (w.dim() - 2))  # conv: [1, C, 1, 1]
+                out[f"{site.consumer}.weight"] = as_numpy(w * gain)
         return out
