@@ -122,17 +122,16 @@ def test_auto_budget_is_half_the_available_memory_and_logged(three, monkeypatch,
     assert "no byte budget" in caplog.text
 
 
-def test_factor_is_measured_from_rss_growth_before_any_eviction():
+def test_factor_is_measured_from_rss_growth_of_the_first_sessions():
     rss = iter([0, 10_000,  # the first session: onnxruntime's own setup, not sampled
-                0, 300, 0, 200, 0, 250])
+                0, 300, 0, 200, 0, 250, 0, 400])
     b = MemoryBudget(1 << 20, rss=lambda: next(rss))
     assert b.factor == budget.FALLBACK_FACTOR  # nothing measured yet
-    for _ in range(4):
+    for _ in range(5):
         b.measure(lambda: "session", lambda s: 100)
-    assert b.factor == 2.5 and b.report()["samples"] == 3
-    b.evicted()
-    b.measure(lambda: "session", lambda s: 100)  # no RSS read after an eviction
-    assert b.factor == 2.5 and b.estimate(1000) == 2500
+    assert b.factor == 2.75 and b.report()["samples"] == 4
+    b.measure(lambda: "session", lambda s: 100)  # no RSS read past the first few sessions
+    assert b.factor == 2.75 and b.estimate(1000) == 2750
 
 
 def test_real_sessions_are_charged_at_least_their_bytes(three):
@@ -152,3 +151,14 @@ def test_serve_refuses_bad_budgets(three, capsys, args, message):
         pytest.importorskip("ray.serve")
     assert main(["serve", str(three), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_evictions_hand_freed_memory_back(three, charged, monkeypatch):
+    calls = []
+    monkeypatch.setattr(budget, "release_freed", lambda: calls.append(1))
+    rt = ModeRuntime.open(three, lazy=True, memory_budget=200)
+    rt.run("rot0", X)
+    rt.run("rot45", X)
+    assert calls == []  # nothing evicted yet
+    rt.run("rot90", X)
+    assert calls == [1]

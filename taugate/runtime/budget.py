@@ -6,9 +6,13 @@ to 3.4 MB resident per session for 1.2 MB of weights. So a session's bytes are *
 resident set size (``/proc/self/statm``) grows by some amount while each of the first sessions is
 created, and the median of ``growth / weight bytes`` over those (the first session excluded, which
 also pays onnxruntime's one-time setup) becomes the factor every session's weight bytes are
-charged at. Growth is sampled only before the first eviction: after it, freed memory is reused
-and a new session's growth says little. Where the RSS cannot be read, :data:`FALLBACK_FACTOR`
-is used and said so in the log.
+charged at. Where the RSS cannot be read, :data:`FALLBACK_FACTOR` is used.
+
+Evicted sessions' memory goes back to the C allocator, which keeps much of it: on width-1024
+modes under churn, the resident set settled at 2.7x the budget's accounting. So after evicting,
+glibc's ``malloc_trim(0)`` hands free pages back to the OS (0.3 ms median, on the cold path
+only; resident memory above the baseline 79 -> 45 MB at a 16 MB budget); where there is no
+glibc this is skipped.
 
 The budget is kept when a session is inserted: least-recently-used sessions are dropped until
 the new one fits (at least the new one stays, whatever its size). A dropped session that a
@@ -17,10 +21,13 @@ request is still running stays alive until that request returns (a reference is 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
 import statistics
+import sys
 
 from taugate.bundle.errors import RuntimeConfigError
 
@@ -84,6 +91,24 @@ def rss_bytes() -> int | None:
         return None
 
 
+def _malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed() -> None:
+    """Return the C allocator's free pages to the OS (glibc), else nothing."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
+
+
 def fmt(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
@@ -97,7 +122,6 @@ class MemoryBudget:
         self._rss = rss
         self._samples: list[float] = []
         self._created = 0
-        self._evicted = False
         self._warned: set = set()
         self.used = 0  # the charges of the sessions in the runtime's dict
 
@@ -125,7 +149,7 @@ class MemoryBudget:
 
     def measure(self, create, nbytes_of):
         """``create()``, sampling the RSS growth it causes (for the first sessions only)."""
-        sampling = not self._evicted and self._created <= SAMPLES and self._rss is not None
+        sampling = self._created <= SAMPLES and self._rss is not None
         before = self._rss() if sampling else None
         loaded = create()
         self._created += 1
@@ -143,9 +167,6 @@ class MemoryBudget:
     def over(self, charge: int, count: int) -> bool:
         """Whether ``charge`` more bytes would pass the limit with ``count`` sessions loaded."""
         return self.limit is not None and count > 0 and self.used + charge > self.limit
-
-    def evicted(self) -> None:
-        self._evicted = True
 
     def too_big(self, mode: str, charge: int) -> None:
         """Log (once per mode) that one session alone exceeds the budget."""
@@ -175,10 +196,11 @@ def admit(sessions: dict, mode: str, loaded, budget: MemoryBudget,
                         or budget.over(loaded.charge, len(sessions))):
         oldest = min(sessions, key=lambda k: sessions[k].last_used)
         budget.used -= sessions.pop(oldest).charge
-        budget.evicted()
         dropped.append(oldest)
     sessions[mode] = loaded
     budget.used += loaded.charge
+    if dropped:
+        release_freed()  # the dropped sessions are freed now, unless a request still runs one
     return dropped
 
 
