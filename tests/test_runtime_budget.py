@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -122,7 +123,8 @@ def test_auto_budget_is_half_the_available_memory_and_logged(three, monkeypatch,
     assert "no byte budget" in caplog.text
 
 
-def test_factor_is_measured_from_rss_growth_of_the_first_sessions():
+def test_factor_is_measured_from_rss_growth_of_the_first_sessions(monkeypatch):
+    monkeypatch.setattr(budget, "SAMPLES", 4)
     rss = iter([0, 10_000,  # the first session: onnxruntime's own setup, not sampled
                 0, 300, 0, 200, 0, 250, 0, 400])
     b = MemoryBudget(1 << 20, rss=lambda: next(rss))
@@ -157,8 +159,30 @@ def test_evictions_hand_freed_memory_back(three, charged, monkeypatch):
     calls = []
     monkeypatch.setattr(budget, "release_freed", lambda: calls.append(1))
     rt = ModeRuntime.open(three, lazy=True, memory_budget=200)
+    rt._budget._rss = None  # no measuring (it also hands pages back)
     rt.run("rot0", X)
     rt.run("rot45", X)
     assert calls == []  # nothing evicted yet
     rt.run("rot90", X)
     assert calls == [1]
+
+
+def test_threads_under_a_tight_budget_get_single_threaded_results(three, charged):
+    names = ["dense", "rot0", "rot45", "rot90"]
+    batches = [np.random.default_rng(i).random((1 + i % 3, 784), dtype=np.float32)
+               for i in range(6)]
+    reference = ModeRuntime.open(three, memory_budget="none")
+    expected = {(m, i): reference.run(m, b) for m in names for i, b in enumerate(batches)}
+    rt = ModeRuntime.open(three, lazy=True, memory_budget=200, intra_op_num_threads=1)
+
+    def worker(seed: int) -> int:
+        rng = np.random.default_rng(seed)
+        for _ in range(100):  # every call may evict a session another thread is running
+            m, i = names[rng.integers(4)], int(rng.integers(len(batches)))
+            np.testing.assert_allclose(rt.run(m, batches[i]), expected[m, i], rtol=1e-6,
+                                       atol=1e-6)
+        return 100
+
+    with ThreadPoolExecutor(6) as pool:
+        assert sum(pool.map(worker, range(6))) == 600
+    assert len(rt.loaded_modes) <= 2 and rt.memory()["used"] <= 200

@@ -36,7 +36,7 @@ log = logging.getLogger("taugate.runtime")
 AUTO, NONE = "auto", "none"
 AUTO_FRACTION = 0.5  # the default budget: this share of the memory available at open
 FALLBACK_FACTOR = 3.0  # resident bytes per weight byte where the RSS cannot be read
-SAMPLES = 4  # sessions whose RSS growth is measured (after the first)
+SAMPLES = 8  # sessions whose RSS growth is measured (after the first)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
 
@@ -150,10 +150,13 @@ class MemoryBudget:
     def measure(self, create, nbytes_of):
         """``create()``, sampling the RSS growth it causes (for the first sessions only)."""
         sampling = self._created <= SAMPLES and self._rss is not None
+        if sampling:  # free pages returned first and after: the growth is what stays held
+            release_freed()
         before = self._rss() if sampling else None
         loaded = create()
         self._created += 1
         if before is not None:
+            release_freed()
             after = self._rss()
             nbytes = nbytes_of(loaded)
             if after is not None and self._created > 1 and nbytes > 0:
