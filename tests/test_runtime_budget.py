@@ -106,6 +106,7 @@ def test_bad_budgets_are_refused_by_name(three, value):
 
 @pytest.mark.parametrize("text,size", [("512M", 512 << 20), ("1.5G", 3 << 29), ("2GiB", 2 << 30),
                                        ("64kb", 64 << 10), ("1000", 1000), (4096, 4096),
+                                       (np.int64(4096), 4096),
                                        (" none ", None)])
 def test_sizes_parse(text, size):
     assert parse_size(text) == size

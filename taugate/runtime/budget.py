@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import numbers
 import os
 import re
 import statistics
@@ -49,7 +50,8 @@ def parse_size(value, what: str = "memory_budget") -> int | None:
                 f"'512M', '2G', '1.5GiB'), {AUTO!r} or {NONE!r}, got {value!r}")
     if isinstance(value, bool):
         raise RuntimeConfigError(expected)
-    if isinstance(value, int):
+    if isinstance(value, numbers.Integral):  # int, numpy integers
+        value = int(value)
         if value < 1:
             raise RuntimeConfigError(expected)
         return value
