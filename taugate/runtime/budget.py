@@ -4,7 +4,8 @@ Every open mode materializes its own compacted weights and onnxruntime session, 
 holds more than its weights (prepacked copies, arena, graph): measured on width-1024 modes, 2.4
 to 3.4 MB resident per session for 1.2 MB of weights. So a session's bytes are *measured*: the
 resident set size (``/proc/self/statm``) grows by some amount while each of the first sessions is
-created, and the median of ``growth / weight bytes`` over those (the first session excluded, which
+created (free pages handed back before and after, so only what the session keeps counts), and
+the median of ``growth / weight bytes`` over those (the first session excluded, which
 also pays onnxruntime's one-time setup) becomes the factor every session's weight bytes are
 charged at. Where the RSS cannot be read, :data:`FALLBACK_FACTOR` is used.
 
