@@ -32,6 +32,10 @@ def add_arguments(p) -> None:
                         "comma-separated list")
     p.add_argument("--max-sessions", type=int, default=None,
                    help="keep at most N sessions loaded (LRU); default all (fastapi engine)")
+    p.add_argument("--memory-budget", default=None, metavar="SIZE",
+                   help="bytes the loaded sessions may hold, e.g. 512M or 2G; past it the least "
+                        "recently used are dropped (default auto: half the memory available "
+                        "at start, logged; none: no byte budget; fastapi engine)")
     p.add_argument("--threads", type=int, default=None,
                    help="onnxruntime intra-op threads per session (default: onnxruntime's; "
                         "1 when more than 16 sessions are loaded; 1 per replica with "
@@ -83,9 +87,9 @@ def _run_ray(args) -> int:
         from taugate.server.ray_app import RayServeConfig, run_ray
     except ImportError as exc:
         raise RuntimeError(str(exc)) from exc
-    if args.max_sessions is not None:
-        raise ValueError("--max-sessions is for --engine fastapi; with --engine ray use "
-                         "--max-modes-per-replica")
+    if args.max_sessions is not None or args.memory_budget is not None:
+        raise ValueError("--max-sessions and --memory-budget are for --engine fastapi; with "
+                         "--engine ray use --max-modes-per-replica")
     control = ["--model-control"] * bool(args.model_control) + _flags(args, ("watch",))
     if control:
         # each model replica holds its own runtime: a mode loaded by the ingress would not
@@ -120,6 +124,7 @@ def run(args) -> int:
     # a missing fastapi/uvicorn ends in cli.main's one line naming the 'serve' extra
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
+    from taugate.runtime.budget import parse_size
     from taugate.server import ServerLimits, serve
     from taugate.server.batcher import BatchPolicy
 
@@ -130,8 +135,12 @@ def run(args) -> int:
     given = {"delay_ms": args.batch_delay_ms, "max_rows": args.max_batch_rows,
              "max_queue": args.max_queue}
     batch = BatchPolicy(**{k: v for k, v in given.items() if v is not None})
+    budget = args.memory_budget or "auto"
+    if budget.strip().lower() != "auto":
+        parse_size(budget, "--memory-budget")  # fail fast, naming the flag
     rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers or "auto"),
-                          max_sessions=args.max_sessions, intra_op_num_threads=args.threads)
+                          max_sessions=args.max_sessions, intra_op_num_threads=args.threads,
+                          memory_budget=budget)
     rt.warmup()
     serve(rt, host=args.host, port=args.port, limits=limits,
           model_control=args.model_control, watch_s=args.watch, unknown=args.unknown,

@@ -20,8 +20,7 @@ def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
     loaded = rt._sessions.get(mode)
     if loaded is None:
         loaded = rt._load(mode)
-    if rt._max_sessions is not None:
-        loaded.last_used = next(rt._clock)
+    loaded.last_used = next(rt._clock)
     feed = {rt._in_name: batch}
     if loaded.lock is None:
         out = loaded.run(rt._out_names, feed)[0]

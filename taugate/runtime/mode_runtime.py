@@ -3,11 +3,12 @@
 ``open`` either returns a working runtime or raises (nothing half-loaded): the manifest is
 validated, every file passes the path and sha256 checks, and -- unless ``lazy=True`` -- every
 model is loaded by onnxruntime and its inputs, outputs and metadata compared with the manifest.
-The sessions created by that check are kept (up to ``max_sessions``), so nothing is loaded twice.
+The sessions created by that check are kept (within ``max_sessions`` and ``memory_budget``), so
+nothing is loaded twice.
 
 Sessions are created once per mode under a lock (double-checked); once loaded, a mode costs a
-dict lookup per call, without any lock, whatever the number of modes. ``max_sessions`` bounds
-how many stay loaded (least-recently-used eviction). ``run`` is safe from many threads: CPU and
+dict lookup per call, without any lock, whatever the number of modes. ``max_sessions`` and ``memory_budget`` bound
+how many stay loaded (least-recently-used eviction, budget.py). ``run`` is safe from many threads: CPU and
 CUDA sessions run concurrently; DirectML sessions get a lock each (one run at a time).
 """
 
@@ -38,6 +39,8 @@ from taugate.bundle.manifest import (
     read_verified,
     variant_entry,
 )
+from taugate.runtime.budget import AUTO as AUTO_BUDGET
+from taugate.runtime.budget import MemoryBudget, admit
 from taugate.runtime.inputs import InputSpecChecker
 from taugate.runtime.many_modes import ManyModes
 from taugate.runtime.providers import (
@@ -57,7 +60,7 @@ log = logging.getLogger("taugate.runtime")
 class _Loaded:
     """A live session and what its hot path needs: ``run(output_names, feed)``."""
 
-    __slots__ = ("keep", "last_used", "lock", "nbytes", "run", "session")
+    __slots__ = ("charge", "keep", "last_used", "lock", "nbytes", "run", "session")
 
     def __init__(self, session, lock: threading.Lock | None, run, keep=None, nbytes: int = 0):
         self.session = session
@@ -66,6 +69,7 @@ class _Loaded:
         self.last_used = 0
         self.keep = keep  # materialized initializers: onnxruntime uses their buffers in place
         self.nbytes = nbytes  # the model file's bytes plus its materialized initializers'
+        self.charge = 0  # bytes counted against the memory budget (budget.py)
 
 
 MANY_SESSIONS = 16  # above this many loaded sessions, each gets 1 onnxruntime thread by default
@@ -79,7 +83,8 @@ class ModeRuntime(ModeRepository, ManyModes):
     """
 
     def __init__(self, root, manifest: Manifest, plan, config: SessionConfig,
-                 max_sessions: int | None, validate: bool, precision: str = "fp32"):
+                 max_sessions: int | None, validate: bool, precision: str = "fp32",
+                 budget: MemoryBudget | None = None):
         self._root = root
         self._precision = precision
         self._internal_run = False  # open(internal_run=True): the C++ run (sessions.py)
@@ -87,6 +92,7 @@ class ModeRuntime(ModeRepository, ManyModes):
         self._plan = plan
         self._config = config
         self._max_sessions = max_sessions
+        self._budget = budget or MemoryBudget(None)
         self._sessions: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
         self._clock = itertools.count(1)  # next() is atomic under the GIL: no lock for LRU
@@ -109,12 +115,17 @@ class ModeRuntime(ModeRepository, ManyModes):
              session_options=None, intra_op_num_threads: int | None = None,
              inter_op_num_threads: int | None = None,
              graph_optimization_level: str | None = None,
-             precision: str = "fp32", internal_run: bool = False) -> ModeRuntime:
+             precision: str = "fp32", internal_run: bool = False,
+             memory_budget: int | str = AUTO_BUDGET) -> ModeRuntime:
         """Open and check the bundle at ``bundle`` (a directory or its manifest.json).
 
         providers: ``"auto"`` (DirectML > CUDA > CPU, falling back to CPU with a warning), one
             name/alias (``"cpu"``, ``"cuda"``, ``"directml"``), or an explicit list (enforced).
         max_sessions: how many sessions stay loaded (LRU eviction); None = all.
+        memory_budget: bytes the loaded sessions may hold (an int, or a size such as
+            ``"512M"``, ``"2G"``): loading one more drops the least recently used until it fits.
+            A session's bytes are measured (budget.py). ``"auto"`` (default): half of the
+            memory available at open, logged; ``"none"``: no byte budget.
         validate: check and coerce inputs (dtype, shape, range); False = reshape only, for
             callers who pass float32 [N, features] in range themselves.
         lazy: defer onnxruntime loading and the model I/O checks to each mode's first use;
@@ -142,6 +153,7 @@ class ModeRuntime(ModeRepository, ManyModes):
                                      f"{max_sessions!r}")
         SessionConfig(intra_op_num_threads, inter_op_num_threads, graph_optimization_level,
                       session_options)  # validate the arguments before reading anything
+        budget = MemoryBudget.resolve(memory_budget)
         plan = resolve_providers(providers)
         root, manifest = load_manifest(bundle)
         sessions = min(max_sessions or len(manifest.modes) + 1, len(manifest.modes) + 1)
@@ -161,7 +173,7 @@ class ModeRuntime(ModeRepository, ManyModes):
                 f"precision {precision!r}: modes {missing} have no {precision} variant in "
                 f"{str(root)!r} (export with `taugate export --precision fp32,{precision}`, or "
                 f"open with precision='fp32')")
-        rt = cls(root, manifest, plan, config, max_sessions, bool(validate), precision)
+        rt = cls(root, manifest, plan, config, max_sessions, bool(validate), precision, budget)
         rt._internal_run = bool(internal_run)
         rt._lazy = bool(lazy)
         try:
@@ -200,8 +212,7 @@ class ModeRuntime(ModeRepository, ManyModes):
             if mode == AUTO:
                 return self.run_auto(x).logits
             loaded = self._load(mode)
-        if self._max_sessions is not None:
-            loaded.last_used = next(self._clock)
+        loaded.last_used = next(self._clock)
         batch = self._coerce(x)
         feed = {self._in_name: batch}
         if loaded.lock is None:
@@ -252,7 +263,7 @@ class ModeRuntime(ModeRepository, ManyModes):
                 return loaded
             entry = self._served(mode)  # again: unload_mode may have retired it meanwhile
             try:
-                loaded = self._create(entry)
+                loaded = self._budget.measure(lambda: self._create(entry), lambda s: s.nbytes)
             except BundleError as exc:
                 if self._opened:  # a file changed or vanished since open: the mode is down
                     self._unavailable[mode] = str(exc)
@@ -264,16 +275,10 @@ class ModeRuntime(ModeRepository, ManyModes):
 
     def _insert(self, mode: str, loaded: _Loaded) -> None:
         """Keep ``loaded`` as ``mode``'s session (under the load lock), evicting the least
-        recently used past ``max_sessions``."""
-        if self._max_sessions is not None:
-            loaded.last_used = next(self._clock)
-            while len(self._sessions) >= self._max_sessions and mode not in self._sessions:
-                oldest = min(self._sessions, key=lambda k: self._sessions[k].last_used)
-                # Threads already running the evicted session hold a reference: safe.
-                del self._sessions[oldest]
-                log.debug("evicted session of mode %r (max_sessions=%d)", oldest,
-                          self._max_sessions)
-        self._sessions[mode] = loaded
+        recently used past ``max_sessions`` or the memory budget."""
+        loaded.last_used = next(self._clock)
+        for name in admit(self._sessions, mode, loaded, self._budget, self._max_sessions):
+            log.debug("evicted session of mode %r (max_sessions, memory budget)", name)
 
     def _create(self, entry: ModelEntry, stamp: bool = True) -> _Loaded:
         data = self._files.read(entry, stamp=stamp)
@@ -321,6 +326,7 @@ class ModeRuntime(ModeRepository, ManyModes):
         """Drop every session (they are garbage-collected once no thread is running them)."""
         with self._load_lock:
             self._sessions.clear()
+            self._budget.used = 0
 
     def __enter__(self) -> ModeRuntime:
         return self
@@ -364,6 +370,11 @@ class ModeRuntime(ModeRepository, ManyModes):
         """Bytes held for each loaded session: its model file plus materialized initializers
         (onnxruntime's own arena is not visible from Python)."""
         return {name: loaded.nbytes for name, loaded in list(self._sessions.items())}
+
+    def memory(self) -> dict:
+        """The memory budget: ``limit`` (bytes; None: none), ``used`` (the loaded sessions'
+        charges), ``factor`` (resident bytes per materialized byte, measured), ``samples``."""
+        return self._budget.report()
 
     @property
     def labels(self) -> tuple:

@@ -26,6 +26,7 @@ from taugate.bundle.errors import (
     UnknownModeError,
 )
 from taugate.bundle.manifest import DENSE, load_manifest, variant_entry
+from taugate.runtime.budget import drop
 
 log = logging.getLogger("taugate.runtime")
 
@@ -95,7 +96,7 @@ class ModeRepository:
             raw["modes"] = {**raw.get("modes", {}), mode: disk.raw["modes"][mode]}
             self._manifest = replace(self._manifest, modes=modes, raw=raw)
             if loaded is None:
-                self._sessions.pop(mode, None)
+                drop(self._sessions, mode, self._budget)
             else:
                 self._insert(mode, loaded)
             self._unavailable.pop(mode, None)
@@ -117,7 +118,7 @@ class ModeRepository:
             raw = dict(self._manifest.raw)
             raw["modes"] = {k: v for k, v in raw.get("modes", {}).items() if k != mode}
             self._manifest = replace(self._manifest, modes=modes, raw=raw)
-            self._sessions.pop(mode, None)
+            drop(self._sessions, mode, self._budget)
             self._unavailable.pop(mode, None)
             self._files.forget(mode)
             self._retired[mode] = UNLOADED
