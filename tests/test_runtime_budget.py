@@ -114,7 +114,7 @@ def test_sizes_parse(text, size):
 
 def test_auto_budget_is_half_the_available_memory_and_logged(three, monkeypatch, caplog):
     monkeypatch.setattr(budget, "available_bytes", lambda: 8 << 30)
-    with caplog.at_level(logging.INFO, "taugate.runtime"):
+    with caplog.at_level(logging.DEBUG, "taugate.runtime"):
         rt = ModeRuntime.open(three, lazy=True)
     assert rt.memory()["limit"] == 4 << 30
     assert "4096.0 MiB (50% of the 8192.0 MiB available" in caplog.text

@@ -14,6 +14,8 @@ requests routed by mode to a replica that has it (RAY_ADDRESS joins an existing 
 
 from __future__ import annotations
 
+import logging
+
 HELP = "serve a bundle's modes over HTTP (--engine ray: the 'ray' extra)"
 _RAY_ONLY = ("replicas", "max_modes_per_replica", "replica_cpus")
 _FASTAPI_LIMITS = ("max_connections", "max_in_flight", "header_timeout", "body_timeout")
@@ -124,7 +126,7 @@ def run(args) -> int:
     # a missing fastapi/uvicorn ends in cli.main's one line naming the 'serve' extra
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
-    from taugate.runtime.budget import parse_size
+    from taugate.runtime.budget import fmt, parse_size
     from taugate.server import ServerLimits, serve
     from taugate.server.batcher import BatchPolicy
 
@@ -142,6 +144,10 @@ def run(args) -> int:
                           max_sessions=args.max_sessions, intra_op_num_threads=args.threads,
                           memory_budget=budget)
     rt.warmup()
+    limit = rt.memory()["limit"]
+    logging.getLogger("taugate.server").info(
+        "memory budget for loaded sessions: %s (--memory-budget sets it)",
+        "none" if limit is None else fmt(limit))
     serve(rt, host=args.host, port=args.port, limits=limits,
           model_control=args.model_control, watch_s=args.watch, unknown=args.unknown,
           batch=batch)

@@ -138,7 +138,8 @@ class MemoryBudget:
                             "no byte budget (pass memory_budget to set one)")
                 return cls(None)
             limit = int(avail * AUTO_FRACTION)
-            log.info("memory budget for loaded sessions: %s (%d%% of the %s available; "
+            # debug: a library call (predict, info) must not print; `taugate serve` reports it
+            log.debug("memory budget for loaded sessions: %s (%d%% of the %s available; "
                      "memory_budget sets it)", fmt(limit), round(100 * AUTO_FRACTION), fmt(avail))
             return cls(limit)
         return cls(parse_size(value))
