@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from taugate.bundle.errors import InputError, InvalidOutputError, UnknownModeError
-from taugate.runtime.sessions import output_error
+from taugate.bundle.errors import InputError, UnknownModeError
 
 
 def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
@@ -20,17 +19,7 @@ def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
     loaded = rt._sessions.get(mode)
     if loaded is None:
         loaded = rt._load(mode)
-    loaded.last_used = next(rt._clock)
-    feed = {rt._in_name: batch}
-    if loaded.lock is None:
-        out = loaded.run(rt._out_names, feed)[0]
-    else:
-        with loaded.lock:
-            out = loaded.run(rt._out_names, feed)[0]
-    problem = output_error(out, batch.shape[0], rt._classes)
-    if problem is not None:
-        raise InvalidOutputError(f"mode {mode!r}: the model produced invalid output: {problem}")
-    return out
+    return rt._run_loaded(mode, loaded, batch)
 
 
 def _empty(rt, x) -> np.ndarray | None:

@@ -52,24 +52,9 @@ from taugate.runtime.providers import (
 )
 from taugate.runtime.repository import ModeRepository
 from taugate.runtime.routing import AUTO, Router
-from taugate.runtime.sessions import check_session, output_error, session_runner
+from taugate.runtime.sessions import Loaded, check_session, output_error, session_runner
 
 log = logging.getLogger("taugate.runtime")
-
-
-class _Loaded:
-    """A live session and what its hot path needs: ``run(output_names, feed)``."""
-
-    __slots__ = ("charge", "keep", "last_used", "lock", "nbytes", "run", "session")
-
-    def __init__(self, session, lock: threading.Lock | None, run, keep=None, nbytes: int = 0):
-        self.session = session
-        self.lock = lock
-        self.run = run
-        self.last_used = 0
-        self.keep = keep  # materialized initializers: onnxruntime uses their buffers in place
-        self.nbytes = nbytes  # the model file's bytes plus its materialized initializers'
-        self.charge = 0  # bytes counted against the memory budget (budget.py)
 
 
 MANY_SESSIONS = 16  # above this many loaded sessions, each gets 1 onnxruntime thread by default
@@ -93,7 +78,7 @@ class ModeRuntime(ModeRepository, ManyModes):
         self._config = config
         self._max_sessions = max_sessions
         self._budget = budget or MemoryBudget(None)
-        self._sessions: dict[str, _Loaded] = {}
+        self._sessions: dict[str, Loaded] = {}
         self._load_lock = threading.Lock()
         self._clock = itertools.count(1)  # next() is atomic under the GIL: no lock for LRU
         self._providers_in_use: list[str] | None = None
@@ -212,8 +197,12 @@ class ModeRuntime(ModeRepository, ManyModes):
             if mode == AUTO:
                 return self.run_auto(x).logits
             loaded = self._load(mode)
+        return self._run_loaded(mode, loaded, self._coerce(x))
+
+    def _run_loaded(self, mode: str, loaded: Loaded, batch: np.ndarray) -> np.ndarray:
+        """One session run on an already validated batch, its output checked (the one run path:
+        ``run``, mixed batches and every-mode calls all end here)."""
         loaded.last_used = next(self._clock)
-        batch = self._coerce(x)
         feed = {self._in_name: batch}
         if loaded.lock is None:
             out = loaded.run(self._out_names, feed)[0]
@@ -255,7 +244,7 @@ class ModeRuntime(ModeRepository, ManyModes):
                                      f"(open with precision='fp32' to run it)")
         return served
 
-    def _load(self, mode: str) -> _Loaded:
+    def _load(self, mode: str) -> Loaded:
         self._served(mode)  # an unknown mode is refused without waiting for the lock
         with self._load_lock:
             loaded = self._sessions.get(mode)
@@ -273,14 +262,14 @@ class ModeRuntime(ModeRepository, ManyModes):
             self._insert(mode, loaded)
             return loaded
 
-    def _insert(self, mode: str, loaded: _Loaded) -> None:
+    def _insert(self, mode: str, loaded: Loaded) -> None:
         """Keep ``loaded`` as ``mode``'s session (under the load lock), evicting the least
         recently used past ``max_sessions`` or the memory budget."""
         loaded.last_used = next(self._clock)
         for name in admit(self._sessions, mode, loaded, self._budget, self._max_sessions):
             log.debug("evicted session of mode %r (max_sessions, memory budget)", name)
 
-    def _create(self, entry: ModelEntry, stamp: bool = True) -> _Loaded:
+    def _create(self, entry: ModelEntry, stamp: bool = True) -> Loaded:
         data = self._files.read(entry, stamp=stamp)
         label = f"{entry.name} ({entry.file})"
         initializers = self._files.initializers(entry)
@@ -301,7 +290,7 @@ class ModeRuntime(ModeRepository, ManyModes):
                              self._classes, f"{entry.name}: file {entry.file!r}",
                              internal=self._internal_run)
         nbytes = len(data) + sum(a.nbytes for a in (initializers or {}).values())
-        return _Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
+        return Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
                        initializers, nbytes)
 
     def unavailable(self) -> dict[str, str]:

@@ -121,3 +121,18 @@ def check_session(session, entry: ModelEntry, manifest: Manifest) -> None:
     if wrong:
         raise BundleIntegrityError(f"{where}: model metadata {wrong} disagrees with the "
                                    f"manifest: expected {expected}")
+
+
+class Loaded:
+    """A live session and what its hot path needs: ``run(output_names, feed)``."""
+
+    __slots__ = ("charge", "keep", "last_used", "lock", "nbytes", "run", "session")
+
+    def __init__(self, session, lock: threading.Lock | None, run, keep=None, nbytes: int = 0):
+        self.session = session
+        self.lock = lock
+        self.run = run
+        self.last_used = 0
+        self.keep = keep  # materialized initializers: onnxruntime uses their buffers in place
+        self.nbytes = nbytes  # the model file's bytes plus its materialized initializers'
+        self.charge = 0  # bytes counted against the memory budget (budget.py)
