@@ -1,5 +1,6 @@
 """``taugate bench --plot``: measured speedup against batch size, one panel per thread count,
-one line per (mode, precision), the MAC ratio of each mode dashed (matplotlib, Agg)."""
+one line per (mode, precision), the MAC ratio of each mode dashed, the per-call floor's ceiling
+(dense fp32 / floor) drawn in (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def plot_speedup(result, path: Path) -> Path:
                   if c.dense_int8_speedup and c.mode == cells[0].mode]
         if dense8:
             ax.plot(*zip(*dense8), "^:", color="0.4", label="dense int8")
+        ceiling = [(c.batch, c.ceiling) for c in cells if c.ceiling and c.mode == cells[0].mode]
+        if ceiling:  # no model called from Python beats the per-call floor
+            ax.plot(*zip(*ceiling), "k-", lw=2.0, alpha=0.35,
+                    label="ceiling: dense fp32 / per-call floor")
         ax.axhline(1.0, color="0.6", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
@@ -38,7 +43,8 @@ def plot_speedup(result, path: Path) -> Path:
         ax.legend(fontsize=7)
     m = result.machine
     footer = (f"taugate bench {result.bundle}: dense fp32 median / model median over the same "
-              f"interleaved rounds (>= {result.config.min_rounds}); dashed: MAC ratio per mode. "
+              f"interleaved rounds (>= {result.config.min_rounds}); dashed: MAC ratio per mode; grey: "
+              f"the ceiling a bare onnxruntime call doing no work allows. "
               f"{m.get('cpu')}, {m.get('cpu_count')} CPUs, onnxruntime {m.get('onnxruntime')}, "
               f"load average at start {m.get('loadavg_at_start')}; providers "
               f"{result.providers}.")
