@@ -47,7 +47,9 @@ def weight_bytes(path: Path) -> int:
 
 
 def copy_rate(nbytes: int, reps: int = 200) -> float:
-    """Bytes per second numpy copies between two buffers of ``nbytes`` (best of rounds)."""
+    """Memory traffic of a numpy copy between two buffers of ``nbytes``, STREAM-style (bytes
+    read + bytes written per second, best of rounds): the bandwidth a model reading its weights
+    once per call is compared with."""
     src = np.ones(max(nbytes, 4096), np.uint8)
     dst = np.empty_like(src)
     best = float("inf")
@@ -55,7 +57,7 @@ def copy_rate(nbytes: int, reps: int = 200) -> float:
         t0 = time.perf_counter()
         np.copyto(dst, src)
         best = min(best, time.perf_counter() - t0)
-    return src.nbytes / best
+    return 2 * src.nbytes / best
 
 
 def int8_peak(m: int = 256, k: int = 2048, n: int = 2048, reps: int = 20) -> float:

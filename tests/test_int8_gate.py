@@ -11,7 +11,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import numpy_helper
 
-from taugate.exporting.int8_gate import lower_gates_for_int8
+from taugate.exporting.int8_gate import lower_gates_for_int8, narrow_heads
 from taugate.exporting.quantize import operators, quantize
 from taugate.exporting.synthetic import graph_bytes, random_hardened, random_inputs
 from taugate.spec import HardenedLayer, HardenedModel
@@ -46,6 +46,20 @@ def test_the_lowered_gate_computes_the_same_logits():
     x = random_inputs(4, 512)
     np.testing.assert_allclose(_run(lowered, x), _run(model, x), rtol=1e-5, atol=1e-5)
     onnx.checker.check_model(lowered, full_check=True)
+
+
+def test_a_narrow_fp32_head_takes_the_last_gates_threshold():
+    model = onnx.load_from_string(graph_bytes(_with_zero_thresholds(3), "rot45"))
+    heads = narrow_heads(model)
+    assert heads == {"gemm2"}  # the 10-class head; the 48- and 24-unit hidden layers are not
+    lowered, count = lower_gates_for_int8(model, heads)
+    assert count == 2
+    assert [n.op_type for n in lowered.graph.node] == [
+        "Gemm", "ThresholdedRelu", "Mul", "Gemm", "ThresholdedRelu", "Gemm"]
+    x = random_inputs(4, 512)
+    np.testing.assert_allclose(_run(lowered, x), _run(model, x), rtol=1e-5, atol=1e-5)
+    ops = [op for _, op in operators(quantize(model.SerializeToString()))]
+    assert "MatMul" in ops  # the head stays fp32 in the int8 variant
 
 
 def test_graphs_without_the_pattern_are_left_alone():
