@@ -10,8 +10,9 @@ from taugate.bundle.atomic import write_bytes
 from taugate.lab.report.figures import new_figure, to_png
 
 
-def plot_speedup(result, path: Path) -> Path:
-    """Draw ``result`` (a :class:`taugate.bench.BenchResult`) to ``path`` (PNG)."""
+def plot_speedup(result, path: Path, measured: str | None = None) -> Path:
+    """Draw ``result`` (a :class:`taugate.bench.BenchResult`) to ``path`` (PNG); ``measured``
+    says how its times were taken (default: ``taugate bench``'s medians)."""
     threads = sorted({c.threads for c in result.cells})
     fig = new_figure(5.0 * len(threads), 4.0)
     colors = {}
@@ -37,13 +38,16 @@ def plot_speedup(result, path: Path) -> Path:
                     label="ceiling: dense fp32 / per-call floor")
         ax.axhline(1.0, color="0.6", lw=0.8)
         ax.set_xscale("log", base=2)
+        if ceiling:  # the ceiling runs far above the modes: a log axis keeps both readable
+            ax.set_yscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("speedup vs dense fp32")
         ax.set_title(f"{t} intra-op thread{'s' if t > 1 else ''}")
         ax.legend(fontsize=7)
     m = result.machine
-    footer = (f"taugate bench {result.bundle}: dense fp32 median / model median over the same "
-              f"interleaved rounds (>= {result.config.min_rounds}); dashed: MAC ratio per mode; grey: "
+    measured = measured or (f"dense fp32 median / model median over the same interleaved "
+                            f"rounds (>= {result.config.min_rounds})")
+    footer = (f"taugate bench {result.bundle}: {measured}; dashed: MAC ratio per mode; grey: "
               f"the ceiling a bare onnxruntime call doing no work allows. "
               f"{m.get('cpu')}, {m.get('cpu_count')} CPUs, onnxruntime {m.get('onnxruntime')}, "
               f"load average at start {m.get('loadavg_at_start')}; providers "
