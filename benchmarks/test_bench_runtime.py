@@ -25,6 +25,10 @@ too; the runtime's own part is ``switch_vs_bare_switch_ratio`` and, in microseco
 ``switch_minus_bare_switch_us``, which should stay flat across 1, 10 and 100 (the ratio falls
 as the bare cost grows with cache misses; the difference is the runtime's fixed work).
 
+Overhead in microseconds (``test_overhead_us_batch1``, issue 19's goal: at most 2 us at batch 1):
+``ModeRuntime.run`` against a bare ``run`` of the runtime's own session, default and internal
+run paths.
+
 All ratios land in ``benchmark.extra_info``; ``benchmark.disabled`` (the smoke run) calls each
 thing once and records nothing measured.
 """
@@ -99,6 +103,40 @@ def test_overhead_vs_bare_session(benchmark, request, bench_session, batch, vali
             bare_median_us=s["bare"]["median_us"], runtime_median_us=s["runtime"]["median_us"],
             overhead_ratio=paired_ratio(timer, "runtime", "bare"),
             goal_ratio=GOALS[batch])
+    rt.close()
+
+
+OVERHEAD_GOAL_US = 2.0  # issue 19: what ModeRuntime.run may add to a bare call at batch 1
+
+
+@pytest.mark.parametrize("internal", [False, True], ids=["public-run", "internal-run"])
+def test_overhead_us_batch1(benchmark, request, bench_session, internal):
+    """Microseconds ``ModeRuntime.run`` (validation on, one intra-op thread) adds to a bare
+    ``InferenceSession.run`` of the *same* session at batch 1: the median over rounds of the
+    per-round difference (the model's own time cancels, whatever the load). ``public-run`` is
+    the default path; ``internal-run`` is ``open(internal_run=True)``, which also skips the
+    public wrapper's per-call input-name checks (the bare side keeps them)."""
+    rt = ModeRuntime.open(bench_session.path, providers="cpu", intra_op_num_threads=1,
+                          internal_run=internal)
+    mode = subject_mode(rt.manifest)
+    session = rt._sessions[mode].session  # the same session: only the runtime's work differs
+    x = bench_session.inputs(mode, 1)
+    feed, outputs = {rt.manifest.input.name: x}, [rt.manifest.output.name]
+    timer = Interleaved({"bare": lambda: session.run(outputs, feed)[0],
+                         "runtime": lambda: rt.run(mode, x)})
+    np.testing.assert_array_equal(rt.run(mode, x), session.run(outputs, feed)[0])
+
+    run_rounds(benchmark, request, timer)
+    benchmark.extra_info.update(kind="runtime_overhead_us", mode=mode, batch=1, threads=1,
+                                internal_run=internal, bundle_source=bench_session.source,
+                                goal_us=OVERHEAD_GOAL_US)
+    if not benchmark.disabled:
+        s = timer.summary()
+        benchmark.extra_info.update(
+            rounds=len(timer.samples["bare"]), calls_per_measurement=timer.number,
+            bare_median_us=s["bare"]["median_us"], runtime_median_us=s["runtime"]["median_us"],
+            overhead_us=statistics.median((a - b) * 1e6 for a, b in zip(
+                timer.samples["runtime"], timer.samples["bare"])))
     rt.close()
 
 

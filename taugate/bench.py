@@ -4,8 +4,11 @@ For each intra-op thread count, batch size and mode, one :class:`~taugate.timing
 timer runs the dense model and the mode in every precision the bundle has (fp32, int8), each
 through :class:`~taugate.runtime.ModeRuntime` with the same session options and the same input,
 in rotated order; medians over the same rounds give the ratios. The MAC ratio (dense MACs /
-mode MACs) stands beside each measured speedup as the ideal it is compared with. Accuracy is
-measured through the runtime when test data is given.
+mode MACs) stands beside each measured speedup as the ideal it is compared with. The per-call
+floor runs in the same rounds: a bare onnxruntime call of a graph that does no work (one
+``Slice`` of the input to [N, classes]) with the same thread setting, which no model called from
+Python beats; dense fp32 / floor is the ceiling any mode's speedup can reach at that batch.
+Accuracy is measured through the runtime when test data is given.
 
 Runtime-only: numpy + onnxruntime (``taugate bench`` works with ``pip install taugate``).
 ``taugate bench`` and the pytest-benchmark suite ``benchmarks/test_bench_bundle.py`` both call
@@ -65,6 +68,8 @@ class Cell:
     speedup: dict  # precision -> dense fp32 median / mode median in that precision
     speedup_same: dict  # precision -> dense median / mode median, both in that precision
     dense_int8_speedup: float | None  # dense fp32 / dense int8 (None: no dense int8)
+    floor_us: float | None = None  # median of the per-call floor (a bare call doing no work)
+    ceiling: float | None = None  # dense fp32 median / floor median: no mode can beat it
 
 
 def open_runtimes(bundle, threads: int, precisions, providers: str = "cpu") -> tuple[dict, list]:
@@ -84,9 +89,30 @@ def _has_dense(rt: ModeRuntime) -> bool:
     return variant_entry(rt.manifest.dense, rt.precision) is not None
 
 
-def cell_timer(rts: dict, mode: str, x: np.ndarray) -> Interleaved:
-    """Interleaved callables: the dense model and ``mode`` in every precision of ``rts``."""
+FLOOR = "floor"
+
+
+def floor_session(features: int, classes: int, threads: int):
+    """A bare CPU session of the per-call floor: ``x [N, features] -> x[:, :classes]``."""
+    import onnxruntime as ort
+
+    from taugate.runtime.onnx_build import model_bytes
+
+    data = model_bytes([("Slice", ["x", "starts", "ends", "axes"], "y", {})], {"x": features},
+                       ["y"], {"starts": np.array([0]), "ends": np.array([classes]),
+                               "axes": np.array([1])}, [("", 13)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def cell_timer(rts: dict, mode: str, x: np.ndarray, floor=None) -> Interleaved:
+    """Interleaved callables: the dense model and ``mode`` in every precision of ``rts`` (and
+    the per-call floor when ``floor``, a :func:`floor_session`, is given)."""
     calls = {}
+    if floor is not None:
+        flat = {"x": x.reshape(len(x), -1)}
+        calls[FLOOR] = lambda: floor.run(["y"], flat)[0]
     for p, rt in rts.items():
         if _has_dense(rt):
             calls[f"{DENSE}/{p}"] = (lambda rt=rt: rt.run(DENSE, x))
@@ -107,9 +133,11 @@ def cell_result(timer: Interleaved, rts: dict, mode: str, batch: int, threads: i
             same[p] = s[f"{DENSE}/{p}"] / m
     rt = next(iter(rts.values()))
     dense_int8 = s.get(f"{DENSE}/int8")
+    floor = s.pop(FLOOR, None)
     return Cell(mode, batch, threads, rt.manifest.dense.macs / rt.manifest.modes[mode].macs,
                 len(timer.samples[f"{mode}/{next(iter(rts))}"]), s, speedup, same,
-                base / dense_int8 if base is not None and dense_int8 else None)
+                base / dense_int8 if base is not None and dense_int8 else None,
+                floor, base / floor if base is not None and floor else None)
 
 
 def accuracy(rt: ModeRuntime, name: str, x: np.ndarray, y: np.ndarray, batch: int = 4096
@@ -131,8 +159,25 @@ class BenchResult:
     notes: list = field(default_factory=list)
     machine: dict = field(default_factory=dict)
 
+    def headline(self) -> list[dict]:
+        """Per (mode, threads, precision): the speedup at batch 1 (the smallest measured) and at
+        the largest batch, each beside the MAC ratio and the floor's ceiling."""
+        out = []
+        for key in dict.fromkeys((c.mode, c.threads) for c in self.cells):
+            cells = sorted((c for c in self.cells if (c.mode, c.threads) == key),
+                           key=lambda c: c.batch)
+            for p in cells[0].speedup:
+                row = {"mode": key[0], "threads": key[1], "precision": p,
+                       "mac_ratio": cells[0].mac_ratio}
+                for name, c in (("small", cells[0]), ("large", cells[-1])):
+                    row[name] = {"batch": c.batch, "speedup": c.speedup.get(p),
+                                 "floor_us": c.floor_us, "ceiling": c.ceiling}
+                out.append(row)
+        return out
+
     def to_json(self) -> dict:
         return {"bundle": self.bundle, "config": asdict(self.config),
+                "headline": self.headline(),
                 "cells": [asdict(c) for c in self.cells], "accuracy": self.accuracy,
                 "providers": self.providers, "notes": self.notes, "machine": self.machine}
 
@@ -161,10 +206,11 @@ def run_bench(bundle, config: BenchConfig | None = None, data: dict | None = Non
             raise ValueError(f"modes {unknown}: not in the bundle; valid: {rts['fp32'].modes}")
         total = len(config.threads) * len(config.batches) * len(modes)
         shape = tuple(rts["fp32"].manifest.input.shape)  # per sample: [784], [1, 8, 8], ...
+        floor = floor_session(int(np.prod(shape)), rts["fp32"].manifest.output.classes, threads)
         for batch in config.batches:
             x = rng.random((batch, *shape), dtype=np.float32)
             for mode in modes:
-                timer = cell_timer(rts, mode, x)
+                timer = cell_timer(rts, mode, x, floor)
                 rounds = calibrate(timer, config.budget_s, min_rounds=config.min_rounds)
                 for _ in range(rounds):
                     timer.round()

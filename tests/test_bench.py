@@ -35,7 +35,15 @@ def test_cells_and_ratios(int8_bundle):
         assert c.speedup["int8"] == med["dense/fp32"] / med[f"{c.mode}/int8"]
         assert c.speedup_same["int8"] == med["dense/int8"] / med[f"{c.mode}/int8"]
         assert c.dense_int8_speedup == med["dense/fp32"] / med["dense/int8"]
+        assert c.floor_us > 0 and "floor" not in med  # the floor ran in the same rounds
+        assert c.ceiling == med["dense/fp32"] / c.floor_us
         assert c.rounds >= 2
+    heads = result.headline()
+    assert [(h["mode"], h["precision"]) for h in heads] == [
+        ("rot0", "fp32"), ("rot0", "int8"), ("rot45", "fp32"), ("rot45", "int8")]
+    for h in heads:
+        assert (h["small"]["batch"], h["large"]["batch"]) == (1, 8)
+        assert h["small"]["ceiling"] > 0 and h["large"]["floor_us"] > 0
     assert result.providers == {"fp32": ["CPUExecutionProvider"],
                                 "int8": ["CPUExecutionProvider"]}
 
@@ -100,6 +108,8 @@ def test_cli_runtime_only(int8_bundle, tmp_path):
     assert "[4/4] rot45 batch 4 threads 1" in r.stderr  # progress
     doc = json.loads(out_json.read_text())
     assert len(doc["cells"]) == 4 and set(doc["accuracy"]) == {"rot0", "rot45"}
+    assert doc["headline"][0]["small"]["floor_us"] > 0 and "ceiling" in doc["headline"][0]["large"]
+    assert "rot0 fp32 (1 thread, MACs" in r.stdout and ", ceiling " in r.stdout
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -102,6 +102,33 @@ def test_outputs_are_checked_at_run(tiny_bundle, tmp_path):
 
 
 @pytest.mark.parametrize("out,needle", [
+    (np.zeros((2, 10), np.float64), "got float64"),
+    (np.zeros((2, 9), np.float32), "of shape (2, 9)"),
+    (np.full((2, 10), 3e19, np.float32), "beyond 1e19"),
+    (np.full((2, 10), -np.inf, np.float32), "NaN, inf"),
+])
+def test_every_bad_output_is_refused_at_run_without_the_slow_check(tiny_bundle, monkeypatch,
+                                                                   out, needle):
+    """The run path decides a good output inline (output_error is not called for it) and hands
+    every bad one to output_error, which words the error."""
+    from taugate.runtime import mode_runtime
+
+    with ModeRuntime.open(tiny_bundle, providers="cpu") as runtime:
+        loaded = runtime._sessions["rot0"]
+        checked = []
+        real = mode_runtime.output_error
+        monkeypatch.setattr(mode_runtime, "output_error",
+                            lambda *a: checked.append(a) or real(*a))
+        runtime.run("rot0", X[:2])
+        assert checked == []  # the good output passed inline
+        monkeypatch.setattr(loaded, "run", lambda names, feed: [out])
+        with pytest.raises(InvalidOutputError, match=needle.replace("(", r"\(").replace(
+                ")", r"\)")):
+            runtime.run("rot0", X[:2])
+        assert len(checked) == 1
+
+
+@pytest.mark.parametrize("out,needle", [
     (np.zeros((3, 10), np.float32), "shape [2, 10], got float32 of shape (3, 10)"),
     (np.zeros((2, 9), np.float32), "of shape (2, 9)"),
     (np.zeros((2, 10), np.float64), "got float64"),

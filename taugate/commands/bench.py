@@ -100,12 +100,26 @@ def table_rows(result) -> list[list]:
             rows.append([c.mode, p, c.batch, c.threads, f"{c.mac_ratio:.2f}x",
                          f"{c.median_us[f'{c.mode}/{p}']:.1f}", f"{s:.2f}x",
                          f"{same:.2f}x" if same is not None else "-",
-                         f"{same / c.mac_ratio:.2f}" if same is not None else "-", c.rounds])
+                         f"{same / c.mac_ratio:.2f}" if same is not None else "-",
+                         f"{c.floor_us:.1f}" if c.floor_us else "-",
+                         f"{c.ceiling:.1f}x" if c.ceiling else "-", c.rounds])
     return rows
 
 
 HEADERS = ["mode", "prec", "batch", "threads", "MAC ratio", "mode us", "vs dense fp32",
-           "vs dense same prec", "same / MAC", "rounds"]
+           "vs dense same prec", "same / MAC", "floor us", "ceiling", "rounds"]
+
+
+def headline_lines(result) -> list[str]:
+    """One line per (mode, threads, precision): the speedup at the smallest and the largest
+    batch, with the MAC ratio and the ceiling the per-call floor allows."""
+    def part(h):
+        ceiling = f", ceiling {h['ceiling']:.1f}x" if h["ceiling"] else ""
+        return f"batch {h['batch']} {h['speedup']:.2f}x{ceiling}"
+
+    return [f"{h['mode']} {h['precision']} ({h['threads']} thread{'s' if h['threads'] > 1 else ''}"
+            f", MACs {h['mac_ratio']:.2f}x fewer): {part(h['small'])}; {part(h['large'])}"
+            for h in result.headline() if h["small"]["speedup"] is not None]
 
 
 def accuracy_rows(result) -> list[list]:
@@ -139,6 +153,9 @@ def run(args) -> int:
 
     result = run_bench(args.bundle, config, data, progress)
     print(format_table(HEADERS, table_rows(result)))
+    print()
+    for line in headline_lines(result):
+        print(line)
     if result.accuracy:
         print()
         print(format_table(["mode", "prec", "accuracy", "dense"], accuracy_rows(result)))
@@ -149,7 +166,8 @@ def run(args) -> int:
           f"{result.machine.get('cpu_count')} CPUs, onnxruntime "
           f"{result.machine.get('onnxruntime')}, load average at start {load}")
     print("speedup = dense median / mode median over the same interleaved rounds; "
-          "'same prec' compares with the dense model in the mode's precision")
+          "'same prec' compares with the dense model in the mode's precision; floor = a bare "
+          "onnxruntime call doing no work, ceiling = dense fp32 / floor")
     if args.json:
         from taugate.bundle.atomic import write_text
 

@@ -3,7 +3,8 @@
 Two schemes (https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html):
 
 - ``"dynamic-per-channel"``: weights int8 per output unit, activations quantized per batch at
-  run time. onnxruntime's dynamic quantizer handles ``MatMul`` but not ``Gemm``, so every
+  run time; each hard gate first lowered to ``ThresholdedRelu -> Mul`` and a narrow head
+  (at most 32 outputs, e.g. the classifier) kept fp32 (int8_gate.py). onnxruntime's dynamic quantizer handles ``MatMul`` but not ``Gemm``, so every
   ``Gemm(transB=1)`` is first rewritten as ``MatMul`` (weight transposed once) + ``Add``; the
   quantized graph holds ``DynamicQuantizeLinear``, ``MatMulInteger``, ``Cast``, ``Mul``, ``Add``
   (all default domain), which onnxruntime fuses into its ``DynamicQuantizeMatMul`` kernel.
@@ -11,8 +12,8 @@ Two schemes (https://onnxruntime.ai/docs/performance/model-optimizations/quantiz
   QDQ format around each ``Gemm``: ``QuantizeLinear`` / ``DequantizeLinear`` + the original ops,
   fused by onnxruntime into ``QGemm``.
 
-The threshold ops of a gated layer (``Greater``, ``Cast``, ``Mul``, ``Where``) stay float32:
-only the matrix products are int8. Needs onnx + onnxruntime (the export side, no torch);
+The threshold ops of a gated layer (``ThresholdedRelu``, ``Mul``; ``Greater``, ``Cast``,
+``Where`` where not lowered) stay float32: only the matrix products are int8. Needs onnx + onnxruntime (the export side, no torch);
 onnx is imported inside the functions so the CLI can read :data:`SCHEMES` without it.
 """
 
@@ -23,6 +24,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from taugate.exporting.int8_gate import lower_gates_for_int8, narrow_heads
 
 SCHEMES = ("dynamic-per-channel", "static-per-channel")
 DEFAULT_SCHEME = "dynamic-per-channel"
@@ -126,8 +129,12 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
         with tempfile.TemporaryDirectory(prefix="taugate-quant-") as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             if scheme == "dynamic-per-channel":
-                onnx.save(gemm_to_matmul(model), src)
-                quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+                # the gates' int8 lowering: one operator fewer per gated layer, narrow heads
+                # kept fp32 (int8_gate.py)
+                heads = narrow_heads(model)
+                onnx.save(gemm_to_matmul(lower_gates_for_int8(model, heads)[0]), src)
+                quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=[f"{h}_mm" for h in sorted(heads)])
             else:
                 onnx.save(model, src)
                 name = model.graph.input[0].name

@@ -10,8 +10,8 @@ layer instead of three, and the graph runs as fast as a plain-Relu pruned one
 Units with ``t == 0`` (a plain ReLU gate) take ``t = 2**-40`` instead: scaling by a power of two
 is exact in float32, and the only change is that a unit with ``0 < z <= 2**-40`` outputs 0
 instead of ``z`` (less than 1e-12 per unit). Scaled rows widen the activation range, which
-per-tensor int8 quantization cannot take: int8 variants are quantized from the
-``Greater -> Cast -> Mul`` graph instead.
+per-tensor int8 quantization cannot take: int8 variants lower the gate their own way
+(exporting/int8_gate.py: ``t`` multiplied back right after the gate).
 
 Every lowered weight is built with the runtime's own numpy code
 (:func:`taugate.bundle.materialize.build_initializer`), in the order its materialize step
@@ -30,9 +30,8 @@ from torch import nn
 from taugate.bundle.materialize import build_initializer
 from taugate.bundle.schema import MaterializeStep
 from taugate.exporting.compact import GatedLinear, Surgery
+from taugate.exporting.int8_gate import ZERO_THRESHOLD
 from taugate.spec import GatedSpec
-
-ZERO_THRESHOLD = 2.0 ** -40  # stands for t == 0: a power of two scales exactly
 
 
 class _ThresholdedRelu(torch.autograd.Function):

@@ -18,6 +18,7 @@ from taugate.runtime.providers import CPU
 log = logging.getLogger("taugate.runtime")
 
 PROBE_TIMEOUT_S = 10.0  # the probe run at load gets this long, then onnxruntime is told to stop
+_INF = float("inf")
 
 
 def bounded_run(run, output_names: list, feed: dict, timeout_s: float):
@@ -36,9 +37,10 @@ def bounded_run(run, output_names: list, feed: dict, timeout_s: float):
 def output_error(out, n: int, classes: int) -> str | None:
     """Why ``out`` is not float32 logits [n, classes] with finite values, or None.
 
-    Finiteness is decided by one float32 dot product (about 1.5 us at batch 1..256, several
-    times cheaper than ``np.isfinite(out).all()``): it is inf/NaN when any value is, and also
-    when a magnitude exceeds ~1e19, which no meaningful logit does.
+    Finiteness is decided by one float32 dot product compared with inf (a Python comparison,
+    false for NaN: about 0.7 us at batch 1, several times cheaper than
+    ``np.isfinite(out).all()``): it is inf/NaN when any value is, and also when a magnitude
+    exceeds ~1e19, which no meaningful logit does. ``ModeRuntime`` inlines the passing case.
     """
     if type(out) is not np.ndarray or out.shape != (n, classes) or out.dtype != np.float32:
         return (f"expected float32 logits of shape [{n}, {classes}], got "
@@ -46,7 +48,7 @@ def output_error(out, n: int, classes: int) -> str | None:
     flat = out.ravel()
     # no np.errstate here: entering one costs ~1.2 us per run (4x the dot itself); numpy's
     # overflow RuntimeWarning can only appear on the failure path, which raises anyway
-    if not np.isfinite(flat.dot(flat)):
+    if not flat.dot(flat) < _INF:  # NaN compares False
         return "the logits contain NaN, inf or values beyond 1e19"
     return None
 
