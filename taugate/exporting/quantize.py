@@ -102,10 +102,12 @@ class _Reader:
 
 
 def quantize(model, scheme: str = DEFAULT_SCHEME,
-             calibration: np.ndarray | None = None) -> bytes:
+             calibration: np.ndarray | None = None, weights_only: bool = False) -> bytes:
     """The int8 variant of ``model`` (an onnx.ModelProto or its bytes), serialized.
-    ``calibration`` (float32 inputs) is needed by the static scheme only. The opset, IR version
-    and metadata of the float graph are kept."""
+    ``calibration`` (float32 inputs) is needed by the static scheme only. ``weights_only``
+    (dynamic scheme): only the ``MatMul`` nodes whose second input is a weight are quantized
+    (a decoder's attention products of two activations, and its embedding ``Gather``, stay
+    float32). The opset, IR version and metadata of the float graph are kept."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -127,7 +129,10 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             if scheme == "dynamic-per-channel":
                 onnx.save(gemm_to_matmul(model), src)
-                quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8)
+                extra = {"op_types_to_quantize": ["MatMul"],
+                         "extra_options": {"MatMulConstBOnly": True}} if weights_only else {}
+                quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
+                                 **extra)
             else:
                 onnx.save(model, src)
                 name = model.graph.input[0].name
