@@ -93,3 +93,25 @@ def test_decode_speed_side_by_side(lm_bundle):
     r = compare_decode_speed(lm_bundle, precisions=("fp32",), prompt="abc", new_tokens=4,
                              rounds=1)
     assert set(r["models"]) == {"dense", "code"} and r["models"]["code"]["fp32"]["ttft_s"] > 0
+
+
+def test_a_graph_with_an_operator_outside_the_allowlist_never_reaches_onnxruntime(lm_bundle,
+                                                                                   tmp_path):
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    copy = shutil.copytree(lm_bundle, tmp_path / "b")
+    graph = helper.make_graph([helper.make_node("Hardmax", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = data.SerializeToString()
+    onnx.load_from_string(data)
+    (copy / "modes" / "code.onnx").write_bytes(data)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["modes"]["code"]["graphs"]["fp32"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleIntegrityError, match="'Hardmax'.*not allowed"):
+        Generator.open(copy, "code")
