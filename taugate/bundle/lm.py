@@ -1,11 +1,12 @@
 """The language-model bundle (``format_version`` 3, docs/bundle-format.md): manifest and feeds.
 
 An LM bundle holds one decode graph per model (``dense`` and each mode) and precision; each
-graph takes ``input_ids``, ``position_ids``, ``attn_bias`` and a key/value cache and returns the
-last position's logits and the grown cache (exporting/lm_graph.py). This module is the reader's
-side of that contract, standard library + numpy: :func:`parse_lm_manifest` validates the
-manifest and :func:`decode_feed` builds the inputs a graph expects for ``T`` new tokens after
-``P`` cached ones. Readers of formats 1-2 refuse version 3 by its number (bundle/manifest.py).
+graph takes ``input_ids``, ``seqlens_k``, ``total_sequence_length`` and a key/value cache and
+returns the last position's logits and the cache (exporting/lm_graph.py). This module is the
+reader's side of that contract, standard library + numpy: :func:`parse_lm_manifest` validates
+the manifest, :func:`decode_feed` builds the inputs a graph expects for ``T`` new tokens after
+``P`` cached ones and :func:`cache_buffers` the context-long cache updated in place. Readers of
+formats 1-2 refuse version 3 by its number (bundle/manifest.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from taugate.bundle.schema import BUNDLE_FORMAT, PRECISIONS, FileRef
 LM_FORMAT_VERSION = 3
 KIND = "lm"
 TOKENIZERS = ("bytes",)  # one token per byte: ids 0..255
-MASKED = -1e9  # attn_bias where a position may not attend
-
-INPUT_IDS, POSITION_IDS, ATTN_BIAS, LOGITS = "input_ids", "position_ids", "attn_bias", "logits"
+INPUT_IDS, LOGITS = "input_ids", "logits"
+SEQLENS_K, TOTAL_LEN = "seqlens_k", "total_sequence_length"
 
 
 def past_names(layer: int) -> tuple[str, str]:
@@ -138,17 +138,16 @@ def graph_refs(manifest: LMManifest) -> list[FileRef]:
 
 
 def decode_feed(ids: np.ndarray, past_len: int) -> dict:
-    """``input_ids``, ``position_ids`` and ``attn_bias`` for ``ids [B, T]`` after ``past_len``
-    cached positions: causal within the new tokens, everything cached visible."""
-    t = ids.shape[1]
-    bias = np.zeros((t, past_len + t), np.float32)
-    if t > 1:
-        bias[:, past_len:] = np.triu(np.full((t, t), MASKED, np.float32), 1)
+    """``input_ids``, ``seqlens_k`` and ``total_sequence_length`` for ``ids [B, T]`` after
+    ``past_len`` cached positions (every row of the batch as long)."""
+    b, t = ids.shape
     return {INPUT_IDS: np.ascontiguousarray(ids, np.int64),
-            POSITION_IDS: np.arange(past_len, past_len + t, dtype=np.int64), ATTN_BIAS: bias}
+            SEQLENS_K: np.full(b, past_len + t - 1, np.int32),
+            TOTAL_LEN: np.array(past_len + t, np.int32)}
 
 
-def empty_past(shape: LMShape, batch: int) -> dict:
-    """A zero-length cache for the prompt's call."""
-    z = np.zeros((batch, shape.heads, 0, shape.head_dim), np.float32)
-    return {n: z for i in range(shape.layers) for n in past_names(i)}
+def cache_buffers(shape: LMShape, batch: int) -> dict:
+    """Per past input, a zeroed context-long cache ``[batch, heads, context, head_dim]``: bound
+    as both a layer's past and its present, the graph writes new positions in place."""
+    return {n: np.zeros((batch, shape.heads, shape.context, shape.head_dim), np.float32)
+            for i in range(shape.layers) for n in past_names(i)}

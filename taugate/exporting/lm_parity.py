@@ -15,7 +15,9 @@ from taugate.exporting.compaction import ParityError
 
 
 class GraphDecoder:
-    """Batch decode with one graph (onnxruntime, CPU, one thread)."""
+    """Batch decode with one graph (onnxruntime, CPU, one thread), the cache growing by
+    ``Concat`` semantics (past ``P`` positions in, ``P + T`` out): the simplest feed, checked
+    against the same graph's in-place form by the runtime's tests."""
 
     def __init__(self, data: bytes, layers: int, heads: int, head_dim: int):
         import onnxruntime as ort

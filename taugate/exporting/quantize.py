@@ -130,7 +130,10 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
             if scheme == "dynamic-per-channel":
                 onnx.save(gemm_to_matmul(model), src)
                 extra = {"op_types_to_quantize": ["MatMul"],
-                         "extra_options": {"MatMulConstBOnly": True}} if weights_only else {}
+                         # contrib ops (GroupQueryAttention) have no ONNX shape inference
+                         "extra_options": {"MatMulConstBOnly": True,
+                                           "DefaultTensorType": onnx.TensorProto.FLOAT}
+                         } if weights_only else {}
                 quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
                                  **extra)
             else:

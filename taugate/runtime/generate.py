@@ -2,10 +2,10 @@
 
 :class:`Generator` opens one model of the bundle (``dense`` or a mode) in one precision, after
 the same checks every bundle file gets (paths inside the bundle, sha256, the operator allowlist
-of taugate/bundle/graph_check.py), and decodes with the key/value cache the graph returns: the
-prompt in one call, then one token per call. The cache stays in onnxruntime's own buffers
-between calls (``OrtValue`` outputs bound as the next call's inputs through an IO binding), so
-no step copies it through numpy. Greedy by default; ``temperature`` / ``top_k`` sample with a
+of taugate/bundle/graph_check.py), and decodes with a key/value cache: the prompt in one call,
+then one token per call. The cache is allocated once per generation, context-long, and bound
+through an IO binding as both each layer's past and its present, so the graph writes each new
+position in place and no step copies the cache. Greedy by default; ``temperature`` / ``top_k`` sample with a
 seeded generator (same seed, same tokens).
 """
 
@@ -28,8 +28,8 @@ from taugate.bundle.lm import (
     LM_FORMAT_VERSION,
     LOGITS,
     LMManifest,
+    cache_buffers,
     decode_feed,
-    empty_past,
     parse_lm_manifest,
     past_names,
     present_names,
@@ -84,6 +84,16 @@ def pick(logits: np.ndarray, temperature: float, top_k: int | None,
     return np.array([rng.choice(p.shape[-1], p=row) for row in p])
 
 
+class _Cache:
+    """One generation's key/value cache: context-long buffers (numpy, wrapped without a copy
+    as ``OrtValue``) and how many positions they hold."""
+
+    def __init__(self, shape, batch: int):
+        self.arrays = list(cache_buffers(shape, batch).values())  # keeps the memory alive
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
+        self.length = 0
+
+
 class Generator:
     """One model of an LM bundle, ready to decode. Build with :meth:`open`."""
 
@@ -117,24 +127,19 @@ class Generator:
         return cls(session, manifest, mode, precision)
 
     # -- decoding ------------------------------------------------------------------------------
-    def _run(self, ids: np.ndarray, past) -> tuple[np.ndarray, list]:
-        """``ids [B, T]`` after ``past`` (OrtValues or arrays); logits and the new cache."""
+    def _run(self, ids: np.ndarray, cache: _Cache) -> np.ndarray:
+        """``ids [B, T]`` after ``cache.length`` cached positions: the last logits; the cache
+        grows in place."""
         binding = self.session.io_binding()
-        plen = 0 if past is None else past[0].shape()[2] if isinstance(past[0], ort.OrtValue) \
-            else past[0].shape[2]
-        for name, arr in decode_feed(ids, plen).items():
+        for name, arr in decode_feed(ids, cache.length).items():
             binding.bind_cpu_input(name, arr)
-        if past is None:
-            for name, arr in empty_past(self.shape, ids.shape[0]).items():
-                binding.bind_cpu_input(name, arr)
-        else:
-            for name, value in zip(self._past, past):
-                binding.bind_ortvalue_input(name, value)
-        for name in self._outputs:
-            binding.bind_output(name, "cpu")
+        binding.bind_output(LOGITS, "cpu")  # first: get_outputs() follows the binding order
+        for past, present, value in zip(self._past, self._outputs[1:], cache.values):
+            binding.bind_ortvalue_input(past, value)
+            binding.bind_ortvalue_output(present, value)
         self.session.run_with_iobinding(binding)
-        out = binding.get_outputs()
-        return out[0].numpy(), list(out[1:])
+        cache.length += ids.shape[1]
+        return binding.get_outputs()[0].numpy()
 
     def _check(self, tokens: np.ndarray, max_new_tokens) -> None:
         context = self.shape.context
@@ -160,12 +165,13 @@ class Generator:
 
     def _tokens(self, tokens, max_new_tokens, temperature, top_k, seed) -> Iterator[int]:
         rng = np.random.default_rng(seed)
-        logits, past = self._run(tokens[None, :], None)
+        cache = _Cache(self.shape, 1)
+        logits = self._run(tokens[None, :], cache)
         for i in range(max_new_tokens):
             token = int(pick(logits, temperature, top_k, rng)[0])
             yield token
             if i + 1 < max_new_tokens:
-                logits, past = self._run(np.array([[token]], np.int64), past)
+                logits = self._run(np.array([[token]], np.int64), cache)
 
     def text(self, prompt: str | bytes, max_new_tokens: int, **sampling) -> Iterator[str]:
         """:meth:`generate` as text pieces (UTF-8, invalid bytes replaced), streamed."""
@@ -189,13 +195,12 @@ class Generator:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch: expected an integer >= 1, got {batch!r}")
         ids = np.tile(tokens, (batch, 1))
+        cache = _Cache(self.shape, batch)
         start = time.perf_counter()
-        logits, past = self._run(ids, None)
-        nxt = logits.argmax(-1)
+        nxt = self._run(ids, cache).argmax(-1)
         first = time.perf_counter()
         for _ in range(new_tokens - 1):
-            logits, past = self._run(nxt[:, None].astype(np.int64), past)
-            nxt = logits.argmax(-1)
+            nxt = self._run(nxt[:, None].astype(np.int64), cache).argmax(-1)
         end = time.perf_counter()
         return {"ttft_s": first - start, "tokens_per_s": batch * (new_tokens - 1) / (end - first),
                 "batch": batch, "prompt_tokens": len(tokens), "new_tokens": new_tokens}
