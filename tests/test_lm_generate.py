@@ -115,3 +115,21 @@ def test_a_graph_with_an_operator_outside_the_allowlist_never_reaches_onnxruntim
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleIntegrityError, match="'Hardmax'.*not allowed"):
         Generator.open(copy, "code")
+
+
+def test_the_in_place_cache_matches_torch_for_a_batch(lm_bundle):
+    from taugate.runtime.generate import _Cache
+
+    gen = Generator.open(lm_bundle, "dense")
+    model = foundation()
+    ids = torch.randint(0, 256, (3, 6), generator=torch.Generator().manual_seed(2))
+    cache = _Cache(gen.shape, 3)
+    with torch.no_grad():
+        ref, past = model.step(ids)
+        got = gen._run(ids.numpy(), cache)
+        for _ in range(3):
+            assert np.abs(ref.numpy() - got).max() < 1e-4
+            nxt = ref.argmax(-1, keepdim=True)
+            ref, past = model.step(nxt, past)
+            got = gen._run(nxt.numpy(), cache)
+    assert cache.length == 9
