@@ -133,3 +133,13 @@ def test_the_in_place_cache_matches_torch_for_a_batch(lm_bundle):
             ref, past = model.step(nxt, past)
             got = gen._run(nxt.numpy(), cache)
     assert cache.length == 9
+
+
+def test_decode_results_has_the_fields_of_results_json(lm_bundle):
+    from taugate.runtime.lm_speed import decode_results
+
+    r = decode_results(lm_bundle, precisions=("fp32",), prompt="ab", new_tokens=3, rounds=1)
+    code = r["code"]
+    assert code["greedy_match"] is True and code["ffn_mac_ratio"] > 1
+    assert set(code["tokens_per_s"]) == set(code["dense_tokens_per_s"]) == {"fp32"}
+    assert r["_timing"]["batch"] == 1

@@ -48,3 +48,26 @@ def compare_decode_speed(bundle: str | Path, modes=None, precisions=("fp32", "in
             "ttft_s": statistics.median(r["ttft_s"] for r in rs)}
     return {"models": out, "batch": batch, "new_tokens": new_tokens, "rounds": rounds,
             "threads": threads, "load_before": load_before, "load_after": _load()}
+
+
+def decode_results(bundle: str | Path, precisions=("fp32", "int8"), **timing) -> dict:
+    """Per mode, the decode fields of ``out/lm/results.json`` (issue 22): ``ffn_mac_ratio``,
+    ``greedy_match`` (from the manifest), ``tokens_per_s`` and ``dense_tokens_per_s``
+    (batch-1 decode, ``{precision: tokens/s}``), ``ttft_s`` and ``dense_ttft_s``; plus the
+    load averages under ``"_timing"``. ``timing``: :func:`compare_decode_speed`'s options."""
+    manifest = read_lm_manifest(bundle)
+    speed = compare_decode_speed(bundle, precisions=precisions, **timing)
+    runs = speed["models"]
+
+    def per(model: str, key: str) -> dict:
+        return {p: runs[model][p][key] for p in precisions if p in runs[model]}
+
+    out = {}
+    for name, entry in manifest.modes.items():
+        out[name] = {"ffn_mac_ratio": entry.facts.get("ffn_mac_ratio"),
+                     "greedy_match": entry.facts.get("greedy_match"),
+                     "tokens_per_s": per(name, "tokens_per_s"),
+                     "dense_tokens_per_s": per(DENSE, "tokens_per_s"),
+                     "ttft_s": per(name, "ttft_s"), "dense_ttft_s": per(DENSE, "ttft_s")}
+    out["_timing"] = {k: v for k, v in speed.items() if k != "models"}
+    return out
