@@ -80,7 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `predict BUNDLE --mode M FILE...`: argparse gives an optional positional list ("*",
+        # empty with --prompt) only the words before the first option; the rest land here
+        if args.command == "predict" and not any(e.startswith("-") for e in extra):
+            args.files += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

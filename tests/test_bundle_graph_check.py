@@ -104,8 +104,16 @@ def test_format_2_allows_more_than_format_1():
     check_model(data, 2, "m")
     with pytest.raises(BundleIntegrityError, match="operator 'MatMul'"):
         check_model(data, 1, "m")
-    with pytest.raises(BundleIntegrityError, match="no operator allowlist for format_version 3"):
-        check_model(data, 3, "m")
+    with pytest.raises(BundleIntegrityError, match="no operator allowlist for format_version 9"):
+        check_model(data, 9, "m")
+
+
+def test_format_3_adds_only_the_decoders_attention():
+    from taugate.bundle.graph_check import ALLOWED_OPS
+
+    assert ALLOWED_OPS[3][""] == ALLOWED_OPS[2][""]
+    assert ALLOWED_OPS[3]["com.microsoft"] - ALLOWED_OPS[2]["com.microsoft"] == {
+        "GroupQueryAttention"}
 
 
 def test_refuses_model_local_functions():

@@ -50,14 +50,18 @@ _FORMAT2_MS_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "Q
                              "FusedGemm"})
 
 # format_version -> domain -> operator types allowed. The one table (docs/security.md).
+# Format 3 (language-model decode graphs, bundle/lm.py): format 2's operators and
+# onnxruntime's attention with a key/value cache (in-place, rotary; exporting/lm_graph.py)
 ALLOWED_OPS: dict[int, dict[str, frozenset]] = {
     1: {"": _FORMAT1_OPS},
     2: {"": _FORMAT2_OPS, _MS: _FORMAT2_MS_OPS},
+    3: {"": _FORMAT2_OPS, _MS: _FORMAT2_MS_OPS | {"GroupQueryAttention"}},
 }
 # format_version -> opset domain -> highest version allowed.
 ALLOWED_OPSETS: dict[int, dict[str, int]] = {
     1: {"": 17},
     2: {"": 21, _MS: 1},
+    3: {"": 21, _MS: 1},
 }
 
 

@@ -234,6 +234,11 @@ def parse_manifest(data) -> Manifest:
                                 f"{fmt!r}: not a taugate bundle")
     version = data.get("format_version")
     # type() is int: 1.0 == 1 and True == 1 in Python, but neither is a format version
+    if version == 3 and data.get("kind") == "lm":
+        raise BundleFormatError(
+            f"{MANIFEST_NAME}: a language-model bundle (format_version 3, kind 'lm'): it is "
+            f"read by taugate.runtime.generate.Generator (taugate predict BUNDLE --prompt TEXT), "
+            f"not by ModeRuntime")
     if type(version) is not int or version not in SUPPORTED_FORMAT_VERSIONS:
         supported = ", ".join(str(v) for v in SUPPORTED_FORMAT_VERSIONS)
         raise BundleFormatError(

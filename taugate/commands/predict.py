@@ -46,7 +46,7 @@ def parse_providers(text: str):
 
 def add_arguments(p) -> None:
     p.add_argument("bundle", help="bundle directory (holding manifest.json)")
-    p.add_argument("files", nargs="+", metavar="FILE", help=".npy arrays or PNG images")
+    p.add_argument("files", nargs="*", metavar="FILE", help=".npy arrays or PNG images")
     p.add_argument("--mode", required=True,
                    help="mode to run ('dense' for the dense model; 'auto': each row in the mode "
                         "the bundle's router names, reported per row)")
@@ -62,6 +62,9 @@ def add_arguments(p) -> None:
     p.add_argument("--json", action="store_true", help="print JSON with logits")
     p.add_argument("--providers", default="auto",
                    help="auto (default), cpu, cuda, directml, or a comma-separated list")
+    from taugate.commands.predict_lm import add_lm_arguments
+
+    add_lm_arguments(p)
 
 
 def open_regular(path: Path):
@@ -186,6 +189,11 @@ def load_file(path: Path, invert: bool = False, layout: dict | None = None,
 
 def run(args) -> int:
     from taugate.runtime import InputError, ModeRuntime
+
+    if args.prompt is not None or not args.files:
+        from taugate.commands.predict_lm import run_lm
+
+        return run_lm(args)
 
     rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers), lazy=True)
     results = []

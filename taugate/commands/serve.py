@@ -116,6 +116,20 @@ def _run_ray(args) -> int:
     return 0
 
 
+def _is_lm(bundle) -> bool:
+    """Whether ``bundle`` is a language-model bundle (served by the generate endpoint)."""
+    from pathlib import Path
+
+    from taugate.bundle.lm import is_lm_manifest
+    from taugate.bundle.safe_json import loads_strict, read_regular_file
+
+    try:
+        return is_lm_manifest(loads_strict(read_regular_file(Path(bundle) / "manifest.json",
+                                                             64 * 1024 * 1024)))
+    except (OSError, ValueError):
+        return False  # ModeRuntime.open reports what is wrong with it
+
+
 def run(args) -> int:
     if args.engine == "ray":
         return _run_ray(args)
@@ -137,6 +151,12 @@ def run(args) -> int:
     given = {"delay_ms": args.batch_delay_ms, "max_rows": args.max_batch_rows,
              "max_queue": args.max_queue}
     batch = BatchPolicy(**{k: v for k, v in given.items() if v is not None})
+    if _is_lm(args.bundle):
+        from taugate.server.lm_app import serve_lm
+
+        serve_lm(args.bundle, host=args.host, port=args.port, limits=limits,
+                 threads=args.threads or 1)
+        return 0
     budget = args.memory_budget or "auto"
     if budget.strip().lower() != "auto":
         parse_size(budget, "--memory-budget")  # fail fast, naming the flag

@@ -105,10 +105,12 @@ class _Reader:
 
 
 def quantize(model, scheme: str = DEFAULT_SCHEME,
-             calibration: np.ndarray | None = None) -> bytes:
+             calibration: np.ndarray | None = None, weights_only: bool = False) -> bytes:
     """The int8 variant of ``model`` (an onnx.ModelProto or its bytes), serialized.
-    ``calibration`` (float32 inputs) is needed by the static scheme only. The opset, IR version
-    and metadata of the float graph are kept."""
+    ``calibration`` (float32 inputs) is needed by the static scheme only. ``weights_only``
+    (dynamic scheme): only the ``MatMul`` nodes whose second input is a weight are quantized
+    (a decoder's attention products of two activations, and its embedding ``Gather``, stay
+    float32). The opset, IR version and metadata of the float graph are kept."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -129,12 +131,18 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
         with tempfile.TemporaryDirectory(prefix="taugate-quant-") as tmp:
             src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             if scheme == "dynamic-per-channel":
+                extra = {"op_types_to_quantize": ["MatMul"],
+                         # contrib ops (GroupQueryAttention) have no ONNX shape inference
+                         "extra_options": {"MatMulConstBOnly": True,
+                                           "DefaultTensorType": onnx.TensorProto.FLOAT}
+                         } if weights_only else {}
                 # the gates' int8 lowering: one operator fewer per gated layer, narrow heads
-                # kept fp32 (int8_gate.py)
-                heads = narrow_heads(model)
-                onnx.save(gemm_to_matmul(lower_gates_for_int8(model, heads)[0]), src)
+                # kept fp32 (int8_gate.py); a decoder's graph has neither
+                heads = set() if weights_only else narrow_heads(model)
+                lowered = model if weights_only else lower_gates_for_int8(model, heads)[0]
+                onnx.save(gemm_to_matmul(lowered), src)
                 quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
-                                 nodes_to_exclude=[f"{h}_mm" for h in sorted(heads)])
+                                 nodes_to_exclude=[f"{h}_mm" for h in sorted(heads)], **extra)
             else:
                 onnx.save(model, src)
                 name = model.graph.input[0].name

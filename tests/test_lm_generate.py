@@ -1,0 +1,145 @@
+"""Generation from an LM bundle in the runtime (numpy + onnxruntime): streaming, sampling,
+errors, timing."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from taugate.bundle.errors import BundleIntegrityError
+from taugate.exporting.lm_bundle import write_lm_bundle
+from taugate.exporting.lm_decode import torch_greedy
+from taugate.runtime.generate import Generator, pick
+from taugate.runtime.lm_speed import compare_decode_speed
+from taugate.training.gating import set_hard
+from tests.lm_fixtures import PROMPT, calibration, foundation, mode
+
+
+@pytest.fixture(scope="module")
+def lm_bundle(tmp_path_factory):
+    base = foundation()
+    out = tmp_path_factory.mktemp("lmgen") / "bundle"
+    return write_lm_bundle(base, {"code": mode(base)}, out, calibration=calibration())
+
+
+def test_greedy_stream_equals_the_torch_hard_gated_mode(lm_bundle):
+    gen = Generator.open(lm_bundle, "code")
+    stream = gen.generate(PROMPT, 20)
+    first = next(stream)  # a generator: tokens arrive one at a time
+    tokens = [first, *stream]
+    ref = torch_greedy(set_hard(mode(foundation()), True), torch.tensor(list(PROMPT)), 20)
+    assert tokens == ref
+    assert list(Generator.open(lm_bundle, "code", "int8").generate(PROMPT, 5)) != []
+
+
+def test_dense_greedy_equals_torch(lm_bundle):
+    tokens = list(Generator.open(lm_bundle, "dense").generate(PROMPT.decode(), 12))
+    assert tokens == torch_greedy(foundation(), torch.tensor(list(PROMPT)), 12)
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy(lm_bundle):
+    gen = Generator.open(lm_bundle, "code")
+    a = list(gen.generate("abc", 16, temperature=1.0, seed=7))
+    assert a == list(gen.generate("abc", 16, temperature=1.0, seed=7))
+    assert a != list(gen.generate("abc", 16, temperature=1.0, seed=8))
+    assert list(gen.generate("abc", 8, temperature=0.7, top_k=1)) == list(gen.generate("abc", 8))
+    text = "".join(gen.text("abc", 16, temperature=1.0, seed=7))
+    assert text == bytes(a).decode("utf-8", errors="replace")
+
+
+def test_top_k_only_draws_from_the_k_largest():
+    logits = np.array([[0.0, 5.0, 4.0, -1.0, 3.0]])
+    rng = np.random.default_rng(0)
+    drawn = {int(pick(logits, 10.0, 2, rng)[0]) for _ in range(200)}
+    assert drawn == {1, 2}
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"temperature": -1.0}, "temperature"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"top_k": 0}, "top_k"),
+    ({"top_k": 257}, "top_k"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"prompt": b""}, "empty prompt"),
+    ({"prompt": b"x" * 60}, "exceeds the model's context"),
+])
+def test_bad_requests_are_refused_clearly(lm_bundle, kwargs, match):
+    gen = Generator.open(lm_bundle, "code")
+    args = {"prompt": "hi", "max_new_tokens": 8, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        gen.generate(**args)
+
+
+def test_unknown_mode_precision_and_tampered_graph_are_refused(lm_bundle, tmp_path):
+    with pytest.raises(ValueError, match=r"no such mode.*\['dense', 'code'\]"):
+        Generator.open(lm_bundle, "prose")
+    copy = shutil.copytree(lm_bundle, tmp_path / "b")
+    m = json.loads((copy / "manifest.json").read_text())
+    del m["modes"]["code"]["graphs"]["int8"]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="precision 'int8'"):
+        Generator.open(copy, "code", "int8")
+    with open(copy / "modes" / "code.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleIntegrityError, match="sha256 mismatch"):
+        Generator.open(copy, "code")
+
+
+def test_decode_speed_side_by_side(lm_bundle):
+    one = Generator.open(lm_bundle, "code").decode_speed("hello", 6, batch=8)
+    assert one["batch"] == 8 and one["ttft_s"] > 0 and one["tokens_per_s"] > 0
+    r = compare_decode_speed(lm_bundle, precisions=("fp32",), prompt="abc", new_tokens=4,
+                             rounds=1)
+    assert set(r["models"]) == {"dense", "code"} and r["models"]["code"]["fp32"]["ttft_s"] > 0
+
+
+def test_a_graph_with_an_operator_outside_the_allowlist_never_reaches_onnxruntime(lm_bundle,
+                                                                                   tmp_path):
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    copy = shutil.copytree(lm_bundle, tmp_path / "b")
+    graph = helper.make_graph([helper.make_node("Hardmax", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = data.SerializeToString()
+    onnx.load_from_string(data)
+    (copy / "modes" / "code.onnx").write_bytes(data)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["modes"]["code"]["graphs"]["fp32"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(BundleIntegrityError, match="'Hardmax'.*not allowed"):
+        Generator.open(copy, "code")
+
+
+def test_the_in_place_cache_matches_torch_for_a_batch(lm_bundle):
+    from taugate.runtime.generate import _Cache
+
+    gen = Generator.open(lm_bundle, "dense")
+    model = foundation()
+    ids = torch.randint(0, 256, (3, 6), generator=torch.Generator().manual_seed(2))
+    cache = _Cache(gen.shape, 3)
+    with torch.no_grad():
+        ref, past = model.step(ids)
+        got = gen._run(ids.numpy(), cache)
+        for _ in range(3):
+            assert np.abs(ref.numpy() - got).max() < 1e-4
+            nxt = ref.argmax(-1, keepdim=True)
+            ref, past = model.step(nxt, past)
+            got = gen._run(nxt.numpy(), cache)
+    assert cache.length == 9
+
+
+def test_decode_results_has_the_fields_of_results_json(lm_bundle):
+    from taugate.runtime.lm_speed import decode_results
+
+    r = decode_results(lm_bundle, precisions=("fp32",), prompt="ab", new_tokens=3, rounds=1)
+    code = r["code"]
+    assert code["greedy_match"] is True and code["ffn_mac_ratio"] > 1
+    assert set(code["tokens_per_s"]) == set(code["dense_tokens_per_s"]) == {"fp32"}
+    assert r["_timing"]["batch"] == 1
