@@ -73,6 +73,19 @@ def test_the_cli_flags_reach_the_method_config():
     assert get_method("taugate", cfg).config.retune.target_mac_ratio == 2.0
 
 
+def test_the_cli_refuses_a_correction_for_another_method():
+    import argparse
+
+    from taugate.commands.train import add_arguments, method_config
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--out", "x", "--method", "gain_only", "--correction-rank", "2"])
+    with pytest.raises(ValueError, match="--correction-rank: expected --method taugate.*"
+                                         "got --method gain_only"):
+        method_config(args)
+
+
 def _data(shift: float, n: int, seed: int):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 12)).astype(np.float32)

@@ -176,6 +176,9 @@ def foundation_hidden(stem: Path) -> list[int] | None:
 def method_config(args, hidden=None) -> dict:
     """The method's config fields: the sparse recipe (if asked; scaled to the ``hidden``
     widths), then --method-option, then the named flags, later ones winning."""
+    if args.correction_rank and args.method != "taugate":
+        raise ValueError(f"--correction-rank: expected --method taugate (the correction trains "
+                         f"with its thresholds and gains), got --method {args.method}")
     cfg = sparse_recipe(hidden or args.hidden) if args.sparse else {}
     cfg.update(args.method_option)
     for flag in _METHOD_FLAGS:
