@@ -112,7 +112,9 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None,
     Linear -> activation -> Linear site). ``mode_names``: which of the source's modes to adapt
     (default all; MNIST: the names given); ``mixture``: the modes a built-in family is
     pretrained on (default: the adapted modes). ``sparse``: the unit-sparsity recipe, which lets
-    export remove whole units. Each mode trains ``adapt_epochs``, or more where that would take
+    export remove whole units; ``method_options`` adds to it, e.g. ``{"target_mac_ratio": 2,
+    "correction_rank": 4}`` (a MAC budget, and a per-mode low-rank correction of the first
+    layer merged into the mode's weights: docs/speedup.md). Each mode trains ``adapt_epochs``, or more where that would take
     fewer than ``adapt_min_steps`` optimizer steps (default 200: small modes get more epochs);
     a mode that took few steps or gained nothing over the frozen model raises a
     ``UserWarning`` naming the option to change. Returns a :class:`~taugate.training.runs.TrainedRun` (``.path``,

@@ -74,6 +74,14 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                    help="retune lr = adapt lr x this (default 1)")
     g.add_argument("--retune-schedule", choices=("constant", "cosine"), default=None,
                    help="retune lr schedule (default constant)")
+    g.add_argument("--target-mac-ratio", type=at_least(0, float), default=None, metavar="R",
+                   help="with --retune-epochs: before the retune, remove the least important "
+                        "units until the mode needs R times fewer MACs than the dense model "
+                        "(default 0 = keep what --unit-l1 left)")
+    g.add_argument("--correction-rank", type=at_least(0), default=None, metavar="R",
+                   help="taugate: add a per-mode rank-R correction to the first layer, trained "
+                        "with tau/gamma and merged into the mode's weights (no extra MACs; "
+                        "R x (inputs + kept units) numbers per mode; default 0 = off)")
     g.add_argument("--method-option", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the method's config, e.g. --method-option rank=4 (repeatable)")
 
@@ -132,7 +140,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _METHOD_FLAGS = ("sharpness", "activity_lambda", "unit_l1", "gain_lr_scale", "retune_epochs",
-                 "retune_lr_scale", "retune_schedule")
+                 "retune_lr_scale", "retune_schedule", "target_mac_ratio", "correction_rank")
 
 
 def foundation_stem(text: str) -> Path:
@@ -168,6 +176,9 @@ def foundation_hidden(stem: Path) -> list[int] | None:
 def method_config(args, hidden=None) -> dict:
     """The method's config fields: the sparse recipe (if asked; scaled to the ``hidden``
     widths), then --method-option, then the named flags, later ones winning."""
+    if args.correction_rank and args.method != "taugate":
+        raise ValueError(f"--correction-rank: expected --method taugate (the correction trains "
+                         f"with its thresholds and gains), got --method {args.method}")
     cfg = sparse_recipe(hidden or args.hidden) if args.sparse else {}
     cfg.update(args.method_option)
     for flag in _METHOD_FLAGS:

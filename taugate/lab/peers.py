@@ -154,6 +154,7 @@ def run_peers(run, mode_name: str, other_name: str, data, config: PeersConfig,
     from taugate.exporting.specialize import prune_mode
     from taugate.timing import time_models
     from taugate.training.adapters import load_adapter, load_foundation
+    from taugate.training.corrections import correction_size
 
     foundation, meta = load_foundation(os.path.join(run, "foundation"))
     adapter_ = load_adapter(os.path.join(run, "adapters", mode_name), foundation, meta["sha256"])
@@ -165,7 +166,9 @@ def run_peers(run, mode_name: str, other_name: str, data, config: PeersConfig,
     dense = harden(foundation)
     small = pruned.model
     kept = small.widths
-    adapter = 2 * sum(pruned.unpruned.widths)  # tau and gamma per unit
+    # tau and gamma per unit, and a low-rank correction's factors on the kept units
+    correction = correction_size(adapter_.model, kept[0])
+    adapter = 2 * sum(pruned.unpruned.widths) + correction
     tp_model = harden(torch_pruned(foundation, kept, mode, config, device, progress))
     scratch = harden(scratch_mlp(kept, mode, config, device, progress))
     peers = [
@@ -174,7 +177,9 @@ def run_peers(run, mode_name: str, other_name: str, data, config: PeersConfig,
         Peer("dense int8", peer_graph(dense, "dense", int8=True), dense.macs, 0, n_params(dense),
              "one model for every mode"),
         Peer("taugate fp32", peer_graph(small, "taugate"), small.macs, adapter, n_params(small),
-             "stores thresholds + gains per mode (shared backbone)"),
+             "stores thresholds + gains per mode (shared backbone)"
+             + (f" + a rank-{adapter_.method.config.correction_rank} first-layer "
+                f"correction" if correction else "")),
         Peer("taugate int8", peer_graph(small, "taugate", int8=True), small.macs, adapter,
              n_params(small), "int8 variant of the same mode graph"),
         Peer("torch-pruning fp32", peer_graph(tp_model, "tp"), tp_model.macs, n_params(tp_model),

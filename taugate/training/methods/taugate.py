@@ -11,7 +11,9 @@ columns at export. The units are those of the target Linear layers (training/tar
 Beyond the paper (off by default): ``sparsity.unit_l1`` adds a cost-weighted proximal L1 step
 on the gains after each SGD step (training/sparsity.py), which zeroes whole units per mode so
 the exporter can remove them; ``sparsity.gain_lr_scale`` gives the gains a larger learning
-rate; ``retune`` retrains tau/gamma afterwards with the zeroed units frozen.
+rate; ``retune`` retrains tau/gamma afterwards with the zeroed units frozen;
+``correction_rank`` adds a per-mode low-rank correction to the first site's producer
+(training/corrections.py), trained with tau/gamma and merged into its weight at export.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from torch import nn
 
 from taugate.spec import GatedUnits
 from taugate.training.activations import apply, module_for
+from taugate.training.corrections import (
+    CORRECTION_SCALE,
+    add_correction,
+    check_correction,
+    correction_overrides,
+)
 from taugate.training.families.mlp import UnitActivation
 from taugate.training.gating import gate_modules, gates, targets_of
 from taugate.training.methods.base import AdaptationMethod, as_numpy
@@ -43,6 +51,8 @@ class TauGateConfig:
     gated: bool = True  # False: no gate at all, h = gamma * act(z) (GainOnly)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)  # unit-level L1 (off)
     retune: RetuneConfig = field(default_factory=RetuneConfig)  # prune, then retune (off)
+    correction_rank: int = 0  # rank of the per-mode correction of the first producer (0: off)
+    correction_scale: float = CORRECTION_SCALE  # its output scale (the factors' effective lr)
 
     # the flat option names of the CLI, the recipes and format-1 adapters
     FLAT: ClassVar[dict] = {**SparsityConfig.FLAT, **RetuneConfig.FLAT}
@@ -54,6 +64,7 @@ class TauGateConfig:
             raise ValueError(f"activity_lambda: expected >= 0, got {self.activity_lambda}")
         if not (self.learn_tau or self.learn_gain):
             raise ValueError("learn_tau/learn_gain: at least one must be True")
+        check_correction(self.correction_rank, self.correction_scale)
         if self.sparsity.unit_l1 > 0 and not self.learn_gain:
             raise ValueError("unit_l1: acts on the learned gains; it needs learn_gain=True")
 
@@ -136,6 +147,8 @@ class TauGate(AdaptationMethod):
         for site in targets_of(model).sites:
             set_module(model, site.act, TauGateActivation(site.units, cfg, site.activation,
                                                                  site.conv))
+        if cfg.correction_rank:
+            add_correction(model, cfg.correction_rank, cfg.correction_scale)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         lam = self.activation_config().activity_lambda
@@ -165,12 +178,12 @@ class TauGate(AdaptationMethod):
         return out
 
     def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
-        """Ungated non-ReLU sites (GainOnly on a transformer): the gain folded into the
-        consumer."""
+        """The low-rank correction merged into its producer's weight, and for ungated
+        non-ReLU sites (GainOnly on a transformer) the gain folded into the consumer."""
         from taugate.training.families.mlp import linear_weight_bias
         from taugate.training.targets import get_module
 
-        out = {}
+        out = correction_overrides(model)
         for site, act in gate_modules(model):
             if site.activation != "relu" and not getattr(act, "gated", False):
                 w, _ = linear_weight_bias(get_module(model, site.consumer))

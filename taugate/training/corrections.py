@@ -1,0 +1,78 @@
+"""A per-mode low-rank correction of the first gated site's producer, trained with tau/gamma.
+
+Thresholds and gains can only rescale and silence the frozen producer's units; a mode whose
+input moved (MNIST rotated 45 degrees) also wants those units to *look at other pixels*. The
+correction adds ``scale * B @ A`` (rank r; A: r x in, B: units x r) to the first producer's
+weight: LoRA's form (methods/lora.py, B = 0 at the start, so training starts from the frozen
+model) on the one layer that reads the input. Only the kept units' rows of B matter once the
+mode is compacted, so a mode stores ``r * (in + kept units)`` numbers for it (4 x (784 + 64) =
+3,392 on the paper's backbone at rank 4).
+
+``scale`` (default 0.1) is the factors' effective learning rate: the sparse recipe's retune
+runs at 10x the adaptation lr, where a scale of 1 diverges (measured: rank 4, scale 0.25).
+
+At export the correction is merged into the producer's weight (an override of
+``<producer>.weight``): the mode graph spends no extra MACs on it, and the standalone layout
+stores nothing extra; the shared layout stores the merged weight in the mode file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+CORRECTION_SCALE = 0.1
+
+
+def check_correction(rank, scale) -> None:
+    """ValueError unless ``rank`` is an integer >= 0 and ``scale`` > 0."""
+    if isinstance(rank, bool) or int(rank) != rank or rank < 0:
+        raise ValueError(f"correction_rank: expected an integer >= 0 (0: off), got {rank!r}")
+    if not scale > 0:
+        raise ValueError(f"correction_scale: expected > 0, got {scale!r}")
+
+
+def corrected_producer(model: nn.Module) -> tuple[str, nn.Module]:
+    """(path, module) of the first gated site's producer."""
+    from taugate.training.gating import targets_of
+    from taugate.training.targets import get_module
+
+    sites = targets_of(model).sites
+    if not sites:
+        raise ValueError("correction_rank: the model has no gated site to correct")
+    path = sites[0].producer
+    return path, get_module(model, path)
+
+
+def add_correction(model: nn.Module, rank: int, scale: float) -> None:
+    """Wrap the first site's producer (an ``nn.Linear``) in a rank-``rank`` correction."""
+    from taugate.training.methods.lora import LoRALinear
+    from taugate.training.targets import set_module
+
+    path, producer = corrected_producer(model)
+    if type(producer) is not nn.Linear:
+        raise ValueError(f"correction_rank: the first gated site's producer {path!r} is a "
+                         f"{type(producer).__name__}; the correction needs an nn.Linear "
+                         f"(set correction_rank 0)")
+    if rank > min(producer.in_features, producer.out_features):
+        raise ValueError(f"correction_rank: expected at most {min(producer.in_features, producer.out_features)} "
+                         f"for {path!r} ({producer.in_features} -> {producer.out_features}), "
+                         f"got {rank}")
+    set_module(model, path, LoRALinear(producer, int(rank), float(rank) * float(scale)))
+
+
+def correction_overrides(model: nn.Module) -> dict[str, np.ndarray]:
+    """``{<producer>.weight: W + scale * B @ A}`` for a corrected model, else ``{}``."""
+    from taugate.training.methods.base import as_numpy
+    from taugate.training.methods.lora import LoRALinear
+
+    return {f"{path}.weight": as_numpy(m.merged_weight_bias()[0])
+            for path, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def correction_size(model: nn.Module, kept_units: int) -> int:
+    """Numbers a mode stores for its correction once compacted: ``r * (in + kept_units)``."""
+    from taugate.training.methods.lora import LoRALinear
+
+    return sum(m.rank * (m.in_features + int(kept_units))
+               for m in model.modules() if isinstance(m, LoRALinear))
