@@ -76,7 +76,7 @@ class ModeRuntime(ModeRepository, ManyModes):
                  budget: MemoryBudget | None = None):
         self._root = root
         self._precision = precision
-        self._internal_run = False  # open(internal_run=True): the C++ run (sessions.py)
+        self._internal_run = True  # open(internal_run=...): the probe-checked C++ run (sessions.py)
         self._manifest = manifest
         self._plan = plan
         self._config = config
@@ -104,7 +104,7 @@ class ModeRuntime(ModeRepository, ManyModes):
              session_options=None, intra_op_num_threads: int | None = None,
              inter_op_num_threads: int | None = None,
              graph_optimization_level: str | None = None,
-             precision: str = "fp32", internal_run: bool = False,
+             precision: str = "fp32", internal_run: bool = True,
              memory_budget: int | str = AUTO_BUDGET) -> ModeRuntime:
         """Open and check the bundle at ``bundle`` (a directory or its manifest.json).
 
@@ -131,7 +131,9 @@ class ModeRuntime(ModeRepository, ManyModes):
             :class:`RuntimeConfigError` otherwise. Nothing falls back silently.
         internal_run: on CPU-only sessions, call onnxruntime's C++ ``run`` (its private
             ``_sess``) instead of ``InferenceSession.run``, saving ~0.5 us per call; used only
-            where a probe call gives exactly the public run's result (opt-in: not public API).
+            where a probe call gives exactly the public run's result (it is not public API:
+            any other onnxruntime, provider or result keeps the public run); ``False``: always
+            the public run.
         """
         if precision not in PRECISIONS:
             raise RuntimeConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
