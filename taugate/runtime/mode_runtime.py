@@ -52,8 +52,13 @@ from taugate.runtime.providers import (
 )
 from taugate.runtime.repository import ModeRepository
 from taugate.runtime.routing import AUTO, Router
-from taugate.runtime.sessions import (Loaded, check_session, output_error, probe_input,
-                                      session_runner)
+from taugate.runtime.sessions import (
+    Loaded,
+    check_session,
+    output_error,
+    probe_input,
+    session_runner,
+)
 
 log = logging.getLogger("taugate.runtime")
 

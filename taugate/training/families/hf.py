@@ -158,6 +158,7 @@ def load_hf(path: str | Path) -> HFClassifier:
     """The classifier in the save_pretrained folder ``path``, read offline (see the module
     docstring); an unsupported model type or class is refused naming the supported ones."""
     tf = _transformers()
+    tf.utils.logging.disable_progress_bar()  # no "Loading weights" bars in taugate's output
     p = check_folder(path)
     config = tf.AutoConfig.from_pretrained(p, local_files_only=True)
     if config.model_type not in LAYOUTS:
