@@ -37,12 +37,12 @@ class FFNLayout:
 
 _ENCODER = FFNLayout(r"(?:.+\.)?encoder\.layer\.\d+", "intermediate.dense",
                      "intermediate.intermediate_act_fn", "output.dense")
-#: config.model_type -> its FFN layout
-LAYOUTS: dict[str, FFNLayout] = {
-    "bert": _ENCODER,
-    "vit": _ENCODER,
-    "llama": FFNLayout(r"(?:.+\.)?layers\.\d+\.mlp", "gate_proj", "act_fn", "down_proj",
-                       "up_proj"),
+#: config.model_type -> its FFN layouts (transformers has renamed some between versions)
+LAYOUTS: dict[str, tuple[FFNLayout, ...]] = {
+    "bert": (_ENCODER,),
+    "vit": (_ENCODER, FFNLayout(r"(?:.+\.)?layers\.\d+\.mlp", "fc1", "activation_fn", "fc2")),
+    "llama": (FFNLayout(r"(?:.+\.)?layers\.\d+\.mlp", "gate_proj", "act_fn", "down_proj",
+                        "up_proj"),),
 }
 #: the model classes served, and what each takes: token ids + mask, or pixels
 TASKS = {"BertForSequenceClassification": "tokens", "LlamaForSequenceClassification": "tokens",
@@ -115,12 +115,11 @@ class HFClassifier(nn.Module):
         tracing); ``example`` gives the tokens per sample."""
         from taugate.training.targets import Site
 
-        layout = LAYOUTS[self.model_type]
         tokens = int(example.shape[-1]) if self.task == "tokens" else _patches(self.hf.config)
         paths = dict(self.named_modules())
         sites = []
-        for path in paths:
-            if not re.fullmatch(layout.block, path):
+        for path, layout in ((p, lay) for p in paths for lay in LAYOUTS[self.model_type]):
+            if not re.fullmatch(layout.block, path) or f"{path}.{layout.producer}" not in paths:
                 continue
             prod, act, cons = (f"{path}.{r}" for r in (layout.producer, layout.act,
                                                        layout.consumer))
