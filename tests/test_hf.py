@@ -153,3 +153,10 @@ def test_runtime_import_stays_free_of_torch_and_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_hf_is_one_foundation_among_others(tmp_path):
+    from taugate.training.runs import RunConfig
+
+    with pytest.raises(ValueError, match="--model and --hf: give one foundation"):
+        RunConfig(out=str(tmp_path), model="m.py:build", weights_in_factory=True, hf="bert")
