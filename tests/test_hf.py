@@ -129,6 +129,12 @@ def test_bert_trains_exports_compacted_and_serves_token_ids(tmp_path):
     as_dict = rt.run("low", {"input_ids": ids, "attention_mask": mask})
     assert np.array_equal(as_dict, rt.run("low", np.stack([ids, mask], axis=1)))
     assert rt.run("dense", {"input_ids": ids[0]}).shape == (1, 2)
+    from taugate.bench import BenchConfig, run_bench
+
+    fast = BenchConfig(batches=(2,), threads=(1,), precisions=("fp32",), budget_s=0.01,
+                       min_rounds=2)
+    cells = run_bench(tmp_path / "bundle", fast).cells
+    assert [c.mode for c in cells] == ["low"] and cells[0].speedup["fp32"] > 0
 
 
 @pytest.mark.slow
