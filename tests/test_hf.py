@@ -166,3 +166,18 @@ def test_hf_is_one_foundation_among_others(tmp_path):
 
     with pytest.raises(ValueError, match="--model and --hf: give one foundation"):
         RunConfig(out=str(tmp_path), model="m.py:build", weights_in_factory=True, hf="bert")
+
+
+@pytest.mark.slow
+def test_llama_swiglu_trains_exports_compacted_and_serves(tmp_path):
+    from taugate.runtime import ModeRuntime
+
+    manifest = _train_export(tmp_path, hfm.llama(), hfm.token_modes(tmp_path / "modes"),
+                             ["--modes", "high"])
+    assert manifest["targets"] == [f"hf.model.layers.{i}.mlp.gate_proj" for i in range(2)]
+    high = manifest["modes"]["high"]
+    assert sum(high["units_kept"]) < sum(high["units_total"])  # gate/up rows, down cols gone
+    ids, mask, _ = hfm.tokens(4, seed=5)
+    out = ModeRuntime.open(tmp_path / "bundle").run("high", {"input_ids": ids,
+                                                             "attention_mask": mask})
+    assert out.shape == (4, 2) and np.isfinite(out).all()
