@@ -96,7 +96,7 @@ def _source(modes, out: Path):
 
 
 def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None,
-          weights_in_factory: bool = False, targets=None,
+          weights_in_factory: bool = False, targets=None, hf: str | os.PathLike | None = None,
           mode_names=None, mixture=None,
           family: str = "mlp", hidden=(128, 128), method: str = "taugate", sparse: bool = False,
           method_options: dict | None = None, epochs: int = 2, adapt_epochs: int = 1,
@@ -108,6 +108,7 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None,
     needs it again), ``"FILE.py:FACTORY"`` (``weights``: its safetensors file, required unless
     ``weights_in_factory=True`` says the factory loads trained weights), or None to pretrain a
     built-in ``family`` (``"mlp"`` with ``hidden`` widths, or ``"vit"``) on the modes' mixture.
+    ``hf``: instead, a Hugging Face ``save_pretrained`` folder (docs/huggingface.md).
     ``targets``: module-path patterns of the Linear layers to gate (default: every
     Linear -> activation -> Linear site). ``mode_names``: which of the source's modes to adapt
     (default all; MNIST: the names given); ``mixture``: the modes a built-in family is
@@ -155,7 +156,8 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None,
         device=device, progress=progress, modes_dir=modes_dir,
         model=model if isinstance(model, str) else None, module=module, weights=weights,
         weights_in_factory=weights_in_factory,
-        targets=targets, mixture_from_modes=mixture is None and names is None)
+        targets=targets, mixture_from_modes=mixture is None and names is None,
+        hf=str(hf) if hf is not None else None)
     if source is None and modes_dir:
         from taugate.training.runs import open_source
 

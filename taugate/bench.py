@@ -111,7 +111,7 @@ def cell_timer(rts: dict, mode: str, x: np.ndarray, floor=None) -> Interleaved:
     the per-call floor when ``floor``, a :func:`floor_session`, is given)."""
     calls = {}
     if floor is not None:
-        flat = {"x": x.reshape(len(x), -1)}
+        flat = {"x": x.reshape(len(x), -1).astype(np.float32, copy=False)}  # token ids too
         calls[FLOOR] = lambda: floor.run(["y"], flat)[0]
     for p, rt in rts.items():
         if _has_dense(rt):
@@ -205,10 +205,14 @@ def run_bench(bundle, config: BenchConfig | None = None, data: dict | None = Non
         if unknown:
             raise ValueError(f"modes {unknown}: not in the bundle; valid: {rts['fp32'].modes}")
         total = len(config.threads) * len(config.batches) * len(modes)
-        shape = tuple(rts["fp32"].manifest.input.shape)  # per sample: [784], [1, 8, 8], ...
+        spec = rts["fp32"].manifest.input
+        shape = tuple(spec.shape)  # per sample: [784], [1, 8, 8], [2, L] (token ids + mask)
         floor = floor_session(int(np.prod(shape)), rts["fp32"].manifest.output.classes, threads)
         for batch in config.batches:
             x = rng.random((batch, *shape), dtype=np.float32)
+            if spec.token_length:  # ids below the vocabulary, every token attended
+                x = (x * (spec.layout["vocab"] or 1)).astype(np.int64)
+                x[:, 1] = 1
             for mode in modes:
                 timer = cell_timer(rts, mode, x, floor)
                 rounds = calibrate(timer, config.budget_s, min_rounds=config.min_rounds)

@@ -58,13 +58,13 @@ def test_vit_config_validation(kwargs, field):
 
 
 def test_family_registry():
-    assert set(FAMILIES) == {"mlp", "vit", "user"} and pretrainable() == ["mlp", "vit"]
+    assert set(FAMILIES) == {"mlp", "vit", "user", "hf"} and pretrainable() == ["mlp", "vit"]
     assert family_of(get_family("vit").build({"depth": 1})).name == "vit"
     assert family_of(MLP()).name == "mlp"
     assert family_of(nn.Sequential(nn.Linear(2, 2))).name == "user"
     with pytest.raises(ValueError, match="unknown key.*'width_'.*valid: channels"):
         get_family("vit").build({"width_": 3})
-    with pytest.raises(ValueError, match="'cnn' is not a model family; valid: mlp, vit, user"):
+    with pytest.raises(ValueError, match="'cnn' is not a model family; valid: mlp, vit, user, hf"):
         get_family("cnn")
     with pytest.raises(ValueError, match="--model FILE.py:FACTORY"):
         FoundationConfig(family="user")

@@ -42,12 +42,18 @@ _FORMAT2_OPS = _FORMAT1_OPS | frozenset({
     "Unsqueeze", "Squeeze", "Shape", "Constant", "Identity", "Conv", "Split", "Expand",
     "Mod", "Equal",  # nn.MultiheadAttention through the TorchScript exporter
     "MaxPool", "AveragePool", "GlobalAveragePool",  # CNNs: max/avg/adaptive-avg(1) pooling
+    "Neg",  # rotary position embeddings (LLaMA's rotate_half)
     # onnxruntime.quantization (quantize_dynamic / quantize_static QDQ and QOperator)
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
     "ConvInteger", "QLinearMatMul",
 })
 _FORMAT2_MS_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm",
                              "FusedGemm"})
+
+#: operators allowed (format 2) only when their one input is a ``Shape`` node's output: they
+#: then allocate as many elements as an existing tensor's rank, never a size the file chooses
+#: (ViT's ``cls_token.expand(batch, -1, -1)`` through the TorchScript exporter)
+SHAPE_FED_OPS = frozenset({"ConstantOfShape"})
 
 # format_version -> domain -> operator types allowed. The one table (docs/security.md).
 # Format 3 (language-model decode graphs, bundle/lm.py): format 2's operators and
@@ -185,7 +191,8 @@ def _check_tensor(t: TensorInfo, where: str, materialized: frozenset | None) -> 
                                f"(location {location!r}): {why}")
 
 
-def _walk(graph: GraphInfo, where: str, ops: dict, materialized: frozenset) -> None:
+def _walk(graph: GraphInfo, where: str, ops: dict, materialized: frozenset,
+          shape_fed_ok: bool = False) -> None:
     seen: set = set()
     for t in graph.initializers:
         if t.name in seen:
@@ -195,6 +202,8 @@ def _walk(graph: GraphInfo, where: str, ops: dict, materialized: frozenset) -> N
         _check_tensor(t, f"{where}: initializer", materialized)
     for t in graph.sparse:
         _check_tensor(t, f"{where}: sparse initializer", None)
+    shapes = {o for node in graph.nodes if node.op_type == "Shape" and not node.domain
+              for o in node.outputs}
     for node in graph.nodes:
         label = f"{where}: node {node.name!r}" if node.name else f"{where}: a node"
         domain = _domain(node.domain)
@@ -202,7 +211,9 @@ def _walk(graph: GraphInfo, where: str, ops: dict, materialized: frozenset) -> N
             raise BundleIntegrityError(f"{label}: operator {node.op_type!r} of domain "
                                        f"{node.domain!r} is not allowed: expected domains "
                                        f"{sorted(ops)}")
-        if node.op_type not in ops[domain]:
+        shape_fed = (shape_fed_ok and node.op_type in SHAPE_FED_OPS and domain == ""
+                     and len(node.inputs) == 1 and node.inputs[0] in shapes)
+        if node.op_type not in ops[domain] and not shape_fed:
             raise BundleIntegrityError(f"{label}: operator {node.op_type!r} (domain "
                                        f"{node.domain or 'ai.onnx'!r}) is not allowed in this "
                                        f"bundle format; allowed: {sorted(ops[domain])}")
@@ -244,5 +255,6 @@ def check_model(data: bytes, format_version: int, where: str,
             raise BundleIntegrityError(f"{where}: opset import {domain or 'ai.onnx'!r} version "
                                        f"{version} is not allowed; allowed (highest version): "
                                        f"{allowed}")
-    _walk(model.graph, where, ALLOWED_OPS[format_version], frozenset(materialized))
+    _walk(model.graph, where, ALLOWED_OPS[format_version], frozenset(materialized),
+          shape_fed_ok=format_version >= 2)
     return model

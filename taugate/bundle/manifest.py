@@ -70,8 +70,8 @@ def _tensor_spec(d: dict, where: str, what: str, any_rank: bool) -> tuple[dict, 
     spec = get_field(d, where, "manifest", dict, "an object")
     name = get_field(spec, "name", where, str, "a string")
     dtype = get_field(spec, "dtype", where, str, "'float32'")
-    if dtype != "float32":
-        raise fail(f"{where}.dtype", "'float32' (the only input/output dtype supported)", dtype)
+    if dtype != "float32" and not (where == "input" and dtype == "int64"):
+        raise fail(f"{where}.dtype", "'float32' (or 'int64' for a tokens input)", dtype)
     return spec, name, dtype, _batch_shape(spec, where, what, any_rank)
 
 
@@ -88,6 +88,8 @@ def _range(spec: dict, optional: bool) -> tuple[float, float] | None:
 
 def _parse_input_v1(d: dict) -> InputSpec:
     spec, name, dtype, shape = _tensor_spec(d, "input", "features", any_rank=False)
+    if dtype != "float32":
+        raise fail("input.dtype", "'float32' (format 1)", dtype)
     rng = _range(spec, optional=False)
     image = get_field(spec, "image_shape", "input", list, "[height, width] or null", optional=True)
     if image is not None and (len(image) != 2 or not all(is_int(v, 1) for v in image)
@@ -98,7 +100,9 @@ def _parse_input_v1(d: dict) -> InputSpec:
     return InputSpec(name, dtype, shape, rng, layout, uint8_pixels=True)
 
 
-LAYOUT_KINDS = ("image",)
+LAYOUT_KINDS = ("image", "tokens")
+#: a tokens input's rows: [batch, 2, length], row 0 the token ids, row 1 the attention mask
+TOKEN_FIELDS = ("input_ids", "attention_mask")
 
 
 def input_fields(d: dict) -> tuple[str, str, tuple, tuple[float, float] | None, dict | None]:
@@ -109,6 +113,8 @@ def input_fields(d: dict) -> tuple[str, str, tuple, tuple[float, float] | None, 
     if layout is not None:
         if layout.get("kind") not in LAYOUT_KINDS:
             raise fail("input.layout.kind", f"one of {list(LAYOUT_KINDS)}", layout.get("kind"))
+        if layout["kind"] == "tokens":
+            return name, dtype, shape, rng, _tokens_layout(layout, dtype, shape, rng)
         dims = [layout.get(k) for k in ("channels", "height", "width")]
         n = 1
         for v in shape:
@@ -117,7 +123,23 @@ def input_fields(d: dict) -> tuple[str, str, tuple, tuple[float, float] | None, 
             raise fail("input.layout", f"channels, height, width >= 1 with channels*height*"
                         f"width == {n} (the per-sample size)", layout)
         layout = {"kind": "image", "channels": dims[0], "height": dims[1], "width": dims[2]}
+    if dtype != "float32":
+        raise fail("input.dtype", "'float32' (int64 only with a tokens layout)", dtype)
     return name, dtype, shape, rng, layout
+
+
+def _tokens_layout(layout: dict, dtype: str, shape: tuple, rng) -> dict:
+    """A tokens layout: int64 ``[batch, 2, length]`` (ids, mask), ``vocab`` >= 1 or null."""
+    length, vocab = layout.get("length"), layout.get("vocab")
+    if dtype != "int64" or rng is not None:
+        raise fail("input", "dtype 'int64' and range null with a tokens layout",
+                   {"dtype": dtype, "range": rng})
+    if not is_int(length, 1) or tuple(shape) != (2, length):
+        raise fail("input.layout", f"length >= 1 with shape ['batch', 2, length], got shape "
+                   f"{list(shape)}", layout)
+    if vocab is not None and not is_int(vocab, 1):
+        raise fail("input.layout.vocab", "an integer >= 1 or null", vocab)
+    return {"kind": "tokens", "fields": list(TOKEN_FIELDS), "length": length, "vocab": vocab}
 
 
 def _parse_input_v2(d: dict) -> InputSpec:

@@ -25,7 +25,9 @@ def _checked(kind: str, check, value: dict):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The model input: ``name`` float32 ``[batch, *shape]``.
+    """The model input: ``name`` float32 ``[batch, *shape]``, or int64 ``[batch, 2, length]``
+    token ids and attention mask with a ``{"kind": "tokens", "length", "vocab"}`` layout
+    (:meth:`tokens`; Hugging Face text models).
 
     ``range``: None (no range check; negative values fine) or (low, high). ``layout``: None or
     ``{"kind": "image", "channels", "height", "width"}``. ``uint8_pixels``: uint8 inputs are
@@ -67,6 +69,17 @@ class InputSpec:
         shape = (channels * height * width,) if flat else (channels, height, width)
         return cls(name, "float32", shape, range,
                    {"kind": "image", "channels": channels, "height": height, "width": width})
+
+    @classmethod
+    def tokens(cls, length: int, vocab: int | None = None, name: str = "tokens") -> InputSpec:
+        """int64 ``[2, length]`` per sample: token ids (in [0, vocab)) and attention mask."""
+        return cls(name, "int64", (2, int(length)), None,
+                   {"kind": "tokens", "length": int(length), "vocab": vocab})
+
+    @property
+    def token_length(self) -> int | None:
+        """Tokens per sample when the input is token ids + mask, else None."""
+        return self.layout["length"] if self.layout and self.layout["kind"] == "tokens" else None
 
     @classmethod
     def from_dict(cls, d: dict) -> InputSpec:

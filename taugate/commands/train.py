@@ -110,6 +110,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights-in-factory", action="store_true",
                    help="--model's factory returns a trained model (loads its weights itself), "
                         "so no --weights is needed")
+    g.add_argument("--hf", default=None, metavar="DIR",
+                   help="a Hugging Face model folder written by save_pretrained (read offline, "
+                        "safetensors only): BertForSequenceClassification, "
+                        "ViTForImageClassification or LlamaForSequenceClassification; its FFN "
+                        "units are gated (docs/huggingface.md; needs taugate[hf])")
     g.add_argument("--targets", default=None, metavar="PATTERN[,PATTERN]",
                    help="nn.Linear module paths whose output units get tau/gamma: exact names "
                         "or regexes (full match), e.g. 'blocks\\.\\d+\\.ffn\\.fc1' (default: every "
@@ -239,6 +244,7 @@ def run_config(args, out: str):
         model=getattr(args, "model", None),
         weights=getattr(args, "weights", None),
         weights_in_factory=getattr(args, "weights_in_factory", False),
+        hf=getattr(args, "hf", None),
         targets=getattr(args, "targets", None),
         mixture_from_modes=bool(modes_dir) and not args.mixture,
     )

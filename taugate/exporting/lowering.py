@@ -27,7 +27,8 @@ from taugate.spec import GatedSpec
 ONNX_TOLERANCE = 1e-4  # max abs logit difference, ONNX vs the torch model
 BOUNDARY_MARGIN = 1e-5
 
-__all__ = ["BOUNDARY_MARGIN", "ONNX_TOLERANCE", "ParityError", "export_onnx", "graph_bytes",
+__all__ = ["BOUNDARY_MARGIN", "ONNX_TOLERANCE", "ParityError", "as_feed", "export_onnx",
+           "graph_bytes",
            "lower_checked", "lowered_model", "onnx_max_diff", "shared_graph"]
 
 
@@ -42,6 +43,11 @@ def _index_tensor(idx: np.ndarray, size: int) -> np.ndarray:
         if size <= np.iinfo(dtype).max:
             return idx.astype(dtype)
     return idx.astype(np.int64)
+
+
+def as_feed(x: np.ndarray) -> np.ndarray:
+    """``x`` as a graph input: float32, or int64 for integer inputs (token ids + mask)."""
+    return x.astype(np.int64 if x.dtype.kind in "iub" else np.float32, copy=False)
 
 
 def state_of(model: nn.Module) -> dict:
@@ -126,7 +132,7 @@ def onnx_max_diff(proto, model: nn.Module, x: torch.Tensor, input_name: str) -> 
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(proto.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
-    got = sess.run(None, {input_name: x.numpy().astype(np.float32)})[0]
+    got = sess.run(None, {input_name: as_feed(x.numpy())})[0]
     return float(np.abs(got - logits(model, x).numpy()).max())
 
 

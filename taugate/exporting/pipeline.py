@@ -27,6 +27,7 @@ from taugate.bundle.schema import PRECISIONS, InputSpec, OutputSpec
 from taugate.exporting.compact import linear_macs
 from taugate.exporting.compaction import CompactedMode, accuracy_of, compact_mode, logits
 from taugate.exporting.lowering import (
+    as_feed,
     export_onnx,
     graph_bytes,
     lower_checked,
@@ -155,7 +156,7 @@ class ModeReport:
 
 def _numpy(split) -> tuple[np.ndarray, np.ndarray]:
     x, y = split
-    return x.numpy().astype(np.float32), y.numpy()
+    return as_feed(x.numpy()), y.numpy()
 
 
 def export_mode(name: str, foundation: nn.Module, mode: ModeInput, config: ExportConfig,

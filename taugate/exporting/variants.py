@@ -46,7 +46,7 @@ def onnx_accuracy(data: bytes, x: np.ndarray, y: np.ndarray, batch: int = 4096) 
     opts.log_severity_level = 3
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
-    x = np.ascontiguousarray(x, np.float32)
+    x = np.ascontiguousarray(x, np.int64 if x.dtype.kind in "iub" else np.float32)
     if len(inp.shape) == 2:  # a flat graph: one row of features per sample
         x = x.reshape(len(x), -1)
     name = inp.name

@@ -74,7 +74,11 @@ class InputSpecChecker:
 
     @classmethod
     def from_spec(cls, spec) -> InputSpecChecker:
-        """The checker for a manifest ``InputSpec``."""
+        """The checker for a manifest ``InputSpec`` (a tokens input: runtime/tokens.py)."""
+        if spec.layout and spec.layout.get("kind") == "tokens":
+            from taugate.runtime.tokens import TokenInputChecker
+
+            return TokenInputChecker.from_spec(spec)
         return cls(spec.shape, spec.image_shape, spec.range, channels=spec.channels or 1,
                    uint8_pixels=spec.uint8_pixels)
 

@@ -52,7 +52,13 @@ from taugate.runtime.providers import (
 )
 from taugate.runtime.repository import ModeRepository
 from taugate.runtime.routing import AUTO, Router
-from taugate.runtime.sessions import Loaded, check_session, output_error, session_runner
+from taugate.runtime.sessions import (
+    Loaded,
+    check_session,
+    output_error,
+    probe_input,
+    session_runner,
+)
 
 log = logging.getLogger("taugate.runtime")
 
@@ -299,7 +305,7 @@ class ModeRuntime(ModeRepository, ManyModes):
         in_use = list(session.get_providers())
         self._providers_in_use = in_use
         log.debug("loaded mode %r from %s with providers %s", entry.name, entry.file, in_use)
-        run = session_runner(session, self._in_name, self._out_names, self._manifest.input.shape,
+        run = session_runner(session, self._in_name, self._out_names, self._manifest.input,
                              self._classes, f"{entry.name}: file {entry.file!r}",
                              internal=self._internal_run)
         nbytes = len(data) + sum(a.nbytes for a in (initializers or {}).values())
@@ -320,7 +326,8 @@ class ModeRuntime(ModeRepository, ManyModes):
         list to include the dense model). With ``max_sessions`` below the number of modes only
         the most recent stay loaded."""
         spec = self._manifest.input
-        zero = np.full((1, *spec.shape), spec.range[0] if spec.range else 0.0, np.float32)
+        zero = (probe_input(spec) if spec.token_length else
+                np.full((1, *spec.shape), spec.range[0] if spec.range else 0.0, np.float32))
         for mode in (self.modes if modes is None else modes):
             self.run(mode, zero)
 

@@ -53,6 +53,18 @@ def output_error(out, n: int, classes: int) -> str | None:
     return None
 
 
+def probe_input(sample_shape, rows: int = 1) -> np.ndarray:
+    """A valid batch of ``rows`` samples: 0.5 everywhere, or for a tokens input (int64
+    ``[2, L]``: ids, mask, ``sample_shape`` given as the spec) id 0 with mask 1."""
+    layout = getattr(sample_shape, "layout", None)
+    if layout and layout.get("kind") == "tokens":
+        x = np.zeros((rows, *sample_shape.shape), np.int64)
+        x[:, 1] = 1
+        return x
+    shape = getattr(sample_shape, "shape", sample_shape)
+    return np.full((rows, *np.atleast_1d(shape)), 0.5, np.float32)
+
+
 def session_runner(session, input_name: str, output_names: list, sample_shape,
                    classes: int, where: str, internal: bool = False):
     """The callable ``run`` uses: ``(output_names, feed) -> outputs``.
@@ -70,7 +82,7 @@ def session_runner(session, input_name: str, output_names: list, sample_shape,
     public ``run``'s result; otherwise (not asked for, another onnxruntime, another provider)
     the public ``run`` is used.
     """
-    probe = {input_name: np.full((2, *np.atleast_1d(sample_shape)), 0.5, np.float32)}
+    probe = {input_name: probe_input(sample_shape, 2)}
     try:
         expected = bounded_run(session.run, output_names, probe, PROBE_TIMEOUT_S)[0]
     except Exception as exc:  # whatever the model does, the bundle is refused
@@ -104,11 +116,13 @@ def check_session(session, entry: ModelEntry, manifest: Manifest) -> None:
     spec_in, spec_out = manifest.input, manifest.output
     inputs, outputs = session.get_inputs(), session.get_outputs()
     got_in = [(i.name, i.type, list(i.shape)) for i in inputs]
-    if (len(inputs) != 1 or inputs[0].name != spec_in.name or inputs[0].type != "tensor(float)"
+    in_type = "tensor(int64)" if spec_in.dtype == "int64" else "tensor(float)"
+    if (len(inputs) != 1 or inputs[0].name != spec_in.name or inputs[0].type != in_type
             or len(inputs[0].shape) != 1 + len(spec_in.shape) or not _dynamic(inputs[0].shape[0])
             or tuple(inputs[0].shape[1:]) != spec_in.shape):
         raise BundleIntegrityError(f"{where}: model inputs {got_in} disagree with the manifest: "
-                                   f"expected one float input {spec_in.name!r} of shape "
+                                   f"expected one {spec_in.dtype} input {spec_in.name!r} of "
+                                   f"shape "
                                    f"[batch, {', '.join(map(str, spec_in.shape))}]")
     got_out = [(o.name, o.type, list(o.shape)) for o in outputs]
     if (not outputs or outputs[0].name != spec_out.name or outputs[0].type != "tensor(float)"

@@ -23,12 +23,13 @@ from torch import nn
 from taugate import __version__
 from taugate.bundle.atomic import write_text
 from taugate.bundle.names import check_mode_name
-from taugate.bundle.schema import OutputSpec
+from taugate.bundle.schema import InputSpec, OutputSpec
 from taugate.training.adapters import load_foundation, save_adapter, save_foundation
 from taugate.training.backbone import FoundationConfig
 from taugate.training.budget import AdaptOutcome
 from taugate.training.devices import resolve_device
 from taugate.training.families import family_of, get_family
+from taugate.training.families.hf import token_vocab
 from taugate.training.loop import accuracy
 from taugate.training.pipeline import AdaptConfig, adapt, pretrain_foundation
 from taugate.training.sources import DataConfig, FolderModes, MNISTModes, ModeSource
@@ -61,6 +62,7 @@ class RunConfig:
     weights_in_factory: bool = False  # --model's factory loads trained weights itself
     targets: tuple[str, ...] | None = None  # module-path patterns (None: every site)
     mixture_from_modes: bool = False  # pretrain on the adapted modes instead of foundation.modes
+    hf: str | None = None  # a Hugging Face save_pretrained folder (families/hf.py)
 
     def __post_init__(self) -> None:
         if self.modes is not None:
@@ -75,7 +77,7 @@ class RunConfig:
                              f"the factory's initial weights; pass --weights W.safetensors, or "
                              f"--weights-in-factory if the factory loads trained weights itself")
         given = [n for n, v in (("--model", self.model), ("--foundation", self.foundation_path),
-                                ("module", self.module)) if v is not None]
+                                ("module", self.module), ("--hf", self.hf)) if v is not None]
         if len(given) > 1:
             raise ValueError(f"{' and '.join(given)}: give one foundation, not several")
         if self.module is not None and not isinstance(self.module, nn.Module):
@@ -115,7 +117,7 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
     device = resolve_device(config.device)
     source = data or open_source(config)
     modes = source.check_names(config.modes if config.modes is not None else source.names())
-    if not config.model and not config.foundation_path:
+    if not config.model and not config.foundation_path and not config.hf:
         source.check_names(modes if config.mixture_from_modes else config.foundation.modes)
     for m in modes:
         source.mode(m)  # a bad mode or folder fails before any training
@@ -137,6 +139,10 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
         if config.weights:
             load_weights(foundation, config.weights)
         foundation = foundation.cpu().eval()
+    elif config.hf:
+        from taugate.training.families.hf import load_hf
+
+        foundation = load_hf(config.hf)
     elif config.foundation_path:
         foundation, meta = load_foundation(config.foundation_path)
         factory = meta.get("factory")
@@ -191,13 +197,17 @@ def write_run_file(out: Path, foundation: nn.Module, source: ModeSource, example
     classes = int(foundation.eval()(example).shape[-1])
     labels = source.labels
     output = OutputSpec.logits(classes, labels if labels and len(labels) == classes else None)
+    spec = source.input_spec
+    vocab = token_vocab(foundation)
+    if spec.token_length and vocab:  # ids are checked against the model's vocabulary
+        spec = InputSpec.tokens(spec.token_length, vocab, spec.name)
     meta = {
         "format": RUN_FORMAT,
         "format_version": RUN_VERSION,
         "created_by": f"taugate {__version__}",
         "family": family_of(foundation).name,
         "source": source.describe(),
-        "input": source.input_spec.to_dict(),
+        "input": spec.to_dict(),
         "output": output.to_dict(),
         "targets": targets.to_dict(),
         "modes": list(modes),

@@ -106,7 +106,11 @@ def _tokens(out: torch.Tensor, batch: int, units: int) -> int:
 
 def find_sites(model: nn.Module, example: torch.Tensor) -> list[Site]:
     """Every site of ``model``, in forward order: on its torch.fx graph, or (a forward() fx
-    cannot trace) with forward hooks, which find activation modules only."""
+    cannot trace) with forward hooks, which find activation modules only. A model that knows
+    its own sites (``known_sites(example)``: the Hugging Face wrapper, families/hf.py) says."""
+    known = getattr(model, "known_sites", None)
+    if callable(known):
+        return list(known(example))
     try:
         graph = trace_graph(model)
     except TraceError as exc:
@@ -240,6 +244,8 @@ def select_sites(model: nn.Module, sites: list[Site], patterns) -> list[Site]:
 
 
 def _residual(model: nn.Module) -> list[str]:
+    if callable(getattr(model, "known_sites", None)):
+        return []  # its sites come from a table of Linear layouts, not from a graph
     try:
         return residual_convs(model, trace_graph(model))
     except TraceError:

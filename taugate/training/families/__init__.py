@@ -1,5 +1,6 @@
 """Model families, one registry: the paper's ``mlp`` (default), a small ``vit``, and ``user``
-(the user's own model from ``--model FILE.py:FACTORY``, already trained: not pretrained here).
+(the user's own model from ``--model FILE.py:FACTORY``, already trained: not pretrained here)
+and ``hf`` (a Hugging Face ``save_pretrained`` folder, ``--hf DIR``).
 
 Each family is a :class:`Family` (families/base.py); every family is adapted the same way,
 through its target sites (training/targets.py).
@@ -10,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from taugate.training.families.base import Family
+from taugate.training.families.hf import HFFamily
 from taugate.training.families.mlp import MLPFamily
 from taugate.training.families.user import UserFamily
 from taugate.training.families.vit import ViTFamily
@@ -18,6 +20,7 @@ FAMILIES: dict[str, Family] = {
     "mlp": MLPFamily(),
     "vit": ViTFamily(),
     "user": UserFamily(),
+    "hf": HFFamily(),
 }
 USER = "user"
 

@@ -4,7 +4,9 @@ Each .npz holds ``x`` (float32 ``[N, ...]``, any per-sample shape, the same in e
 mode) and ``y`` (int64 ``[N]``, class ids 0..MAX_CLASSES-1). Other float ``x`` (float64, as
 numpy makes by default; float16) and other integer ``y`` are converted, with one warning per
 source. Without ``calibration.npz`` a
-seeded part of train is held out for calibration (never trained on). An optional
+seeded part of train is held out for calibration (never trained on). For a text model
+(``--hf``) a file holds ``input_ids`` (integers ``[N, L]``) and optionally ``attention_mask``
+(0/1 ``[N, L]``, default all ones) instead of ``x``: they become int64 ``x`` ``[N, 2, L]``. An optional
 ``<mode>/facts.json`` (a JSON object) becomes the mode's facts; it must pass the rules the
 runtime applies to ``manifest.json`` (finite numbers, no duplicate keys, bounded nesting), as
 the export copies it there.
@@ -34,6 +36,8 @@ from taugate.training.sources.reading import ModeFolderError, NpzReader, read_fa
 SPLITS = ("train", "test", "calibration")
 #: Class ids are 0..MAX_CLASSES-1: the model gets one output per class up to the largest id.
 MAX_CLASSES = 1 << 16
+_TOKEN_HINT = ("write it with np.savez(path, input_ids=ids.astype(np.int64), "
+               "attention_mask=mask.astype(np.int64), y=y.astype(np.int64))")
 _SAVE_HINT = "write it with np.savez(path, x=x.astype(np.float32), y=y.astype(np.int64))"
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,8 @@ class FolderModes(ModeSource):
         shape = self._sample_shape
         if shape is None:
             shape = tuple(self.mode(self.names()[0]).train.x.shape[1:])
+        if self.mode(self.names()[0]).train.x.dtype == torch.int64:
+            return InputSpec.tokens(shape[-1])  # the model's vocab is added by the run
         return InputSpec.plain(shape)
 
     # -- loading ---------------------------------------------------------------------------
@@ -132,6 +138,8 @@ class FolderModes(ModeSource):
             raise FileNotFoundError(f"{path}: missing; every mode folder needs train.npz and "
                                     f"test.npz ({_SAVE_HINT})")
         with NpzReader(path, _SAVE_HINT) as npz:
+            if "input_ids" in npz.members and "x" not in npz.members:
+                return self._token_split(path, npz)
             missing = [k for k in ("x", "y") if k not in npz.members]
             if missing:
                 raise ModeFolderError(f"{path}: no array {' or '.join(map(repr, missing))} "
@@ -143,6 +151,32 @@ class FolderModes(ModeSource):
         self._check(path, x, y)
         return Split(torch.from_numpy(np.ascontiguousarray(x)),
                      torch.from_numpy(np.ascontiguousarray(y)))
+
+    def _token_split(self, path: Path, npz: NpzReader) -> Split:
+        """``input_ids`` [+ ``attention_mask``] and ``y`` as int64 ``x`` [N, 2, L]."""
+        if "y" not in npz.members:
+            raise ModeFolderError(f"{path}: no array 'y' (found {sorted(npz.members)}); "
+                                  f"{_TOKEN_HINT}")
+        ids_shape, ids_dtype = npz.header("input_ids")
+        y_shape, y_dtype = npz.header("y")
+        has_mask = "attention_mask" in npz.members
+        mask_shape, mask_dtype = npz.header("attention_mask") if has_mask else (ids_shape, None)
+        if ids_dtype.kind not in "iu" or (has_mask and mask_dtype.kind not in "iub"):
+            raise ModeFolderError(f"{path}: input_ids and attention_mask must be integers, got "
+                                  f"{ids_dtype} and {mask_dtype}; {_TOKEN_HINT}")
+        if len(ids_shape) != 2 or mask_shape != ids_shape:
+            raise ModeFolderError(f"{path}: input_ids and attention_mask must both be [N, L], "
+                                  f"got {ids_shape} and {mask_shape}; {_TOKEN_HINT}")
+        self._check_headers(path, ids_shape, np.dtype(np.float32), y_shape, y_dtype)
+        ids = npz.array("input_ids").astype(np.int64)
+        mask = npz.array("attention_mask").astype(np.int64) if has_mask else np.ones_like(ids)
+        y = npz.array("y").astype(np.int64)
+        if ids.min() < 0 or mask.min() < 0 or mask.max() > 1:
+            raise ModeFolderError(f"{path}: token ids must be >= 0 and the mask 0 or 1 (got ids "
+                                  f"min {ids.min()}, mask in [{mask.min()}, {mask.max()}])")
+        x = np.stack([ids, mask], axis=1)
+        self._check(path, x, y)
+        return Split(torch.from_numpy(x), torch.from_numpy(y))
 
     def _convert(self, path: Path, x: np.ndarray, y: np.ndarray):
         """float16/float64 ``x`` to float32 and other integer ``y`` to int64, saying so once."""
