@@ -35,7 +35,7 @@ def _data(n=200, seed=0) -> dict:
     return {m: _rows(i, n, seed + i) for i, m in enumerate(MODES)}
 
 
-CFG = RouterConfig(components=8, distance_components=16, hidden=8, epochs=60)
+CFG = RouterConfig(components=8, hidden=8, epochs=10)
 
 
 @pytest.fixture(scope="module")
