@@ -41,7 +41,7 @@ def runtime(request, tmp_path_factory):
     with ModeRuntime.open(path, providers="cpu", validate=False) as rt:
         modes = rt.modes
     data = {m: _rows(k, 400, k) for k, m in enumerate(modes)}
-    write_router(path, fit_router(data, RouterConfig(epochs=40)))
+    write_router(path, fit_router(data, RouterConfig(steps=200)))
     rt = ModeRuntime.open(path, providers="cpu", intra_op_num_threads=1)
     yield rt
     rt.close()

@@ -23,11 +23,11 @@ def add_arguments(p) -> None:
                    help="columns of the router's learned projection of the input, which both "
                         "the mode classifier and the unknown distance read (default 16)")
     p.add_argument("--hidden", type=int, default=64, help="router MLP hidden units (default 64)")
-    p.add_argument("--epochs", type=int, default=20,
-                   help="passes of minibatch Adam over the calibration rows (default 20)")
-    p.add_argument("--percentile", type=float, default=95.0,
+    p.add_argument("--steps", type=int, default=600,
+                   help="minibatch Adam steps of the router's training (default 600)")
+    p.add_argument("--percentile", type=float, default=99.0,
                    help="unknown threshold: this percentile of held-out known rows' distance "
-                        "(default 95: about 5%% of known rows flagged)")
+                        "(default 99: about 1%% of known rows flagged)")
     p.add_argument("--eval", action="store_true",
                    help="measure the router on the modes' test sets and print a table")
     p.add_argument("--unseen", default="",
@@ -60,7 +60,7 @@ def run(args) -> int:
 
     from taugate.exporting.router import RouterConfig
 
-    cfg = RouterConfig(components=args.components, hidden=args.hidden, epochs=args.epochs,
+    cfg = RouterConfig(components=args.components, hidden=args.hidden, steps=args.steps,
                        percentile=args.percentile)
     loaded, fitted = fit_into_bundle(args.bundle, args.run, args.data_root, cfg)
     unseen = [u for u in args.unseen.split(",") if u.strip()]

@@ -35,15 +35,16 @@ class RouterConfig:
 
     components: int = 16  # columns of the learned projection of the input (its main cost)
     hidden: int = 64  # units of the MLP's hidden layer
-    epochs: int = 20  # passes of minibatch Adam over the fitting rows
+    steps: int = 600  # minibatch Adam steps (however many rows there are)
     batch: int = 512
+    squares: bool | None = None  # project the squared inputs too (None: for <= 256 features)
     lr: float = 0.003
-    percentile: float = 95.0  # of held-out known rows: the unknown threshold
+    percentile: float = 99.0  # of held-out known rows: the unknown threshold
     holdout: float = 0.2  # share of calibration rows kept out of fitting, to set the threshold
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("components", "hidden", "epochs", "batch"):
+        for name in ("components", "hidden", "steps", "batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"router {name}: expected an integer >= 1, got {v!r}")
@@ -103,9 +104,12 @@ def _train(x: np.ndarray, y: np.ndarray, classes: int, cfg: RouterConfig) -> lis
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     xt, yt = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
     order = torch.Generator().manual_seed(cfg.seed)
-    net.train()
-    for _ in range(cfg.epochs):
+    step = 0
+    while step < cfg.steps:
         for ix in torch.randperm(len(xt), generator=order).split(cfg.batch):
+            if step == cfg.steps:
+                break
+            step += 1
             opt.zero_grad()
             torch.nn.functional.cross_entropy(net(xt[ix]), yt[ix]).backward()
             opt.step()
@@ -134,6 +138,10 @@ def fit_router(data: dict, cfg: RouterConfig | None = None) -> FittedRouter:
     if small:
         raise ValueError(f"router: modes {small} have fewer than 4 calibration rows")
     x = np.concatenate(xs)
+    features = x.shape[1]
+    squares = features <= 256 if cfg.squares is None else bool(cfg.squares)
+    if squares:  # a shift in spread, not in mean, shows in the squares
+        x = np.concatenate([x, x * x], axis=1)
     y = np.concatenate([np.full(len(v), i, np.int64) for i, v in enumerate(xs)])
     fit, held = _split(len(x), cfg.holdout, np.random.default_rng(cfg.seed))
     proj, proj_b, w1, b1, w2, b2 = _train(x[fit], y[fit], len(modes), cfg)
@@ -144,30 +152,38 @@ def fit_router(data: dict, cfg: RouterConfig | None = None) -> FittedRouter:
     w1z, b1z = unwhite @ w1.T, m @ w1.T + b1
     z = x @ pz + pz_b
     scale = 1.0 / max(float((z[fit] ** 2).sum(axis=1).mean()), 1e-12)
-    proto = router_graph((pz, pz_b), (w1z, b1z, w2.T, b2), scale)
+    proto = router_graph((pz, pz_b), (w1z, b1z, w2.T, b2), scale, squares)
     held_distance = scale * (z[held] ** 2).sum(axis=1)
     threshold = float(np.percentile(held_distance, cfg.percentile))
     logits = np.maximum(z[held] @ w1z + b1z, 0) @ w2.T + b2
     accuracy = float((logits.argmax(axis=1) == y[held]).mean())
-    facts = {"components": int(pz.shape[1]), "hidden": cfg.hidden, "rows": int(len(x)),
+    facts = {"components": int(pz.shape[1]), "hidden": cfg.hidden, "squares": squares,
+             "rows": int(len(x)),
              "holdout_rows": int(len(held)), "holdout_accuracy": round(accuracy, 4),
              "multiply_adds_per_row": int(pz.size + w1z.size + w2.size + pz.shape[1])}
     return FittedRouter(proto, modes, threshold, float(cfg.percentile), facts, held_distance)
 
 
-def router_graph(projection, mlp, scale: float) -> onnx.ModelProto:
+def router_graph(projection, mlp, scale: float, squares: bool = False) -> onnx.ModelProto:
     """The router's ONNX graph: ``features`` [batch, F] -> ``mode_scores`` [batch, K] and
     ``distance`` [batch, 1] (names: :class:`RouterSpec`). ``projection``: (W [F, k], b [k]) to
-    the whitened components; ``mlp``: (w1 [k, h], b1, w2 [h, K], b2) over them. Six nodes:
-    onnxruntime's cost per node, not the arithmetic, dominates a graph this small."""
+    the whitened components, or W [2F, k] over the inputs and their squares (``squares``);
+    ``mlp``: (w1 [k, h], b1, w2 [h, K], b2) over them. Six nodes (eight with squares)."""
     proj, proj_b = projection
     w1, b1, w2, b2 = mlp
-    f, d = proj.shape
+    d = proj.shape[1]
+    f = proj.shape[0] // 2 if squares else proj.shape[0]
     inits = {"proj": proj, "proj_b": proj_b, "w1": w1, "b1": b1, "w2": w2, "b2": b2,
              "sq_w": np.full((d, 1), scale)}
     n = helper.make_node
-    nodes = [
-        n("Gemm", [RouterSpec.INPUT, "proj", "proj_b"], ["white"]),
+    read = RouterSpec.INPUT
+    first = []
+    if squares:
+        read = "with_squares"
+        first = [n("Mul", [RouterSpec.INPUT, RouterSpec.INPUT], ["squares"]),
+                 n("Concat", [RouterSpec.INPUT, "squares"], [read], axis=1)]
+    nodes = first + [
+        n("Gemm", [read, "proj", "proj_b"], ["white"]),
         n("Gemm", ["white", "w1", "b1"], ["h_lin"]), n("Relu", ["h_lin"], ["h"]),
         n("Gemm", ["h", "w2", "b2"], [RouterSpec.SCORES]),
         # distance: squared Mahalanobis distance of the projection from the known rows' mean,
