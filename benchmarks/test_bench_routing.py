@@ -1,8 +1,8 @@
 """Automatic routing (issue 18) beside a single-mode call: ``route`` (the router alone) and
 ``run_auto`` (route, then each row in its mode) on 256 rows, against ``run`` of one mode on the
 same rows. The bundle mirrors the paper's MLP (784-128-128-10, 3 synthetic modes keeping ~35%
-of the units; ``--tiny``: widths 64) with a router of the default size (24 components for the
-mode, 48 for the unknown distance, 32 hidden units) fitted on 3 distinguishable input
+of the units; ``--tiny``: widths 64) with a router of the default size (a learned 16-column
+projection read by both heads, 64 hidden units) fitted on 3 distinguishable input
 distributions. Ratios are medians of interleaved rounds (``taugate.timing``).
 
 Goal (issue 18): route / one mode <= 0.2 at batch 256.
@@ -41,7 +41,7 @@ def runtime(request, tmp_path_factory):
     with ModeRuntime.open(path, providers="cpu", validate=False) as rt:
         modes = rt.modes
     data = {m: _rows(k, 400, k) for k, m in enumerate(modes)}
-    write_router(path, fit_router(data, RouterConfig(epochs=40)))
+    write_router(path, fit_router(data, RouterConfig(steps=200)))
     rt = ModeRuntime.open(path, providers="cpu", intra_op_num_threads=1)
     yield rt
     rt.close()

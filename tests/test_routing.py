@@ -35,7 +35,7 @@ def _data(n=200, seed=0) -> dict:
     return {m: _rows(i, n, seed + i) for i, m in enumerate(MODES)}
 
 
-CFG = RouterConfig(components=8, distance_components=16, hidden=8, epochs=60)
+CFG = RouterConfig(components=8, hidden=8, steps=60)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_router_file_is_listed_with_its_sha256(routed_bundle):
     assert router["file"] == ROUTER_FILE and router["modes"] == list(MODES)
     assert router["sha256"] == hashlib.sha256((routed_bundle / ROUTER_FILE).read_bytes()
                                               ).hexdigest()
-    assert 0 < router["threshold"] and router["percentile"] == 95.0
+    assert 0 < router["threshold"] and router["percentile"] == 99.0
 
 
 def test_route_and_auto_at_runtime(routed_bundle):
@@ -194,3 +194,34 @@ def test_ray_config_checks_the_unknown_policy():
 
     with pytest.raises(RuntimeConfigError, match="expected one of refuse, dense"):
         RayServeConfig("b", unknown="drop")
+
+
+def _spread_modes(n: int, seed: int) -> dict:
+    """Two 16-feature modes with the same mean, one twice as spread: only the squares tell."""
+    rng = np.random.default_rng(seed)
+    return {"a": rng.normal(0, 1, (n, 16)), "b": rng.normal(0, 2, (n, 16))}
+
+
+def test_router_reads_squares_of_small_inputs_to_tell_a_spread_shift():
+    cfg = RouterConfig(components=8, hidden=16, steps=150)
+    with_squares = fit_router(_spread_modes(300, 0), cfg)
+    assert with_squares.facts["squares"] is True  # 16 features: on by default
+    assert [nd.op_type for nd in with_squares.proto.graph.node][:2] == ["Mul", "Concat"]
+    assert with_squares.facts["holdout_accuracy"] >= 0.95
+    plain = fit_router(_spread_modes(300, 0), RouterConfig(components=8, hidden=16, steps=150,
+                                                           squares=False))
+    assert plain.facts["holdout_accuracy"] < with_squares.facts["holdout_accuracy"] - 0.05
+
+
+def test_router_threshold_holds_on_fresh_known_rows_and_flags_inverted_ones():
+    import onnxruntime as ort
+
+    fitted = fit_router(_data(), CFG)
+    assert fitted.facts["squares"] is False  # 784 features: a plain projection
+    session = ort.InferenceSession(fitted.proto.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    x = np.concatenate(list(_data(200, 10).values()))
+    _, distance = session.run(None, {"features": x})
+    assert float(np.mean(distance > fitted.threshold)) <= 0.05  # the 99th percentile
+    far = session.run(None, {"features": 1 - x})[1]  # inverted rows: far from every mode
+    assert float(np.mean(far > fitted.threshold)) >= 0.9

@@ -19,10 +19,18 @@ HELP = "benchmark a bundle: each mode against the dense model (fp32, int8), spee
 def add_arguments(p) -> None:
     p.add_argument("bundle", help="bundle directory")
     p.add_argument("--modes", type=csv_list, default=None, help="modes to measure (default all)")
-    p.add_argument("--batch", type=int_list, default=[1, 16, 256, 4096], metavar="LIST",
-                   help="batch sizes (default 1,16,256,4096)")
-    p.add_argument("--threads", type=int_list, default=[1, 2], metavar="LIST",
-                   help="onnxruntime intra-op thread counts (default 1,2)")
+    p.add_argument("--batch", type=int_list, default=None, metavar="LIST",
+                   help="batch sizes (default 1,16,256,4096; 256 with --mixed/--auto)")
+    p.add_argument("--threads", type=int_list, default=None, metavar="LIST",
+                   help="onnxruntime intra-op thread counts (default 1,2; 1 with "
+                        "--mixed/--auto)")
+    p.add_argument("--mixed", action="store_true",
+                   help="instead: mixed-mode batches (rows spread evenly over the modes) beside "
+                        "one mode, and every mode on the same rows (run_all) beside one call "
+                        "per mode")
+    p.add_argument("--auto", action="store_true",
+                   help="instead: the router (route) and routed runs (run_auto) beside one "
+                        "mode's run, on the modes' test rows (--data, or MNIST's) where given")
     p.add_argument("--precision", type=csv_list, default=["fp32", "int8"], metavar="LIST",
                    help="precisions to measure where the bundle has them (default fp32,int8)")
     p.add_argument("--budget", type=float, default=0.4, metavar="SECONDS",
@@ -137,13 +145,17 @@ def run(args) -> int:
     from taugate.bench import BenchConfig, run_bench
     from taugate.bundle.manifest import load_manifest
 
-    config = BenchConfig(tuple(args.modes) if args.modes else None, tuple(args.batch),
-                         tuple(args.threads), tuple(args.precision), args.budget,
-                         providers=args.providers)
     _, manifest = load_manifest(args.bundle)
-    modes = list(config.modes or manifest.modes)
+    modes = list(args.modes or manifest.modes)
     data, note = (load_npz_data(args.data, modes), None) if args.data else \
         mnist_data(manifest, modes, args.data_root)
+    if args.mixed or args.auto:
+        from taugate.commands.bench_many import run_many_modes
+
+        return run_many_modes(args, data, note)
+    config = BenchConfig(tuple(args.modes) if args.modes else None,
+                         tuple(args.batch or (1, 16, 256, 4096)), tuple(args.threads or (1, 2)),
+                         tuple(args.precision), args.budget, providers=args.providers)
 
     def progress(done, total, cell):
         if not args.quiet:

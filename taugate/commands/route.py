@@ -19,14 +19,15 @@ def add_arguments(p) -> None:
     p.add_argument("bundle", help="bundle directory (holding manifest.json)")
     p.add_argument("--run", required=True, help="the run directory the bundle was exported from")
     p.add_argument("--data-root", default=None, help="where the run's mode data lives")
-    p.add_argument("--components", type=int, default=24,
-                   help="principal components of the inputs the router works on (default 24)")
-    p.add_argument("--distance-components", type=int, default=48,
-                   help="principal components of the unknown-input distance (default 48)")
-    p.add_argument("--hidden", type=int, default=32, help="router MLP hidden units (default 32)")
-    p.add_argument("--percentile", type=float, default=95.0,
+    p.add_argument("--components", type=int, default=16,
+                   help="columns of the router's learned projection of the input, which both "
+                        "the mode classifier and the unknown distance read (default 16)")
+    p.add_argument("--hidden", type=int, default=64, help="router MLP hidden units (default 64)")
+    p.add_argument("--steps", type=int, default=600,
+                   help="minibatch Adam steps of the router's training (default 600)")
+    p.add_argument("--percentile", type=float, default=99.0,
                    help="unknown threshold: this percentile of held-out known rows' distance "
-                        "(default 95: about 5%% of known rows flagged)")
+                        "(default 99: about 1%% of known rows flagged)")
     p.add_argument("--eval", action="store_true",
                    help="measure the router on the modes' test sets and print a table")
     p.add_argument("--unseen", default="",
@@ -59,8 +60,8 @@ def run(args) -> int:
 
     from taugate.exporting.router import RouterConfig
 
-    cfg = RouterConfig(components=args.components, hidden=args.hidden,
-                       distance_components=args.distance_components, percentile=args.percentile)
+    cfg = RouterConfig(components=args.components, hidden=args.hidden, steps=args.steps,
+                       percentile=args.percentile)
     loaded, fitted = fit_into_bundle(args.bundle, args.run, args.data_root, cfg)
     unseen = [u for u in args.unseen.split(",") if u.strip()]
     if not (args.eval or unseen or args.curve or args.json):

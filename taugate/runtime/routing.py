@@ -113,10 +113,11 @@ class Router:
                                      f"[{n}, 1], got {scores.shape} and {distance.shape}")
         best = scores.argmax(axis=1)
         distance = distance.reshape(n)
-        modes = self._names[best]
+        modes = self._names[best].tolist()
         if self.spec.threshold is not None:
-            modes = np.where(distance > self.spec.threshold, UNKNOWN, modes)
-        return Routing(modes.tolist(), best, distance, self.spec.threshold)
+            for i in np.flatnonzero(distance > self.spec.threshold).tolist():
+                modes[i] = UNKNOWN
+        return Routing(modes, best, distance, self.spec.threshold)
 
 
 def check_policy(unknown: str) -> str:
