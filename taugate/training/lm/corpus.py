@@ -12,9 +12,12 @@ the lowest tenth, so the split does not depend on the cap nor on the order of re
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 import sysconfig
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +42,7 @@ class Domain:
 
     def summary(self) -> dict:
         return {"train_bytes": int(self.train.size), "held_out_bytes": int(self.held_out.size),
-                "documents": self.documents}
+                "documents": self.documents, "train_sha256": fingerprint(self.train)}
 
 
 def python_tag() -> str:
@@ -47,28 +50,40 @@ def python_tag() -> str:
     return f"{sys.implementation.name} {sys.version.split()[0]}"
 
 
+def fingerprint(tokens: np.ndarray) -> str:
+    """A short sha256 of token bytes: what a resumed stage checks it trains on the same data."""
+    return hashlib.sha256(np.ascontiguousarray(tokens, np.uint8).tobytes()).hexdigest()[:16]
+
+
 def held_out(name: str) -> bool:
     return zlib.crc32(name.encode("utf-8")) % 1000 < HELD_OUT_PER_MILLE
 
 
-def code_documents(root: str | Path | None = None) -> list[tuple[str, bytes]]:
-    """``(relative path, source bytes)`` of the stdlib's modules, sorted by path."""
+def code_documents(root: str | Path | None = None) -> Iterator[tuple[str, bytes]]:
+    """``(relative path, source bytes)`` of the stdlib's modules, sorted by path (read lazily:
+    a capped domain reads only what it keeps)."""
     base = Path(root if root is not None else sysconfig.get_paths()["stdlib"])
     if not base.is_dir():
-        raise FileNotFoundError(f"stdlib folder {base} not found (expected sysconfig's 'stdlib')")
-    files = sorted((f.relative_to(base).as_posix(), f) for f in base.rglob("*.py")
-                   if not _SKIP_DIRS & set(f.relative_to(base).parts[:-1]))
-    return [(rel, f.read_bytes()) for rel, f in files]
+        raise FileNotFoundError(f"stdlib folder {base.name!r} not found (expected sysconfig's "
+                                f"'stdlib' path to be a folder)")
+    files = []
+    for folder, dirs, names in os.walk(base):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]  # not even walked: test/ is large
+        rel = Path(folder).relative_to(base)
+        files += [(rel / n).as_posix() for n in names if n.endswith(".py")]
+    for rel in sorted(files):
+        yield rel, (base / rel).read_bytes()
 
 
-def prose_documents() -> list[tuple[str, bytes]]:
+def prose_documents() -> Iterator[tuple[str, bytes]]:
     """``(topic, text bytes)`` of ``pydoc_data.topics``, sorted by topic."""
     from pydoc_data.topics import topics
 
-    return [(k, topics[k].encode("utf-8")) for k in sorted(topics)]
+    for k in sorted(topics):
+        yield k, topics[k].encode("utf-8")
 
 
-def _documents(name: str) -> list[tuple[str, bytes]]:
+def _documents(name: str) -> Iterator[tuple[str, bytes]]:
     if name == "code":
         return code_documents()
     if name == "prose":
@@ -76,23 +91,30 @@ def _documents(name: str) -> list[tuple[str, bytes]]:
     raise ValueError(f"domain {name!r}: expected one of {', '.join(DOMAINS)}")
 
 
-def load_domain(name: str, cap: int | None = None) -> Domain:
+def load_domain(name: str, cap: int | None = None, root: str | Path | None = None) -> Domain:
     """Domain ``name``'s train / held-out bytes; whole documents, in order, up to ``cap`` bytes
-    (default :data:`DEFAULT_CAP`); at least one document on each side."""
+    (default :data:`DEFAULT_CAP`; the last one cut at the cap); at least one document on each
+    side. ``root``: another folder of ``.py`` files for ``code`` (tests)."""
+    if name not in DOMAINS:
+        raise ValueError(f"domain {name!r}: expected one of {', '.join(DOMAINS)}")
     cap = DEFAULT_CAP.get(name, 0) if cap is None else int(cap)
-    docs = _documents(name)
     if cap < 1:
         raise ValueError(f"cap: expected a positive number of bytes, got {cap}")
+    docs = _documents(name) if root is None else code_documents(root)
     parts: dict[bool, list[bytes]] = {True: [], False: []}
     total = count = 0
     for doc_name, data in docs:
         if total >= cap and parts[True] and parts[False]:
             break
-        parts[held_out(doc_name)].append(data[: max(cap - total, 0)] or data[:4096])
-        total += len(parts[held_out(doc_name)][-1]) + len(SEPARATOR)
+        side = held_out(doc_name)
+        if total >= cap and parts[side]:
+            continue  # past the cap only the empty side takes a (shortened) first document
+        piece = data[: max(cap - total, 4096)]
+        parts[side].append(piece)
+        total += len(piece) + len(SEPARATOR)
         count += 1
     if not parts[True] or not parts[False]:
-        raise ValueError(f"domain {name!r}: too few documents ({len(docs)}) for a split")
+        raise ValueError(f"domain {name!r}: too few documents ({count}) for a split")
 
     def join(chunks):
         return np.frombuffer(SEPARATOR.join(chunks), dtype=np.uint8).copy()

@@ -28,6 +28,7 @@ from torch import nn
 
 from taugate.training.adapters import foundation_sha256, load_adapter, save_adapter
 from taugate.training.gating import clear_gates, gate_modules, set_hard
+from taugate.training.lm.corpus import fingerprint
 from taugate.training.lm.measure import ffn_mac_ratio, kept_units, perplexity  # noqa: F401
 from taugate.training.lm.pretrain import sample_windows
 from taugate.training.loop import Progress
@@ -169,12 +170,12 @@ def train_mode(foundation: nn.Module, tokens: np.ndarray, config: ModeConfig,
 
 
 def save_mode(path: str | Path, method: TauGate, model: nn.Module, foundation_sha: str,
-              domain: str, config: ModeConfig, info: dict) -> Path:
+              domain: str, config: ModeConfig, info: dict, data: str | None = None) -> Path:
     """The mode as a taugate adapter (safetensors + JSON, checked against the foundation's
     sha256 on load); the mode config and training summary ride in its JSON."""
     clear_gates(model)
     return save_adapter(path, method, model, foundation_sha, {"name": domain, "domain": domain},
-                        extra={"mode_config": asdict(config), "training": info})
+                        extra={"mode_config": asdict(config), "training": info, "data": data})
 
 
 def load_mode(path: str | Path, foundation: nn.Module, foundation_sha: str | None = None
@@ -198,11 +199,12 @@ def train_modes(foundation: nn.Module, domains: dict[str, np.ndarray], config: M
         meta_path = out / f"{name}.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text("utf-8"))
-            if meta.get("foundation_sha256") == sha and meta.get("mode_config") == asdict(config):
+            if (meta.get("foundation_sha256") == sha and meta.get("mode_config") == asdict(config)
+                    and meta.get("data") == fingerprint(tokens)):
                 _, model, meta = load_mode(path, foundation, sha)
                 result[name] = (model, meta.get("training", {}))
                 continue
         method, model, info = train_mode(foundation, tokens, config, name, progress)
-        save_mode(path, method, model, sha, name, config, info)
+        save_mode(path, method, model, sha, name, config, info, fingerprint(tokens))
         result[name] = (model, info)
     return result

@@ -27,7 +27,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from taugate.bundle.atomic import write_bytes, write_text
-from taugate.training.lm.corpus import DOMAINS, python_tag
+from taugate.training.lm.corpus import DOMAINS, fingerprint, python_tag
 from taugate.training.lm.model import LMConfig, TinyLlama
 from taugate.training.loop import Progress
 
@@ -164,9 +164,11 @@ def pretrain(cfg: LMConfig, config: PretrainConfig, data: dict[str, np.ndarray],
     """Pretrain (or resume from ``out/checkpoint.safetensors``) and write the foundation.
 
     ``data``: train bytes per domain. Returns the model and its metadata (losses, wall time).
-    An ``out`` whose foundation is already complete for these configs is loaded as is."""
+    An ``out`` whose foundation is already complete for these configs and data is loaded as
+    is; a checkpoint of other configs or data is started over."""
     out = Path(out)
-    wanted = {"lm": cfg.to_json(), "pretrain": asdict(config)}
+    wanted = {"lm": cfg.to_json(), "pretrain": asdict(config),
+              "data": {k: fingerprint(v) for k, v in sorted(data.items())}}
     if (out / f"{FOUNDATION}.json").exists():
         model, meta = load_lm_foundation(out)
         if meta.get("configs") == wanted:
