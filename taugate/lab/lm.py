@@ -53,7 +53,7 @@ SIZES = {
                   eval_tokens=16_384),
     # the walk-through: FFNs ~70% of batch-1 decode MACs (docs/lm.md)
     "default": Size(lm=dict(dim=384, heads=6, layers=4, ffn=1536, context=256),
-                    pretrain=dict(steps=800, batch_size=8, seq_len=256, warmup=50,
+                    pretrain=dict(steps=600, batch_size=8, seq_len=256, warmup=50,
                                   checkpoint_every=50),
                     mode=dict(sparse_steps=100, retune_steps=100, batch_size=8, seq_len=256)),
 }
