@@ -82,7 +82,8 @@ def onnx_measures(foundation, modes: dict, out: Path, greedy_torch: dict[str, li
         from taugate.runtime.generate import Generator
     except ImportError:
         return None
-    bundle = write_lm_bundle(foundation, modes, out / "bundle", precisions=PRECISIONS)
+    bundle = write_lm_bundle(foundation, modes, out / "bundle", precisions=PRECISIONS) \
+        or out / "bundle"
     speeds: dict[str, dict[str, float]] = {}
     match: dict[str, bool] = {}
     for mode in (DENSE_MODE, *modes):
