@@ -9,7 +9,7 @@ import torch
 from taugate.training.gating import gate_modules
 from taugate.training.lm.measure import decode_macs, ffn_mac_ratio, greedy, mean_nll, perplexity
 from taugate.training.lm.model import LMConfig, TinyLlama
-from taugate.training.lm.modes import ModeConfig, load_mode, train_mode, train_modes
+from taugate.training.lm.modes import ModeConfig, ffn_importance, load_mode, train_mode, train_modes
 
 CONFIG = ModeConfig(sparse_steps=3, retune_steps=2, batch_size=2, seq_len=16,
                     importance_windows=2, target_mac_ratio=3.0)
@@ -81,3 +81,14 @@ def test_bad_mode_configs_are_refused():
         ModeConfig(target_mac_ratio=0.5)
     with pytest.raises(ValueError, match="sparse_steps"):
         ModeConfig(sparse_steps=0)
+
+
+def test_importance_counts_the_up_projection():
+    """A SwiGLU unit whose ``up`` row is zero sends nothing to ``down``, however its gate fires."""
+    foundation = _foundation()
+    with torch.no_grad():
+        foundation.blocks[0].ffn.up.weight[5].zero_()
+    model = ModeConfig().method().wrap(foundation)
+    ids = torch.from_numpy(_tokens(n=64).astype(np.int64)).view(2, 32)
+    scores = ffn_importance(model, ids)
+    assert scores[0][5] == 0 and (scores[0] > 0).sum() == 47 and (scores[1] > 0).all()

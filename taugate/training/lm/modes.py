@@ -38,8 +38,8 @@ from taugate.training.sparsity import (
     SparsityConfig,
     cosine,
     frozen_zero_units,
-    unit_importance,
 )
+from taugate.training.targets import get_module
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,12 @@ class ModeConfig:
     target_mac_ratio: float = 3.0  # dense / kept FFN MACs after pruning (0: what L1 left)
     retune_lr_scale: float = 1.0
     importance_windows: int = 16  # windows that rank the units for pruning
+    prune_stages: int = 4  # prune in this many steps towards the target, retuning after each
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("sparse_steps", "batch_size", "seq_len", "importance_windows"):
+        for name in ("sparse_steps", "batch_size", "seq_len", "importance_windows",
+                     "prune_stages"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.retune_steps < 0:
@@ -107,14 +109,35 @@ def _phase(model: nn.Module, method: TauGate, tokens: np.ndarray, config: ModeCo
 
 
 @torch.no_grad()
-def prune_ffn_to_ratio(model: nn.Module, x: torch.Tensor, ratio: float) -> list[int]:
-    """Zero the gains of the least important FFN units of ``model`` (training/sparsity.py's
-    ``unit_importance`` on the windows ``x``; every unit of a TinyLlama costs ``3 * dim``
-    MACs, so importance alone ranks them) until dense / kept FFN MACs >= ``ratio``; each
-    layer keeps at least one unit. Units already at zero stay removed. Returns kept per layer."""
+def ffn_importance(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Per FFN unit: mean |what it feeds ``down``| (``gain * act(gate) * up``, the gate's and
+    the up projection's product) x the norm of its ``down`` column, over the windows ``x``."""
     sites = gate_modules(model)
-    scores = unit_importance(model, x)
+    sums = [torch.zeros(site.units) for site, _ in sites]
+    handles = []
+    for i, (site, _) in enumerate(sites):
+        def hook(mod, args, i=i, units=site.units):
+            sums[i] += args[0].detach().abs().reshape(-1, units).sum(0).float().cpu()
+        handles.append(get_module(model, site.consumer).register_forward_pre_hook(hook))
+    model.eval()
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
     clear_gates(model)
+    return [s / x.numel() * get_module(model, site.consumer).weight.detach().float().cpu()
+            .norm(dim=0) for (site, _), s in zip(sites, sums)]
+
+
+@torch.no_grad()
+def prune_ffn_to_ratio(model: nn.Module, x: torch.Tensor, ratio: float) -> list[int]:
+    """Zero the gains of the least important FFN units of ``model`` (:func:`ffn_importance`
+    on the windows ``x``; every unit of a TinyLlama costs ``3 * dim`` MACs, so importance
+    alone ranks them) until dense / kept FFN MACs >= ``ratio``; each layer keeps at least one
+    unit. Units already at zero stay removed. Returns kept per layer."""
+    sites = gate_modules(model)
+    scores = ffn_importance(model, x)
     total = sum(site.units for site, _ in sites)
     budget = max(int(total // ratio), len(sites))
     flat = torch.cat([torch.where(act.gain != 0, s.to(act.gain.device), -1.0)
@@ -152,17 +175,21 @@ def train_mode(foundation: nn.Module, tokens: np.ndarray, config: ModeConfig,
     sparse_loss = _phase(model, method, tokens, config, config.sparse_steps, config.lr,
                          config.seed, True, f"{label} sparse", progress)
     after_l1 = kept_units(model)
-    if config.target_mac_ratio > 0:
-        x = sample_windows({"mode": tokens}, {"mode": 1.0}, config.seed + 1, 0,
-                           config.seq_len, config.importance_windows)[:, :-1]
-        prune_ffn_to_ratio(model, x, config.target_mac_ratio)
-        clear_gates(model)
+    x = sample_windows({"mode": tokens}, {"mode": 1.0}, config.seed + 1, 0, config.seq_len,
+                       config.importance_windows)[:, :-1]
+    stages = config.prune_stages if config.target_mac_ratio > 0 else 1
     retune_loss = None
-    if config.retune_steps:
-        with frozen_zero_units(model):
-            retune_loss = _phase(model, method, tokens, config, config.retune_steps,
-                                 config.lr * config.retune_lr_scale, config.seed + 2, False,
-                                 f"{label} retune", progress)
+    for stage in range(1, stages + 1):
+        # geometric steps towards the target: each retune repairs a smaller cut
+        if config.target_mac_ratio > 0:
+            prune_ffn_to_ratio(model, x, config.target_mac_ratio ** (stage / stages))
+        steps = config.retune_steps * stage // stages - config.retune_steps * (stage - 1) // stages
+        if steps:
+            with frozen_zero_units(model):
+                retune_loss = _phase(model, method, tokens, config, steps,
+                                     config.lr * config.retune_lr_scale,
+                                     config.seed + 1 + stage, False,
+                                     f"{label} retune {stage}/{stages}", progress)
     info = {"sparse_loss": sparse_loss, "retune_loss": retune_loss,
             "kept_after_l1": after_l1, "kept": kept_units(model),
             "ffn_mac_ratio": ffn_mac_ratio(model)}
