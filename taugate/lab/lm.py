@@ -49,13 +49,15 @@ SIZES = {
     "small": Size(lm=dict(dim=256, heads=4, layers=4, ffn=1024, context=256),
                   pretrain=dict(steps=400, batch_size=8, seq_len=128, warmup=30,
                                 checkpoint_every=50),
-                  mode=dict(sparse_steps=80, retune_steps=80, batch_size=8, seq_len=128),
+                  mode=dict(sparse_steps=80, retune_steps=240, batch_size=8, seq_len=128,
+                            distill=0.5),
                   eval_tokens=16_384),
     # the walk-through: FFNs ~70% of batch-1 decode MACs (docs/lm.md)
     "default": Size(lm=dict(dim=384, heads=6, layers=4, ffn=1536, context=256),
                     pretrain=dict(steps=600, batch_size=8, seq_len=256, warmup=50,
                                   checkpoint_every=50),
-                    mode=dict(sparse_steps=100, retune_steps=100, batch_size=8, seq_len=256)),
+                    mode=dict(sparse_steps=60, retune_steps=240, batch_size=8, seq_len=256,
+                              distill=0.5)),
 }
 
 

@@ -58,6 +58,7 @@ class ModeConfig:
     retune_lr_scale: float = 1.0
     importance_windows: int = 16  # windows that rank the units for pruning
     prune_stages: int = 4  # prune in this many steps towards the target, retuning after each
+    distill: float = 0.0  # retune loss = (1 - a) CE + a KL(dense foundation || mode)
     seed: int = 0
 
     def __post_init__(self):
@@ -67,6 +68,8 @@ class ModeConfig:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if self.retune_steps < 0:
             raise ValueError(f"retune_steps: expected >= 0, got {self.retune_steps}")
+        if not 0 <= self.distill <= 1:
+            raise ValueError(f"distill: expected in [0, 1], got {self.distill}")
         if self.target_mac_ratio < 0 or 0 < self.target_mac_ratio < 1:
             raise ValueError(f"target_mac_ratio: expected 0 (off) or >= 1, got "
                              f"{self.target_mac_ratio}")
@@ -82,7 +85,8 @@ class ModeConfig:
 
 
 def _phase(model: nn.Module, method: TauGate, tokens: np.ndarray, config: ModeConfig,
-           steps: int, lr: float, seed: int, sparse: bool, label: str, progress: bool) -> float:
+           steps: int, lr: float, seed: int, sparse: bool, label: str, progress: bool,
+           teacher: nn.Module | None = None) -> float:
     params = list(method.trainable(model).values())
     opt = torch.optim.Adam(params, lr=lr)
     bar = Progress(label, steps, enabled=progress)
@@ -95,7 +99,13 @@ def _phase(model: nn.Module, method: TauGate, tokens: np.ndarray, config: ModeCo
         batch = sample_windows({"mode": tokens}, {"mode": 1.0}, seed, step, config.seq_len,
                                config.batch_size)
         logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        flat = logits.reshape(-1, logits.shape[-1])
+        loss = F.cross_entropy(flat, batch[:, 1:].reshape(-1))
+        if teacher is not None and config.distill > 0:
+            with torch.no_grad():
+                soft = F.softmax(teacher(batch[:, :-1]).reshape(flat.shape), dim=-1)
+            kd = F.kl_div(F.log_softmax(flat, dim=-1), soft, reduction="batchmean")
+            loss = (1 - config.distill) * loss + config.distill * kd
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -189,7 +199,8 @@ def train_mode(foundation: nn.Module, tokens: np.ndarray, config: ModeConfig,
                 retune_loss = _phase(model, method, tokens, config, steps,
                                      config.lr * config.retune_lr_scale,
                                      config.seed + 1 + stage, False,
-                                     f"{label} retune {stage}/{stages}", progress)
+                                     f"{label} retune {stage}/{stages}", progress,
+                                     foundation if config.distill > 0 else None)
     info = {"sparse_loss": sparse_loss, "retune_loss": retune_loss,
             "kept_after_l1": after_l1, "kept": kept_units(model),
             "ffn_mac_ratio": ffn_mac_ratio(model)}
