@@ -12,7 +12,7 @@ from taugate.training.lm.model import LMConfig, TinyLlama
 from taugate.training.lm.modes import ModeConfig, ffn_importance, load_mode, train_mode, train_modes
 
 CONFIG = ModeConfig(sparse_steps=3, retune_steps=2, batch_size=2, seq_len=16,
-                    importance_windows=2, target_mac_ratio=3.0)
+                    importance_windows=2, target_mac_ratio=3.0, distill=0.5)
 
 
 @pytest.fixture(autouse=True)
@@ -81,6 +81,8 @@ def test_bad_mode_configs_are_refused():
         ModeConfig(target_mac_ratio=0.5)
     with pytest.raises(ValueError, match="sparse_steps"):
         ModeConfig(sparse_steps=0)
+    with pytest.raises(ValueError, match="distill: expected in"):
+        ModeConfig(distill=1.5)
 
 
 def test_importance_counts_the_up_projection():
