@@ -5,10 +5,12 @@ only the per-unit thresholds and gains learn (methods/taugate.py), the foundatio
 frozen. Three phases, as the sparse recipe (training/recipes.py):
 
 1. sparse: Adam on tau and gamma, with the cost-weighted proximal L1 step on the gains after
-   every step (training/sparsity.py), so the units the domain does not need shrink to zero;
-2. prune: the least important units (|gain| x mean |output| x consumer column norm) are
-   zeroed until dense / kept FFN MACs reaches ``target_mac_ratio``;
-3. retune: tau and gamma retrained without L1 (cosine lr), the zeroed units frozen at zero.
+   every step (training/sparsity.py), so the units the domain needs least shrink;
+2. prune and retune, in ``prune_stages`` geometric steps towards ``target_mac_ratio``
+   (dense / kept FFN MACs): each stage zeroes the least important units (:func:`ffn_importance`:
+   what a unit feeds ``down``, gate x up, times its ``down`` column's norm), then retrains tau
+   and gamma without L1 (cosine lr; optionally distilled from the dense foundation) with the
+   zeroed units frozen at zero.
 
 The result is served hard-gated (``1[z > tau]``), as export runs it: :func:`hard_gated`.
 Units whose gain is zero are removed at export, so a mode keeps ``3 * dim * kept`` FFN MACs
@@ -46,8 +48,8 @@ from taugate.training.targets import get_module
 class ModeConfig:
     """How one domain's mode is trained (steps of ``batch_size`` windows of ``seq_len``)."""
 
-    sparse_steps: int = 200
-    retune_steps: int = 200
+    sparse_steps: int = 60
+    retune_steps: int = 240
     batch_size: int = 8
     seq_len: int = 256
     lr: float = 5e-3
@@ -58,7 +60,7 @@ class ModeConfig:
     retune_lr_scale: float = 1.0
     importance_windows: int = 16  # windows that rank the units for pruning
     prune_stages: int = 4  # prune in this many steps towards the target, retuning after each
-    distill: float = 0.0  # retune loss = (1 - a) CE + a KL(dense foundation || mode)
+    distill: float = 0.5  # retune loss = (1 - a) CE + a KL(dense foundation || mode)
     seed: int = 0
 
     def __post_init__(self):
