@@ -2,7 +2,7 @@
 
 One mode per domain, trained on that domain's training bytes with next-byte cross-entropy;
 only the per-unit thresholds and gains learn (methods/taugate.py), the foundation stays
-frozen. Three phases, as the sparse recipe (training/recipes.py):
+frozen. Two phases, as the sparse recipe (training/recipes.py):
 
 1. sparse: Adam on tau and gamma, with the cost-weighted proximal L1 step on the gains after
    every step (training/sparsity.py), so the units the domain needs least shrink;
