@@ -13,7 +13,7 @@ ifneq ($(filter-out cpu,$(TORCH)),)
 $(error TORCH: expected 'cpu' or nothing, got '$(TORCH)')
 endif
 
-.PHONY: demo test test-compat bench report reproduce sweep clean wheel-smoke readme-demo peers
+.PHONY: demo test test-compat bench report reproduce sweep clean wheel-smoke readme-demo peers lm
 
 $(BIN)/taugate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ test-compat: $(COMPAT_VENV)/bin/python
 bench: $(BIN)/taugate
 	mkdir -p out/bench
 	$(BIN)/python -m pytest benchmarks -q --bundle-out out/bench/bundle --benchmark-json out/bench/benchmarks.json
+
+# A byte-level LLaMA-layout model pretrained on the stdlib's code and pydoc's prose, one FFN mode
+# per domain; resumes from out/lm; writes out/lm/results.json (docs/lm.md). LM_SIZE=small: reduced.
+LM_SIZE ?= default
+lm: $(BIN)/taugate
+	$(BIN)/taugate lm --out out/lm --size $(LM_SIZE)
 
 # TauGate (sparse) beside Torch-Pruning, a small MLP from scratch and dense int8, in one run.
 peers: $(BIN)/taugate

@@ -29,11 +29,12 @@ COMMANDS = {
     "report": "taugate.commands.report",
     "bench": "taugate.commands.bench",
     "peers": "taugate.commands.peers",
+    "lm": "taugate.commands.lm",
 }
 
 #: The install extra each command needs beyond the runtime (numpy + onnxruntime).
 COMMAND_EXTRAS = {"train": "train", "export": "train", "extract": "train", "route": "train", "demo": "train",
-                  "reproduce": "train", "sweep": "train", "serve": "serve", "report": "report"}
+                  "reproduce": "train", "sweep": "train", "lm": "train", "serve": "serve", "report": "report"}
 
 #: Top-level module -> the extra that installs it (what a missing import means to the user).
 MODULE_EXTRAS = {"torch": "train", "torchvision": "train", "onnx": "train", "safetensors": "train",

@@ -1,0 +1,186 @@
+"""The language-model walk-through: pretrain a byte-level TinyLlama on two domains that ship
+with Python (the stdlib's code, pydoc's prose), train one TauGate mode per domain, and
+measure each mode against the dense frozen model: held-out perplexity, FFN MACs, and (with
+the ONNX decode export present) decode tokens/s and greedy agreement.
+
+Every stage resumes: the foundation from its checkpoint, a mode from its saved adapter.
+Writes ``OUT/results.json`` (top-level ``"modes"``: per domain ``perplexity``,
+``dense_perplexity``, ``frozen_perplexity``, ``ffn_mac_ratio``, ``tokens_per_s``,
+``dense_tokens_per_s``, ``greedy_match``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from taugate.bundle.atomic import write_text
+
+PROMPT = b"def main():\n    "
+NEW_TOKENS = 32
+PRECISIONS = ("fp32", "int8")
+DENSE_MODE = "dense"  # the bundle's mode name for the uncompacted foundation
+
+
+@dataclass(frozen=True)
+class Size:
+    """Everything a walk-through size fixes (kept as plain dicts until torch is imported)."""
+
+    lm: dict
+    pretrain: dict
+    mode: dict
+    caps: dict = field(default_factory=lambda: {"code": 4_000_000, "prose": 1_000_000})
+    eval_tokens: int = 65_536  # held-out bytes each perplexity is measured on
+    decode_tokens: int = 64  # new tokens per decode-speed measurement
+
+
+SIZES = {
+    # seconds: for tests
+    "toy": Size(lm=dict(dim=32, heads=2, layers=2, ffn=128, context=64),
+                pretrain=dict(steps=30, batch_size=4, seq_len=64, warmup=5, checkpoint_every=10),
+                mode=dict(sparse_steps=10, retune_steps=10, batch_size=4, seq_len=64,
+                          importance_windows=4),
+                caps={"code": 100_000, "prose": 50_000}, eval_tokens=2048, decode_tokens=8),
+    # a reduced walk-through for a loaded machine (about a quarter of the default's compute)
+    "small": Size(lm=dict(dim=256, heads=4, layers=4, ffn=1024, context=256),
+                  pretrain=dict(steps=400, batch_size=8, seq_len=128, warmup=30,
+                                checkpoint_every=50),
+                  mode=dict(sparse_steps=80, retune_steps=240, batch_size=8, seq_len=128,
+                            distill=0.5),
+                  eval_tokens=16_384),
+    # the walk-through: FFNs ~70% of batch-1 decode MACs (docs/lm.md)
+    "default": Size(lm=dict(dim=384, heads=6, layers=4, ffn=1536, context=256),
+                    pretrain=dict(steps=600, batch_size=8, seq_len=256, warmup=50,
+                                  checkpoint_every=50),
+                    mode=dict(sparse_steps=60, retune_steps=240, batch_size=8, seq_len=256,
+                              distill=0.5)),
+}
+
+
+@contextmanager
+def _threads(n: int | None):
+    """torch's intra-op threads for the block (on a shared machine 1 often beats 2)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def onnx_measures(foundation, modes: dict, out: Path, greedy_torch: dict[str, list[int]],
+                  decode_tokens: int) -> dict | None:
+    """Export the dense and per-mode decode graphs and measure them; None when the ONNX
+    decode export (taugate.exporting.lm_decode) is not installed in this checkout."""
+    try:
+        from taugate.exporting.lm_decode import write_lm_bundle
+        from taugate.runtime.generate import Generator
+    except ImportError:
+        return None
+    bundle = write_lm_bundle(foundation, modes, out / "bundle", precisions=PRECISIONS) \
+        or out / "bundle"
+    speeds: dict[str, dict[str, float]] = {}
+    match: dict[str, bool] = {}
+    for mode in (DENSE_MODE, *modes):
+        speeds[mode] = {}
+        for precision in PRECISIONS:
+            gen = Generator.open(bundle, mode, precision)
+            speeds[mode][precision] = gen.decode_speed(PROMPT, decode_tokens)["tokens_per_s"]
+            if precision == "fp32" and mode in greedy_torch:
+                got = list(gen.generate(PROMPT, NEW_TOKENS, temperature=0.0))
+                match[mode] = got == greedy_torch[mode]
+    return {"tokens_per_s": speeds, "greedy_match": match}
+
+
+def run(out: str | Path = "out/lm", size: str = "default", progress: bool = True,
+        threads: int | None = None, export: bool = True) -> dict:
+    """The whole walk-through at ``size`` (``toy``, ``small`` or ``default``); returns and
+    writes ``out/results.json``. ``threads``: torch's intra-op threads (default: torch's).
+    ``export=False`` skips the ONNX step."""
+    if size not in SIZES:
+        raise ValueError(f"size {size!r}: expected one of {', '.join(SIZES)}")
+    with _threads(threads):
+        return _run(Path(out), size, SIZES[size], progress, export)
+
+
+def _run(out: Path, size_name: str, size: Size, progress: bool, export: bool) -> dict:
+    import torch
+
+    from taugate.training.lm.corpus import load_corpus, python_tag
+    from taugate.training.lm.measure import decode_macs, greedy, perplexity
+    from taugate.training.lm.model import LMConfig
+    from taugate.training.lm.modes import ModeConfig, train_modes
+    from taugate.training.lm.pretrain import PretrainConfig, pretrain
+
+    started = time.perf_counter()
+    corpus = load_corpus(size.caps)
+    train = {k: d.train for k, d in corpus.items()}
+    cfg = LMConfig(**size.lm)
+    foundation, meta = pretrain(cfg, PretrainConfig(**size.pretrain), train, out, progress)
+    pretrain_s = time.perf_counter() - started
+    mode_config = ModeConfig(**size.mode)
+    modes = train_modes(foundation, train, mode_config, out / "modes", progress)
+    modes_s = time.perf_counter() - started - pretrain_s
+
+    def ppl(model, name):
+        return perplexity(model, corpus[name].held_out, max_tokens=size.eval_tokens)
+
+    greedy_torch = {DENSE_MODE: greedy(foundation, PROMPT, NEW_TOKENS)}
+    rows = {}
+    for name, (model, info) in modes.items():
+        dense = ppl(foundation, name)
+        other = [d for d in corpus if d != name]
+        greedy_torch[name] = greedy(model, PROMPT, NEW_TOKENS)
+        rows[name] = {
+            "perplexity": ppl(model, name),
+            "dense_perplexity": dense,
+            # the frozen foundation is the dense model here: no domain shifted from pretraining
+            "frozen_perplexity": dense,
+            "other_domain_perplexity": {o: ppl(model, o) for o in other},
+            "ffn_mac_ratio": info["ffn_mac_ratio"],
+            "kept_units": info["kept"],
+            "tokens_per_s": {p: None for p in PRECISIONS},
+            "dense_tokens_per_s": {p: None for p in PRECISIONS},
+            "greedy_match": None,
+        }
+        rows[name]["perplexity_ratio"] = rows[name]["perplexity"] / dense
+    onnx = onnx_measures(foundation, {n: m for n, (m, _) in modes.items()}, out, greedy_torch,
+                         size.decode_tokens) if export else None
+    if onnx is not None:
+        for name, row in rows.items():
+            row["tokens_per_s"] = onnx["tokens_per_s"][name]
+            row["dense_tokens_per_s"] = onnx["tokens_per_s"][DENSE_MODE]
+            row["greedy_match"] = onnx["greedy_match"].get(name)
+    dense_macs = decode_macs(cfg)
+    results = {
+        "size": size_name,
+        "python": python_tag(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "lm": cfg.to_json(),
+        "pretrain": {**size.pretrain, "losses": meta.get("losses"),
+                     "train_seconds": meta.get("seconds")},
+        "mode_config": asdict(mode_config),
+        "corpus": {k: d.summary() for k, d in corpus.items()},
+        "eval_tokens": size.eval_tokens,
+        "decode_macs_per_token": dense_macs,
+        "ffn_share_of_decode_macs": dense_macs["ffn"] / sum(dense_macs.values()),
+        "greedy": {"prompt": PROMPT.decode(), "torch": {
+            k: bytes(v).decode("utf-8", "replace") for k, v in greedy_torch.items()}},
+        "onnx": "measured" if onnx is not None else
+                "skipped: taugate.exporting.lm_decode is not installed" if export else "skipped",
+        "seconds": {"pretrain": pretrain_s, "modes": modes_s,
+                    "total": time.perf_counter() - started},
+        "modes": rows,
+    }
+    write_text(out / "results.json", json.dumps(results, indent=2))
+    return results
