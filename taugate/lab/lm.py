@@ -1,7 +1,7 @@
 """The language-model walk-through: pretrain a byte-level TinyLlama on two domains that ship
 with Python (the stdlib's code, pydoc's prose), train one TauGate mode per domain, and
-measure each mode against the dense frozen model: held-out perplexity, FFN MACs, and (with
-the ONNX decode export present) decode tokens/s and greedy agreement.
+measure each mode against the dense frozen model: held-out perplexity, FFN MACs, and, from
+its ONNX decode bundle, decode tokens/s and greedy agreement.
 
 Every stage resumes: the foundation from its checkpoint, a mode from its saved adapter.
 Writes ``OUT/results.json`` (top-level ``"modes"``: per domain ``perplexity``,
@@ -75,28 +75,26 @@ def _threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def onnx_measures(foundation, modes: dict, out: Path, greedy_torch: dict[str, list[int]],
-                  decode_tokens: int) -> dict | None:
-    """Export the dense and per-mode decode graphs and measure them; None when the ONNX
-    decode export (taugate.exporting.lm_decode) is not installed in this checkout."""
-    try:
-        from taugate.exporting.lm_decode import write_lm_bundle
-        from taugate.runtime.generate import Generator
-    except ImportError:
-        return None
-    bundle = write_lm_bundle(foundation, modes, out / "bundle", precisions=PRECISIONS) \
-        or out / "bundle"
-    speeds: dict[str, dict[str, float]] = {}
-    match: dict[str, bool] = {}
-    for mode in (DENSE_MODE, *modes):
-        speeds[mode] = {}
-        for precision in PRECISIONS:
-            gen = Generator.open(bundle, mode, precision)
-            speeds[mode][precision] = gen.decode_speed(PROMPT, decode_tokens)["tokens_per_s"]
-            if precision == "fp32" and mode in greedy_torch:
-                got = list(gen.generate(PROMPT, NEW_TOKENS, temperature=0.0))
-                match[mode] = got == greedy_torch[mode]
-    return {"tokens_per_s": speeds, "greedy_match": match}
+def onnx_measures(foundation, modes: dict, out: Path, decode_tokens: int,
+                  rounds: int = 5) -> dict:
+    """Export the dense and per-mode decode graphs (fp32 and int8) into ``out/bundle`` and
+    measure them side by side: per mode the fields of :func:`decode_results` (batch-1
+    tokens/s, time to first token, greedy agreement of the torch hard-gated mode and its
+    graph) plus batch-8 tokens/s; the timing's load averages under ``"_timing"``."""
+    from taugate.exporting.lm_bundle import write_lm_bundle
+    from taugate.runtime.lm_speed import compare_decode_speed, decode_results
+
+    bundle = write_lm_bundle(foundation, modes, out / "bundle", precisions=PRECISIONS,
+                             overwrite=True, greedy_prompt=PROMPT, greedy_tokens=NEW_TOKENS)
+    timing = dict(prompt=PROMPT, new_tokens=decode_tokens, rounds=rounds)
+    results = decode_results(bundle, precisions=PRECISIONS, **timing)
+    batch8 = compare_decode_speed(bundle, precisions=PRECISIONS, batch=8, **timing)["models"]
+    for name, row in results.items():
+        if name in modes:
+            row["tokens_per_s_batch8"] = {p: v["tokens_per_s"] for p, v in batch8[name].items()}
+            row["dense_tokens_per_s_batch8"] = {
+                p: v["tokens_per_s"] for p, v in batch8[DENSE_MODE].items()}
+    return results
 
 
 def run(out: str | Path = "out/lm", size: str = "default", progress: bool = True,
@@ -151,13 +149,12 @@ def _run(out: Path, size_name: str, size: Size, progress: bool, export: bool) ->
             "greedy_match": None,
         }
         rows[name]["perplexity_ratio"] = rows[name]["perplexity"] / dense
-    onnx = onnx_measures(foundation, {n: m for n, (m, _) in modes.items()}, out, greedy_torch,
+    onnx = onnx_measures(foundation, {n: m for n, (m, _) in modes.items()}, out,
                          size.decode_tokens) if export else None
     if onnx is not None:
         for name, row in rows.items():
-            row["tokens_per_s"] = onnx["tokens_per_s"][name]
-            row["dense_tokens_per_s"] = onnx["tokens_per_s"][DENSE_MODE]
-            row["greedy_match"] = onnx["greedy_match"].get(name)
+            row.update(onnx[name])
+            row["ffn_mac_ratio"] = onnx[name]["ffn_mac_ratio"]  # the exported graph's count
     dense_macs = decode_macs(cfg)
     results = {
         "size": size_name,
@@ -176,8 +173,7 @@ def _run(out: Path, size_name: str, size: Size, progress: bool, export: bool) ->
         "ffn_share_of_decode_macs": dense_macs["ffn"] / sum(dense_macs.values()),
         "greedy": {"prompt": PROMPT.decode(), "torch": {
             k: bytes(v).decode("utf-8", "replace") for k, v in greedy_torch.items()}},
-        "onnx": "measured" if onnx is not None else
-                "skipped: taugate.exporting.lm_decode is not installed" if export else "skipped",
+        "onnx": onnx["_timing"] if onnx is not None else "skipped",
         "seconds": {"pretrain": pretrain_s, "modes": modes_s,
                     "total": time.perf_counter() - started},
         "modes": rows,
