@@ -4,7 +4,9 @@
 
 Per activation, an MLP 784-128-128-10 (``OUT/<act>/model.py:build``) is pretrained the paper's
 way (SGD 0.05, momentum 0.9, batch 256, 2 epochs on the 50/50 mixture of 0° and 45° MNIST, seed
-0), then ``taugate train --model ... --sparse`` adapts it to rot0 and rot45. Per mode it reports
+0; the first ``--limit-train`` 20,000 training images per mode, for a short run), then
+``taugate train --model ... --sparse`` adapts it to rot0 and rot45 on the same images (2,000
+held out for calibration). Per mode it reports
 the frozen model's test accuracy, the soft-gated and hard-gated adapted model's (unpruned), the
 units kept (the exporter's rule: gain not 0 and the hard gate fires on a calibration example),
 and, over the kept units on the test set, what the hard gate removes beyond the activation:
@@ -34,18 +36,18 @@ def build():
 MODULES = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "mish": "Mish"}
 
 
-def pretrain(folder: Path, act: str) -> None:
+def pretrain(folder: Path, act: str, limit_train: int | None) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from taugate.training.sources.mnist import MNISTModes
+    from taugate.training.sources.mnist import DataConfig, MNISTModes
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.py").write_text(MODEL_PY.format(act=MODULES[act]))
     namespace: dict = {}
     exec(compile((folder / "model.py").read_text(), str(folder / "model.py"), "exec"), namespace)
     model = namespace["build"]()
-    data = MNISTModes().mixture(["rot0", "rot45"])
+    data = MNISTModes(DataConfig(limit_train=limit_train)).mixture(["rot0", "rot45"])
     gen = torch.Generator().manual_seed(0)
     opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
     for _ in range(2):
@@ -145,16 +147,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path)
     p.add_argument("--acts", default="relu,gelu,silu")
+    p.add_argument("--limit-train", type=int, default=20000,
+                   help="the first N MNIST training images per mode, for the foundation and "
+                        "the adapters (2,000 of them held out for calibration)")
     args = p.parse_args()
     results = {}
     for act in args.acts.split(","):
         folder = args.out / act
         if not (folder / "weights.safetensors").exists():
-            pretrain(folder, act)
+            pretrain(folder, act, args.limit_train)
         if not (folder / "run" / "run.json").exists():
             subprocess.run([sys.executable, "-m", "taugate.cli", "train", "--model",
                             f"{folder / 'model.py'}:build", "--weights",
                             folder / "weights.safetensors", "--modes", "rot0,rot45", "--sparse",
+                            "--limit-train", str(args.limit_train), "--calibration-size", "2000",
                             "--out", folder / "run", "--quiet"], check=True)
         results[act] = measure(folder)
     results_with_load = {"load_average": list(os.getloadavg()), "activations": results}

@@ -1,9 +1,11 @@
 """Measure every model family on one footing (the README's table of families).
 
     python scripts/measure_families.py cnn DIR          # pretrain examples/mnist_cnn.py
+    python scripts/measure_families.py swiglu DIR       # pretrain examples/mnist_swiglu.py
     python scripts/measure_families.py measure NAME=RUN [NAME=RUN ...] --out OUT
 
-``cnn`` pretrains the example CNN (``examples/mnist_cnn.py``) on the 50/50 mixture of 0° and 45°
+``cnn`` and ``swiglu`` pretrain the example CNN (``examples/mnist_cnn.py``) or the example
+SwiGLU model (``examples/mnist_swiglu.py``) on the 50/50 mixture of 0° and 45°
 MNIST (Adam 1e-3, batch 128, 2 epochs, seed 0) and writes ``DIR/weights.safetensors``. ``measure``
 exports each run (``taugate export``, shared layout, fp32), times every mode against the dense
 model at batch 1 and 256 with ``taugate bench`` (one intra-op thread, interleaved medians),
@@ -18,9 +20,9 @@ The README's table came from these runs (seed 0, TAUGATE_DATA set; see docs/byom
     python scripts/measure_layouts.py tabular runs/tab   # then train runs/tab/run (its docstring)
     taugate train --family vit --modes rot0,rot45 --limit-train 12000 --calibration-size 2000 \\
         --sparse --unit-l1 0.05 --retune-epochs 2 --out runs/vit05
-    python scripts/measure_families.py cnn runs/cnn
+    python scripts/measure_families.py cnn runs/cnn --limit-train 20000
     taugate train --model examples/mnist_cnn.py:build --weights runs/cnn/weights.safetensors \\
-        --modes rot0,rot45,rot90 --limit-train 20000 --calibration-size 2000 --sparse \\
+        --modes rot0,rot45,rot90 --limit-train 12000 --calibration-size 2000 --sparse \\
         --out runs/cnn/run
     python scripts/measure_families.py measure mlp=runs/mlp tabular=runs/tab/run \\
         vit=runs/vit05 cnn=runs/cnn/run --out docs/measured
@@ -36,20 +38,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {"mnist_cnn": "cnn", "mnist_swiglu": "swiglu"}  # examples/<file>.py -> subcommand
 
 
-def pretrain_cnn(out: Path, epochs: int = 2, seed: int = 0) -> None:
-    """Train the example CNN on the 0°/45° mixture and save its weights (safetensors)."""
+def pretrain(example: str, out: Path, epochs: int = 2, limit_train: int | None = None,
+             seed: int = 0) -> None:
+    """Train ``examples/<example>.py:build()`` on the 0°/45° MNIST mixture (Adam 1e-3, batch
+    128; the first ``limit_train`` training images of each mode, less the calibration split)
+    and save its weights as ``out/weights.safetensors``."""
     import torch
     from safetensors.torch import save_file
 
-    from taugate.training.sources.mnist import MNISTModes
+    from taugate.training.sources.mnist import DataConfig, MNISTModes
 
     sys.path.insert(0, str(ROOT / "examples"))
-    from mnist_cnn import build
-
-    model = build()
-    data = MNISTModes().mixture(["rot0", "rot45"])
+    model = __import__(example).build()
+    data = MNISTModes(DataConfig(limit_train=limit_train)).mixture(["rot0", "rot45"])
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     model.train()
@@ -60,7 +64,7 @@ def pretrain_cnn(out: Path, epochs: int = 2, seed: int = 0) -> None:
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
             opt.step()
-        print(f"epoch {epoch + 1}/{epochs} done", flush=True)
+        print(f"{example}: epoch {epoch + 1}/{epochs} done", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), str(out / "weights.safetensors"))
 
@@ -161,9 +165,12 @@ def table(results: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="what", required=True)
-    c = sub.add_parser("cnn", help="pretrain examples/mnist_cnn.py on the 0°/45° mixture")
-    c.add_argument("out", type=Path)
-    c.add_argument("--epochs", type=int, default=2)
+    for example, what in EXAMPLES.items():
+        c = sub.add_parser(what, help=f"pretrain examples/{example}.py on the 0°/45° mixture")
+        c.add_argument("out", type=Path)
+        c.add_argument("--epochs", type=int, default=2)
+        c.add_argument("--limit-train", type=int, default=None,
+                       help="the first N MNIST training images per mode (default all)")
     m = sub.add_parser("measure", help="export, bench and tabulate NAME=RUN ...")
     m.add_argument("runs", nargs="+", help="NAME=RUN: a name for the table and a run folder")
     m.add_argument("--out", type=Path, required=True, help="where families-NAME.json go")
@@ -171,8 +178,9 @@ def main() -> int:
                    help="where bundles and bench reports go (default: OUT/../families-work)")
     m.add_argument("--budget", type=float, default=1.0, help="seconds of timing per cell")
     args = p.parse_args()
-    if args.what == "cnn":
-        pretrain_cnn(args.out, args.epochs)
+    if args.what != "measure":
+        pretrain(next(e for e, w in EXAMPLES.items() if w == args.what), args.out, args.epochs,
+                 args.limit_train)
         return 0
     pairs = []
     for item in args.runs:
