@@ -145,8 +145,8 @@ def table(results: list[dict]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         m = r["modes"]
-        kept = " / ".join(" ".join(f"{k}/{t}" for k, t in zip(v["units_kept"], v["units_total"]))
-                          for v in m.values())
+        kept = " / ".join(" ".join(map(str, v["units_kept"])) for v in m.values()) + \
+            f" (of {' '.join(map(str, next(iter(m.values()))['units_total']))})"
         lines.append(
             f"| {r['name']} | {len(r['sites'])} | {' / '.join(m)} | {kept} | "
             f"{_cells(m, '{:.2f}×', 'mac_ratio')} fewer | {_cells(m, '{:.2f}×', 'ffn_mac_ratio')}"

@@ -60,7 +60,7 @@ def test_the_table_has_one_row_per_family_from_its_numbers(families):
     text = families.table([{"name": "cnn", "sites": ["c1", "c2"], "machine": machine,
                              "modes": {"rot0": mode, "rot45": dict(mode, accuracy=0.95)}}])
     row = text.splitlines()[2]
-    assert row.startswith("| cnn | 2 | rot0 / rot45 | 8/16 16/32 / 8/16 16/32 | 2.50× / 2.50×")
+    assert row.startswith("| cnn | 2 | rot0 / rot45 | 8 16 / 8 16 (of 16 32) | 2.50× / 2.50×")
     assert "0.9700 / 0.9500 (0.9710 / 0.9710; 0.9600 / 0.9600)" in row
     assert "1.10× / 1.10× | 1.80× / 1.80× |" in row
     assert "load average 1.5–2.5" in text
