@@ -126,7 +126,7 @@ def measure(name: str, run: Path, work: Path, budget: float) -> dict:
             "hard_unpruned": entry.get("unpruned_test_accuracy"),
             "frozen": entry["dense_test_accuracy"],
             "speedup_b1": speed.get(1), "speedup_b256": speed.get(256)}
-    return {"name": name, "run": str(run), "family": meta.get("family"),
+    return {"name": name, "run": run.name, "family": meta.get("family"),
             "sites": [s.producer for s in targets.sites], "dense_macs": manifest["dense"]["macs"],
             "dense_ffn_macs": ffn_macs(targets), "modes": modes,
             "machine": {**bench["machine"], "loadavg_before": load_before,
