@@ -3,6 +3,7 @@
     python scripts/measure_families.py cnn DIR          # pretrain examples/mnist_cnn.py
     python scripts/measure_families.py swiglu DIR       # pretrain examples/mnist_swiglu.py
     python scripts/measure_families.py measure NAME=RUN [NAME=RUN ...] --out OUT
+    python scripts/measure_families.py table OUT/families-*.json   # the table again
 
 ``cnn`` and ``swiglu`` pretrain the example CNN (``examples/mnist_cnn.py``) or the example
 SwiGLU model (``examples/mnist_swiglu.py``) on the 50/50 mixture of 0° and 45°
@@ -177,7 +178,12 @@ def main() -> int:
     m.add_argument("--work", type=Path, default=None,
                    help="where bundles and bench reports go (default: OUT/../families-work)")
     m.add_argument("--budget", type=float, default=1.0, help="seconds of timing per cell")
+    t = sub.add_parser("table", help="the markdown table of families-NAME.json files")
+    t.add_argument("files", nargs="+", type=Path)
     args = p.parse_args()
+    if args.what == "table":
+        print(table([json.loads(f.read_text()) for f in args.files]))
+        return 0
     if args.what != "measure":
         pretrain(next(e for e, w in EXAMPLES.items() if w == args.what), args.out, args.epochs,
                  args.limit_train)
