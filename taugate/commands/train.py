@@ -261,6 +261,7 @@ def summary(run_dir, modes) -> str:
 
     from taugate.exporting.compact import linear_macs
     from taugate.exporting.compaction import compact_mode
+    from taugate.exporting.norms import folded_foundation
     from taugate.exporting.prune import PruneConfig
     from taugate.exporting.regression import DenseComparison, check_not_worse
     from taugate.summaries import top1
@@ -269,14 +270,16 @@ def summary(run_dir, modes) -> str:
     run = load_run(run_dir, modes=list(modes))
     # a report, not the export: the pruning guard must not stop it (export applies it)
     report_only = PruneConfig(max_accuracy_drop=1.0)
+    # BatchNorms folded as export folds them: a pruned channel leaves no statistics behind
+    foundation = folded_foundation(run.foundation, [m.spec for m in run.modes.values()])
     rows, comparisons = [], []
     with torch.no_grad():
         for name, m in run.modes.items():
             x, y = m.test
-            c = compact_mode(name, run.foundation, m.spec, m.calibration, m.test, report_only)
+            c = compact_mode(name, foundation, m.spec, m.calibration, m.test, report_only)
             soft = top1(m.adapter.model.eval()(x), y) if len(y) else float("nan")
             hard = top1(m.hard_model()(x), y) if len(y) else float("nan")
-            macs = mac_ratio_text(linear_macs(run.foundation, x), linear_macs(c.small, x))
+            macs = mac_ratio_text(linear_macs(foundation, x), linear_macs(c.small, x))
             rows.append([name, m.method, c.units, macs, f"{c.dense_test_accuracy:.4f}",
                          f"{soft:.4f}", f"{hard:.4f}"])
             comparisons.append(DenseComparison(name, c.test_accuracy, c.dense_test_accuracy))
