@@ -9,12 +9,17 @@ request, then gathers others until ``delay_ms`` has passed since that first one 
 back its own rows, in order. At most ``max_queue`` requests wait; past that :class:`QueueFull`
 (answered 503 with ``Retry-After``) rather than a queue that grows without bound.
 
+:meth:`Batcher.run_async` is the same for a caller on an event loop: it awaits its batch instead
+of blocking a thread, so a batched request costs no threadpool hop (under load, each thread
+handoff waits for the scheduler and costs more than a small model's run).
+
 A batch that fails is retried request by request, so that an error (an unknown mode, a mode
 whose file vanished) reaches only the request that caused it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 import time
@@ -59,13 +64,25 @@ class BatchPolicy:
         return self.delay_ms > 0
 
 
-class _Pending:
-    __slots__ = ("modes", "x", "rows", "enqueued", "done", "logits", "error", "queue_ns")
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():  # a cancelled waiter (the client went away) wants nothing
+        future.set_result(None)
 
-    def __init__(self, modes: Modes, x: np.ndarray):
+
+def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
+    try:
+        loop.call_soon_threadsafe(_resolve, future)
+    except RuntimeError:  # the loop is closed: nobody waits any more
+        pass
+
+
+class _Pending:
+    __slots__ = ("modes", "x", "rows", "enqueued", "finished", "logits", "error", "queue_ns")
+
+    def __init__(self, modes: Modes, x: np.ndarray, finished: Callable[[], None]):
         self.modes, self.x, self.rows = modes, x, int(x.shape[0])
         self.enqueued = _now()
-        self.done = threading.Event()
+        self.finished = finished  # called by the worker once logits or error is set
         self.logits = self.error = None
         self.queue_ns = 0
 
@@ -97,7 +114,27 @@ class Batcher:
     def run(self, modes: Modes, x: np.ndarray) -> tuple[np.ndarray, int]:
         """(the logits of ``x``'s rows, each in its mode; nanoseconds it waited for its batch).
         Raises what the run raised, or :class:`QueueFull`."""
-        item = _Pending(modes, x)
+        done = threading.Event()
+        item = self._enqueue(modes, x, done.set)
+        done.wait()
+        return self._result(item)
+
+    async def run_async(self, modes: Modes, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """:meth:`run` awaited on the running event loop, with no thread blocked meanwhile."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        item = self._enqueue(modes, x, lambda: _wake(loop, future))
+        await future
+        return self._result(item)
+
+    @staticmethod
+    def _result(item: _Pending) -> tuple[np.ndarray, int]:
+        if item.error is not None:
+            raise item.error
+        return item.logits, item.queue_ns
+
+    def _enqueue(self, modes: Modes, x: np.ndarray, finished: Callable[[], None]) -> _Pending:
+        item = _Pending(modes, x, finished)
         with self._cond:
             if self._closed:
                 raise ServiceUnavailable("the server is shutting down")
@@ -107,10 +144,7 @@ class Batcher:
             self._queue.append(item)
             self._queued_rows += item.rows
             self._cond.notify()
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.logits, item.queue_ns
+        return item
 
     def close(self, timeout: float = 5.0) -> None:
         """Run what is queued, then stop the worker."""
@@ -153,7 +187,7 @@ class Batcher:
                 self._run(batch)
             finally:
                 for item in batch:
-                    item.done.set()
+                    item.finished()
 
     def _run(self, batch: list[_Pending]) -> None:
         if self._on_batch is not None:
