@@ -2,8 +2,8 @@
 
 Framework-neutral (threads only): the protocol handler (:mod:`taugate.server.protocol`) calls
 :meth:`Batcher.run` from whichever thread serves a request, so every engine that uses the
-handler's synchronous path shares it. One worker thread forms batches: it waits for a first
-request, then gathers others until ``delay_ms`` has passed since that first one arrived or
+handler's synchronous path shares it. Worker threads (``workers``) form batches: one waits
+for a first request, then gathers others until ``delay_ms`` has passed since that first one arrived or
 ``max_rows`` rows are waiting, and runs them as ONE mixed-mode call
 (:meth:`ModeRuntime.run_mixed`, row i in its request's mode: exact per row). Each request gets
 back its own rows, in order. At most ``max_queue`` requests wait; past that :class:`QueueFull`
@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Union
 
 import numpy as np
@@ -48,13 +49,16 @@ class BatchPolicy:
     delay_ms: float = 0.0  # the longest a request waits for others before its batch runs
     max_rows: int = 64  # rows per batch at most (a larger request runs alone)
     max_queue: int = 128  # requests waiting at most; past it 503
+    # threads running batches: one forms the next batch while another runs (one worker would
+    # use one core where unbatched requests run on all of them); default: the CPU count, <= 4
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
 
     def __post_init__(self) -> None:
         if isinstance(self.delay_ms, bool) or not isinstance(self.delay_ms, (int, float)) \
                 or not 0 <= self.delay_ms <= 10_000:
             raise ValueError(f"batch delay: expected milliseconds in [0, 10000] (0: no "
                              f"batching), got {self.delay_ms!r}")
-        for name in ("max_rows", "max_queue"):
+        for name in ("max_rows", "max_queue", "workers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
@@ -108,8 +112,10 @@ class Batcher:
         self._queued_rows = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._worker = threading.Thread(target=self._loop, name="taugate-batcher", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._loop, name=f"taugate-batcher-{i}",
+                                          daemon=True) for i in range(policy.workers)]
+        for worker in self._workers:
+            worker.start()
 
     def run(self, modes: Modes, x: np.ndarray) -> tuple[np.ndarray, int]:
         """(the logits of ``x``'s rows, each in its mode; nanoseconds it waited for its batch).
@@ -147,11 +153,13 @@ class Batcher:
         return item
 
     def close(self, timeout: float = 5.0) -> None:
-        """Run what is queued, then stop the worker."""
+        """Run what is queued, then stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify()
-        self._worker.join(timeout)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
 
     # -- the worker --------------------------------------------------------------------------
 
