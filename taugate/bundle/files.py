@@ -82,6 +82,10 @@ class BundleFiles:
         self._stamps: dict[str, tuple] = {}
         self._differs: dict[str, tuple] = {}  # name -> (stat key, reason): hashed, not equal
         self._backbone = None  # name -> array, read (and hashed) once, on first need
+        # (sha256, materialized names) of model bytes check_model accepted: the check is a pure
+        # function of the bytes, and bytes that hash to the same sha256 are the same bytes, so
+        # a mode loaded again (an LRU reload, a lazy open's first use) is not parsed again
+        self._checked: set[tuple] = set()
 
     def read(self, entry, stamp: bool = True) -> bytes:
         """The verified bytes of ``entry``'s file (path + sha256 + operator checks); ``stamp``:
@@ -95,8 +99,11 @@ class BundleFiles:
             except OSError:
                 pass
         materialized = frozenset(step.name for step in entry.materialize or ())
-        check_model(data, self.manifest.format_version, f"{entry.name}: file {entry.file!r}",
-                    materialized)
+        key = (entry.sha256, materialized)  # read_verified: data hashes to entry.sha256
+        if key not in self._checked:
+            check_model(data, self.manifest.format_version,
+                        f"{entry.name}: file {entry.file!r}", materialized)
+            self._checked.add(key)
         return data
 
     def initializers(self, entry) -> dict | None:

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import stat
+import sys
 
 import numpy as np
 
@@ -78,12 +79,28 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
         return b"".join(chunks)
 
 
+_INTERN_CHARS = 48  # shorter strings are interned: names that repeat in every mode entry
+
+
+def _interned(value, depth: int = 0):
+    """``value`` with its short strings (and those of short nested lists) interned: a manifest
+    of 1,000 modes repeats "backbone", "float32", "keep.0", ... in every entry (one copy each
+    instead of thousands, megabytes less resident)."""
+    if type(value) is str:
+        return sys.intern(value) if len(value) <= _INTERN_CHARS else value
+    if type(value) is list and depth < 2 and len(value) <= 8:
+        for i, v in enumerate(value):
+            if type(v) in (str, list):
+                value[i] = _interned(v, depth + 1)
+    return value
+
+
 def _no_duplicates(pairs):
     out = {}
     for key, value in pairs:
         if key in out:
             raise UnsafeInputError(f"duplicate key {key[:80]!r} in a JSON object")
-        out[key] = value
+        out[key] = _interned(value)
     return out
 
 

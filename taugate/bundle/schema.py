@@ -183,6 +183,8 @@ class ModelEntry:
 class MaterializeStep:
     """How one initializer of a weightless graph is built (docs/bundle-v2.md, section 4)."""
 
+    # slots: a manifest of 1,000 modes holds 6,000 of these (no per-instance __dict__)
+    __slots__ = ("name", "source", "tensor", "take", "scale", "add", "dtype", "shape")
     name: str  # initializer name in the graph
     source: str  # "backbone" | "mode"
     tensor: str  # tensor name in that safetensors file

@@ -57,7 +57,8 @@ def add_arguments(p) -> None:
                    help="time to receive a request's headers (default 10)")
     g.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
                    help="time to receive a request's body, then 408 (default 30)")
-    g = p.add_argument_group("dynamic batching (docs/serving.md; --engine fastapi)")
+    g = p.add_argument_group("dynamic batching (docs/serving.md; both engines: on Ray Serve "
+                             "each model replica batches what it receives)")
     g.add_argument("--batch-delay-ms", type=float, default=None, metavar="MS",
                    help="coalesce concurrent inference requests (any modes) into one run, "
                         "waiting at most MS milliseconds for others (default 0: off)")
@@ -98,7 +99,7 @@ def _run_ray(args) -> int:
         # reach them, and Ray Serve redeploys replicas rather than mutating them
         raise ValueError(f"{', '.join(control)}: only with --engine fastapi (on Ray Serve, "
                          f"redeploy to change the modes served)")
-    given = _flags(args, _FASTAPI_LIMITS + _BATCHING)
+    given = _flags(args, _FASTAPI_LIMITS)
     if given:
         # Ray's HTTP proxy, not taugate's uvicorn protocol, holds the connections there
         raise ValueError(f"{', '.join(given)}: only with --engine fastapi (Ray Serve's proxy "
@@ -106,7 +107,7 @@ def _run_ray(args) -> int:
                          f"applies to both)")
     from taugate.commands.predict import parse_providers
 
-    given = {k: getattr(args, k) for k in (*_RAY_ONLY, "max_body_bytes")
+    given = {k: getattr(args, k) for k in (*_RAY_ONLY, *_BATCHING, "max_body_bytes")
              if getattr(args, k) is not None}
     if args.providers is not None:
         given["providers"] = parse_providers(args.providers)

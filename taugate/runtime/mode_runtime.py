@@ -40,7 +40,7 @@ from taugate.bundle.manifest import (
     variant_entry,
 )
 from taugate.runtime.budget import AUTO as AUTO_BUDGET
-from taugate.runtime.budget import MemoryBudget, admit
+from taugate.runtime.budget import MemoryBudget, admit, release_freed
 from taugate.runtime.inputs import InputSpecChecker
 from taugate.runtime.many_modes import ManyModes
 from taugate.runtime.providers import (
@@ -193,6 +193,9 @@ class ModeRuntime(ModeRepository, ManyModes):
             rt.close()
             raise
         rt._opened = True
+        # reading and checking every file (thousands with many modes) leaves tens of MB of
+        # freed pages in the C allocator: 35 -> 14 MB resident above baseline, 1,000 modes
+        release_freed()
         return rt
 
     # -- the hot path ------------------------------------------------------------------------

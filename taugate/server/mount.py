@@ -1,7 +1,10 @@
 """Mount the protocol handler on a FastAPI app: one route per handler route, each answered by
 :meth:`ProtocolHandler.handle` in the threadpool (parsing and inference stay off the event loop),
 except the cheap bodiless ones marked ``inline`` (the health checks), answered on the event loop
-so that they answer while every inference thread is busy. FastAPI adds only routing, the OpenAPI
+so that they answer while every inference thread is busy. With batching on, an inference whose
+body holds little JSON is routed on the event loop and awaits its batch there
+(:meth:`ProtocolHandler.handle_batched_async`): no threadpool hop, the costliest step of a small
+request under load. FastAPI adds only routing, the OpenAPI
 description below, and its error handlers for routes that do not exist."""
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from taugate.server.messages import HttpRequest
 from taugate.server.oip_schemas import InferRequest, InferResponse, ModelMetadata
-from taugate.server.protocol import ProtocolHandler, Run
+from taugate.server.protocol import INFERENCE_ROUTES, ProtocolHandler, Run
 from taugate.server.schemas import (
     ErrorBody,
     Health,
@@ -33,6 +36,7 @@ def _body(schema, binary: bool = False) -> dict:
 
 
 _OIP = ["Open Inference Protocol v2"]
+INLINE_JSON_BYTES = 64 * 1024  # batched requests with less JSON are routed on the event loop
 _DOCS = {  # FastAPI route options: the OpenAPI description of each handler route
     "health": {"response_model": Health},
     "modes": {"response_model": ModeList},
@@ -65,9 +69,21 @@ def mount(app: FastAPI, handler: ProtocolHandler, run: Run) -> None:
                                 run)
         return Response(answer.body, answer.status, headers=answer.headers)
 
+    async def batched_endpoint(request: Request) -> Response:
+        req = HttpRequest(request.method, request.url.path, request.headers,
+                          await request.body())
+        if handler.json_size(req) > INLINE_JSON_BYTES:  # parsing it would stall the loop
+            answer = await run_in_threadpool(handler.handle, req, run)
+        else:
+            answer = await handler.handle_batched_async(req)
+        return Response(answer.body, answer.status, headers=answer.headers)
+
     for route in handler.routes:
         docs = dict(_DOCS.get(route.name) or _DOCS.get(route.name.removesuffix("_version"), {}))
         if route.name.startswith("oip_"):
             docs["tags"] = _OIP
-        app.add_api_route(route.template, inline_endpoint if route.inline else endpoint,
+        target = inline_endpoint if route.inline else endpoint
+        if handler.batcher is not None and route.name in INFERENCE_ROUTES:
+            target = batched_endpoint
+        app.add_api_route(route.template, target,
                           methods=[route.method], name=route.name, **docs)

@@ -242,6 +242,21 @@ class ProtocolHandler:
             return self._ran(label, routed, req, start, routed_at, exc=exc)
         return self._ran(label, routed, req, start, routed_at, logits)
 
+    async def handle_batched_async(self, req: HttpRequest) -> HttpResponse:
+        """:meth:`handle` through :attr:`batcher` for a caller on the event loop: routing inline
+        (call it for small bodies only), the batch awaited without blocking a thread."""
+        start = _now()
+        label, routed = self._dispatch(req)
+        if isinstance(routed, HttpResponse):
+            return self._refused(label, routed, start)
+        routed_at = _now()
+        try:
+            modes = routed.mode if routed.rows is None else routed.rows
+            logits, queue_ns = await self.batcher.run_async(modes, routed.x)
+        except Exception as exc:  # mapped to an HTTP error
+            return self._ran(label, routed, req, start, routed_at, exc=exc)
+        return self._ran(label, routed, req, start, routed_at, logits, queue_ns=queue_ns)
+
     async def _run_rows_async(self, run: AsyncRun, routed: Inference) -> np.ndarray:
         """Mode "auto": one awaited ``run`` per mode present, concurrently."""
         parts = groups(routed.rows)

@@ -12,7 +12,11 @@ Two deployments:
   ``serve_multiplexed_model_id`` header).
 * ``TaugateModel`` replicas hold a :class:`~taugate.runtime.ModeRuntime` (lazy, at most K sessions,
   one intra-op thread); the per-mode session loader is ``@serve.multiplexed(
-  max_num_models_per_replica=K)``, so Ray evicts the least recently used mode past K.
+  max_num_models_per_replica=K)``, so Ray evicts the least recently used mode past K. With
+  ``batch_delay_ms`` > 0 a replica coalesces the requests it receives, of any modes, into
+  mixed-mode runs: taugate's :class:`~taugate.server.batcher.Batcher` (``batcher="taugate"``,
+  queue bound answered 503) or Ray Serve's ``@serve.batch`` (``batcher="serve"``, for
+  comparison); the replica then accepts ``max_queue`` requests at once so that batches can form.
 
 ``build_app(RayServeConfig(...))`` returns the Serve application; ``app_builder`` is the same for
 ``serve run taugate.server.ray_app:app_builder bundle=/shared/bundle replicas=4`` and Serve config
@@ -32,6 +36,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"taugate's Ray engine needs Ray Serve ({exc.name} is missing): "
                       f"pip install 'taugate[ray]'") from exc
+import numpy as np
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -39,6 +44,7 @@ from taugate.bundle.manifest import load_manifest
 from taugate.runtime import ModeRuntime
 from taugate.runtime.routing import check_policy
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES
+from taugate.server.batcher import Batcher, BatchPolicy
 from taugate.server.limits import content_length
 from taugate.server.messages import HttpRequest, HttpResponse, ServiceUnavailable
 from taugate.server.protocol import ProtocolHandler, taugate_error
@@ -70,10 +76,23 @@ class RayServeConfig:
     replica_cpus: float = 1.0  # Ray CPUs reserved per model replica
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # larger request bodies get 413
     unknown: str = "refuse"  # mode "auto": rows of no known mode refused, or run on "dense"
+    batch_delay_ms: float = 0.0  # > 0: replicas batch concurrent requests (0: off)
+    max_batch_rows: int = 64  # rows per batch at most
+    max_queue: int = 128  # requests a replica accepts at once (waiting for a batch); past it 503
+    batcher: str = "taugate"  # "taugate" (taugate.server.batcher) or "serve" (@serve.batch)
 
     def __post_init__(self) -> None:
         self.bundle = os.path.abspath(os.fspath(self.bundle))
-        for name in ("replicas", "max_modes_per_replica", "threads", "max_body_bytes"):
+        if isinstance(self.batch_delay_ms, str):  # from `serve run ... key=value`
+            try:
+                self.batch_delay_ms = float(self.batch_delay_ms)
+            except ValueError:
+                raise ValueError(f"batch_delay_ms: expected milliseconds, got "
+                                 f"{self.batch_delay_ms!r}") from None
+        if self.batcher not in ("taugate", "serve"):
+            raise ValueError(f"batcher: expected 'taugate' or 'serve', got {self.batcher!r}")
+        for name in ("replicas", "max_modes_per_replica", "threads", "max_body_bytes",
+                     "max_batch_rows", "max_queue"):
             value = getattr(self, name)
             if isinstance(value, str) and value.isdigit():  # from `serve run ... key=value`
                 value = int(value)
@@ -88,6 +107,11 @@ class RayServeConfig:
             raise ValueError(f"replica_cpus: expected a number >= 0, got {self.replica_cpus!r}")
         self.replica_cpus = cpus
         check_policy(self.unknown)
+        self.batch_policy  # noqa: B018 - refuses a bad delay here, not in every replica
+
+    @property
+    def batch_policy(self) -> BatchPolicy:
+        return BatchPolicy(self.batch_delay_ms, self.max_batch_rows, self.max_queue)
 
 
 class TaugateModel:
@@ -101,6 +125,26 @@ class TaugateModel:
             inter_op_num_threads=1)
         self.loads = 0  # sessions this replica has created (a miss of Ray's routing or a new mode)
         self.replica = serve.get_replica_context().replica_id.unique_id
+        policy = config.batch_policy
+        self.batcher = None
+        if policy.enabled and config.batcher == "taugate":
+            self.batcher = Batcher(self.runtime.run_mixed, policy)
+        elif policy.enabled:
+            self._infer = serve.batch(max_batch_size=policy.max_rows,
+                                      batch_wait_timeout_s=policy.delay_ms / 1e3)(
+                self._serve_batch)
+
+    async def _infer(self, mode: str, x):
+        if self.batcher is None:
+            return self.runtime.run(mode, x)
+        return (await self.batcher.run_async(mode, x))[0]
+
+    async def _serve_batch(self, modes: list, xs: list) -> list:
+        """Ray Serve's ``@serve.batch`` target: one request's (mode, x) per list item."""
+        rows = [m for m, x in zip(modes, xs) for _ in range(x.shape[0])]
+        logits = self.runtime.run_mixed(rows, np.concatenate(xs))
+        bounds = np.cumsum([0] + [x.shape[0] for x in xs])
+        return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     async def load_mode(self, mode: str) -> str:
         """Create (and warm up) the session of ``mode``; Ray calls it once per mode it routes
@@ -116,7 +160,7 @@ class TaugateModel:
         mode = serve.get_multiplexed_model_id()
         before = self.loads  # "hit" is exact for sequential requests, approximate when concurrent
         await self.load_mode(mode)
-        logits = self.runtime.run(mode, x)
+        logits = await self._infer(mode, x)
         return logits, {"replica": self.replica, "hit": self.loads == before,
                         "loaded": self.runtime.loaded_modes, "loads": self.loads}
 
@@ -207,8 +251,9 @@ def build_app(config: RayServeConfig, ingress_options: dict | None = None,
     k = config.max_modes_per_replica
     model_cls = type("TaugateModel", (TaugateModel,), {
         "load_mode": serve.multiplexed(max_num_models_per_replica=k)(TaugateModel.load_mode)})
+    batching = {"max_ongoing_requests": config.max_queue} if config.batch_delay_ms else {}
     model = serve.deployment(model_cls, name="TaugateModel", **{
-        "num_replicas": config.replicas,
+        "num_replicas": config.replicas, **batching,
         "ray_actor_options": {"num_cpus": config.replica_cpus},
         **(model_options or {})})
     ingress = serve.deployment(TaugateIngress, name="TaugateIngress", **{
