@@ -39,6 +39,7 @@ def test_measure_fills_every_cell_and_plots(tmp_path):
             for p in ("fp32", "int8"):
                 cell = batch["models"][m][p]
                 assert cell["tokens_per_s"] > 0 and cell["ttft_s"] > 0
+    assert r["speedup"]["batch1"]["dense"]["int8"]["tokens_per_s"] == 1.0
     assert r["facts"]["kept0p50"]["units_kept"] == [CFG.ffn // 2] * CFG.layers
     mem = r["memory"]["kept0p50"]["int8"]
     assert 0 < mem["graph_bytes"] < r["memory"]["dense"]["fp32"]["graph_bytes"]

@@ -100,7 +100,22 @@ def measure(bundle: str | Path, batches=(1, 8), precisions=("fp32", "int8"), rou
                                                rounds=rounds, new_tokens=new_tokens,
                                                prompt=prompt or DEFAULT_PROMPT)
              for b in batches}
-    return {"facts": facts, "speed": speed, "memory": memory(bundle, models, precisions)}
+    return {"facts": facts, "speed": speed, "speedup": speedups(speed),
+            "memory": memory(bundle, models, precisions)}
+
+
+def speedups(speed: dict) -> dict:
+    """Per batch, model and precision: its tokens/s over the dense model's (``tokens_per_s``
+    and ``tokens_per_s_median_step``), rounded to 3 places."""
+    out: dict = {}
+    for panel, run in speed.items():
+        dense = run["models"]["dense"]
+        for m, cells in run["models"].items():
+            for p, cell in cells.items():
+                out.setdefault(panel, {}).setdefault(m, {})[p] = {
+                    k: round(cell[k] / dense[p][k], 3)
+                    for k in ("tokens_per_s", "tokens_per_s_median_step")}
+    return out
 
 
 def kept_fraction(facts: dict, dense_units: int) -> float:
