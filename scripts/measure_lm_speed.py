@@ -31,8 +31,8 @@ def main() -> None:
     ap.add_argument("--size", default="default", help="walk-through size of the random "
                     "foundation (taugate/lab/lm.py SIZES)")
     ap.add_argument("--kept", type=float, nargs="+", default=list(DEFAULT_FRACTIONS))
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--json", type=Path, default=ROOT / "docs/measured/lm-speed.json")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs/figures/lm-tokens-vs-kept.png")
     args = ap.parse_args()

@@ -42,6 +42,19 @@ def test_measure_fills_every_cell_and_plots(tmp_path):
     assert r["speedup"]["batch1"]["dense"]["int8"]["tokens_per_s"] == 1.0
     assert r["facts"]["kept0p50"]["units_kept"] == [CFG.ffn // 2] * CFG.layers
     mem = r["memory"]["kept0p50"]["int8"]
+    assert mem["rss_delta_bytes"] is None or mem["rss_delta_bytes"] > 0
     assert 0 < mem["graph_bytes"] < r["memory"]["dense"]["fp32"]["graph_bytes"]
     path = plot(r, tmp_path / "fig" / "lm.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_step_fit_recovers_a_fixed_cost_and_a_slope():
+    from taugate.lab.lm_speed_sweep import step_fit
+
+    facts = {"dense": {"ffn_macs": 4e6}, "a": {"ffn_macs": 1e6}, "b": {"ffn_macs": 2e6}}
+    # step = 100 us + 50 us per million FFN MACs, batch 2: tokens/s = 2e6 / step_us
+    models = {m: {"int8": {"tokens_per_s_median_step": 2e6 / (100 + 50 * f["ffn_macs"] / 1e6)}}
+              for m, f in facts.items()}
+    fit = step_fit(facts, {"batch2": {"batch": 2, "models": models}})
+    assert fit["batch2"]["int8"] == {"fixed_us": pytest.approx(100, abs=0.1),
+                                     "us_per_mffn_mac": pytest.approx(50, abs=0.01)}

@@ -10,8 +10,8 @@ hard gates as a trained mode's does. Speed depends on the shapes, not on what th
 
 from __future__ import annotations
 
-import gc
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 DEFAULT_FRACTIONS = (1.0, 0.5, 0.33, 0.25, 0.15)
@@ -48,36 +48,44 @@ def kept_modes(foundation, fractions=DEFAULT_FRACTIONS, seed: int = 0) -> dict:
     return modes
 
 
-def _rss() -> int | None:
-    """Resident bytes of this process (Linux ``/proc``), None elsewhere."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
+_RSS_PROBE = """
+import json, os, sys
+from taugate.runtime.generate import Generator
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+bundle, model, precision = sys.argv[1:4]
+before = rss()
+Generator.open(bundle, model, precision).decode_speed("memory", 8)
+print(json.dumps(rss() - before))
+"""
+
+
+def rss_delta(bundle: str | Path, model: str, precision: str) -> int | None:
+    """Resident growth of a fresh Python process (onnxruntime already imported) when it opens
+    ``model`` in ``precision`` and decodes 8 tokens; None where ``/proc`` is missing."""
+    if not Path("/proc/self/statm").exists():
         return None
+    done = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(bundle), model, precision],
+                          capture_output=True, text=True, timeout=300, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
 
 
 def memory(bundle: str | Path, models, precisions) -> dict:
     """Per model and precision: ``graph_bytes`` (the graph file: its weights, what a batch-1
-    step reads) and ``rss_delta_bytes`` (this process's resident growth when the model is
-    opened and decodes 8 tokens; opened one after another and kept open, so allocator reuse
-    can only lower later deltas)."""
-    from taugate.runtime.generate import Generator, read_lm_manifest
+    step reads) and ``rss_delta_bytes`` (:func:`rss_delta`: the session, its prepacked
+    weights and one generation's cache)."""
+    from taugate.runtime.generate import read_lm_manifest
 
     manifest = read_lm_manifest(bundle)
-    out, keep = {}, []
+    out = {}
     for m in models:
         for p in precisions:
-            gc.collect()
-            before = _rss()
-            gen = Generator.open(bundle, m, p)
-            gen.decode_speed("memory", 8)
-            after = _rss()
-            keep.append(gen)
             ref = manifest.entry(m).graphs[p]
-            out.setdefault(m, {})[p] = {
-                "graph_bytes": (Path(bundle) / ref.file).stat().st_size,
-                "rss_delta_bytes": None if before is None else after - before}
+            out.setdefault(m, {})[p] = {"graph_bytes": (Path(bundle) / ref.file).stat().st_size,
+                                        "rss_delta_bytes": rss_delta(bundle, m, p)}
     return out
 
 
@@ -101,7 +109,30 @@ def measure(bundle: str | Path, batches=(1, 8), precisions=("fp32", "int8"), rou
                                                prompt=prompt or DEFAULT_PROMPT)
              for b in batches}
     return {"facts": facts, "speed": speed, "speedup": speedups(speed),
-            "memory": memory(bundle, models, precisions)}
+            "step_fit": step_fit(facts, speed), "memory": memory(bundle, models, precisions)}
+
+
+def step_fit(facts: dict, speed: dict) -> dict:
+    """Per batch and precision, the modes' median step time fitted as ``fixed_us +
+    us_per_mffn_mac * FFN MMACs`` (least squares; the dense model has no gates, so it is left
+    out): ``fixed_us`` is what a step costs besides the FFN (attention, norms, the head, node
+    dispatch, the Python loop), the bound on any speedup from removing FFN units."""
+    import numpy as np
+
+    modes = [m for m in facts if m != "dense" and facts[m].get("ffn_macs")]
+    out: dict = {}
+    if len(modes) < 2:
+        return out
+    for panel, run in speed.items():
+        batch = run["batch"]
+        for p in run["models"]["dense"]:
+            x = np.array([facts[m]["ffn_macs"] / 1e6 for m in modes])
+            y = np.array([1e6 * batch / run["models"][m][p]["tokens_per_s_median_step"]
+                          for m in modes])
+            slope, fixed = np.polyfit(x, y, 1)
+            out.setdefault(panel, {})[p] = {"fixed_us": round(float(fixed), 1),
+                                            "us_per_mffn_mac": round(float(slope), 2)}
+    return out
 
 
 def speedups(speed: dict) -> dict:
