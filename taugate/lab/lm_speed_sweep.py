@@ -183,6 +183,10 @@ def plot(result: dict, path: str | Path, key: str = "tokens_per_s") -> Path:
         ax.set_title(f"{panel.replace('batch', 'batch ')}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    lm, load = result.get("lm") or {}, result["speed"][panels[0]].get("load_before")
+    if lm:
+        fig.suptitle(f"{result.get('source', '')}: dim {lm['dim']}, {lm['layers']} layers, FFN "
+                     f"{lm['ffn']}; load average {load[0] if load else '?'}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
