@@ -161,3 +161,5 @@ def test_one_token_steps_share_one_binding(lm_bundle):
         bindings.add(id(cache.step.binding))
     assert len(bindings) == 1 and cache.length == 6
     assert not np.array_equal(outs[0], outs[2])  # each a copy, not the rewritten buffer
+    with pytest.raises(ValueError, match="expected 2 rows"):
+        gen._run(np.full((1, 1), 14, np.int64), cache)

@@ -174,6 +174,9 @@ class Generator:
 
     def _step(self, ids: np.ndarray, cache: _Cache) -> np.ndarray:
         """One token per sequence (``ids [B, 1]``) through the generation's step binding."""
+        if ids.shape[0] != cache.batch:  # numpy would broadcast one row over the batch
+            raise ValueError(f"ids: expected {cache.batch} rows (the cache's batch), got "
+                             f"{ids.shape[0]}")
         step = cache.step
         if step is None:
             step = cache.step = _StepBinding(self.session, cache, self._past,
