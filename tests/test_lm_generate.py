@@ -143,3 +143,23 @@ def test_decode_results_has_the_fields_of_results_json(lm_bundle):
     assert code["greedy_match"] is True and code["ffn_mac_ratio"] > 1
     assert set(code["tokens_per_s"]) == set(code["dense_tokens_per_s"]) == {"fp32"}
     assert r["_timing"]["batch"] == 1
+
+
+
+def test_one_token_steps_share_one_binding(lm_bundle):
+    """Every step of a generation runs through the binding its first step built (its
+    correctness: the in-place cache test above, through the same path)."""
+    from taugate.runtime.generate import _Cache
+
+    gen = Generator.open(lm_bundle, "code")
+    cache = _Cache(gen.shape, 2)
+    gen._run(np.array([[5, 6, 7], [8, 9, 10]], np.int64), cache)
+    assert cache.step is None  # the prompt: its own call
+    bindings, outs = set(), []
+    for token in (11, 12, 13):
+        outs.append(gen._run(np.full((2, 1), token, np.int64), cache))
+        bindings.add(id(cache.step.binding))
+    assert len(bindings) == 1 and cache.length == 6
+    assert not np.array_equal(outs[0], outs[2])  # each a copy, not the rewritten buffer
+    with pytest.raises(ValueError, match="expected 2 rows"):
+        gen._run(np.full((1, 1), 14, np.int64), cache)

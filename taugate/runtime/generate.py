@@ -5,7 +5,8 @@ the same checks every bundle file gets (paths inside the bundle, sha256, the ope
 of taugate/bundle/graph_check.py), and decodes with a key/value cache: the prompt in one call,
 then one token per call. The cache is allocated once per generation, context-long, and bound
 through an IO binding as both each layer's past and its present, so the graph writes each new
-position in place and no step copies the cache. Greedy by default; ``temperature`` / ``top_k`` sample with a
+position in place and no step copies the cache; the one-token steps of a generation share
+one binding whose inputs are rewritten in place. Greedy by default; ``temperature`` / ``top_k`` sample with a
 seeded generator (same seed, same tokens).
 """
 
@@ -25,8 +26,11 @@ from taugate.bundle.fields import MANIFEST_NAME
 from taugate.bundle.files import read_verified
 from taugate.bundle.graph_check import check_model
 from taugate.bundle.lm import (
+    INPUT_IDS,
     LM_FORMAT_VERSION,
     LOGITS,
+    SEQLENS_K,
+    TOTAL_LEN,
     LMManifest,
     cache_buffers,
     decode_feed,
@@ -91,7 +95,32 @@ class _Cache:
     def __init__(self, shape, batch: int):
         self.arrays = list(cache_buffers(shape, batch).values())  # keeps the memory alive
         self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
-        self.length = 0
+        self.batch, self.length = batch, 0
+        self.step: _StepBinding | None = None  # built at the first one-token step
+
+
+class _StepBinding:
+    """The IO binding of one generation's one-token steps, built once: the inputs and the
+    logits are numpy buffers wrapped without a copy and rewritten in place, so a step binds
+    nothing (binding ~20 values per token cost about as much as a small model's attention)."""
+
+    def __init__(self, session: ort.InferenceSession, cache: _Cache, past, presents, vocab: int):
+        b = cache.batch
+        self.ids = np.zeros((b, 1), np.int64)
+        self.seqlens = np.zeros(b, np.int32)
+        self.total = np.zeros((), np.int32)
+        self.logits = np.zeros((b, vocab), np.float32)
+        self.binding = session.io_binding()
+        self._values = []  # the OrtValues must outlive the binding
+        for name, arr in ((INPUT_IDS, self.ids), (SEQLENS_K, self.seqlens),
+                          (TOTAL_LEN, self.total)):
+            self._values.append(ort.OrtValue.ortvalue_from_numpy(arr))
+            self.binding.bind_ortvalue_input(name, self._values[-1])
+        self._values.append(ort.OrtValue.ortvalue_from_numpy(self.logits))
+        self.binding.bind_ortvalue_output(LOGITS, self._values[-1])
+        for p, c, value in zip(past, presents, cache.values):
+            self.binding.bind_ortvalue_input(p, value)
+            self.binding.bind_ortvalue_output(c, value)
 
 
 class Generator:
@@ -130,6 +159,8 @@ class Generator:
     def _run(self, ids: np.ndarray, cache: _Cache) -> np.ndarray:
         """``ids [B, T]`` after ``cache.length`` cached positions: the last logits; the cache
         grows in place."""
+        if ids.shape[1] == 1:
+            return self._step(ids, cache)
         binding = self.session.io_binding()
         for name, arr in decode_feed(ids, cache.length).items():
             binding.bind_cpu_input(name, arr)
@@ -140,6 +171,22 @@ class Generator:
         self.session.run_with_iobinding(binding)
         cache.length += ids.shape[1]
         return binding.get_outputs()[0].numpy()
+
+    def _step(self, ids: np.ndarray, cache: _Cache) -> np.ndarray:
+        """One token per sequence (``ids [B, 1]``) through the generation's step binding."""
+        if ids.shape[0] != cache.batch:  # numpy would broadcast one row over the batch
+            raise ValueError(f"ids: expected {cache.batch} rows (the cache's batch), got "
+                             f"{ids.shape[0]}")
+        step = cache.step
+        if step is None:
+            step = cache.step = _StepBinding(self.session, cache, self._past,
+                                             self._outputs[1:], self.shape.vocab)
+        step.ids[:] = ids
+        step.seqlens[:] = cache.length  # cached + new - 1
+        step.total[...] = cache.length + 1
+        self.session.run_with_iobinding(step.binding)
+        cache.length += 1
+        return step.logits.copy()  # the buffer is rewritten by the next step
 
     def _check(self, tokens: np.ndarray, max_new_tokens) -> None:
         context = self.shape.context
@@ -186,8 +233,9 @@ class Generator:
 
     def decode_speed(self, prompt: str | bytes, new_tokens: int, batch: int = 1) -> dict:
         """Greedy decode of ``batch`` copies of ``prompt``: ``ttft_s`` (the prompt's call and
-        the first token) and ``tokens_per_s`` (every later token of every sequence, per
-        second of decode)."""
+        the first token), ``tokens_per_s`` (every later token of every sequence, per second
+        of decode) and ``tokens_per_s_median_step`` (the same from the median step: robust to
+        the pauses a shared machine's scheduler adds)."""
         tokens = encode(prompt)
         self._check(tokens, new_tokens)
         if new_tokens < 2:
@@ -199,8 +247,12 @@ class Generator:
         start = time.perf_counter()
         nxt = self._run(ids, cache).argmax(-1)
         first = time.perf_counter()
+        steps = []
         for _ in range(new_tokens - 1):
+            t = time.perf_counter()
             nxt = self._run(nxt[:, None].astype(np.int64), cache).argmax(-1)
+            steps.append(time.perf_counter() - t)
         end = time.perf_counter()
         return {"ttft_s": first - start, "tokens_per_s": batch * (new_tokens - 1) / (end - first),
+                "tokens_per_s_median_step": batch / float(np.median(steps)),
                 "batch": batch, "prompt_tokens": len(tokens), "new_tokens": new_tokens}

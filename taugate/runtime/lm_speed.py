@@ -27,7 +27,8 @@ def _load() -> list[float] | None:
 def compare_decode_speed(bundle: str | Path, modes=None, precisions=("fp32", "int8"),
                          prompt: str | bytes = DEFAULT_PROMPT, new_tokens: int = 64,
                          batch: int = 1, rounds: int = 5, threads: int = 1) -> dict:
-    """``{"models": {model: {precision: {"tokens_per_s", "ttft_s"}}}, "load": [...], ...}``
+    """``{"models": {model: {precision: {"tokens_per_s", "tokens_per_s_median_step",
+    "ttft_s"}}}, "load_before": [...], ...}``
     for ``dense`` and ``modes`` (default: every mode), medians of ``rounds`` interleaved
     rounds of :meth:`Generator.decode_speed`."""
     manifest = read_lm_manifest(bundle)
@@ -45,6 +46,8 @@ def compare_decode_speed(bundle: str | Path, modes=None, precisions=("fp32", "in
     for (m, p), rs in runs.items():
         out.setdefault(m, {})[p] = {
             "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rs),
+            "tokens_per_s_median_step": statistics.median(r["tokens_per_s_median_step"]
+                                                          for r in rs),
             "ttft_s": statistics.median(r["ttft_s"] for r in rs)}
     return {"models": out, "batch": batch, "new_tokens": new_tokens, "rounds": rounds,
             "threads": threads, "load_before": load_before, "load_after": _load()}
