@@ -1,15 +1,19 @@
 """Per-domain modes: FFN units pruned to the MAC target, hard-gated, saved as adapters."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from taugate.exporting.compact import compact
+from taugate.exporting.lm_decode import compact_lm
 from taugate.training.gating import gate_modules
 from taugate.training.lm.measure import decode_macs, ffn_mac_ratio, greedy, mean_nll, perplexity
 from taugate.training.lm.model import LMConfig, TinyLlama
 from taugate.training.lm.modes import ModeConfig, ffn_importance, load_mode, train_mode, train_modes
+from taugate.training.methods.lora import LoRALinear
 
 CONFIG = ModeConfig(sparse_steps=3, retune_steps=2, batch_size=2, seq_len=16,
                     importance_windows=2, target_mac_ratio=3.0, distill=0.5)
@@ -94,3 +98,29 @@ def test_importance_counts_the_up_projection():
     ids = torch.from_numpy(_tokens(n=64).astype(np.int64)).view(2, 32)
     scores = ffn_importance(model, ids)
     assert scores[0][5] == 0 and (scores[0] > 0).sum() == 47 and (scores[1] > 0).all()
+
+
+def test_the_ffn_correction_is_trained_and_merged_into_the_compacted_mode():
+    """Every layer's gate and up carry the mode's low-rank correction; export merges it, so
+    the compacted mode computes what the trained mode computes, and without it would not."""
+    foundation = _foundation()
+    _, model, _ = train_mode(foundation, _tokens(), CONFIG, progress=False)
+    corrected = {n for n, m in model.named_modules() if isinstance(m, LoRALinear)}
+    assert corrected == {f"blocks.{i}.ffn.{p}" for i in range(2) for p in ("gate", "up")}
+    assert all(m.lora_B.abs().sum() > 0 for m in model.modules() if isinstance(m, LoRALinear))
+    ids = torch.from_numpy(_tokens(3, 40).astype(np.int64)).view(2, 20)
+    compacted = compact_lm("code", foundation, model)
+    assert set(compacted.spec.overrides) == {f"{n}.weight" for n in corrected}
+    bare, _ = compact(foundation, replace(compacted.spec, overrides={}), compacted.masks)
+    with torch.no_grad():
+        assert torch.allclose(compacted.small(ids), model(ids), atol=1e-4)
+        assert not torch.allclose(bare(ids), model(ids), atol=1e-4)
+
+
+def test_correction_rank_is_checked():
+    with pytest.raises(ValueError, match="correction_rank"):
+        ModeConfig(correction_rank=-1)
+    assert ModeConfig(correction_rank=0).method().config.correction_rank == 0
+    from taugate.training.methods.taugate import TauGateConfig
+    with pytest.raises(ValueError, match="correction_sites: expected one of first, ffn, got 'all'"):
+        TauGateConfig(correction_rank=4, correction_sites="all")

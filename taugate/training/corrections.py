@@ -14,6 +14,12 @@ runs at 10x the adaptation lr, where a scale of 1 diverges (measured: rank 4, sc
 At export the correction is merged into the producer's weight (an override of
 ``<producer>.weight``): the mode graph spends no extra MACs on it, and the standalone layout
 stores nothing extra; the shared layout stores the merged weight in the mode file.
+
+``sites="ffn"`` corrects every gated site's producer and its ``up`` projection (a SwiGLU
+FFN's ``gate`` and ``up`` of every layer) instead: the kept units of a mode pruned to a
+third of a language model's FFN then also read the residual stream differently, which
+thresholds and gains alone cannot do (docs/lm.md). Each is merged the same way, so a mode's
+decode graph still costs nothing extra.
 """
 
 from __future__ import annotations
@@ -22,14 +28,19 @@ import numpy as np
 from torch import nn
 
 CORRECTION_SCALE = 0.1
+CORRECTION_SITES = ("first", "ffn")  # the first site's producer; every site's producer and up
 
 
-def check_correction(rank, scale) -> None:
-    """ValueError unless ``rank`` is an integer >= 0 and ``scale`` > 0."""
+def check_correction(rank, scale, sites: str = "first") -> None:
+    """ValueError unless ``rank`` is an integer >= 0, ``scale`` > 0 and ``sites`` one of
+    :data:`CORRECTION_SITES`."""
     if isinstance(rank, bool) or int(rank) != rank or rank < 0:
         raise ValueError(f"correction_rank: expected an integer >= 0 (0: off), got {rank!r}")
     if not scale > 0:
         raise ValueError(f"correction_scale: expected > 0, got {scale!r}")
+    if sites not in CORRECTION_SITES:
+        raise ValueError(f"correction_sites: expected one of {', '.join(CORRECTION_SITES)}, "
+                         f"got {sites!r}")
 
 
 def corrected_producer(model: nn.Module) -> tuple[str, nn.Module]:
@@ -44,14 +55,36 @@ def corrected_producer(model: nn.Module) -> tuple[str, nn.Module]:
     return path, get_module(model, path)
 
 
-def add_correction(model: nn.Module, rank: int, scale: float) -> None:
-    """Wrap the first site's producer (an ``nn.Linear``) in a rank-``rank`` correction."""
+def corrected_paths(model: nn.Module, sites: str = "first") -> list[str]:
+    """Module paths a correction wraps: the first site's producer, or (``"ffn"``) every
+    site's producer and its ``up`` projection, in forward order."""
+    from taugate.training.gating import targets_of
+
+    if sites == "first":
+        return [corrected_producer(model)[0]]
+    paths = []
+    for site in targets_of(model).sites:
+        paths += [site.producer] + ([site.up] if site.up else [])
+    if not paths:
+        raise ValueError("correction_rank: the model has no gated site to correct")
+    return paths
+
+
+def add_correction(model: nn.Module, rank: int, scale: float, sites: str = "first") -> None:
+    """Wrap the corrected ``nn.Linear`` layers (:func:`corrected_paths`) in a rank-``rank``
+    correction."""
+    from taugate.training.targets import get_module
+
+    for path in corrected_paths(model, sites):
+        _wrap(model, path, get_module(model, path), rank, scale)
+
+
+def _wrap(model: nn.Module, path: str, producer: nn.Module, rank: int, scale: float) -> None:
     from taugate.training.methods.lora import LoRALinear
     from taugate.training.targets import set_module
 
-    path, producer = corrected_producer(model)
     if type(producer) is not nn.Linear:
-        raise ValueError(f"correction_rank: the first gated site's producer {path!r} is a "
+        raise ValueError(f"correction_rank: the corrected layer {path!r} is a "
                          f"{type(producer).__name__}; the correction needs an nn.Linear "
                          f"(set correction_rank 0)")
     if rank > min(producer.in_features, producer.out_features):

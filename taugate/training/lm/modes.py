@@ -1,8 +1,8 @@
 """Per-domain TauGate modes on a TinyLlama's FFN units, with the sparse recipe.
 
 One mode per domain, trained on that domain's training bytes with next-byte cross-entropy;
-only the per-unit thresholds and gains learn (methods/taugate.py), the foundation stays
-frozen. Two phases, as the sparse recipe (training/recipes.py):
+only the per-unit thresholds and gains (methods/taugate.py) and a low-rank correction of
+the FFN inputs (below) learn, the foundation stays frozen. Two phases, as the sparse recipe (training/recipes.py):
 
 1. sparse: Adam on tau and gamma, with the cost-weighted proximal L1 step on the gains after
    every step (training/sparsity.py), so the units the domain needs least shrink;
@@ -11,6 +11,12 @@ frozen. Two phases, as the sparse recipe (training/recipes.py):
    what a unit feeds ``down``, gate x up, times its ``down`` column's norm), then retrains tau
    and gamma without L1 (cosine lr; optionally distilled from the dense foundation) with the
    zeroed units frozen at zero.
+
+Thresholds and gains can only silence and rescale the frozen units; with two thirds of them
+gone the kept ones must also read the residual stream differently. ``correction_rank`` gives
+each mode a low-rank correction of every layer's ``gate`` and ``up`` (training/corrections.py,
+trained in both phases), merged into the mode's compacted weights at export, so it costs no
+decode MACs (docs/lm.md, "What was tried").
 
 The result is served hard-gated (``1[z > tau]``), as export runs it: :func:`hard_gated`.
 Units whose gain is zero are removed at export, so a mode keeps ``3 * dim * kept`` FFN MACs
@@ -29,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taugate.training.adapters import foundation_sha256, load_adapter, save_adapter
+from taugate.training.corrections import CORRECTION_SCALE, check_correction
 from taugate.training.gating import clear_gates, gate_modules, set_hard
 from taugate.training.lm.corpus import fingerprint
 from taugate.training.lm.measure import ffn_mac_ratio, kept_units, perplexity  # noqa: F401
@@ -57,10 +64,11 @@ class ModeConfig:
     tau_init: float = -4.0  # SiLU is ~0 below -4: the gate starts open on what matters
     sharpness: float = 10.0
     target_mac_ratio: float = 3.0  # dense / kept FFN MACs after pruning (0: what L1 left)
-    retune_lr_scale: float = 1.0
+    retune_lr_scale: float = 2.0  # the retune runs at lr x this (measured: 2 beat 1)
     importance_windows: int = 16  # windows that rank the units for pruning
     prune_stages: int = 4  # prune in this many steps towards the target, retuning after each
     distill: float = 0.5  # retune loss = (1 - a) CE + a KL(dense foundation || mode)
+    correction_rank: int = 8  # per-mode low-rank correction of every gate and up (0: off)
     seed: int = 0
 
     def __post_init__(self):
@@ -72,6 +80,7 @@ class ModeConfig:
             raise ValueError(f"retune_steps: expected >= 0, got {self.retune_steps}")
         if not 0 <= self.distill <= 1:
             raise ValueError(f"distill: expected in [0, 1], got {self.distill}")
+        check_correction(self.correction_rank, CORRECTION_SCALE)
         if self.target_mac_ratio < 0 or 0 < self.target_mac_ratio < 1:
             raise ValueError(f"target_mac_ratio: expected 0 (off) or >= 1, got "
                              f"{self.target_mac_ratio}")
@@ -80,6 +89,7 @@ class ModeConfig:
         """The TauGate method with this recipe's options."""
         return TauGate(TauGateConfig(
             sharpness=self.sharpness, tau_init=self.tau_init,
+            correction_rank=self.correction_rank, correction_sites="ffn",
             sparsity=SparsityConfig(unit_l1=self.unit_l1),
             retune=RetuneConfig(epochs=1 if self.retune_steps else 0,
                                 target_mac_ratio=self.target_mac_ratio,

@@ -13,7 +13,8 @@ on the gains after each SGD step (training/sparsity.py), which zeroes whole unit
 the exporter can remove them; ``sparsity.gain_lr_scale`` gives the gains a larger learning
 rate; ``retune`` retrains tau/gamma afterwards with the zeroed units frozen;
 ``correction_rank`` adds a per-mode low-rank correction to the first site's producer
-(training/corrections.py), trained with tau/gamma and merged into its weight at export.
+(``correction_sites="ffn"``: to every site's producer and up projection;
+training/corrections.py), trained with tau/gamma and merged into its weight at export.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class TauGateConfig:
     retune: RetuneConfig = field(default_factory=RetuneConfig)  # prune, then retune (off)
     correction_rank: int = 0  # rank of the per-mode correction of the first producer (0: off)
     correction_scale: float = CORRECTION_SCALE  # its output scale (the factors' effective lr)
+    correction_sites: str = "first"  # "first": the first producer; "ffn": every producer and up
 
     # the flat option names of the CLI, the recipes and format-1 adapters
     FLAT: ClassVar[dict] = {**SparsityConfig.FLAT, **RetuneConfig.FLAT}
@@ -64,7 +66,7 @@ class TauGateConfig:
             raise ValueError(f"activity_lambda: expected >= 0, got {self.activity_lambda}")
         if not (self.learn_tau or self.learn_gain):
             raise ValueError("learn_tau/learn_gain: at least one must be True")
-        check_correction(self.correction_rank, self.correction_scale)
+        check_correction(self.correction_rank, self.correction_scale, self.correction_sites)
         if self.sparsity.unit_l1 > 0 and not self.learn_gain:
             raise ValueError("unit_l1: acts on the learned gains; it needs learn_gain=True")
 
@@ -148,7 +150,8 @@ class TauGate(AdaptationMethod):
             set_module(model, site.act, TauGateActivation(site.units, cfg, site.activation,
                                                                  site.conv))
         if cfg.correction_rank:
-            add_correction(model, cfg.correction_rank, cfg.correction_scale)
+            add_correction(model, cfg.correction_rank, cfg.correction_scale,
+                           cfg.correction_sites)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         lam = self.activation_config().activity_lambda
