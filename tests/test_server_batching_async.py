@@ -137,3 +137,21 @@ def test_batches_run_on_several_workers_at_once():
     assert [a.shape for a in answers] == [(1, 2), (1, 2)]
     with pytest.raises(ValueError, match="workers: expected an integer >= 1, got 0"):
         BatchPolicy(delay_ms=1, workers=0)
+
+
+def test_workers_that_wait_together_never_pop_an_empty_queue(runtime):
+    """Two workers waiting out the same delay: the one that wakes second finds the queue
+    taken and goes back to waiting, instead of dying on an empty pop (which left requests
+    unanswered); close() wakes every worker."""
+    died = []
+    hook, threading.excepthook = threading.excepthook, died.append
+    batcher = Batcher(runtime.run_mixed, BatchPolicy(delay_ms=20, max_rows=64, workers=2))
+    x = np.zeros((1, 784), np.float32)
+    try:
+        for _ in range(5):  # each request alone: both workers wait on its deadline
+            np.testing.assert_array_equal(batcher.run("rot0", x)[0], runtime.run("rot0", x))
+    finally:
+        batcher.close(timeout=2.0)
+        threading.excepthook = hook
+    assert not died, [d.exc_value for d in died]
+    assert not any(w.is_alive() for w in batcher._workers)

@@ -156,7 +156,7 @@ class Batcher:
         """Run what is queued, then stop the workers."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()  # every worker, each possibly waiting
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, deadline - time.monotonic()))
@@ -165,16 +165,20 @@ class Batcher:
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
-            deadline = self._queue[0].enqueued + self._delay_ns
-            while self._queued_rows < self.policy.max_rows and not self._closed:
-                left = deadline - _now()
-                if left <= 0:
+            while True:
+                while not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                deadline = self._queue[0].enqueued + self._delay_ns
+                while self._queue and self._queued_rows < self.policy.max_rows \
+                        and not self._closed:
+                    left = deadline - _now()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left / 1e9)
+                if self._queue:  # else another worker took them while this one waited
                     break
-                self._cond.wait(left / 1e9)
             batch = [self._queue.popleft()]
             rows = batch[0].rows
             while self._queue and rows + self._queue[0].rows <= self.policy.max_rows:
