@@ -21,10 +21,10 @@ The README's table came from these runs (seed 0, TAUGATE_DATA set; see docs/byom
     python scripts/measure_layouts.py tabular runs/tab   # then train runs/tab/run (its docstring)
     taugate train --family vit --modes rot0,rot45 --limit-train 12000 --calibration-size 2000 \\
         --sparse --unit-l1 0.05 --retune-epochs 2 --out runs/vit05
-    python scripts/measure_families.py cnn runs/cnn --limit-train 20000
+    python scripts/measure_families.py cnn runs/cnn --limit-train 30000 --epochs 4
     taugate train --model examples/mnist_cnn.py:build --weights runs/cnn/weights.safetensors \\
         --modes rot0,rot45 --limit-train 8000 --calibration-size 2000 --limit-test 5000 \\
-        --sparse --adapt-lr 0.005 --retune-epochs 2 --out runs/cnn/run
+        --sparse --adapt-lr 0.001 --retune-epochs 2 --target-mac-ratio 2 --out runs/cnn/run
     python scripts/measure_families.py swiglu runs/swiglu --limit-train 20000
     taugate train --model examples/mnist_swiglu.py:build \\
         --weights runs/swiglu/weights.safetensors --modes rot0,rot45 --limit-train 20000 \\
@@ -32,9 +32,9 @@ The README's table came from these runs (seed 0, TAUGATE_DATA set; see docs/byom
     python scripts/measure_families.py measure mlp=runs/mlp tabular=runs/tab/run \\
         vit=runs/vit05 cnn=runs/cnn/run swiglu=runs/swiglu/run --out docs/measured
 
-The CNN's adapters use a 10× smaller ``--adapt-lr`` than the MLP's: a channel's gain gathers the
-gradient of every position of its feature map (784 at 28×28), and at 0.05 the first steps
-diverge.
+The CNN's adapters use a 50× smaller ``--adapt-lr`` than the MLP's: a channel's gain gathers the
+gradient of every position of its feature map (784 at 28×28); at 0.005 the first steps of this
+foundation diverge.
 """
 
 from __future__ import annotations

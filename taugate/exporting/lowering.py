@@ -19,7 +19,7 @@ from torch import nn
 
 from taugate.exporting.compact import Surgery, export_onnx, gate_margins
 from taugate.exporting.compaction import ParityError, logits
-from taugate.exporting.thresholded import lower, steps_for
+from taugate.exporting.thresholded import drop_idle_relus, lower, steps_for
 from taugate.exporting.weightless import GraphExport, Recipe
 from taugate.exporting.writer import with_metadata
 from taugate.spec import GatedSpec
@@ -146,6 +146,8 @@ def lower_checked(name: str, small: nn.Module, probe: torch.Tensor, input_name: 
     ``small`` (:func:`lowered_model`), checked against ``small`` and ``reference``."""
     proto = export_onnx(lowered if lowered is not None else small, probe, input_name,
                         output_name)
+    if lowered is not None:
+        proto = drop_idle_relus(proto)
     clear = gate_margins(small, probe) > BOUNDARY_MARGIN
     if not clear.any():
         raise ParityError(f"{name}: every parity sample has a gate within {BOUNDARY_MARGIN:g} "

@@ -1,11 +1,14 @@
 """The fp32 lowering of the hard gate: ``Gemm -> ThresholdedRelu`` instead of
-``Gemm -> Greater -> Cast -> Mul``.
+``Gemm -> Greater -> Cast -> Mul`` (``Conv -> ThresholdedRelu`` for a conv site).
 
 A gated ReLU unit computes ``z * 1[z > t]``. With its producer row (weight and bias) multiplied
 by ``1/t`` it computes ``z' = z/t``, and ``ThresholdedRelu(alpha=1)`` (``z' * 1[z' > 1]``) gates
 it; ``t`` goes back into the consumer's column (times the unit's gain). One operator per gated
 layer instead of three, and the graph runs as fast as a plain-Relu pruned one
-(docs/bundle-v2.md, section 4).
+(docs/bundle-v2.md, section 4). A conv site is the same with channels as units: the producer's
+output channels (axis 0 of its 4-D weight, and its bias) are scaled by ``1/t``, the consumer's
+input channels (axis 1) by ``gain * t``; a site's channels go straight into the consumer conv
+(training/traced.py), and a convolution is linear in each input channel, so this is exact.
 
 Units with ``t == 0`` (a plain ReLU gate) take ``t = 2**-40`` instead: scaling by a power of two
 is exact in float32, and the only change is that a unit with ``0 < z <= 2**-40`` outputs 0
@@ -24,12 +27,13 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
 from taugate.bundle.materialize import build_initializer
 from taugate.bundle.schema import MaterializeStep
-from taugate.exporting.compact import GatedLinear, Surgery
+from taugate.exporting.compact import GatedConv2d, GatedLinear, Surgery
 from taugate.exporting.int8_gate import ZERO_THRESHOLD
 from taugate.spec import GatedSpec
 
@@ -53,10 +57,41 @@ class ThresholdedLinear(nn.Linear):
         return _ThresholdedRelu.apply(super().forward(x))
 
 
+class ThresholdedConv2d(nn.Conv2d):
+    """A conv with output channels pre-scaled by ``1/t``, gated by ``ThresholdedRelu(alpha=1)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _ThresholdedRelu.apply(super().forward(x))
+
+
+def _blank(old: nn.Module, thresholded: bool) -> nn.Module:
+    """An uninitialized layer of ``old``'s type and geometry (thresholded or plain)."""
+    if isinstance(old, nn.Conv2d):
+        return (ThresholdedConv2d if thresholded else nn.Conv2d)(
+            old.in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
+            old.dilation, old.groups, old.bias is not None, old.padding_mode)
+    return (ThresholdedLinear if thresholded else nn.Linear)(
+        old.in_features, old.out_features, bias=old.bias is not None)
+
+
+def _regated(old: nn.Module, new: nn.Module) -> nn.Module:
+    """``new``'s weights under ``old``'s hard gate (a consumer that is itself a gated
+    producer whose gate is not lowered)."""
+    if isinstance(old, GatedConv2d):
+        gated = GatedConv2d(old, old.in_channels, old.out_channels, old.threshold,
+                            old.bias is not None)
+    else:
+        gated = GatedLinear(old.in_features, old.out_features, old.threshold)
+        if old.bias is None:
+            gated.register_parameter("bias", None)
+    gated.load_state_dict({**new.state_dict(), "threshold": old.threshold})
+    return gated
+
+
 def lowerable(s: Surgery, activation: str) -> bool:
-    """Whether a producer's gate can be lowered: a gated ReLU Linear with no negative
-    threshold (a gated Conv2d keeps ``Greater -> Cast -> Mul``)."""
-    return s.gated and not s.conv and activation == "relu" and s.threshold is not None \
+    """Whether a producer's gate can be lowered: a gated ReLU Linear or Conv2d with no
+    negative threshold (other activations keep ``Greater -> Cast -> Mul``)."""
+    return s.gated and activation == "relu" and s.threshold is not None \
         and bool(np.all(s.threshold >= 0)) and bool(np.all(np.isfinite(s.threshold)))
 
 
@@ -81,7 +116,7 @@ def lowered_plan(plan: dict[str, Surgery], spec: GatedSpec) -> dict[str, tuple]:
 
 def steps_for(key: str, source: str, tensor: str, s: Surgery | None, lowered: dict,
               names: dict) -> tuple[tuple, tuple]:
-    """(take, scale) of state-dict entry ``key`` of a compacted Linear (``names``: mode-file
+    """(take, scale) of state-dict entry ``key`` of a compacted Linear or Conv2d (``names``: mode-file
     tensor names by kind: ``keep``, ``gain``, ``rscale``, ``cscale`` -> producer -> name)."""
     path, _, leaf = key.rpartition(".")
     take, scale = [], []
@@ -113,8 +148,7 @@ def lower(small: nn.Module, plan: dict[str, Surgery], spec: GatedSpec, backbone:
     touched = set(lowered) | {p for p, s in plan.items() if s.cols_from in lowered}
     for path in touched:
         old = out.get_submodule(path)
-        new = (ThresholdedLinear if path in lowered else nn.Linear)(
-            old.in_features, old.out_features, bias=old.bias is not None)
+        new = _blank(old, path in lowered)
         with torch.no_grad():
             for leaf in ("weight", "bias"):
                 if getattr(old, leaf) is None:
@@ -125,10 +159,32 @@ def lower(small: nn.Module, plan: dict[str, Surgery], spec: GatedSpec, backbone:
                                        "float32", tuple(getattr(old, leaf).shape))
                 getattr(new, leaf).copy_(torch.from_numpy(
                     build_initializer(step, backbone, tensors, "lowering")))
-        if isinstance(old, GatedLinear) and path not in lowered:  # a consumer still gated
-            gated = GatedLinear(old.in_features, old.out_features, old.threshold)
-            gated.load_state_dict({**new.state_dict(), "threshold": old.threshold})
-            new = gated
+        if isinstance(old, (GatedLinear, GatedConv2d)) and path not in lowered:
+            new = _regated(old, new)  # a consumer still gated
         parent, _, name = path.rpartition(".")
         setattr(out.get_submodule(parent) if parent else out, name, new.eval())
     return out.eval().requires_grad_(False)
+
+
+def drop_idle_relus(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` without the ``Relu`` nodes that read a ``ThresholdedRelu``'s output: a gate
+    written as ``F.relu`` in ``forward()`` (no module to replace by Identity) would otherwise
+    stay as one more pass over every activation, for nothing (the gated output is already
+    ``>= 0``). Their readers read the ThresholdedRelu's output instead."""
+    graph = proto.graph
+    gated = {n.output[0] for n in graph.node if n.op_type == "ThresholdedRelu"
+             and all(a.f >= 0 for a in n.attribute if a.name == "alpha")}
+    outputs = {o.name for o in graph.output}
+    idle = {n.output[0]: n.input[0] for n in graph.node
+            if n.op_type == "Relu" and n.input[0] in gated and n.output[0] not in outputs}
+    if not idle:
+        return proto
+    kept = [n for n in graph.node if not (n.op_type == "Relu" and n.output[0] in idle)]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in idle:
+                node.input[i] = idle[name]
+    del graph.node[:]
+    graph.node.extend(kept)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
