@@ -13,6 +13,8 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+pytest.importorskip("transformers")  # _hf_models builds them with torch
+
 import _hf_models as hfm
 
 from taugate.runtime import ModeRuntime
