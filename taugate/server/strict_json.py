@@ -58,7 +58,7 @@ def as_array(x, dtype, where: str) -> np.ndarray:
             raise JsonRefused(400, "number out of range",
                               f"{where}: an integer is beyond the {np.dtype(dtype).name} range")
         if probe.size and probe.dtype.kind not in "iu":
-            raise JsonRefused(400, "invalid input",
+            raise JsonRefused(422, "invalid input",
                               f"{where}: expected integers, got numbers with a fraction or "
                               f"exponent (JSON type {probe.dtype.name})")
     try:
