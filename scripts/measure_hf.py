@@ -2,6 +2,7 @@
 token modes (written to OUT/modes) or a tiny ViT on MNIST rot0+rot45, then save_pretrained.
 
     python scripts/measure_hf.py OUT bert 2     # OUT/bert, OUT/modes/{plain,padded}
+    python scripts/measure_hf.py OUT llama 2    # OUT/llama, OUT/modes/{plain,padded}
     python scripts/measure_hf.py OUT vit 2      # OUT/vit ($TAUGATE_DATA holds MNIST)
 
 then ``taugate train --hf OUT/bert ... && taugate export ...`` (the commands in the doc).
@@ -16,6 +17,8 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -59,7 +62,13 @@ def train(model, batches, epochs, lr):
         print("epoch", ep, tot, time.time() - t, flush=True)
     return model.eval()
 
-if sys.argv[2] == "bert":
+def tiny_text_model(kind):
+    if kind == "bert":
+        return BertForSequenceClassification(BertConfig(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, max_position_embeddings=L, num_labels=2, attn_implementation="eager"))
+    # pad id 0: the classifier reads each row's last token that is not padding
+    return LlamaForSequenceClassification(LlamaConfig(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, intermediate_size=256, max_position_embeddings=L, num_labels=2, pad_token_id=0, attn_implementation="eager"))
+
+if sys.argv[2] in ("bert", "llama"):
     for mode, d in (("plain", False), ("padded", True)):
         for split, n, s in (("train", 3000, 1), ("test", 1000, 2)):
             ids, mask, y = token_mode(n, s + 10 * d, d)
@@ -69,7 +78,7 @@ if sys.argv[2] == "bert":
     ids = torch.from_numpy(np.concatenate([p[0] for p in parts]))
     mask = torch.from_numpy(np.concatenate([p[1] for p in parts]))
     y = torch.from_numpy(np.concatenate([p[2] for p in parts]))
-    m = BertForSequenceClassification(BertConfig(vocab_size=V, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, max_position_embeddings=L, num_labels=2, attn_implementation="eager"))
+    m = tiny_text_model(sys.argv[2])
     def batches():
         perm = torch.randperm(len(y))
         for i in range(0, len(y), 64):
@@ -81,7 +90,7 @@ if sys.argv[2] == "bert":
         with torch.no_grad():
             acc = (m(input_ids=torch.from_numpy(d["input_ids"]), attention_mask=torch.from_numpy(d["attention_mask"])).logits.argmax(1).numpy() == d["y"]).mean()
         print(mode, "dense test acc", acc)
-    m.save_pretrained(OUT / "bert")
+    m.save_pretrained(OUT / sys.argv[2])
 else:
     from taugate.training.sources import DataConfig, MNISTModes
     src = MNISTModes(DataConfig(root=os.environ["TAUGATE_DATA"], calibration_size=1000, limit_train=6000, limit_test=1000))

@@ -71,3 +71,17 @@ def pixel_modes(root: Path) -> Path:
             (root / mode).mkdir(parents=True, exist_ok=True)
             np.savez(root / mode / f"{split}.npz", x=x, y=y.astype(np.int64))
     return root
+
+
+def bert_bundle(root: Path) -> Path:
+    """A tokens bundle (tiny BERT, one mode "low", pruned; a few seconds): ROOT/bundle."""
+    from taugate.cli import main
+
+    bert().save_pretrained(root / "hf")
+    modes = token_modes(root / "modes")
+    main(["train", "--hf", str(root / "hf"), "--modes-dir", str(modes), "--out",
+          str(root / "run"), "--modes", "low", "--adapt-min-steps", "2", "--batch-size", "16",
+          "--quiet", "--device", "cpu"])
+    main(["export", str(root / "run"), "--out", str(root / "bundle"), "--no-measure",
+          "--allow-worse", "--prune-below", "0.5", "--max-accuracy-drop", "1"])
+    return root / "bundle"

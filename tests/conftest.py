@@ -28,3 +28,13 @@ def data_root():
     if not root or not os.path.isdir(os.path.join(root, "MNIST", "raw")):
         pytest.skip("real MNIST not found: set TAUGATE_DATA to a folder holding MNIST/raw/")
     return root
+
+
+@pytest.fixture(scope="session")
+def bert_bundle(tmp_path_factory):
+    """Path of a tokens bundle: a tiny BERT from a config, mode "low" (needs transformers;
+    about 8 s once per session). Do not modify it."""
+    pytest.importorskip("transformers")
+    import _hf_models
+
+    return _hf_models.bert_bundle(tmp_path_factory.mktemp("bert"))

@@ -1,7 +1,8 @@
 """Classify inputs with one mode of a bundle, following the bundle's input spec.
 
 Inputs: ``.npy`` files, any shape and dtype the bundle's input spec accepts (``[N, *shape]`` or
-one sample; see ``taugate info`` for the spec), and -- only when the manifest's input has an
+one sample; see ``taugate info`` for the spec), ``.npz`` files (a tokens bundle's ``input_ids``
+and ``attention_mask``, or samples ``x``: :mod:`taugate.commands.predict_npz`), and -- only when the manifest's input has an
 image layout -- image files (PNG, or anything Pillow reads): converted to grayscale ('L') for one
 channel or RGB for three and, unless already the layout's size, resized with
 ``Image.resize((width, height), Image.BILINEAR)``. MNIST digits are white on black; pass
@@ -25,7 +26,7 @@ import os
 import warnings
 from pathlib import Path
 
-HELP = "classify .npy or PNG images with one mode of a bundle"
+HELP = "classify .npy, .npz (token ids) or PNG images with one mode of a bundle"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 #: The most pixels an image file may have (50 megapixels: more than a 48 MP phone camera).
 MAX_IMAGE_PIXELS = 50_000_000
@@ -46,7 +47,9 @@ def parse_providers(text: str):
 
 def add_arguments(p) -> None:
     p.add_argument("bundle", help="bundle directory (holding manifest.json)")
-    p.add_argument("files", nargs="*", metavar="FILE", help=".npy arrays or PNG images")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help=".npy arrays, .npz (input_ids, attention_mask for token bundles) or "
+                        "PNG images")
     p.add_argument("--mode", required=True,
                    help="mode to run ('dense' for the dense model; 'auto': each row in the mode "
                         "the bundle's router names, reported per row)")
@@ -171,20 +174,27 @@ def load_image(path: Path, invert: bool = False, layout: dict | None = None,
 
 def load_file(path: Path, invert: bool = False, layout: dict | None = None,
               images: bool = True, mnist_style: bool = False):
-    """The array in ``path``: ``.npy`` as stored (no pickles), images via :func:`load_image`
-    (``images``: whether the bundle's input takes images at all)."""
+    """The array in ``path``: ``.npy`` as stored (no pickles), ``.npz`` via
+    :func:`taugate.commands.predict_npz.load_npz` (a tokens layout: a dict of ``input_ids`` and
+    ``attention_mask``), images via :func:`load_image` (``images``: whether the bundle's input
+    takes images at all)."""
+    tokens = bool(layout) and layout.get("kind") == "tokens"
     if not os.path.lexists(path):
         raise FileNotFoundError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return load_npy(path)
+    if suffix == ".npz":
+        from taugate.commands.predict_npz import load_npz
+
+        return load_npz(path, tokens, open_regular)
     if suffix in IMAGE_SUFFIXES:
         if not images:
             raise ValueError(f"{path}: this bundle's input has no image layout (see `taugate "
                              f"info`): pass its samples as a .npy array")
         return load_image(path, invert, layout, mnist_style)
-    raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; expected .npy or an "
-                     f"image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    raise ValueError(f"{path}: unsupported file type {suffix or '(none)'}; expected .npy, .npz "
+                     f"or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
 
 
 def run(args) -> int:
@@ -203,6 +213,8 @@ def run(args) -> int:
         x = load_file(path, args.invert, spec.layout, images=spec.image_shape is not None,
                       mnist_style=args.mnist_style)
         try:
+            if isinstance(x, dict):  # token ids and masks: one packed array
+                x = rt.checker.coerce(x)
             if args.mode == "auto":
                 auto = rt.run_auto(x, unknown=args.unknown)
                 logits, modes = auto.logits, auto.modes

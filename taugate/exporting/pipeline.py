@@ -196,7 +196,7 @@ def export_mode(name: str, foundation: nn.Module, mode: ModeInput, config: Expor
             name, graph_bytes(export_onnx(c.small, cal_x, input_name, output_name), name),
             {data_mode: _numpy(mode.test)},
             config.max_accuracy_drop, config.precision.quantization,
-            cal_x[: config.precision.calibration_rows].numpy().astype(np.float32))
+            cal_x[: config.precision.calibration_rows].numpy())  # quantize() casts
     if config.layout == "shared":
         graph = shared_graph(proto, fast, c.plan, mode.spec, foundation_state, mode_tensors)
         # per-unit facts stay out of a shared bundle's manifest: the kept indices are in the
@@ -262,7 +262,7 @@ def export_modes(out: str | Path, foundation: nn.Module, modes: dict[str, ModeIn
         if config.precision.int8:  # read by the writer after the last mode
             dense_variants["int8"] = int8_variant(
                 "dense", graph_bytes(dense_proto, "dense"), tests, config.max_accuracy_drop,
-                config.precision.quantization, np.concatenate(cals).astype(np.float32),
+                config.precision.quantization, np.concatenate(cals),
                 per_mode=True)
 
     targets = [t.producer for t in first.spec.targets]

@@ -107,7 +107,8 @@ class _Reader:
 def quantize(model, scheme: str = DEFAULT_SCHEME,
              calibration: np.ndarray | None = None, weights_only: bool = False) -> bytes:
     """The int8 variant of ``model`` (an onnx.ModelProto or its bytes), serialized.
-    ``calibration`` (float32 inputs) is needed by the static scheme only. ``weights_only``
+    ``calibration`` (the graph's inputs: float32, or int64 token ids) is needed by the static
+    scheme only. ``weights_only``
     (dynamic scheme): only the ``MatMul`` nodes whose second input is a weight are quantized
     (a decoder's attention products of two activations, and its embedding ``Gather``, stay
     float32). The opset, IR version and metadata of the float graph are kept."""
@@ -146,7 +147,9 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
             else:
                 onnx.save(model, src)
                 name = model.graph.input[0].name
-                quantize_static(src, dst, _Reader(name, np.ascontiguousarray(calibration, np.float32)),
+                # token ids stay int64 (the graph's input type); everything else is float32
+                kind = np.int64 if np.asarray(calibration).dtype.kind in "iub" else np.float32
+                quantize_static(src, dst, _Reader(name, np.ascontiguousarray(calibration, kind)),
                                 quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
             q = onnx.load(dst)

@@ -29,6 +29,7 @@ import numpy as np
 from taugate import __version__
 from taugate.runtime import DENSE, InputError
 from taugate.runtime.routing import AUTO
+from taugate.server import token_body
 from taugate.server.messages import HttpResponse, Inference, Route
 from taugate.server.oip_body import (
     HEADER_LENGTH,
@@ -41,7 +42,8 @@ from taugate.server.oip_body import (
     tensor_spec,
 )
 
-__all__ = ["HEADER_LENGTH", "MIXED", "MODE_INPUT", "VERSION", "json_size", "model_metadata", "model_refusal", "routes",
+__all__ = ["HEADER_LENGTH", "MIXED", "MODE_INPUT", "VERSION", "input_specs", "json_size",
+           "model_metadata", "model_refusal", "routes",
            "server_metadata"]
 
 EXTENSIONS = ["binary_tensor_data"]
@@ -77,6 +79,15 @@ def input_spec(manifest) -> TensorSpec:
     return tensor_spec(spec.name, spec.dtype, _with_batch(shape))
 
 
+def input_specs(manifest) -> list[TensorSpec]:
+    """The model's inputs: :func:`input_spec`, or for a tokens bundle (a ``{"kind": "tokens"}``
+    layout) two INT64 tensors ``[-1, length]``, ``input_ids`` and ``attention_mask``."""
+    if not token_body.is_tokens(manifest.input):
+        return [input_spec(manifest)]
+    length = manifest.input.layout["length"]
+    return [tensor_spec(name, "int64", [-1, length]) for name in token_body.FIELDS]
+
+
 def output_spec(manifest) -> TensorSpec:
     """The model output (logits ``[batch, classes]``) as the protocol names it."""
     spec = manifest.output
@@ -96,7 +107,7 @@ def is_mixed(mode: str, manifest) -> bool:
 def model_metadata(mode: str, manifest) -> dict:
     extra = [MODE_INPUT_SPEC] if is_mixed(mode, manifest) else []
     return {"name": mode, "versions": [VERSION], "platform": PLATFORM,
-            "inputs": [input_spec(manifest).metadata(), *extra],
+            "inputs": [*(s.metadata() for s in input_specs(manifest)), *extra],
             "outputs": [output_spec(manifest).metadata()]}
 
 
@@ -131,7 +142,7 @@ class _Endpoints:
     def __init__(self, handler):
         self.handler = handler
         manifest = handler.runtime.manifest
-        self.input = input_spec(manifest)
+        self.inputs = input_specs(manifest)
         out = output_spec(manifest)
         self.outputs = {out.name: out}
 
@@ -169,7 +180,7 @@ class _Endpoints:
             return refused
         mixed = is_mixed(mode, self.handler.runtime.manifest)
         try:
-            parsed = parse_infer(req.body, req.headers.get(HEADER_LENGTH), self.input,
+            parsed = parse_infer(req.body, req.headers.get(HEADER_LENGTH), self.inputs,
                                  list(self.outputs), MODE_INPUT if mixed else None)
             rows = mixed_rows(parsed.modes, self.handler.runtime.manifest) if mixed else None
             x = self.handler.checked_input(parsed.x)

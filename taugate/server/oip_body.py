@@ -69,7 +69,7 @@ def tensor_spec(name: str, dtype: str, shape: list) -> TensorSpec:
 class InferRequest:
     """A parsed inference request: the input array (not yet range-checked) and what to answer."""
 
-    x: np.ndarray
+    x: np.ndarray | dict  # several inputs (a tokens bundle): {name: array}
     id: str | None
     outputs: list  # [(output name, binary?)] in the order to answer
     modes: list | None = None  # the mixed-mode model: each row's mode name
@@ -174,17 +174,21 @@ def _tensor_data(tensor: dict, where: str, spec: TensorSpec, shape: list, binary
     return values.reshape(shape), offset
 
 
-def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list,
+def parse_infer(body: bytes, header_length, spec: TensorSpec | list, outputs: list,
                 modes_input: str | None = None) -> InferRequest:
-    """Parse an inference body (JSON, or JSON + binary tensors) for a model with one input
-    ``spec`` and the output names ``outputs``; with ``modes_input``, the model also takes that
-    ``BYTES`` input of shape [N], one mode name per row (the mixed-mode model), answered in
-    :attr:`InferRequest.modes`. Raises :class:`OipError` (400)."""
+    """Parse an inference body (JSON, or JSON + binary tensors) for a model with the input
+    ``spec`` (or several, e.g. a tokens bundle's ``input_ids`` and ``attention_mask``: every one
+    required, :attr:`InferRequest.x` then a dict of them by name) and the output names
+    ``outputs``; with ``modes_input``, the model also takes that ``BYTES`` input of shape [N],
+    one mode name per row (the mixed-mode model), answered in :attr:`InferRequest.modes`.
+    Raises :class:`OipError` (400)."""
+    specs = {s.name: s for s in ([spec] if isinstance(spec, TensorSpec) else spec)}
+    spec = next(iter(specs.values()))
     payload, binary = _split_body(body, header_length)
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise OipError(400, f"id: expected a string, got {type(request_id).__name__}")
-    names = [spec.name] if modes_input is None else [spec.name, modes_input]
+    names = [*specs] if modes_input is None else [*specs, modes_input]
     expected = " and ".join(repr(n) for n in names)
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != len(names) or \
@@ -201,12 +205,13 @@ def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list,
                 "unknown input"
             has = f"one input {spec.name!r}" if len(names) == 1 else f"the inputs {expected}"
             raise OipError(400, f"{where}: {what}; the model has {has}")
-        if name == spec.name:
-            if tensor.get("datatype") != spec.datatype:
-                raise OipError(400, f"{where}.datatype: expected {spec.datatype!r}, got "
+        if name in specs:
+            want = specs[name].datatype
+            if tensor.get("datatype") != want:
+                raise OipError(400, f"{where}.datatype: expected {want!r}, got "
                                     f"{_echo(tensor.get('datatype'))}")
-            values[name], used = _tensor_data(tensor, where, spec, _shape(tensor, where),
-                                              binary, used)
+            values[name], used = _tensor_data(tensor, where, specs[name],
+                                              _shape(tensor, where), binary, used)
         else:
             values[name], used = _modes_data(tensor, where, binary, used)
     if used != len(binary):
@@ -218,13 +223,22 @@ def parse_infer(body: bytes, header_length, spec: TensorSpec, outputs: list,
         raise OipError(400, f"parameters.binary_data_output: expected true or false, got "
                             f"{_echo(binary_default)}")
     x = values[spec.name]
+    _same_rows(values, specs)
     modes = None if modes_input is None else values[modes_input]
     if modes is not None and (x.ndim == 0 or len(modes) != x.shape[0]):
         raise OipError(400, f"input {modes_input!r}: {len(modes)} mode names for "
                             f"{x.shape[0] if x.ndim else 0} rows of {spec.name!r}; send one "
                             f"name per row")
-    return InferRequest(x, request_id, _requested_outputs(payload, outputs, binary_default),
-                        modes)
+    return InferRequest(x if len(specs) == 1 else {n: values[n] for n in specs}, request_id,
+                        _requested_outputs(payload, outputs, binary_default), modes)
+
+
+def _same_rows(values: dict, specs: dict) -> None:
+    """Several inputs describe the same rows: their shapes must agree."""
+    shapes = {name: list(values[name].shape) for name in specs}
+    if len({tuple(s) for s in shapes.values()}) > 1:
+        got = ", ".join(f"{n!r} {s}" for n, s in shapes.items())
+        raise OipError(400, f"inputs: {got}; expected the same shape for each")
 
 
 def _modes_data(tensor: dict, where: str, binary: memoryview, offset: int) -> tuple[list, int]:

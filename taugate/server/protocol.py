@@ -43,7 +43,7 @@ from taugate.runtime.routing import (
     rows_to_run,
     run_rows,
 )
-from taugate.server import model_repository, oip, stats, strict_json
+from taugate.server import model_repository, oip, stats, strict_json, token_body
 from taugate.server.batcher import Batcher, BatchPolicy, QueueFull
 from taugate.server.messages import (
     HttpRequest,
@@ -79,15 +79,20 @@ def taugate_error(status: int, error: str, detail) -> HttpResponse:
 _BadRequest = strict_json.JsonRefused
 
 
-def parse_predict_body(body: bytes, max_depth: int = 3) -> np.ndarray:
+def parse_predict_body(body: bytes, max_depth: int = 3, tokens: bool = False):
     """``{"inputs": [...]}`` -> the inputs as a float32 array (shape checks are the runtime's).
     Strict: numbers only, at most ``max_depth`` lists deep (the handler passes one more than the
-    rank of a sample of the bundle's input, e.g. 3 for a batch of 28x28 images)."""
+    rank of a sample of the bundle's input, e.g. 3 for a batch of 28x28 images). ``tokens``:
+    the bundle takes token ids (:func:`token_body.parse_token_inputs`: int64, or a dict)."""
     payload = strict_json.loads(body)
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise _BadRequest(422, "invalid request body",
-                          'expected a JSON object {"inputs": [sample, ...]}')
+                          'expected a JSON object {"inputs": [sample, ...]}' + (
+                              ' or {"inputs": {"input_ids": [[...]], "attention_mask": '
+                              '[[...]]}}' if tokens else ""))
     inputs = payload["inputs"]
+    if tokens:
+        return token_body.parse_token_inputs(inputs)
     if not isinstance(inputs, list):
         raise _BadRequest(422, "invalid request body",
                           f"inputs: expected a list of samples, got {type(inputs).__name__}")
@@ -133,6 +138,7 @@ class ProtocolHandler:
         spec = runtime.manifest.input
         # a batch of samples; image inputs may also come as [N, H, W] or [N, C, H, W] lists
         self._json_depth = max(len(spec.shape) + 1, 4 if spec.layout is not None else 0)
+        self._tokens = token_body.is_tokens(spec)
         self.routes = [
             Route("GET", "/health", "health", self.health, inline=True),
             Route("GET", "/modes", "modes", self.modes),
@@ -333,7 +339,7 @@ class ProtocolHandler:
 
     def predict(self, req: HttpRequest, mode: str) -> Routed:
         try:
-            x = parse_predict_body(req.body, self._json_depth)
+            x = parse_predict_body(req.body, self._json_depth, self._tokens)
             if not self.knows(mode):
                 self.runtime.info(mode)  # raises UnknownModeError with the valid choices
             x = self.checked_input(x)

@@ -50,7 +50,17 @@ def numbers_only(x, max_depth: int) -> bool:
 def as_array(x, dtype, where: str) -> np.ndarray:
     """``x`` (already :func:`numbers_only`) as an array of ``dtype``; :class:`JsonRefused` 400
     "number out of range" for a value the dtype cannot hold (beyond float32, a huge integer),
-    ``ValueError``/``TypeError`` from numpy for ragged lists."""
+    ``ValueError``/``TypeError`` from numpy for ragged lists. An integer ``dtype`` takes JSON
+    integers only: ``1.5`` (or ``1.0``) is refused with 400 "invalid input", not truncated."""
+    if np.dtype(dtype).kind in "iu":
+        probe = np.asarray(x)
+        if probe.dtype == object:  # an integer beyond 64 bits
+            raise JsonRefused(400, "number out of range",
+                              f"{where}: an integer is beyond the {np.dtype(dtype).name} range")
+        if probe.size and probe.dtype.kind not in "iu":
+            raise JsonRefused(422, "invalid input",
+                              f"{where}: expected integers, got numbers with a fraction or "
+                              f"exponent (JSON type {probe.dtype.name})")
     try:
         with np.errstate(over="raise", invalid="raise"):
             return np.asarray(x, dtype=dtype)
