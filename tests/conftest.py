@@ -38,3 +38,14 @@ def bert_bundle(tmp_path_factory):
     import _hf_models
 
     return _hf_models.bert_bundle(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny matmuls on a shared machine: one torch thread avoids waiting on a busy second core."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

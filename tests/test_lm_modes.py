@@ -19,13 +19,7 @@ CONFIG = ModeConfig(sparse_steps=3, retune_steps=2, batch_size=2, seq_len=16,
                     importance_windows=2, target_mac_ratio=3.0, distill=0.5)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls on a shared machine: one thread avoids waiting on a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _foundation(seed=0):

@@ -14,13 +14,7 @@ CFG = LMConfig(dim=16, heads=2, layers=1, ffn=32, context=16)
 CONFIG = pt.PretrainConfig(steps=6, batch_size=2, seq_len=16, warmup=2, checkpoint_every=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matmuls on a shared machine: one thread avoids waiting on a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data():
