@@ -43,6 +43,16 @@ def test_notes_name_the_mode_and_the_flag():
     assert "--" not in worse[0]
 
 
+def test_a_reused_foundation_knows_its_pretraining_modes():
+    from taugate.training.runs import pretrained_modes
+
+    meta = {"train_config": {"modes": ["rot0", "rot45"], "epochs": 2}}
+    assert pretrained_modes(meta) == {"rot0", "rot45"}
+    # a user's model or an older foundation JSON: no modes known, every mode must gain
+    assert pretrained_modes({"family": "user"}) == set()
+    assert pretrained_modes({"train_config": {"modes": "rot0"}}) == set()
+
+
 def shifted_modes(seed=0, rows=500):
     """A user's tabular model trained on clean rows; the mode adds 0.8 to every feature
     (scripts/measure_small_data.py, smaller)."""

@@ -146,6 +146,7 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
     elif config.foundation_path:
         foundation, meta = load_foundation(config.foundation_path)
         factory = meta.get("factory")
+        pretrained_on = pretrained_modes(meta)
         log.info("loaded foundation %s (sha256 %s)", config.foundation_path, meta["sha256"][:12])
     else:
         fc = config.foundation
@@ -178,6 +179,13 @@ def train_run(config: RunConfig, data=None) -> TrainedRun:
             )
     return TrainedRun(out, sha, adapters, family_of(foundation).name,
                       foundation if config.module is not None else None, outcomes)
+
+
+def pretrained_modes(meta: dict) -> set[str]:
+    """The modes a saved foundation was pretrained on (its JSON's ``train_config``), so that a
+    reused foundation's own modes are judged by compute, not by accuracy gained."""
+    modes = (meta.get("train_config") or {}).get("modes") if isinstance(meta, dict) else None
+    return {m for m in modes if isinstance(m, str)} if isinstance(modes, list) else set()
 
 
 def _outcome(foundation, method, model, md, adapt_config: AdaptConfig, seen: bool):
