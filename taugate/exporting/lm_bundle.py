@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 FP32_ATOL = 1e-3  # step logits, fp32 graph vs torch (float rounding only)
 INT8_RTOL = 0.5  # step logits, int8 graph vs torch: at most this many logit standard deviations
-GREEDY_PROMPT = b"def main():\n    "
+GREEDY_PROMPT = b"class Foo:\n    def __init__(self"  # continued with code, not blanks
 GREEDY_TOKENS = 32
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from taugate.bundle.atomic import write_text
 
-PROMPT = b"def main():\n    "
+PROMPT = b"class Foo:\n    def __init__(self"  # a continuation of code, not of blanks
 NEW_TOKENS = 32
 PRECISIONS = ("fp32", "int8")
 DENSE_MODE = "dense"  # the bundle's mode name for the uncompacted foundation
