@@ -53,9 +53,9 @@ def test_session_runner_uses_the_internal_run_only_when_it_matches(rt):
     assert session_runner(broken, "pixels", ["logits"], 784, 10, "b", internal=True) == broken.run
 
 
-def test_the_internal_run_is_the_default_and_can_be_turned_off(tiny_bundle):
-    for internal, kwargs in ((False, {"internal_run": False}), (True, {})):
-        with ModeRuntime.open(tiny_bundle, providers="cpu", **kwargs) as runtime:
+def test_the_internal_run_is_opt_in(tiny_bundle):
+    for internal in (False, True):
+        with ModeRuntime.open(tiny_bundle, providers="cpu", internal_run=internal) as runtime:
             loaded = runtime._sessions["rot0"]
             assert (loaded.run == loaded.session.run) is not internal
             np.testing.assert_array_equal(runtime.run("rot0", X),

@@ -82,7 +82,7 @@ class ModeRuntime(ModeRepository, ManyModes):
                  budget: MemoryBudget | None = None):
         self._root = root
         self._precision = precision
-        self._internal_run = True  # open(internal_run=...): the probe-checked C++ run (sessions.py)
+        self._internal_run = False  # open(internal_run=True): the C++ run (sessions.py)
         self._manifest = manifest
         self._plan = plan
         self._config = config
@@ -110,7 +110,7 @@ class ModeRuntime(ModeRepository, ManyModes):
              session_options=None, intra_op_num_threads: int | None = None,
              inter_op_num_threads: int | None = None,
              graph_optimization_level: str | None = None,
-             precision: str = "fp32", internal_run: bool = True,
+             precision: str = "fp32", internal_run: bool = False,
              memory_budget: int | str = AUTO_BUDGET) -> ModeRuntime:
         """Open and check the bundle at ``bundle`` (a directory or its manifest.json).
 
@@ -137,9 +137,7 @@ class ModeRuntime(ModeRepository, ManyModes):
             :class:`RuntimeConfigError` otherwise. Nothing falls back silently.
         internal_run: on CPU-only sessions, call onnxruntime's C++ ``run`` (its private
             ``_sess``) instead of ``InferenceSession.run``, saving ~0.5 us per call; used only
-            where a probe call gives exactly the public run's result (it is not public API:
-            any other onnxruntime, provider or result keeps the public run); ``False``: always
-            the public run.
+            where a probe call gives exactly the public run's result (opt-in: not public API).
         """
         if precision not in PRECISIONS:
             raise RuntimeConfigError(f"precision: expected one of {', '.join(PRECISIONS)}, got "
