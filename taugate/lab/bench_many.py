@@ -32,7 +32,7 @@ class Comparison:
     base_us: float
     ratio: float  # median over rounds of what / base
     rounds: int
-    goal: float | None = None  # the issue's bound on ratio, where it sets one
+    goal: float | None = None  # the bound on ratio, where there is one (GOALS)
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ManyResult:
                 "machine": self.machine}
 
 
-GOALS = {"mixed": 1.25, "run_all": 0.5, "route": 0.2}  # issue 18's bounds
+GOALS = {"mixed": 1.25, "run_all": 0.5, "route": 0.2}  # ratio bounds a bundle should meet
 
 
 def _compare(calls: dict, what: str, base: str, batch: int, threads: int,

@@ -1,4 +1,4 @@
-"""Decode speed against the kept fraction of FFN units (issue 22, item 4): one LM bundle with a
+"""Decode speed against the kept fraction of FFN units: one LM bundle with a
 mode per kept fraction, each timed side by side with the dense model (fp32 and int8, batch 1
 and 8), plus time to first token and memory; and the figure of tokens/s against the fraction.
 

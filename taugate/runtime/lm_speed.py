@@ -54,7 +54,7 @@ def compare_decode_speed(bundle: str | Path, modes=None, precisions=("fp32", "in
 
 
 def decode_results(bundle: str | Path, precisions=("fp32", "int8"), **timing) -> dict:
-    """Per mode, the decode fields of ``out/lm/results.json`` (issue 22): ``ffn_mac_ratio``,
+    """Per mode, the decode fields of ``out/lm/results.json``: ``ffn_mac_ratio``,
     ``greedy_match`` (from the manifest), ``tokens_per_s`` and ``dense_tokens_per_s``
     (batch-1 decode, ``{precision: tokens/s}``), ``ttft_s`` and ``dense_ttft_s``; plus the
     load averages under ``"_timing"``. ``timing``: :func:`compare_decode_speed`'s options."""
