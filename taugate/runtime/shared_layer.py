@@ -169,13 +169,13 @@ def _first_layer(rt, name: str):
 def build_plan(rt, names: tuple) -> SharedPlan:
     found, alone, first = {}, [], None
     for name in names:
-        loaded = rt._sessions.get(name) or rt._load(name)
-        info = _first_layer(rt, name) if loaded.keep is not None else None
+        rt._sessions.get(name) or rt._load(name)  # the mode's own session (rows near a gate)
+        info = _first_layer(rt, name)
         if info is None or (first is not None and info[:2] != first[:2]):
             alone.append(name)
         else:
             first = first or info
-            found[name] = (*info, loaded.keep)
+            found[name] = (*info, rt._files.initializers(rt._served(name)))
     if len(found) < 2:  # nothing to share
         return SharedPlan(rt, None, None, {}, list(names), [])
     w_name, b_name, opsets = first[0], first[1], first[6]
