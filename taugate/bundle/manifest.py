@@ -324,7 +324,7 @@ def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
     except (OSError, UnicodeDecodeError, UnsafeInputError) as exc:
         raise BundleError(f"{path}: cannot read: {exc}") from exc
     try:
-        data = loads_strict(text)
+        data = loads_strict(text, share=True)  # raw is read; changes are made on copies
     except ValueError as exc:  # invalid JSON, duplicate keys, nesting, numbers
         raise BundleFormatError(f"{path}: invalid JSON: {exc}") from exc
     return root, parse_manifest(data)
