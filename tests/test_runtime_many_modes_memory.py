@@ -47,11 +47,11 @@ def test_manifest_steps_share_strings_and_have_no_dict(bundle):
 
 def test_a_reloaded_mode_is_hashed_again_but_not_parsed_again(bundle, monkeypatch):
     checks, hashes = [], []
-    real_check, real_read = bundle_files.check_model, bundle_files.read_verified
+    real_check, real_read = bundle_files.check_model, bundle_files._read_at
     monkeypatch.setattr(bundle_files, "check_model",
                         lambda data, *a, **k: (checks.append(1), real_check(data, *a, **k))[1])
-    monkeypatch.setattr(bundle_files, "read_verified",
-                        lambda root, e: (hashes.append(e.file), real_read(root, e))[1])
+    monkeypatch.setattr(bundle_files, "_read_at",  # every verified read (path + sha256)
+                        lambda path, e: (hashes.append(e.file), real_read(path, e))[1])
     rt = ModeRuntime.open(bundle, providers="cpu", lazy=True, max_sessions=1)
     at_open = len(checks)
     assert at_open >= 4  # dense + 3 modes, each checked once at open
@@ -164,3 +164,9 @@ def test_probe_runs_share_one_watchdog_thread():
             break
         threading.Event().wait(0.01)
     assert options.terminate and not late.terminate
+
+
+def test_checked_modes_share_one_set_of_materialized_names(bundle):
+    rt = ModeRuntime.open(bundle, providers="cpu", lazy=True)
+    sets = {id(names) for _, names in rt._files._checked if names}
+    assert len(rt._files._checked) >= 4 and len(sets) == 1
