@@ -18,8 +18,8 @@ def _scale_ok(scale: list) -> bool:
     return _scale_pair(scale) or (0 < len(scale) <= 4 and all(_scale_pair(p) for p in scale))
 
 
-# one object per distinct tuple of ints and strings (no bools: is_int refuses them, so equal
-# means identical): a manifest of 1,000 modes repeats the same few in every entry
+# one object per distinct tuple of ints and strings, or step made of them (no bools: is_int
+# refuses them, so equal means identical): a manifest of 1,000 modes repeats the same few
 _shared = functools.lru_cache(maxsize=4096)(lambda t: t)
 
 
@@ -57,8 +57,8 @@ def parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> Material
     shape = get_field(s, "shape", where, list, "a list of sizes")
     if not all(is_int(v) for v in shape):
         raise fail(f"{where}.shape", "a list of sizes >= 0", shape)
-    return MaterializeStep(name, source, tensor, _shared(tuple((a, n) for a, n in take)),
-                           _scale_tuple(scale), add, dtype, _shared(tuple(shape)))
+    return _shared(MaterializeStep(name, source, tensor, _shared(tuple((a, n) for a, n in take)),
+                                   _scale_tuple(scale), add, dtype, _shared(tuple(shape))))
 
 
 def parse_materialize(name: str, d: dict, where: str, has_backbone: bool
