@@ -107,6 +107,7 @@ def test_manifest_steps_share_their_tuples(bundle):
     rt = ModeRuntime.open(bundle, providers="cpu", lazy=True)
     m0, m1 = (rt.manifest.modes[name] for name in list(rt.manifest.modes)[:2])
     assert m0.materialize[0].take is m1.materialize[0].take
+    assert m0.materialize[-1] is m1.materialize[-1]  # the output bias: the same step in both
     raw0, raw1 = (rt.manifest.raw["modes"][name]["materialize"][0] for name in rt.modes[:2])
     assert raw0["take"] is raw1["take"]
 
