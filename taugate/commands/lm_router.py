@@ -14,8 +14,9 @@ def add_arguments(p) -> None:
     p.add_argument("bundle", help="language-model bundle directory (format_version 3)")
     p.add_argument("--out", required=True, help="the new bundle's directory")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--cap", type=int, default=1_000_000,
-                   help="bytes of each domain's corpus to read (default 1000000)")
+    p.add_argument("--cap", type=int, default=None,
+                   help="bytes of each domain's corpus to read (default: the walk-through's, "
+                        "what the modes were trained on)")
     p.add_argument("--measure", metavar="FILE.json", default=None,
                    help="also measure routing accuracy and cost, written to FILE.json")
 
@@ -32,9 +33,9 @@ def run(args) -> int:
         raise ValueError(f"{args.bundle}: modes {modes}: expected the corpus domains "
                          f"{sorted(DOMAINS)} (fit other domains with "
                          f"taugate.exporting.lm_router.add_router and their texts)")
-    if args.cap < 1:
+    if args.cap is not None and args.cap < 1:
         raise ValueError(f"--cap: expected a positive number of bytes, got {args.cap}")
-    corpus = load_corpus({d: args.cap for d in DOMAINS})
+    corpus = load_corpus(None if args.cap is None else {d: args.cap for d in DOMAINS})
     train = {d: corpus[d].train for d in DOMAINS}
     out = add_router(args.bundle, args.out, train, overwrite=args.overwrite)
     print(f"wrote {out} (router.json: mode 'auto' routes prompts to {', '.join(DOMAINS)})")
@@ -42,7 +43,7 @@ def run(args) -> int:
         from taugate.lab.lm_routing import measure_routing
 
         report = measure_routing(out, train, {d: corpus[d].held_out for d in DOMAINS})
-        report["cap_bytes"] = args.cap
+        report["cap_bytes"] = args.cap  # None: the corpus's default caps
         with open(args.measure, "w") as f:
             json.dump(report, f, indent=1)
         print(f"wrote {args.measure}")

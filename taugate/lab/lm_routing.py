@@ -19,6 +19,7 @@ import numpy as np
 from taugate.exporting.lm_router import BUCKETS, fit_router, windows
 from taugate.runtime.generate import Generator, _Cache, encode
 from taugate.runtime.lm_router import UNKNOWN
+from taugate.training.lm.corpus import python_tag
 
 LENGTHS = (16, 64, 256)
 FEATURES = {"bytes": 0, "byte_pairs": BUCKETS}
@@ -58,40 +59,46 @@ def foreign(router, count: int = 200, seed: int = 2) -> dict:
             "cjk_text": router.route(np.frombuffer(cjk, np.uint8)).mode == UNKNOWN}
 
 
-def cost(router, bundle: str | Path, prompt: bytes, rounds: int = 200) -> dict:
-    """Median seconds of routing ``prompt`` and of one dense decode step, interleaved."""
+def cost(router, bundle: str | Path, prompts: dict, rounds: int = 200) -> dict:
+    """Median seconds of routing each of ``prompts`` (name -> bytes) and of one dense decode
+    step (fp32, one thread), interleaved round by round."""
     gen = Generator.open(bundle, "dense", "fp32", threads=1)
-    ids = encode(prompt)
+    start = encode(b"def f(x):\n")
     cache = _Cache(gen.shape, 1)
-    logits = gen._run(ids[None, :], cache)
-    route_s, step_s = [], []
+    logits = gen._run(start[None, :], cache)
+    ids = {k: encode(v) for k, v in prompts.items()}
+    route_s, step_s = {k: [] for k in ids}, []
     for _ in range(rounds):
-        t = time.perf_counter()
-        router.route(ids)
-        route_s.append(time.perf_counter() - t)
+        for k, v in ids.items():
+            t = time.perf_counter()
+            router.route(v)
+            route_s[k].append(time.perf_counter() - t)
         if cache.length >= gen.shape.context - 1:
             cache = _Cache(gen.shape, 1)
-            gen._run(ids[None, :], cache)
+            logits = gen._run(start[None, :], cache)
         t = time.perf_counter()
         logits = gen._run(logits.argmax(-1)[:, None].astype(np.int64), cache)
         step_s.append(time.perf_counter() - t)
-    r, s = float(np.median(route_s)), float(np.median(step_s))
-    return {"route_s": r, "decode_step_s": s, "route_over_step": r / s,
-            "prompt_bytes": len(ids), "rounds": rounds}
+    step = float(np.median(step_s))
+    return {"decode_step_s": step, "rounds": rounds,
+            "route_s": {k: float(np.median(v)) for k, v in route_s.items()},
+            "route_over_step": {k: float(np.median(v)) / step for k, v in route_s.items()}}
 
 
 def measure_routing(bundle: str | Path, train: dict, held_out: dict) -> dict:
     """The routing report: per feature set, accuracy by prompt length, unknown detection and
     cost; ``train`` / ``held_out``: mode -> that domain's text."""
-    report = {"lengths": list(LENGTHS), "load_average_before": list(os.getloadavg()),
+    report = {"lengths": list(LENGTHS), "python": python_tag(),
+              "load_average_before": list(os.getloadavg()),
               "held_out_bytes": {k: int(len(v)) for k, v in held_out.items()}, "routers": {}}
-    prompt = bytes(windows(held_out[next(iter(held_out))], 64, 1,
-                           np.random.default_rng(0))[0].astype(np.uint8))
+    first = held_out[next(iter(held_out))]
+    prompts = {str(n): bytes(windows(first, n, 1, np.random.default_rng(0))[0].astype(np.uint8))
+               for n in LENGTHS}
     for name, buckets in FEATURES.items():
         router = fit_router(train, buckets=buckets)
         report["routers"][name] = {
             "buckets": buckets, "min_confidence": router.min_confidence,
             "by_length": accuracy(router, held_out), "foreign_flagged": foreign(router),
-            "cost": cost(router, bundle, prompt)}
+            "cost": cost(router, bundle, prompts)}
     report["load_average_after"] = list(os.getloadavg())
     return report
