@@ -70,8 +70,8 @@ class RoutedGenerator:
             return route, DENSE
         raise UnknownPromptError(
             f"prompt: of no known domain (router confidence {route.confidence:.2f}, novelty "
-            f"{route.novelty:.2f}); choose a mode of {[DENSE, *self.router.classes]}, or serve "
-            f"with the 'dense' policy for unknown prompts")
+            f"{route.novelty:.2f}); choose a mode of {[DENSE, *self.router.classes]}, or use "
+            f"the 'dense' policy for unknown prompts (--unknown dense)")
 
     def start(self, prompt: str | bytes, max_new_tokens: int,
               **sampling) -> tuple[Route, str, Iterator[int]]:
