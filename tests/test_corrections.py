@@ -168,6 +168,12 @@ def test_pooling_a_non_image_input_is_refused():
         get_method("taugate", {"correction_rank": 2, "correction_pool": 2}).wrap(tiny())
 
 
+def test_a_rank_above_the_pooled_inputs_is_refused():
+    with pytest.raises(ValueError, match=r"correction_rank: expected at most 4 with "
+                                         r"correction_pool 2 .*got 5"):
+        get_method("taugate", {"correction_rank": 5, "correction_pool": 2}).wrap(image_mlp())
+
+
 def test_the_pool_and_scale_flags_reach_the_method_config():
     import argparse
 

@@ -90,6 +90,9 @@ class PooledCorrection(LoRALinear):
         super().__init__(base, rank, alpha)
         self.pool, self.side = pool, _image_side(base.in_features, pool, path)
         cells = (self.side // pool) ** 2
+        if rank > cells:
+            raise ValueError(f"correction_rank: expected at most {cells} with correction_pool "
+                             f"{pool} ({cells} pooled inputs of {path!r}), got {rank}")
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(rank, cells, dtype=w.dtype, device=w.device))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
