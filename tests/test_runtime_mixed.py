@@ -87,3 +87,18 @@ def test_bad_names_are_refused_clearly(bundle):
         rt.run_mixed(rt.modes[0], x)
     with pytest.raises(UnknownModeError, match="unknown mode 'nope'"):
         rt.run_all(x, modes=["nope"])
+
+
+def test_run_all_reruns_rows_near_a_gate(bundle, monkeypatch):
+    """Rows whose gate input lies within the tolerance of a threshold are recomputed by the
+    mode's own session: with a tolerance that takes every row, the answer is ``run``'s exactly."""
+    from taugate.runtime import shared_layer
+
+    monkeypatch.setattr(shared_layer, "GATE_TOL", 1e9)
+    rt = ModeRuntime.open(bundle, providers="cpu")
+    x = _x(16, seed=3)
+    every = rt.run_all(x)
+    for mode, logits in every.items():
+        assert np.array_equal(logits, rt.run(mode, x)), mode
+    if rt.manifest.backbone is not None:  # the shared graph ran and its check caught the rows
+        assert rt._shared_plans[tuple(rt.modes)].segments

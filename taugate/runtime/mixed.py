@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from taugate.bundle.errors import InputError, UnknownModeError
+from taugate.bundle.errors import InputError, RuntimeConfigError, UnknownModeError
+from taugate.bundle.names import DENSE
 
 
 def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
@@ -33,8 +34,29 @@ def _empty(rt, x) -> np.ndarray | None:
     return np.empty((0, rt._classes), np.float32)
 
 
+def _known(rt) -> tuple[dict, list]:
+    """Every name ``run`` serves here (the modes, ``"dense"`` where it has this precision) ->
+    its position, and those names in order; cached per runtime and rebuilt when the manifest is replaced (adding or
+    unloading a mode replaces it)."""
+    manifest = rt._manifest
+    cached = rt.__dict__.get("_mixed_names")
+    if cached is None or cached[0] is not manifest:
+        names = [m for m in (*manifest.modes, DENSE) if _serves(rt, m)]
+        cached = (manifest, {m: i for i, m in enumerate(names)}, names)
+        rt.__dict__["_mixed_names"] = cached
+    return cached[1], cached[2]
+
+
+def _serves(rt, name: str) -> bool:
+    try:
+        rt._served(name)
+    except (UnknownModeError, RuntimeConfigError):
+        return False
+    return True
+
+
 def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
-    """The distinct mode names (first-seen order) and each row's index into them."""
+    """The distinct mode names and each row's index into them."""
     if isinstance(modes, (str, bytes)):
         raise InputError(f"modes: expected one mode name per row (a sequence of str), got a "
                          f"single {type(modes).__name__} {modes!r}; use run(mode, x) for one mode")
@@ -42,8 +64,21 @@ def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
     if arr.ndim != 1 or arr.shape[0] != n:
         raise InputError(f"modes: expected {n} names (one per row of x), got shape "
                          f"{list(arr.shape)}")
+    known, ordered = _known(rt)
+    values = arr.tolist()
+    try:  # one C-level dict lookup per row against every servable name
+        codes = np.fromiter(map(known.__getitem__, values), np.intp, n)
+    except (KeyError, TypeError):  # an unknown or unhashable name: found and worded below
+        codes = None
+    if codes is not None:
+        present = np.flatnonzero(np.bincount(codes, minlength=len(known)))
+        if len(present) == 1:
+            return [values[0]], np.zeros(n, np.intp)
+        remap = np.empty(len(known), np.intp)
+        remap[present] = np.arange(len(present))
+        return [ordered[i] for i in present.tolist()], remap[codes]
     index: dict = {}
-    codes = np.fromiter((index.setdefault(m, len(index)) for m in arr.tolist()), np.intp, n)
+    codes = np.fromiter((index.setdefault(m, len(index)) for m in values), np.intp, n)
     names = list(index)
     for name in names:
         if not isinstance(name, str):

@@ -56,46 +56,63 @@ def _indices(arr: np.ndarray, n: int) -> np.ndarray:
 
 class SharedPlan:
     """One onnxruntime graph for the modes that share the first layer: ``Gemm`` over the union
-    of their kept units, then per mode a ``Gather`` of its columns and the rest of its graph
-    (names prefixed by the mode's index). Its outputs: each mode's logits, then the inputs of
-    its gates (for the near-tie check). Modes that cannot share run through their sessions."""
+    of their kept units (transposed), then per mode a ``Gather`` of its units' rows, a
+    ``Transpose`` and the rest of its graph (names prefixed by the mode's index). Its outputs:
+    each mode's logits, then every gate's input in one ``Concat`` (the near-tie check). Modes
+    that cannot share run through their sessions."""
 
     def __init__(self, rt, weight, bias, found: dict, alone: list, opsets):
         self.alone, self.names = alone, list(found)
         if not found:
             return
-        nodes = [("Gemm", ["x", "w_union", "b_union"], "h", {"transB": 1})]
-        inits = {"w_union": weight, "b_union": bias}
-        outputs, self.gates = [], []  # gates: (mode, output index, threshold)
-        gate_outs = []
+        # the union product transposed ([units, N]): each mode then gathers whole rows (a
+        # Gather along axis 1 copies element by element: 16 of them cost more than the Gemm)
+        nodes = [("Gemm", ["w_union", "x", "b_union"], "h", {"transB": 1})]
+        inits = {"w_union": weight, "b_union": bias.reshape(-1, 1)}
+        outputs = []
+        # the near-tie check: every gate input, concatenated (one output), beside its centre
+        # (threshold) and tolerance per column; a column that cannot flip gets tolerance -1
+        gate_outs, centre, tol, self.segments = [], [], [], []  # segments: (mode, first column)
+        width = 0
         for k, (name, (keep, union, rest, first, output, rscale, weights)) in \
                 enumerate(found.items()):
             p = f"m{k}/"
             inits[p + "pos"] = np.searchsorted(union, keep).astype(np.int64)
+            nodes.append(("Gather", ["h", p + "pos"], p + "zt", {"axis": 0}))
             if rscale.get(first) is None:
-                nodes.append(("Gather", ["h", p + "pos"], p + first, {"axis": 1}))
+                nodes.append(("Transpose", [p + "zt"], p + first, {}))
             else:  # rows scaled by 1/t: the union product times the scale
                 inits[p + "rscale"] = rscale[first]
-                nodes.append(("Gather", ["h", p + "pos"], p + "z", {"axis": 1}))
+                nodes.append(("Transpose", [p + "zt"], p + "z", {}))
                 nodes.append(("Mul", [p + "z", p + "rscale"], p + first, {}))
             used = {i for _, ins, _, _ in rest for i in ins if i in weights}
             inits.update({p + i: weights[i] for i in used})
+            start = width
             for op, ins, out, at in rest:
                 nodes.append((op, [p + i if i else i for i in ins], p + out, at))
                 t = weights.get(ins[1]) if op == "Greater" else None
                 # a gate at threshold 0 that flips moves its unit by at most GATE_TOL: only
                 # the columns of nonzero thresholds need the check
                 if t is not None and t.ndim == 1 and np.any(t):
-                    cols = np.flatnonzero(t)
                     gate_outs.append(p + ins[0])
-                    self.gates.append((name, cols, t[cols], GATE_TOL))
+                    centre.append(t.astype(np.float32))
+                    tol.append(np.where(t != 0, GATE_TOL, -1.0))
+                    width += len(t)
                 r = rscale.get(ins[0]) if op == "ThresholdedRelu" else None
                 if r is not None and np.any(r != ZERO_SCALE):
-                    cols = np.flatnonzero(r != ZERO_SCALE)
                     gate_outs.append(p + ins[0])
-                    self.gates.append((name, cols, at.get("alpha", 1.0), GATE_TOL * r[cols]))
+                    centre.append(np.full(len(r), at.get("alpha", 1.0), np.float32))
+                    tol.append(np.where(r != ZERO_SCALE, GATE_TOL * r, -1.0))
+                    width += len(r)
+            if width > start:
+                self.segments.append((name, start))
             outputs.append(p + output)
-        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs + gate_outs, inits, opsets)
+        if gate_outs:
+            nodes.append(("Concat", gate_outs, "gates", {"axis": 1}))
+            outputs.append("gates")
+        self.centre = np.concatenate(centre) if centre else None
+        self.tol = np.concatenate(tol).astype(np.float32) if tol else None
+        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs, inits, opsets)
         self.session, _ = create_session(data, rt._plan, rt._config, "run_all (shared layer)")
 
     def run(self, rt, batch: np.ndarray) -> dict:
@@ -106,15 +123,21 @@ class SharedPlan:
             return out
         n = batch.shape[0]
         results = self.session.run(None, {"x": batch.reshape(n, -1)})
-        near = dict.fromkeys(self.names, None)
-        for (name, cols, t, tol), a in zip(self.gates, results[len(self.names):]):
-            hit = (np.abs(a[:, cols] - t) <= tol).any(axis=1)
-            near[name] = hit if near[name] is None else near[name] | hit
-        for name, y in zip(self.names, results):
-            if near[name] is not None and near[name].any():
-                rows = np.flatnonzero(near[name])
-                y[rows] = run_session(rt, name, np.ascontiguousarray(batch[rows]))
-            out[name] = y
+        k = len(self.names)
+        if self.centre is not None:
+            gates = results[k]  # ours: checked in place, one pass per step over all modes
+            np.subtract(gates, self.centre, out=gates)
+            np.abs(gates, out=gates)
+            near = np.less_equal(gates, self.tol)
+            if near.any():
+                starts = [start for _, start in self.segments]
+                hits = np.logical_or.reduceat(near, starts, axis=1)
+                for (name, _), hit in zip(self.segments, hits.T):
+                    if hit.any():
+                        rows = np.flatnonzero(hit)
+                        y = results[self.names.index(name)]
+                        y[rows] = run_session(rt, name, np.ascontiguousarray(batch[rows]))
+        out.update(zip(self.names, results[:k]))
         return out
 
 
