@@ -101,4 +101,4 @@ def test_run_all_reruns_rows_near_a_gate(bundle, monkeypatch):
     for mode, logits in every.items():
         assert np.array_equal(logits, rt.run(mode, x)), mode
     if rt.manifest.backbone is not None:  # the shared graph ran and its check caught the rows
-        assert rt._shared_plans[tuple(rt.modes)].segments
+        assert rt._shared_plans[tuple(rt.modes)].gates

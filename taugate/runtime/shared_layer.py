@@ -29,6 +29,7 @@ from taugate.bundle.safetensors import read_safetensors
 from taugate.bundle.schema import scale_pairs
 from taugate.runtime.onnx_build import model_bytes
 from taugate.runtime.providers import create_session
+from taugate.runtime.transposed import transposed_rest
 
 GATE_TOL = 1e-6  # rows with a gate input this close to its threshold are rerun by the session
 _OPS = {"Gemm", "MatMul", "Add", "Mul", "Greater", "Cast", "Relu", "ThresholdedRelu"}
@@ -58,7 +59,7 @@ class SharedPlan:
     """One onnxruntime graph for the modes that share the first layer: ``Gemm`` over the union
     of their kept units (transposed), then per mode a ``Gather`` of its units' rows, a
     ``Transpose`` and the rest of its graph (names prefixed by the mode's index). Its outputs:
-    each mode's logits, then every gate's input in one ``Concat`` (the near-tie check). Modes
+    each mode's logits, then every gate's input (the near-tie check). Modes
     that cannot share run through their sessions."""
 
     def __init__(self, rt, weight, bias, found: dict, alone: list, opsets):
@@ -70,49 +71,40 @@ class SharedPlan:
         nodes = [("Gemm", ["w_union", "x", "b_union"], "h", {"transB": 1})]
         inits = {"w_union": weight, "b_union": bias.reshape(-1, 1)}
         outputs = []
-        # the near-tie check: every gate input, concatenated (one output), beside its centre
-        # (threshold) and tolerance per column; a column that cannot flip gets tolerance -1
-        gate_outs, centre, tol, self.segments = [], [], [], []  # segments: (mode, first column)
-        width = 0
+        # the near-tie check: every gate's input is an output, beside its centre (threshold)
+        # and tolerance per column; a column that cannot flip gets tolerance -1
+        gate_outs, self.gates = [], []  # gates: (index of the mode, centre, tolerance)
         for k, (name, (keep, union, rest, first, output, rscale, weights)) in \
                 enumerate(found.items()):
             p = f"m{k}/"
             inits[p + "pos"] = np.searchsorted(union, keep).astype(np.int64)
             nodes.append(("Gather", ["h", p + "pos"], p + "zt", {"axis": 0}))
             if rscale.get(first) is None:
-                nodes.append(("Transpose", [p + "zt"], p + first, {}))
+                nodes.append(("Identity", [p + "zt"], p + first, {}))
             else:  # rows scaled by 1/t: the union product times the scale
-                inits[p + "rscale"] = rscale[first]
-                nodes.append(("Transpose", [p + "zt"], p + "z", {}))
-                nodes.append(("Mul", [p + "z", p + "rscale"], p + first, {}))
-            used = {i for _, ins, _, _ in rest for i in ins if i in weights}
-            inits.update({p + i: weights[i] for i in used})
-            start = width
+                inits[p + "rscale"] = rscale[first].reshape(-1, 1)
+                nodes.append(("Mul", [p + "zt", p + "rscale"], p + first, {}))
+            rest_nodes, rest_inits = transposed_rest(rest, weights, p)
+            nodes.extend(rest_nodes)
+            inits.update(rest_inits)
             for op, ins, out, at in rest:
-                nodes.append((op, [p + i if i else i for i in ins], p + out, at))
                 t = weights.get(ins[1]) if op == "Greater" else None
                 # a gate at threshold 0 that flips moves its unit by at most GATE_TOL: only
-                # the columns of nonzero thresholds need the check
+                # the units of nonzero thresholds need the check (gate inputs: [units, N])
                 if t is not None and t.ndim == 1 and np.any(t):
                     gate_outs.append(p + ins[0])
-                    centre.append(t.astype(np.float32))
-                    tol.append(np.where(t != 0, GATE_TOL, -1.0))
-                    width += len(t)
+                    self.gates.append((k, t.astype(np.float32).reshape(-1, 1),
+                                       np.where(t != 0, GATE_TOL, -1.0)
+                                       .astype(np.float32).reshape(-1, 1)))
                 r = rscale.get(ins[0]) if op == "ThresholdedRelu" else None
                 if r is not None and np.any(r != ZERO_SCALE):
                     gate_outs.append(p + ins[0])
-                    centre.append(np.full(len(r), at.get("alpha", 1.0), np.float32))
-                    tol.append(np.where(r != ZERO_SCALE, GATE_TOL * r, -1.0))
-                    width += len(r)
-            if width > start:
-                self.segments.append((name, start))
-            outputs.append(p + output)
-        if gate_outs:
-            nodes.append(("Concat", gate_outs, "gates", {"axis": 1}))
-            outputs.append("gates")
-        self.centre = np.concatenate(centre) if centre else None
-        self.tol = np.concatenate(tol).astype(np.float32) if tol else None
-        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs, inits, opsets)
+                    self.gates.append((k, np.full((len(r), 1), at.get("alpha", 1.0), np.float32),
+                                       np.where(r != ZERO_SCALE, GATE_TOL * r, -1.0)
+                                       .astype(np.float32).reshape(-1, 1)))
+            nodes.append(("Transpose", [p + output], p + "out", {}))  # back to [N, classes]
+            outputs.append(p + "out")
+        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs + gate_outs, inits, opsets)
         self.session, _ = create_session(data, rt._plan, rt._config, "run_all (shared layer)")
 
     def run(self, rt, batch: np.ndarray) -> dict:
@@ -124,19 +116,17 @@ class SharedPlan:
         n = batch.shape[0]
         results = self.session.run(None, {"x": batch.reshape(n, -1)})
         k = len(self.names)
-        if self.centre is not None:
-            gates = results[k]  # ours: checked in place, one pass per step over all modes
-            np.subtract(gates, self.centre, out=gates)
-            np.abs(gates, out=gates)
-            near = np.less_equal(gates, self.tol)
-            if near.any():
-                starts = [start for _, start in self.segments]
-                hits = np.logical_or.reduceat(near, starts, axis=1)
-                for (name, _), hit in zip(self.segments, hits.T):
-                    if hit.any():
-                        rows = np.flatnonzero(hit)
-                        y = results[self.names.index(name)]
-                        y[rows] = run_session(rt, name, np.ascontiguousarray(batch[rows]))
+        near: dict = {}
+        for (mode, centre, tol), a in zip(self.gates, results[k:]):
+            np.subtract(a, centre, out=a)  # ours: checked in place
+            np.abs(a, out=a)
+            hit = np.less_equal(a, tol)
+            if hit.any():
+                rows = hit.any(axis=0)
+                near[mode] = rows | near[mode] if mode in near else rows
+        for mode, rows in near.items():
+            ix = np.flatnonzero(rows)
+            results[mode][ix] = run_session(rt, self.names[mode], np.ascontiguousarray(batch[ix]))
         out.update(zip(self.names, results[:k]))
         return out
 
@@ -194,6 +184,8 @@ def build_plan(rt, names: tuple) -> SharedPlan:
     for name in names:
         loaded = rt._sessions.get(name) or rt._load(name)
         info = _first_layer(rt, name) if loaded.keep is not None else None
+        if info is not None and transposed_rest(info[3], loaded.keep, "") is None:
+            info = None
         if info is None or (first is not None and info[:2] != first[:2]):
             alone.append(name)
         else:

@@ -1,0 +1,84 @@
+"""Measure several modes in one call (issue 18) into docs/measured/mixed-w1024.json.
+
+    python scripts/measure_mixed.py OUT [--repeats 3] [--budget 3]
+
+Builds a 784-1024-1024-10 shared-layout bundle of 16 synthetic modes under OUT
+(benchmarks/shared_backbone.py) and times, on one onnxruntime thread per session, interleaved:
+``run_mixed`` of 256 rows spread evenly over the 16 modes beside ``run`` of the same rows in one
+mode, and ``run_all`` of 64 rows beside 16 separate ``run`` calls (medians of per-round ratios,
+``taugate.timing``), each ``--repeats`` times, with the load average before and after each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+MEASURED = ROOT / "docs" / "measured"
+N_MODES = 16
+
+
+def _ratio(calls: dict, base: str, other: str, budget_s: float) -> dict:
+    from taugate.timing import Interleaved, calibrate
+
+    load = [round(v, 2) for v in os.getloadavg()]
+    timer = Interleaved(calls)
+    for _ in range(calibrate(timer, budget_s)):
+        timer.round()
+    s = timer.samples
+    med = timer.summary()
+    return {"ratio": round(statistics.median(o / b for o, b in zip(s[other], s[base])), 3),
+            f"{base}_us": round(med[base]["median_us"], 1),
+            f"{other}_us": round(med[other]["median_us"], 1), "rounds": len(s[base]),
+            "loadavg_before": load, "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("out")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--budget", type=float, default=3.0)
+    args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import shared_backbone as sb
+
+    from taugate.runtime import ModeRuntime
+
+    path, _ = sb.build(Path(args.out) / "bundle", N_MODES, widths=(1024, 1024))
+    rt = ModeRuntime.open(path, providers="cpu")  # 17 sessions: one thread each
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 784), dtype=np.float32)
+    modes = np.array([rt.modes[i % N_MODES] for i in range(256)])
+    rng.shuffle(modes)
+    x64 = np.random.default_rng(1).random((64, 784), dtype=np.float32)
+    every = rt.run_all(x64)
+    diff = max(float(np.abs(every[m] - rt.run(m, x64)).max()) for m in rt.modes)
+    doc = {"bundle": "784-1024-1024-10, shared layout, 16 synthetic modes keeping ~27% of "
+                     "the units, fp32", "onnxruntime_threads_per_session": 1,
+           "run_all_max_abs_diff": diff, "mixed": [], "run_all": []}
+    for _ in range(args.repeats):
+        doc["mixed"].append(_ratio({"one_mode": lambda: rt.run(rt.modes[0], x),
+                                    "mixed": lambda: rt.run_mixed(modes, x)},
+                                   "one_mode", "mixed", args.budget))
+        doc["run_all"].append(_ratio({"separate": lambda: [rt.run(m, x64) for m in rt.modes],
+                                      "run_all": lambda: rt.run_all(x64)},
+                                     "separate", "run_all", args.budget))
+        print(doc["mixed"][-1], doc["run_all"][-1])
+    doc["goals"] = {"mixed_le_1.25": statistics.median(r["ratio"] for r in doc["mixed"]),
+                    "run_all_le_0.5": statistics.median(r["ratio"] for r in doc["run_all"])}
+    MEASURED.mkdir(parents=True, exist_ok=True)
+    target = MEASURED / "mixed-w1024.json"
+    target.write_text(json.dumps(doc, indent=1), "utf-8")
+    print(f"wrote {target.relative_to(ROOT)}: {doc['goals']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
