@@ -57,9 +57,10 @@ def _indices(arr: np.ndarray, n: int) -> np.ndarray:
 
 class SharedPlan:
     """One onnxruntime graph for the modes that share the first layer: ``Gemm`` over the union
-    of their kept units (transposed), then per mode a ``Gather`` of its units' rows, a
-    ``Transpose`` and the rest of its graph (names prefixed by the mode's index). Its outputs:
-    each mode's logits, then every gate's input (the near-tie check). Modes
+    of their kept units, transposed ([units, N]); then per mode a ``Gather`` of its units' rows
+    and the rest of its graph on that layout (:mod:`transposed`; names prefixed by the mode's
+    index), its logits transposed back. Its outputs: each mode's logits, then every gate's
+    input (the near-tie check). Modes
     that cannot share run through their sessions."""
 
     def __init__(self, rt, weight, bias, found: dict, alone: list, opsets):
@@ -72,10 +73,10 @@ class SharedPlan:
         inits = {"w_union": weight, "b_union": bias.reshape(-1, 1)}
         outputs = []
         # the near-tie check: every gate's input is an output, beside its centre (threshold)
-        # and tolerance per column; a column that cannot flip gets tolerance -1
+        # and tolerance per unit; a unit that cannot flip gets tolerance -1
         gate_outs, self.gates = [], []  # gates: (index of the mode, centre, tolerance)
-        for k, (name, (keep, union, rest, first, output, rscale, weights)) in \
-                enumerate(found.items()):
+        for k, (keep, union, rest, first, output, rscale, weights) in \
+                enumerate(found.values()):
             p = f"m{k}/"
             inits[p + "pos"] = np.searchsorted(union, keep).astype(np.int64)
             nodes.append(("Gather", ["h", p + "pos"], p + "zt", {"axis": 0}))
@@ -87,7 +88,7 @@ class SharedPlan:
             rest_nodes, rest_inits = transposed_rest(rest, weights, p)
             nodes.extend(rest_nodes)
             inits.update(rest_inits)
-            for op, ins, out, at in rest:
+            for op, ins, _, at in rest:
                 t = weights.get(ins[1]) if op == "Greater" else None
                 # a gate at threshold 0 that flips moves its unit by at most GATE_TOL: only
                 # the units of nonzero thresholds need the check (gate inputs: [units, N])
