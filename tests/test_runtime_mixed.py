@@ -102,3 +102,23 @@ def test_run_all_reruns_rows_near_a_gate(bundle, monkeypatch):
         assert np.array_equal(logits, rt.run(mode, x)), mode
     if rt.manifest.backbone is not None:  # the shared graph ran and its check caught the rows
         assert rt._shared_plans[tuple(rt.modes)].gates
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_run_mixed_in_one_graph_matches_run(bundle, precision):
+    """On a shared-layout fp32 bundle a mixed batch of at least half the modes runs as one
+    graph holding every mode (absent modes get no rows); elsewhere rows are grouped per mode.
+    Either way each row's answer is ``run``'s."""
+    rt = ModeRuntime.open(bundle, providers="cpu", precision=precision)
+    x = _x(30, seed=4)
+    names = np.array([rt.modes[i % 3] for i in range(30)])  # 3 of the 4 modes
+    np.random.default_rng(5).shuffle(names)
+    got = rt.run_mixed(names, x)
+    for mode in rt.modes[:3]:
+        assert np.abs(got[names == mode] - rt.run(mode, x[names == mode])).max() <= 1e-5
+    graph = rt._mixed_graph[1]
+    fused = rt.manifest.backbone is not None and precision == "fp32"
+    assert (graph is not None) == fused
+    if fused:
+        assert graph.names == rt.modes and graph.serves(rt.modes[:3])
+        assert not graph.serves(rt.modes[:1]) and not graph.serves(rt.modes[:2][::-1])

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from taugate.bundle.errors import InputError, RuntimeConfigError, UnknownModeError
+from taugate.bundle.errors import (
+    InputError,
+    InvalidOutputError,
+    RuntimeConfigError,
+    UnknownModeError,
+)
 from taugate.bundle.names import DENSE
+from taugate.runtime.mixed_graph import mixed_graph
+from taugate.runtime.sessions import output_error
 
 
 def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
@@ -103,11 +110,19 @@ def run_mixed(rt, modes, x) -> np.ndarray:
     if len(names) == 1:
         return run_session(rt, names[0], batch)
     order = np.argsort(codes, kind="stable")
-    bounds = np.cumsum(np.bincount(codes, minlength=len(names)))
+    bounds = np.cumsum(np.bincount(codes, minlength=len(names))).tolist()
+    graph = mixed_graph(rt)
+    if graph is not None and graph.serves(names):
+        out = graph.run(batch, names, bounds, order)
+        problem = output_error(out, n, rt._classes)
+        if problem is not None:
+            raise InvalidOutputError(f"modes {names}: the models produced invalid output: "
+                                     f"{problem}")
+        return out
     rows = batch[order]  # one copy: each mode's rows are now one contiguous slice
     out = np.empty((n, rt._classes), np.float32)
     start = 0
-    for k, end in enumerate(bounds.tolist()):
+    for k, end in enumerate(bounds):
         out[order[start:end]] = run_session(rt, names[k], rows[start:end])
         start = end
     return out
