@@ -1,12 +1,14 @@
 """Measure several modes in one call (issue 18) into docs/measured/mixed-w1024.json.
 
-    python scripts/measure_mixed.py OUT [--repeats 3] [--budget 3]
+    python scripts/measure_mixed.py OUT [--repeats 3] [--budget 3] [--name w1024]
 
 Builds a 784-1024-1024-10 shared-layout bundle of 16 synthetic modes under OUT
 (benchmarks/shared_backbone.py) and times, on one onnxruntime thread per session, interleaved:
 ``run_mixed`` of 256 rows spread evenly over the 16 modes beside ``run`` of the same rows in one
 mode, and ``run_all`` of 64 rows beside 16 separate ``run`` calls (medians of per-round ratios,
-``taugate.timing``), each ``--repeats`` times, with the load average before and after each.
+``taugate.timing``), each ``--repeats`` times, with the load average before and after each,
+into docs/measured/mixed-NAME.json. (Run with another checkout first on PYTHONPATH to time its
+taugate the same way, e.g. ``--name w1024-before``.)
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--budget", type=float, default=3.0)
+    p.add_argument("--name", default="w1024")
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import shared_backbone as sb
@@ -74,7 +77,10 @@ def main(argv=None) -> int:
     doc["goals"] = {"mixed_le_1.25": statistics.median(r["ratio"] for r in doc["mixed"]),
                     "run_all_le_0.5": statistics.median(r["ratio"] for r in doc["run_all"])}
     MEASURED.mkdir(parents=True, exist_ok=True)
-    target = MEASURED / "mixed-w1024.json"
+    import taugate
+
+    doc["taugate"] = str(Path(taugate.__file__).parent.parent.name)
+    target = MEASURED / f"mixed-{args.name}.json"
     target.write_text(json.dumps(doc, indent=1), "utf-8")
     print(f"wrote {target.relative_to(ROOT)}: {doc['goals']}")
     return 0

@@ -122,3 +122,16 @@ def test_run_mixed_in_one_graph_matches_run(bundle, precision):
     if fused:
         assert graph.names == rt.modes and graph.serves(rt.modes[:3])
         assert not graph.serves(rt.modes[:1]) and not graph.serves(rt.modes[:2][::-1])
+
+
+def test_run_mixed_keeps_to_max_sessions(bundle):
+    """A runtime bounded by ``max_sessions`` gets no graph holding every mode's weights; its
+    mixed batches are grouped per mode, with the same answers."""
+    rt = ModeRuntime.open(bundle, providers="cpu", max_sessions=2, lazy=True)
+    x = _x(12, seed=6)
+    names = [rt.modes[i % 3] for i in range(12)]
+    got = rt.run_mixed(names, x)
+    assert rt._mixed_graph[1] is None
+    for mode in rt.modes[:3]:
+        rows = [i for i, m in enumerate(names) if m == mode]
+        assert np.abs(got[rows] - rt.run(mode, x[rows])).max() <= 1e-5

@@ -1,9 +1,10 @@
 """Several modes in one call: ``run_mixed`` (row i in mode ``modes[i]``) and ``run_all`` (every
 mode on the same rows), behind :meth:`ModeRuntime.run_mixed` and :meth:`ModeRuntime.run_all`.
 
-``run_mixed`` validates the rows once, sorts them by mode once (each mode's rows become one
-contiguous slice, fed to onnxruntime without another copy) and scatters each mode's logits into
-one preallocated output. ``run_all`` computes what the modes share once: see :mod:`shared_layer`
+``run_mixed`` validates the rows once, maps their names to numbers with one cached dictionary
+and sorts them by mode once; then either one graph holding every mode answers the whole batch
+in one call (:mod:`mixed_graph`), or each mode's rows, one contiguous slice of a sorted copy,
+run through its session and are scattered into one preallocated output. ``run_all`` computes what the modes share once: see :mod:`shared_layer`
 (docs/runtime.md, "Several modes in one call").
 """
 

@@ -13,8 +13,8 @@ own weights on the same rows in the same order, so a row's answer is what ``run`
 
 The graph holds a copy of every mode's weights (onnxruntime keeps its own): it is built only
 when they total at most :data:`MAX_BYTES`, once per runtime (absent modes get no rows), and
-used when at least half of its modes are in the batch; otherwise ``run_mixed`` groups rows per
-mode as before.
+used when at least half of its modes are in the batch; otherwise (and when ``max_sessions`` is
+below the number of modes) ``run_mixed`` groups rows per mode.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ _lock = threading.Lock()
 def _graph(rt, name: str):
     """(nodes as (op, inputs, output, attrs), input name, output name, opsets, weights) of a
     mode whose graph the fused graph can hold, else None."""
-    loaded = rt._sessions.get(name) or rt._load(name)
     entry = rt._served(name)
-    if rt.precision != "fp32" or loaded.keep is None or entry.materialize is None:
+    if rt.precision != "fp32" or entry.materialize is None:
+        return None
+    loaded = rt._sessions.get(name)  # its materialized weights, else materialized here
+    weights = loaded.keep if loaded is not None else rt._files.initializers(entry)
+    if not weights:
         return None
     buf = memoryview(read_verified(rt.bundle_dir, entry))
     model = parse(buf, "ModelProto")
@@ -55,7 +58,7 @@ def _graph(rt, name: str):
     nodes = [(n.get("op_type"), list(n.get("input", [])), n["output"][0], _attrs(n, buf))
              for n in raw]
     opsets = [(o.get("domain", ""), o.get("version", 0)) for o in model.get("opset_import", ())]
-    return nodes, inputs[0], outputs[0], opsets, loaded.keep
+    return nodes, inputs[0], outputs[0], opsets, weights
 
 
 class MixedGraph:
@@ -127,8 +130,9 @@ def mixed_graph(rt) -> MixedGraph | None:
 
 def _build(rt) -> MixedGraph | None:
     names = rt.modes
-    if not 2 <= len(names) <= MAX_MODES or rt.manifest.backbone is None:
-        return None
+    if not 2 <= len(names) <= MAX_MODES or rt.manifest.backbone is None or \
+            (rt._max_sessions is not None and rt._max_sessions < len(names)):
+        return None  # too many modes, or the caller bounded how many stay loaded
     parts = []
     for name in names:
         part = _graph(rt, name)

@@ -2,18 +2,22 @@
 
 On a shared-layout fp32 bundle, every mode's first ``Gemm`` reads the graph input with a weight
 and a bias that its ``materialize`` steps ``take`` (axis 0) from the same backbone tensors. The
-plan gathers the union of those kept rows once; a call computes ``x @ W_union.T + b_union`` once
-(numpy) and each mode continues from its columns of that product through the rest of its graph,
-run by a small onnxruntime session built at plan time (:mod:`onnx_build`) from the mode's own
-materialized initializers. Supported ops: ``Gemm``,
+plan gathers the union of those kept rows once and writes one onnxruntime graph
+(:mod:`onnx_build`): a ``Gemm`` computes the union product once, transposed ([units, N]); each
+mode takes its units' rows (a row ``Gather``: along axis 1 onnxruntime copies element by
+element, which cost more than the ``Gemm``) and runs the rest of its graph on that layout
+(:mod:`transposed`) on its own materialized initializers. Supported ops: ``Gemm``,
 ``MatMul``, ``Add``, ``Mul``, ``Greater``, ``Cast`` (to float), ``Relu``, ``ThresholdedRelu``
 (the fp32 lowering's gate: a first layer whose rows are scaled by ``1/t`` is the union product
-times the mode's row scale); any other graph (and
-the standalone layout, int8, another first layer) runs through its own session instead.
+times the mode's row scale); any other graph (and the standalone layout, int8, another first
+layer) runs through its own session instead.
 
-Exactness: numpy and onnxruntime round float32 sums differently (~1e-6). Where a value lands
-within :data:`GATE_TOL` of a nonzero ``Greater`` threshold (of ``alpha`` for a ``ThresholdedRelu``,
-in units of its rows' scale), that difference could flip a gate, so those rows are recomputed by the mode's own session: the result stays within 1e-5 of ``run``.
+Exactness: the union product and the transposed layout round float32 sums differently from the
+mode's own graph (~1e-6). Where a value lands within :data:`GATE_TOL` of a nonzero ``Greater``
+threshold (of ``alpha`` for a ``ThresholdedRelu``, in units of its rows' scale), that
+difference could flip a gate, so every gate's input is an output of the graph, checked in
+place, and those rows are recomputed by the mode's own session: the result stays within 1e-5
+of ``run``.
 """
 
 from __future__ import annotations
