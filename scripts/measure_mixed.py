@@ -6,7 +6,9 @@ Builds a 784-1024-1024-10 shared-layout bundle of 16 synthetic modes under OUT
 (benchmarks/shared_backbone.py) and times, on one onnxruntime thread per session, interleaved:
 ``run_mixed`` of 256 rows spread evenly over the 16 modes beside ``run`` of the same rows in one
 mode, and ``run_all`` of 64 rows beside 16 separate ``run`` calls (medians of per-round ratios,
-``taugate.timing``), each ``--repeats`` times, with the load average before and after each,
+``taugate.timing``); and where the time goes: 16 bare ``InferenceSession.run`` calls of 16 rows
+on the 16 modes, and on one mode, beside one bare call of 256 rows (``bare``), and
+``run_all``'s shared graph alone beside the 16 separate calls (``shared_graph``), each ``--repeats`` times, with the load average before and after each,
 into docs/measured/mixed-NAME.json. (Run with another checkout first on PYTHONPATH to time its
 taugate the same way, e.g. ``--name w1024-before``.)
 """
@@ -36,9 +38,10 @@ def _ratio(calls: dict, base: str, other: str, budget_s: float) -> dict:
         timer.round()
     s = timer.samples
     med = timer.summary()
-    return {"ratio": round(statistics.median(o / b for o, b in zip(s[other], s[base])), 3),
-            f"{base}_us": round(med[base]["median_us"], 1),
-            f"{other}_us": round(med[other]["median_us"], 1), "rounds": len(s[base]),
+    out = {f"{k}_ratio": round(statistics.median(o / b for o, b in zip(s[k], s[base])), 3)
+           for k in calls if k != base}
+    out.update({f"{k}_us": round(med[k]["median_us"], 1) for k in calls})
+    return {"ratio": out[f"{other}_ratio"], **out, "rounds": len(s[base]),
             "loadavg_before": load, "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
 
 
@@ -65,7 +68,14 @@ def main(argv=None) -> int:
     diff = max(float(np.abs(every[m] - rt.run(m, x64)).max()) for m in rt.modes)
     doc = {"bundle": "784-1024-1024-10, shared layout, 16 synthetic modes keeping ~27% of "
                      "the units, fp32", "onnxruntime_threads_per_session": 1,
-           "run_all_max_abs_diff": diff, "mixed": [], "run_all": []}
+           "run_all_max_abs_diff": diff, "mixed": [], "run_all": [], "bare": [],
+           "shared_graph": []}
+    from taugate.runtime.shared_layer import plan_for
+
+    plan = plan_for(rt, tuple(rt.modes))
+    sessions = [rt._sessions[m].session for m in rt.modes]
+    parts = [np.ascontiguousarray(x[16 * k:16 * k + 16]) for k in range(N_MODES)]
+    inp, outs = rt.manifest.input.name, [rt.manifest.output.name]
     for _ in range(args.repeats):
         doc["mixed"].append(_ratio({"one_mode": lambda: rt.run(rt.modes[0], x),
                                     "mixed": lambda: rt.run_mixed(modes, x)},
@@ -73,7 +83,19 @@ def main(argv=None) -> int:
         doc["run_all"].append(_ratio({"separate": lambda: [rt.run(m, x64) for m in rt.modes],
                                       "run_all": lambda: rt.run_all(x64)},
                                      "separate", "run_all", args.budget))
+        doc["bare"].append(_ratio(
+            {"one_call_256": lambda: sessions[0].run(outs, {inp: x}),
+             "calls_16_modes": lambda: [s.run(outs, {inp: p}) for s, p in zip(sessions, parts)],
+             "calls_1_mode": lambda: [sessions[0].run(outs, {inp: p}) for p in parts]},
+            "one_call_256", "calls_16_modes", args.budget))
+        doc["shared_graph"].append(_ratio(
+            {"separate": lambda: [rt.run(m, x64) for m in rt.modes],
+             "graph": lambda: plan.session.run(None, {"x": x64})},
+            "separate", "graph", args.budget))
         print(doc["mixed"][-1], doc["run_all"][-1])
+    for key in ("bare", "shared_graph"):
+        doc[f"{key}_median"] = statistics.median(r["ratio"] for r in doc[key])
+    doc["bare_one_mode_median"] = statistics.median(r["calls_1_mode_ratio"] for r in doc["bare"])
     doc["goals"] = {"mixed_le_1.25": statistics.median(r["ratio"] for r in doc["mixed"]),
                     "run_all_le_0.5": statistics.median(r["ratio"] for r in doc["run_all"])}
     MEASURED.mkdir(parents=True, exist_ok=True)

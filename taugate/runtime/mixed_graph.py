@@ -19,6 +19,7 @@ below the number of modes) ``run_mixed`` groups rows per mode.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
@@ -28,6 +29,8 @@ from taugate.bundle.onnx_wire import parse
 from taugate.runtime.onnx_build import model_bytes
 from taugate.runtime.providers import create_session, needs_run_lock
 from taugate.runtime.shared_layer import _OPS, _attrs
+
+log = logging.getLogger("taugate.runtime")
 
 MAX_MODES = 32  # modes one fused graph may hold
 MAX_BYTES = 64 << 20  # bytes of weights one fused graph may copy
@@ -57,13 +60,15 @@ def _graph(rt, name: str):
         return None
     nodes = [(n.get("op_type"), list(n.get("input", [])), n["output"][0], _attrs(n, buf))
              for n in raw]
+    known = {inputs[0], *weights, *(out for _, _, out, _ in nodes)}
+    if any(i and i not in known for _, ins, _, _ in nodes for i in ins):
+        return None  # a constant inside the file (not materialized): not carried over here
     opsets = [(o.get("domain", ""), o.get("version", 0)) for o in model.get("opset_import", ())]
     return nodes, inputs[0], outputs[0], opsets, weights
 
 
 class MixedGraph:
-    """The fused graph of ``names`` (see the module docstring); :meth:`run` answers a batch
-    whose rows of mode ``names[k]`` are ``order[bounds[k]:bounds[k + 1]]``."""
+    """The fused graph of ``names`` (see the module docstring) and its session."""
 
     def __init__(self, rt, names: list, parts: list):
         self.names = names
@@ -123,7 +128,12 @@ def mixed_graph(rt) -> MixedGraph | None:
         cached = rt.__dict__.get("_mixed_graph")
         if cached is not None and cached[0] is manifest:
             return cached[1]
-        graph = _build(rt)
+        try:
+            graph = _build(rt)
+        except Exception as exc:  # the grouped path serves every batch just the same
+            log.warning("run_mixed: no single graph for this bundle (%s); grouping rows per "
+                        "mode", exc)
+            graph = None
         rt.__dict__["_mixed_graph"] = (manifest, graph)
         return graph
 
