@@ -11,9 +11,9 @@ One ``session.run`` then answers the whole batch. Each branch is the mode's own 
 own weights on the same rows in the same order, so a row's answer is what ``run`` gives
 (max abs difference <= 1e-5; the tests hold it to that).
 
-The graph holds a copy of every mode's weights (onnxruntime keeps its own): it is built only
-when they total at most :data:`MAX_BYTES`, once per runtime (absent modes get no rows), and
-used when at least half of its modes are in the batch; otherwise (and when ``max_sessions`` is
+The graph uses the modes' materialized weights in place (``add_external_initializers``; a
+copy in the graph would hold several times their bytes): it is built only when they total at
+most :data:`MAX_BYTES`, once per runtime (absent modes get no rows), and used when at least half of its modes are in the batch; otherwise (and when ``max_sessions`` is
 below the number of modes) ``run_mixed`` groups rows per mode.
 """
 
@@ -84,9 +84,15 @@ class MixedGraph:
         nodes.append(("Concat", outputs, "cat", {"axis": 0}))
         nodes.append(("Gather", ["cat", "inv"], "logits", {"axis": 0}))
         features = rt.manifest.input.features
-        data = model_bytes(nodes, {"x": features}, ["logits"], inits, parts[0][3],
-                           int_inputs=[*(f"idx{k}" for k in range(len(names))), "inv"])
-        self.session, _ = create_session(data, rt._plan, rt._config, "run_mixed (one graph)")
+        # the modes' materialized float32 arrays, used in place by the session (kept alive here)
+        self._weights = {k: v for k, v in inits.items() if v.dtype == np.float32
+                         and v.flags.c_contiguous}
+        data = model_bytes(nodes, {"x": features}, ["logits"],
+                           {k: v for k, v in inits.items() if k not in self._weights},
+                           parts[0][3], int_inputs=[*(f"idx{k}" for k in range(len(names))),
+                                                    "inv"], external=self._weights)
+        self.session, _ = create_session(data, rt._plan, rt._config, "run_mixed (one graph)",
+                                         self._weights)
         self._lock = threading.Lock() if needs_run_lock(self.session.get_providers()) else None
         self._empty = np.empty(0, np.int64)
 

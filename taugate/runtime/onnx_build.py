@@ -11,6 +11,8 @@ import struct
 
 import numpy as np
 
+SENTINEL = "@taugate/materialized"  # never a file: the data comes with the session options
+
 
 def _varint(n: int) -> bytes:
     n &= (1 << 64) - 1
@@ -60,6 +62,14 @@ def _tensor(name: str, arr: np.ndarray) -> bytes:
     return dims + _int(2, kind) + _str(8, name) + _bytes(9, arr.tobytes())
 
 
+def _external(name: str, arr: np.ndarray) -> bytes:
+    """A float32 initializer whose data the session gets from ``add_external_initializers``
+    (the materialized arrays, used in place): the bundles' own sentinel location."""
+    dims = b"".join(_int(1, d) for d in arr.shape)
+    entry = _bytes(13, _str(1, "location") + _str(2, SENTINEL))
+    return dims + _int(2, 1) + _str(8, name) + entry + _int(14, 1)  # data_location EXTERNAL
+
+
 def _value_info(name: str, width: int | None, elem: int = 1) -> bytes:
     shape = b""  # an output's shape is left to onnxruntime's inference
     if width is not None:
@@ -72,13 +82,16 @@ def _value_info(name: str, width: int | None, elem: int = 1) -> bytes:
 
 
 def model_bytes(nodes, inputs: dict, outputs: list, initializers: dict, opsets: list,
-                int_inputs=()) -> bytes:
+                int_inputs=(), external=None) -> bytes:
     """A ModelProto: ``nodes`` as (op, inputs, output, attrs); ``inputs`` name -> width;
     ``outputs`` names; ``initializers`` name -> float32 or integer array; ``opsets`` (domain,
-    version); ``int_inputs``: names of int64 inputs of shape [length] (row numbers)."""
+    version); ``int_inputs``: names of int64 inputs of shape [length] (row numbers);
+    ``external``: name -> float32 array declared without its data, for the caller to pass to
+    the session (``create_session(..., initializers=external)``) so no copy is made."""
     graph = b"".join(_bytes(1, _node(op, ins, [out], at)) for op, ins, out, at in nodes)
     graph += _str(2, "taugate_rest")
     graph += b"".join(_bytes(5, _tensor(k, v)) for k, v in initializers.items())
+    graph += b"".join(_bytes(5, _external(k, v)) for k, v in (external or {}).items())
     graph += b"".join(_bytes(11, _value_info(k, w)) for k, w in inputs.items())
     graph += b"".join(_bytes(11, _value_info(k, 0, 7)) for k in int_inputs)
     graph += b"".join(_bytes(12, _value_info(o, None)) for o in outputs)
