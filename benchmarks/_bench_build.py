@@ -173,3 +173,35 @@ def build_trained(out: Path, config: BuildConfig) -> BenchSession:
     build.pop("root")
     return BenchSession(path, "trained", f"MNIST test set, {n} images per mode", test_sets,
                         build)
+
+
+def synthetic_bundle(request, tmp_path_factory, name: str, n_modes: int, widths: tuple,
+                     keep: float = 0.27) -> Path:
+    """A shared-layout bundle of ``n_modes`` synthetic modes of a 784-``widths``-10 MLP
+    (``shared_backbone.py``); ``--tiny``: widths 64. The mixed-batch and routing benchmarks'
+    fixture."""
+    import shared_backbone as sb
+
+    if request.config.getoption("--tiny"):
+        widths = (64,) * len(widths)
+    path, _ = sb.build(tmp_path_factory.mktemp(name) / "b", n_modes, widths=widths, keep=keep)
+    return path
+
+
+def side_by_side(benchmark, calls: dict, base: str, other: str) -> dict:
+    """Interleaved rounds of ``calls`` (``taugate.timing``; 3 s, or a smoke run when the
+    benchmark is disabled): the median ratio ``other / base`` per round, both medians, the
+    load average."""
+    import os
+    import statistics
+
+    from taugate.timing import Interleaved, calibrate
+
+    timer = Interleaved(calls)
+    for _ in range(calibrate(timer, 0.05 if benchmark.disabled else 3.0)):
+        timer.round()
+    s = timer.samples
+    med = timer.summary()
+    return {"ratio": statistics.median(o / b for o, b in zip(s[other], s[base])),
+            f"{base}_us": med[base]["median_us"], f"{other}_us": med[other]["median_us"],
+            "rounds": len(s[base]), "loadavg": os.getloadavg()}

@@ -10,12 +10,9 @@ Goal (issue 18): route / one mode <= 0.2 at batch 256.
 
 from __future__ import annotations
 
-import os
-import statistics
-
 import numpy as np
 import pytest
-import shared_backbone as sb
+from _bench_build import side_by_side, synthetic_bundle
 
 N_MODES = 3
 BATCH = 256
@@ -35,9 +32,8 @@ def runtime(request, tmp_path_factory):
     from taugate.exporting.router_bundle import write_router
     from taugate.runtime import ModeRuntime
 
-    widths = (64, 64) if request.config.getoption("--tiny") else (128, 128)
-    path, _ = sb.build(tmp_path_factory.mktemp("routing") / "b", N_MODES, widths=widths,
-                       keep=0.35)
+    path = synthetic_bundle(request, tmp_path_factory, "routing", N_MODES, (128, 128),
+                            keep=0.35)
     with ModeRuntime.open(path, providers="cpu", validate=False) as rt:
         modes = rt.modes
     data = {m: _rows(k, 400, k) for k, m in enumerate(modes)}
@@ -53,22 +49,9 @@ def batch(runtime):
     return x[np.random.default_rng(0).permutation(len(x))[:BATCH]]
 
 
-def _side_by_side(benchmark, calls: dict, base: str, other: str) -> dict:
-    from taugate.timing import Interleaved, calibrate
-
-    timer = Interleaved(calls)
-    for _ in range(calibrate(timer, 0.05 if benchmark.disabled else 3.0)):
-        timer.round()
-    s = timer.samples
-    med = timer.summary()
-    return {"ratio": statistics.median(o / b for o, b in zip(s[other], s[base])),
-            f"{base}_us": med[base]["median_us"], f"{other}_us": med[other]["median_us"],
-            "rounds": len(s[base]), "loadavg": os.getloadavg()}
-
-
 def test_route_vs_one_mode(benchmark, runtime, batch):
     one = runtime.modes[0]
-    result = _side_by_side(benchmark, {"one_mode": lambda: runtime.run(one, batch),
+    result = side_by_side(benchmark, {"one_mode": lambda: runtime.run(one, batch),
                                        "route": lambda: runtime.route(batch)},
                            "one_mode", "route")
     benchmark.extra_info.update(result, goal=0.2)
@@ -81,7 +64,7 @@ def test_auto_vs_one_mode(benchmark, runtime, batch):
     def auto():
         return runtime.run_auto(batch, unknown="dense")
 
-    result = _side_by_side(benchmark, {"one_mode": lambda: runtime.run(one, batch),
+    result = side_by_side(benchmark, {"one_mode": lambda: runtime.run(one, batch),
                                        "auto": auto}, "one_mode", "auto")
     benchmark.extra_info.update(result)
     benchmark.pedantic(auto, rounds=1 if benchmark.disabled else 20)

@@ -114,8 +114,9 @@ def train(modes, out: str | os.PathLike = "run", *, model=None, weights=None,
     (default all; MNIST: the names given); ``mixture``: the modes a built-in family is
     pretrained on (default: the adapted modes). ``sparse``: the unit-sparsity recipe, which lets
     export remove whole units; ``method_options`` adds to it, e.g. ``{"target_mac_ratio": 2,
-    "correction_rank": 4}`` (a MAC budget, and a per-mode low-rank correction of the first
-    layer merged into the mode's weights: docs/speedup.md). Each mode trains ``adapt_epochs``, or more where that would take
+    "correction_rank": 16, "correction_pool": 2, "correction_scale": 0.2}`` (a MAC budget, and
+    a per-mode rank-16 correction of the first layer that reads the image pooled 2 x 2, merged
+    into the mode's weights: docs/speedup.md; fields of TauGateConfig). Each mode trains ``adapt_epochs``, or more where that would take
     fewer than ``adapt_min_steps`` optimizer steps (default 200: small modes get more epochs);
     a mode that took few steps or gained nothing over the frozen model raises a
     ``UserWarning`` naming the option to change. Returns a :class:`~taugate.training.runs.TrainedRun` (``.path``,

@@ -30,6 +30,7 @@ COMMANDS = {
     "bench": "taugate.commands.bench",
     "peers": "taugate.commands.peers",
     "lm": "taugate.commands.lm",
+    "lm-router": "taugate.commands.lm_router",
 }
 
 #: The install extra each command needs beyond the runtime (numpy + onnxruntime).

@@ -87,3 +87,53 @@ def test_bad_names_are_refused_clearly(bundle):
         rt.run_mixed(rt.modes[0], x)
     with pytest.raises(UnknownModeError, match="unknown mode 'nope'"):
         rt.run_all(x, modes=["nope"])
+
+
+def test_run_all_reruns_rows_near_a_gate(bundle, monkeypatch):
+    """Rows whose gate input lies within the tolerance of a threshold are recomputed by the
+    mode's own session: with a tolerance that takes every row, the answer is ``run``'s exactly."""
+    from taugate.runtime import shared_layer
+
+    monkeypatch.setattr(shared_layer, "GATE_TOL", 1e9)
+    rt = ModeRuntime.open(bundle, providers="cpu")
+    x = _x(16, seed=3)
+    every = rt.run_all(x)
+    for mode, logits in every.items():
+        assert np.array_equal(logits, rt.run(mode, x)), mode
+    if rt.manifest.backbone is not None:  # the shared graph ran and its check caught the rows
+        assert rt._shared_plans[tuple(rt.modes)].gates
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_run_mixed_in_one_graph_matches_run(bundle, precision):
+    """On a shared-layout fp32 bundle a mixed batch of at least half the modes runs as one
+    graph holding every mode (absent modes get no rows); elsewhere rows are grouped per mode.
+    Either way each row's answer is ``run``'s."""
+    rt = ModeRuntime.open(bundle, providers="cpu", precision=precision)
+    x = _x(30, seed=4)
+    names = np.array([rt.modes[i % 3] for i in range(30)])  # 3 of the 4 modes
+    np.random.default_rng(5).shuffle(names)
+    got = rt.run_mixed(names, x)
+    for mode in rt.modes[:3]:
+        assert np.abs(got[names == mode] - rt.run(mode, x[names == mode])).max() <= 1e-5
+    graph = rt._mixed_graph[1]
+    fused = rt.manifest.backbone is not None and precision == "fp32"
+    assert (graph is not None) == fused
+    if fused:
+        assert graph.names == rt.modes and graph.serves(rt.modes[:3])
+        # onnxruntime copies external initializers: CPU sessions keep no materialized arrays
+        assert rt._sessions[rt.modes[0]].keep is None and graph._weights
+        assert not graph.serves(rt.modes[:1]) and not graph.serves(rt.modes[:2][::-1])
+
+
+def test_run_mixed_keeps_to_max_sessions(bundle):
+    """A runtime bounded by ``max_sessions`` gets no graph holding every mode's weights; its
+    mixed batches are grouped per mode, with the same answers."""
+    rt = ModeRuntime.open(bundle, providers="cpu", max_sessions=2, lazy=True)
+    x = _x(12, seed=6)
+    names = [rt.modes[i % 3] for i in range(12)]
+    got = rt.run_mixed(names, x)
+    assert rt._mixed_graph[1] is None
+    for mode in rt.modes[:3]:
+        rows = [i for i, m in enumerate(names) if m == mode]
+        assert np.abs(got[rows] - rt.run(mode, x[rows])).max() <= 1e-5

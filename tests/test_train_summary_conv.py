@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taugate.spec import GatedSpec, GatedUnits
+from taugate.training.methods import get_method
 
 
 class BnCNN(nn.Module):
@@ -36,7 +37,8 @@ def test_the_summary_of_a_pruned_batchnorm_conv_mode(monkeypatch, tmp_path):
                                  "bn"),))
     x, y = torch.randn(32, 1, 6, 6), torch.randint(0, 3, (32,))
     mode = SimpleNamespace(method="taugate", spec=spec, calibration=(x, y), test=(x, y),
-                           adapter=SimpleNamespace(model=model), hard_model=lambda: model)
+                           adapter=SimpleNamespace(model=model, method=get_method("frozen")),
+                           hard_model=lambda: model)
     run = SimpleNamespace(foundation=model, modes={"m": mode})
     monkeypatch.setattr(loaded, "load_run", lambda *a, **k: run)
     text = summary(tmp_path, ["m"])

@@ -61,11 +61,21 @@ class LMEntry:
 
 
 @dataclass(frozen=True)
+class LMRouterRef:
+    """The bundle's prompt router (the manifest's optional ``router``): its file and the modes
+    it names, which are exactly the bundle's modes (runtime/lm_router.py reads it)."""
+
+    file: FileRef
+    classes: tuple
+
+
+@dataclass(frozen=True)
 class LMManifest:
     created_by: str
     shape: LMShape
     dense: LMEntry
     modes: dict  # name -> LMEntry
+    router: LMRouterRef | None = None  # bundles exported without one route nothing
 
     def entry(self, mode: str) -> LMEntry:
         """``dense`` or a mode; a ValueError naming the choices for any other name."""
@@ -130,7 +140,18 @@ def parse_lm_manifest(data) -> LMManifest:
         if error:
             raise BundleFormatError(f"modes: {error}")
         modes[name] = _entry(name, entry, f"modes.{name}")
-    return LMManifest(created_by, _shape(data), dense, modes)
+    return LMManifest(created_by, _shape(data), dense, modes, _router(data.get("router"), modes))
+
+
+def _router(d, modes: dict) -> LMRouterRef | None:
+    if d is None:
+        return None
+    ref = file_ref("router", d, "router")
+    classes = get_field(d, "classes", "router", list, "a list of the bundle's mode names")
+    if not all(isinstance(c, str) for c in classes) or sorted(classes) != sorted(modes) \
+            or len(set(classes)) != len(classes):
+        raise fail("router.classes", f"the bundle's modes {sorted(modes)}, each once", classes)
+    return LMRouterRef(ref, tuple(classes))
 
 
 def graph_refs(manifest: LMManifest) -> list[FileRef]:

@@ -1,5 +1,7 @@
 """``taugate predict BUNDLE --mode M --prompt TEXT``: stream text from a language-model bundle
-(format_version 3) to stdout, as it is generated (taugate.runtime.generate.Generator)."""
+(format_version 3) to stdout, as it is generated (taugate.runtime.generate.Generator).
+``--mode auto``: the mode the bundle's prompt router names (stderr says which); ``--unknown``
+refuses a prompt of no known domain or generates it with the dense model."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ def add_lm_arguments(p) -> None:
 
 
 def run_lm(args) -> int:
+    from taugate.bundle.names import AUTO
     from taugate.runtime.generate import Generator, encode
 
     if args.prompt is None:
@@ -29,7 +32,16 @@ def run_lm(args) -> int:
     if args.files:
         raise ValueError(f"--prompt generates text: expected no FILE arguments, got "
                          f"{len(args.files)}")
-    gen = Generator.open(args.bundle, args.mode, args.precision, args.threads)
+    if args.mode == AUTO:
+        from taugate.runtime.lm_auto import RoutedGenerator
+
+        auto = RoutedGenerator.open(args.bundle, args.precision, args.threads, args.unknown)
+        route, mode = auto.choose(args.prompt)
+        print(f"routed to {mode} (router: {route.mode}, confidence {route.confidence:.2f})",
+              file=sys.stderr)
+        gen = auto.open_mode(mode)
+    else:
+        gen = Generator.open(args.bundle, args.mode, args.precision, args.threads)
     n = args.max_new_tokens
     if n is None:
         n = max(1, min(64, gen.shape.context - len(encode(args.prompt))))

@@ -133,6 +133,11 @@ def _is_lm(bundle) -> bool:
 
 def run(args) -> int:
     if args.engine == "ray":
+        if _is_lm(args.bundle):
+            # the generate endpoints run in one process; Ray Serve has no deployment for them
+            raise ValueError("--engine ray: language-model bundles (format_version 3) are "
+                             "served with --engine fastapi only (generate and "
+                             "generate_stream)")
         return _run_ray(args)
     given = _flags(args, _RAY_ONLY)
     if given:
@@ -156,7 +161,7 @@ def run(args) -> int:
         from taugate.server.lm_app import serve_lm
 
         serve_lm(args.bundle, host=args.host, port=args.port, limits=limits,
-                 threads=args.threads or 1)
+                 threads=args.threads or 1, unknown=args.unknown)
         return 0
     budget = args.memory_budget or "auto"
     if budget.strip().lower() != "auto":

@@ -82,6 +82,13 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                    help="taugate: add a per-mode rank-R correction to the first layer, trained "
                         "with tau/gamma and merged into the mode's weights (no extra MACs; "
                         "R x (inputs + kept units) numbers per mode; default 0 = off)")
+    g.add_argument("--correction-pool", type=at_least(1), default=None, metavar="K",
+                   help="with --correction-rank: the correction reads the image input "
+                        "average-pooled K x K (R x (inputs / K^2 + kept units) numbers per mode, "
+                        "so K^2 times the rank for the same storage; default 1 = off)")
+    g.add_argument("--correction-scale", type=at_least(0, float, strict=True), default=None,
+                   metavar="S", help="with --correction-rank: the correction's output scale, "
+                                     "its effective learning rate (default 0.1)")
     g.add_argument("--method-option", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="any field of the method's config, e.g. --method-option rank=4 (repeatable)")
 
@@ -145,7 +152,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 _METHOD_FLAGS = ("sharpness", "activity_lambda", "unit_l1", "gain_lr_scale", "retune_epochs",
-                 "retune_lr_scale", "retune_schedule", "target_mac_ratio", "correction_rank")
+                 "retune_lr_scale", "retune_schedule", "target_mac_ratio", "correction_rank",
+                 "correction_pool", "correction_scale")
 
 
 def foundation_stem(text: str) -> Path:
@@ -181,9 +189,11 @@ def foundation_hidden(stem: Path) -> list[int] | None:
 def method_config(args, hidden=None) -> dict:
     """The method's config fields: the sparse recipe (if asked; scaled to the ``hidden``
     widths), then --method-option, then the named flags, later ones winning."""
-    if args.correction_rank and args.method != "taugate":
-        raise ValueError(f"--correction-rank: expected --method taugate (the correction trains "
-                         f"with its thresholds and gains), got --method {args.method}")
+    for flag, off in (("correction_rank", 0), ("correction_pool", 1), ("correction_scale", None)):
+        if getattr(args, flag) not in (None, off) and args.method != "taugate":
+            raise ValueError(f"--{flag.replace('_', '-')}: expected --method taugate (the "
+                             f"correction trains with its thresholds and gains), got --method "
+                             f"{args.method}")
     cfg = sparse_recipe(hidden or args.hidden) if args.sparse else {}
     cfg.update(args.method_option)
     for flag in _METHOD_FLAGS:
@@ -250,13 +260,14 @@ def run_config(args, out: str):
     )
 
 
-TRAIN_HEADERS = ["mode", "method", "units kept", "MACs", "acc dense", "acc soft", "acc hard"]
+TRAIN_HEADERS = ["mode", "method", "units kept", "MACs", "stored/mode", "acc dense", "acc soft",
+                 "acc hard"]
 
 
 def summary(run_dir, modes) -> str:
     """Per mode: the dense frozen model's test accuracy beside the adapter's (soft, hard) and
-    the MACs `taugate export` would keep (the one compaction, exporting/compaction.py); a line
-    for each mode export would refuse."""
+    the MACs `taugate export` would keep (the one compaction, exporting/compaction.py) and the
+    numbers the mode stores beside the backbone; a line for each mode export would refuse."""
     import torch
 
     from taugate.exporting.compact import linear_macs
@@ -265,6 +276,7 @@ def summary(run_dir, modes) -> str:
     from taugate.exporting.prune import PruneConfig
     from taugate.exporting.regression import DenseComparison, check_not_worse
     from taugate.summaries import top1
+    from taugate.training.corrections import stored_numbers
     from taugate.training.loaded import load_run
 
     run = load_run(run_dir, modes=list(modes))
@@ -280,7 +292,8 @@ def summary(run_dir, modes) -> str:
             soft = top1(m.adapter.model.eval()(x), y) if len(y) else float("nan")
             hard = top1(m.hard_model()(x), y) if len(y) else float("nan")
             macs = mac_ratio_text(linear_macs(foundation, x), linear_macs(c.small, x))
-            rows.append([name, m.method, c.units, macs, f"{c.dense_test_accuracy:.4f}",
+            stored = stored_numbers(m.adapter.method, m.adapter.model, c.units_kept[0])
+            rows.append([name, m.method, c.units, macs, f"{stored:,}", f"{c.dense_test_accuracy:.4f}",
                          f"{soft:.4f}", f"{hard:.4f}"])
             comparisons.append(DenseComparison(name, c.test_accuracy, c.dense_test_accuracy))
     notes = check_not_worse(comparisons, PruneConfig().max_accuracy_drop, True)

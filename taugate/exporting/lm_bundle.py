@@ -66,14 +66,16 @@ def _entry(root: Path, stem: str, name: str, model: nn.Module, precisions, ids) 
 
 def write_lm_bundle(foundation: nn.Module, modes: dict, out: str | Path,
                     precisions=("fp32", "int8"), calibration=None, *, overwrite: bool = False,
-                    greedy_prompt: bytes = GREEDY_PROMPT, greedy_tokens: int = GREEDY_TOKENS
-                    ) -> Path:
+                    greedy_prompt: bytes = GREEDY_PROMPT, greedy_tokens: int = GREEDY_TOKENS,
+                    router_texts: dict | None = None) -> Path:
     """Write the LM bundle of ``foundation`` (a TinyLlama-layout decoder, dense) and ``modes``
     (name -> the foundation wrapped by the taugate method, or a GatedSpec) at ``out``.
 
     ``precisions``: "fp32" (always) and optionally "int8" (dynamic per-channel int8 weights of
     every weight MatMul). ``calibration``: token ids ``[N, T]``; a unit that fires on none of
-    them is removed (None: only units with gain 0 are). Returns the bundle's path; raises
+    them is removed (None: only units with gain 0 are). ``router_texts``: mode -> that
+    domain's text (bytes or uint8 ids), to fit the prompt router ``mode="auto"`` uses
+    (exporting/lm_router.py); None: no router. Returns the bundle's path; raises
     :class:`~taugate.exporting.compaction.ParityError` when a graph does not compute what its
     torch model computes, and leaves nothing written on any error.
     """
@@ -85,6 +87,9 @@ def write_lm_bundle(foundation: nn.Module, modes: dict, out: str | Path,
         raise ValueError("modes: expected a dict of at least one mode name -> mode model")
     for name in modes:
         check_mode_name(name)
+    if router_texts is not None and sorted(router_texts) != sorted(modes):
+        raise ValueError(f"router_texts: expected one text per mode {sorted(modes)}, got "
+                         f"{sorted(router_texts)}")
     cfg = foundation.cfg
     foundation = foundation.eval()
     prompt = torch.tensor(list(bytes(greedy_prompt)), dtype=torch.long)
@@ -118,6 +123,11 @@ def write_lm_bundle(foundation: nn.Module, modes: dict, out: str | Path,
             "greedy_prompt": bytes(greedy_prompt).decode("latin-1"),
             "dense": dense, "modes": entries,
         }
+        if router_texts is not None:
+            from taugate.exporting.lm_router import fit_router, router_entry
+
+            router = fit_router({name: router_texts[name] for name in modes})
+            manifest["router"] = router_entry(router, tmp)
         text = json.dumps(manifest, indent=1)
         parse_lm_manifest(loads_strict(text))  # what the runtime reads, or the export fails
         write_text(tmp / "manifest.json", text)

@@ -76,16 +76,18 @@ def _threads(n: int | None):
 
 
 def onnx_measures(foundation, modes: dict, out: Path, decode_tokens: int,
-                  rounds: int = 5) -> dict:
+                  rounds: int = 5, router_texts: dict | None = None) -> dict:
     """Export the dense and per-mode decode graphs (fp32 and int8) into ``out/bundle`` and
-    measure them side by side: per mode the fields of :func:`decode_results` (batch-1
+    measure them side by side (``router_texts``: mode -> its domain's training text, for the
+    bundle's prompt router): per mode the fields of :func:`decode_results` (batch-1
     tokens/s, time to first token, greedy agreement of the torch hard-gated mode and its
     graph) plus batch-8 tokens/s; the timing's load averages under ``"_timing"``."""
     from taugate.exporting.lm_bundle import write_lm_bundle
     from taugate.runtime.lm_speed import compare_decode_speed, decode_results
 
     bundle = write_lm_bundle(foundation, modes, out / "bundle", precisions=PRECISIONS,
-                             overwrite=True, greedy_prompt=PROMPT, greedy_tokens=NEW_TOKENS)
+                             overwrite=True, greedy_prompt=PROMPT, greedy_tokens=NEW_TOKENS,
+                             router_texts=router_texts)
     timing = dict(prompt=PROMPT, new_tokens=decode_tokens, rounds=rounds)
     results = decode_results(bundle, precisions=PRECISIONS, **timing)
     batch8 = compare_decode_speed(bundle, precisions=PRECISIONS, batch=8, **timing)["models"]
@@ -149,8 +151,11 @@ def _run(out: Path, size_name: str, size: Size, progress: bool, export: bool) ->
             "greedy_match": None,
         }
         rows[name]["perplexity_ratio"] = rows[name]["perplexity"] / dense
+    texts = {n: corpus[n].train for n in modes if n in corpus}
     onnx = onnx_measures(foundation, {n: m for n, (m, _) in modes.items()}, out,
-                         size.decode_tokens) if export else None
+                         size.decode_tokens,
+                         router_texts=texts if len(texts) == len(modes) else None
+                         ) if export else None
     if onnx is not None:
         for name, row in rows.items():
             row.update(onnx[name])

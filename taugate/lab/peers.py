@@ -136,6 +136,12 @@ def accuracies(peers: list[Peer], tests: dict) -> dict:
             for p in peers}
 
 
+def _correction_text(config) -> str:
+    pool = getattr(config, "correction_pool", 1)
+    return (f"a rank-{config.correction_rank} first-layer correction"
+            + (f" on {pool}x{pool}-pooled inputs" if pool > 1 else ""))
+
+
 @dataclass
 class PeersResult:
     mode: str
@@ -178,8 +184,7 @@ def run_peers(run, mode_name: str, other_name: str, data, config: PeersConfig,
              "one model for every mode"),
         Peer("taugate fp32", peer_graph(small, "taugate"), small.macs, adapter, n_params(small),
              "stores thresholds + gains per mode (shared backbone)"
-             + (f" + a rank-{adapter_.method.config.correction_rank} first-layer "
-                f"correction" if correction else "")),
+             + (f" + {_correction_text(adapter_.method.config)}" if correction else "")),
         Peer("taugate int8", peer_graph(small, "taugate", int8=True), small.macs, adapter,
              n_params(small), "int8 variant of the same mode graph"),
         Peer("torch-pruning fp32", peer_graph(tp_model, "tp"), tp_model.macs, n_params(tp_model),

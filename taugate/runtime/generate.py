@@ -38,6 +38,7 @@ from taugate.bundle.lm import (
     past_names,
     present_names,
 )
+from taugate.bundle.names import AUTO
 from taugate.bundle.safe_json import UnsafeInputError, loads_strict, read_regular_file
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
@@ -86,6 +87,24 @@ def pick(logits: np.ndarray, temperature: float, top_k: int | None,
     p = np.exp(z - z.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     return np.array([rng.choice(p.shape[-1], p=row) for row in p])
+
+
+def utf8_pieces(tokens: Iterator[int]) -> Iterator[str]:
+    """Byte tokens -> text pieces as soon as they decode (UTF-8, invalid bytes replaced).
+    Closing the pieces closes ``tokens`` (and frees its generation's cache)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    try:
+        for token in tokens:
+            piece = decoder.decode(bytes([token]))
+            if piece:
+                yield piece
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+    finally:
+        close = getattr(tokens, "close", None)
+        if close is not None:
+            close()
 
 
 class _Cache:
@@ -137,7 +156,13 @@ class Generator:
     def open(cls, bundle: str | Path, mode: str, precision: str = "fp32",
              threads: int = 1) -> Generator:
         """Open ``mode`` (``"dense"`` or a mode name) of the LM bundle at ``bundle`` in
-        ``precision``, with ``threads`` intra-op threads (onnxruntime, CPU)."""
+        ``precision``, with ``threads`` intra-op threads (onnxruntime, CPU). ``"auto"``
+        returns a :class:`~taugate.runtime.lm_auto.RoutedGenerator` (each prompt in the mode
+        the bundle's router names; unknown prompts refused)."""
+        if mode == AUTO:
+            from taugate.runtime.lm_auto import RoutedGenerator
+
+            return RoutedGenerator.open(bundle, precision, threads)
         manifest = read_lm_manifest(bundle)
         entry = manifest.entry(mode)
         if precision not in entry.graphs:
@@ -221,15 +246,9 @@ class Generator:
                 logits = self._run(np.array([[token]], np.int64), cache)
 
     def text(self, prompt: str | bytes, max_new_tokens: int, **sampling) -> Iterator[str]:
-        """:meth:`generate` as text pieces (UTF-8, invalid bytes replaced), streamed."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for token in self.generate(prompt, max_new_tokens, **sampling):
-            piece = decoder.decode(bytes([token]))
-            if piece:
-                yield piece
-        tail = decoder.decode(b"", final=True)
-        if tail:
-            yield tail
+        """:meth:`generate` as text pieces (UTF-8, invalid bytes replaced), streamed; the
+        arguments are checked at the call, before the first piece is asked for."""
+        return utf8_pieces(self.generate(prompt, max_new_tokens, **sampling))
 
     def decode_speed(self, prompt: str | bytes, new_tokens: int, batch: int = 1) -> dict:
         """Greedy decode of ``batch`` copies of ``prompt``: ``ttft_s`` (the prompt's call and

@@ -1,9 +1,10 @@
 """Several modes in one call: ``run_mixed`` (row i in mode ``modes[i]``) and ``run_all`` (every
 mode on the same rows), behind :meth:`ModeRuntime.run_mixed` and :meth:`ModeRuntime.run_all`.
 
-``run_mixed`` validates the rows once, sorts them by mode once (each mode's rows become one
-contiguous slice, fed to onnxruntime without another copy) and scatters each mode's logits into
-one preallocated output. ``run_all`` computes what the modes share once: see :mod:`shared_layer`
+``run_mixed`` validates the rows once, maps their names to numbers with one cached dictionary
+and sorts them by mode once; then either one graph holding every mode answers the whole batch
+in one call (:mod:`mixed_graph`), or each mode's rows, one contiguous slice of a sorted copy,
+run through its session and are scattered into one preallocated output. ``run_all`` computes what the modes share once: see :mod:`shared_layer`
 (docs/runtime.md, "Several modes in one call").
 """
 
@@ -11,7 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from taugate.bundle.errors import InputError, UnknownModeError
+from taugate.bundle.errors import (
+    InputError,
+    InvalidOutputError,
+    RuntimeConfigError,
+    UnknownModeError,
+)
+from taugate.bundle.names import DENSE
+from taugate.runtime.mixed_graph import mixed_graph
+from taugate.runtime.sessions import output_error
 
 
 def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
@@ -33,8 +42,29 @@ def _empty(rt, x) -> np.ndarray | None:
     return np.empty((0, rt._classes), np.float32)
 
 
+def _known(rt) -> tuple[dict, list]:
+    """Every name ``run`` serves here (the modes, ``"dense"`` where it has this precision) ->
+    its position, and those names in order; cached per runtime and rebuilt when the manifest is replaced (adding or
+    unloading a mode replaces it)."""
+    manifest = rt._manifest
+    cached = rt.__dict__.get("_mixed_names")
+    if cached is None or cached[0] is not manifest:
+        names = [m for m in (*manifest.modes, DENSE) if _serves(rt, m)]
+        cached = (manifest, {m: i for i, m in enumerate(names)}, names)
+        rt.__dict__["_mixed_names"] = cached
+    return cached[1], cached[2]
+
+
+def _serves(rt, name: str) -> bool:
+    try:
+        rt._served(name)
+    except (UnknownModeError, RuntimeConfigError):
+        return False
+    return True
+
+
 def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
-    """The distinct mode names (first-seen order) and each row's index into them."""
+    """The distinct mode names and each row's index into them."""
     if isinstance(modes, (str, bytes)):
         raise InputError(f"modes: expected one mode name per row (a sequence of str), got a "
                          f"single {type(modes).__name__} {modes!r}; use run(mode, x) for one mode")
@@ -42,8 +72,21 @@ def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
     if arr.ndim != 1 or arr.shape[0] != n:
         raise InputError(f"modes: expected {n} names (one per row of x), got shape "
                          f"{list(arr.shape)}")
+    known, ordered = _known(rt)
+    values = arr.tolist()
+    try:  # one C-level dict lookup per row against every servable name
+        codes = np.fromiter(map(known.__getitem__, values), np.intp, n)
+    except (KeyError, TypeError):  # an unknown or unhashable name: found and worded below
+        codes = None
+    if codes is not None:
+        present = np.flatnonzero(np.bincount(codes, minlength=len(known)))
+        if len(present) == 1:
+            return [values[0]], np.zeros(n, np.intp)
+        remap = np.empty(len(known), np.intp)
+        remap[present] = np.arange(len(present))
+        return [ordered[i] for i in present.tolist()], remap[codes]
     index: dict = {}
-    codes = np.fromiter((index.setdefault(m, len(index)) for m in arr.tolist()), np.intp, n)
+    codes = np.fromiter((index.setdefault(m, len(index)) for m in values), np.intp, n)
     names = list(index)
     for name in names:
         if not isinstance(name, str):
@@ -68,11 +111,19 @@ def run_mixed(rt, modes, x) -> np.ndarray:
     if len(names) == 1:
         return run_session(rt, names[0], batch)
     order = np.argsort(codes, kind="stable")
-    bounds = np.cumsum(np.bincount(codes, minlength=len(names)))
+    bounds = np.cumsum(np.bincount(codes, minlength=len(names))).tolist()
+    graph = mixed_graph(rt)
+    if graph is not None and graph.serves(names):
+        out = graph.run(batch, names, bounds, order)
+        problem = output_error(out, n, rt._classes)
+        if problem is not None:
+            raise InvalidOutputError(f"modes {names}: the models produced invalid output: "
+                                     f"{problem}")
+        return out
     rows = batch[order]  # one copy: each mode's rows are now one contiguous slice
     out = np.empty((n, rt._classes), np.float32)
     start = 0
-    for k, end in enumerate(bounds.tolist()):
+    for k, end in enumerate(bounds):
         out[order[start:end]] = run_session(rt, names[k], rows[start:end])
         start = end
     return out

@@ -1,7 +1,8 @@
 """Write a small ONNX model as protobuf bytes (standard library + numpy: the runtime never
 imports onnx). Used by :mod:`taugate.runtime.shared_layer` to run the rest of a mode's graph
 after the shared first layer. Only what those graphs need: nodes with int and float
-attributes, float32 and int64 initializers (raw data), float32 inputs and outputs with a free batch axis.
+attributes, float32 and int64 initializers (raw data), float32 inputs and outputs with a free batch axis,
+int64 row-number inputs.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import struct
 
 import numpy as np
+
+SENTINEL = "@taugate/materialized"  # never a file: the data comes with the session options
 
 
 def _varint(n: int) -> bytes:
@@ -59,21 +62,38 @@ def _tensor(name: str, arr: np.ndarray) -> bytes:
     return dims + _int(2, kind) + _str(8, name) + _bytes(9, arr.tobytes())
 
 
-def _value_info(name: str, width: int | None) -> bytes:
+def _external(name: str, arr: np.ndarray) -> bytes:
+    """A float32 initializer whose data the session gets from ``add_external_initializers``
+    (the materialized arrays, used in place): the bundles' own sentinel location."""
+    dims = b"".join(_int(1, d) for d in arr.shape)
+    entry = _bytes(13, _str(1, "location") + _str(2, SENTINEL))
+    return dims + _int(2, 1) + _str(8, name) + entry + _int(14, 1)  # data_location EXTERNAL
+
+
+def _value_info(name: str, width: int | None, elem: int = 1) -> bytes:
     shape = b""  # an output's shape is left to onnxruntime's inference
     if width is not None:
-        shape = _bytes(2, _bytes(1, _str(2, "batch")) + _bytes(1, _int(1, width)))
-    tensor_type = _bytes(1, _int(1, 1) + shape)  # elem_type FLOAT
+        # a 1-D int64 input (width 0) gets its own free length: each mode's rows differ
+        dims = (_bytes(1, _str(2, "batch")) + _bytes(1, _int(1, width)) if width
+                else _bytes(1, _str(2, f"{name}_length")))
+        shape = _bytes(2, dims)
+    tensor_type = _bytes(1, _int(1, elem) + shape)  # elem_type FLOAT (1) or INT64 (7)
     return _str(1, name) + _bytes(2, tensor_type)
 
 
-def model_bytes(nodes, inputs: dict, outputs: list, initializers: dict, opsets: list) -> bytes:
+def model_bytes(nodes, inputs: dict, outputs: list, initializers: dict, opsets: list,
+                int_inputs=(), external=None) -> bytes:
     """A ModelProto: ``nodes`` as (op, inputs, output, attrs); ``inputs`` name -> width;
-    ``outputs`` names; ``initializers`` name -> float32 or integer array; ``opsets`` (domain, version)."""
+    ``outputs`` names; ``initializers`` name -> float32 or integer array; ``opsets`` (domain,
+    version); ``int_inputs``: names of int64 inputs of shape [length] (row numbers);
+    ``external``: name -> float32 array declared without its data, for the caller to pass to
+    the session (``create_session(..., initializers=external)``) so no copy is made."""
     graph = b"".join(_bytes(1, _node(op, ins, [out], at)) for op, ins, out, at in nodes)
     graph += _str(2, "taugate_rest")
     graph += b"".join(_bytes(5, _tensor(k, v)) for k, v in initializers.items())
+    graph += b"".join(_bytes(5, _external(k, v)) for k, v in (external or {}).items())
     graph += b"".join(_bytes(11, _value_info(k, w)) for k, w in inputs.items())
+    graph += b"".join(_bytes(11, _value_info(k, 0, 7)) for k in int_inputs)
     graph += b"".join(_bytes(12, _value_info(o, None)) for o in outputs)
     model = _int(1, 8)  # ir_version 8 (onnxruntime >= 1.14)
     model += b"".join(_bytes(8, (_str(1, d) if d else b"") + _int(2, v)) for d, v in opsets)

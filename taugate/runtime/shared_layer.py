@@ -2,18 +2,22 @@
 
 On a shared-layout fp32 bundle, every mode's first ``Gemm`` reads the graph input with a weight
 and a bias that its ``materialize`` steps ``take`` (axis 0) from the same backbone tensors. The
-plan gathers the union of those kept rows once; a call computes ``x @ W_union.T + b_union`` once
-(numpy) and each mode continues from its columns of that product through the rest of its graph,
-run by a small onnxruntime session built at plan time (:mod:`onnx_build`) from the mode's own
-materialized initializers. Supported ops: ``Gemm``,
+plan gathers the union of those kept rows once and writes one onnxruntime graph
+(:mod:`onnx_build`): a ``Gemm`` computes the union product once, transposed ([units, N]); each
+mode takes its units' rows (a row ``Gather``: along axis 1 onnxruntime copies element by
+element, which cost more than the ``Gemm``) and runs the rest of its graph on that layout
+(:mod:`transposed`) on its own materialized initializers. Supported ops: ``Gemm``,
 ``MatMul``, ``Add``, ``Mul``, ``Greater``, ``Cast`` (to float), ``Relu``, ``ThresholdedRelu``
 (the fp32 lowering's gate: a first layer whose rows are scaled by ``1/t`` is the union product
-times the mode's row scale); any other graph (and
-the standalone layout, int8, another first layer) runs through its own session instead.
+times the mode's row scale); any other graph (and the standalone layout, int8, another first
+layer) runs through its own session instead.
 
-Exactness: numpy and onnxruntime round float32 sums differently (~1e-6). Where a value lands
-within :data:`GATE_TOL` of a nonzero ``Greater`` threshold (of ``alpha`` for a ``ThresholdedRelu``,
-in units of its rows' scale), that difference could flip a gate, so those rows are recomputed by the mode's own session: the result stays within 1e-5 of ``run``.
+Exactness: the union product and the transposed layout round float32 sums differently from the
+mode's own graph (~1e-6). Where a value lands within :data:`GATE_TOL` of a nonzero ``Greater``
+threshold (of ``alpha`` for a ``ThresholdedRelu``, in units of its rows' scale), that
+difference could flip a gate, so every gate's input is an output of the graph, checked in
+place, and those rows are recomputed by the mode's own session: the result stays within 1e-5
+of ``run``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from taugate.bundle.safetensors import read_safetensors
 from taugate.bundle.schema import scale_pairs
 from taugate.runtime.onnx_build import model_bytes
 from taugate.runtime.providers import create_session
+from taugate.runtime.transposed import transposed_rest
 
 GATE_TOL = 1e-6  # rows with a gate input this close to its threshold are rerun by the session
 _OPS = {"Gemm", "MatMul", "Add", "Mul", "Greater", "Cast", "Relu", "ThresholdedRelu"}
@@ -56,45 +61,54 @@ def _indices(arr: np.ndarray, n: int) -> np.ndarray:
 
 class SharedPlan:
     """One onnxruntime graph for the modes that share the first layer: ``Gemm`` over the union
-    of their kept units, then per mode a ``Gather`` of its columns and the rest of its graph
-    (names prefixed by the mode's index). Its outputs: each mode's logits, then the inputs of
-    its gates (for the near-tie check). Modes that cannot share run through their sessions."""
+    of their kept units, transposed ([units, N]); then per mode a ``Gather`` of its units' rows
+    and the rest of its graph on that layout (:mod:`transposed`; names prefixed by the mode's
+    index), its logits transposed back. Its outputs: each mode's logits, then every gate's
+    input (the near-tie check). Modes
+    that cannot share run through their sessions."""
 
     def __init__(self, rt, weight, bias, found: dict, alone: list, opsets):
         self.alone, self.names = alone, list(found)
         if not found:
             return
-        nodes = [("Gemm", ["x", "w_union", "b_union"], "h", {"transB": 1})]
-        inits = {"w_union": weight, "b_union": bias}
-        outputs, self.gates = [], []  # gates: (mode, output index, threshold)
-        gate_outs = []
-        for k, (name, (keep, union, rest, first, output, rscale, weights)) in \
-                enumerate(found.items()):
+        # the union product transposed ([units, N]): each mode then gathers whole rows (a
+        # Gather along axis 1 copies element by element: 16 of them cost more than the Gemm)
+        nodes = [("Gemm", ["w_union", "x", "b_union"], "h", {"transB": 1})]
+        inits = {"w_union": weight, "b_union": bias.reshape(-1, 1)}
+        outputs = []
+        # the near-tie check: every gate's input is an output, beside its centre (threshold)
+        # and tolerance per unit; a unit that cannot flip gets tolerance -1
+        gate_outs, self.gates = [], []  # gates: (index of the mode, centre, tolerance)
+        for k, (keep, union, rest, first, output, rscale, weights) in \
+                enumerate(found.values()):
             p = f"m{k}/"
             inits[p + "pos"] = np.searchsorted(union, keep).astype(np.int64)
+            nodes.append(("Gather", ["h", p + "pos"], p + "zt", {"axis": 0}))
             if rscale.get(first) is None:
-                nodes.append(("Gather", ["h", p + "pos"], p + first, {"axis": 1}))
+                nodes.append(("Identity", [p + "zt"], p + first, {}))
             else:  # rows scaled by 1/t: the union product times the scale
-                inits[p + "rscale"] = rscale[first]
-                nodes.append(("Gather", ["h", p + "pos"], p + "z", {"axis": 1}))
-                nodes.append(("Mul", [p + "z", p + "rscale"], p + first, {}))
-            used = {i for _, ins, _, _ in rest for i in ins if i in weights}
-            inits.update({p + i: weights[i] for i in used})
-            for op, ins, out, at in rest:
-                nodes.append((op, [p + i if i else i for i in ins], p + out, at))
+                inits[p + "rscale"] = rscale[first].reshape(-1, 1)
+                nodes.append(("Mul", [p + "zt", p + "rscale"], p + first, {}))
+            rest_nodes, rest_inits = transposed_rest(rest, weights, p)
+            nodes.extend(rest_nodes)
+            inits.update(rest_inits)
+            for op, ins, _, at in rest:
                 t = weights.get(ins[1]) if op == "Greater" else None
                 # a gate at threshold 0 that flips moves its unit by at most GATE_TOL: only
-                # the columns of nonzero thresholds need the check
+                # the units of nonzero thresholds need the check (gate inputs: [units, N])
                 if t is not None and t.ndim == 1 and np.any(t):
-                    cols = np.flatnonzero(t)
                     gate_outs.append(p + ins[0])
-                    self.gates.append((name, cols, t[cols], GATE_TOL))
+                    self.gates.append((k, t.astype(np.float32).reshape(-1, 1),
+                                       np.where(t != 0, GATE_TOL, -1.0)
+                                       .astype(np.float32).reshape(-1, 1)))
                 r = rscale.get(ins[0]) if op == "ThresholdedRelu" else None
                 if r is not None and np.any(r != ZERO_SCALE):
-                    cols = np.flatnonzero(r != ZERO_SCALE)
                     gate_outs.append(p + ins[0])
-                    self.gates.append((name, cols, at.get("alpha", 1.0), GATE_TOL * r[cols]))
-            outputs.append(p + output)
+                    self.gates.append((k, np.full((len(r), 1), at.get("alpha", 1.0), np.float32),
+                                       np.where(r != ZERO_SCALE, GATE_TOL * r, -1.0)
+                                       .astype(np.float32).reshape(-1, 1)))
+            nodes.append(("Transpose", [p + output], p + "out", {}))  # back to [N, classes]
+            outputs.append(p + "out")
         data = model_bytes(nodes, {"x": weight.shape[1]}, outputs + gate_outs, inits, opsets)
         self.session, _ = create_session(data, rt._plan, rt._config, "run_all (shared layer)")
 
@@ -106,15 +120,19 @@ class SharedPlan:
             return out
         n = batch.shape[0]
         results = self.session.run(None, {"x": batch.reshape(n, -1)})
-        near = dict.fromkeys(self.names, None)
-        for (name, cols, t, tol), a in zip(self.gates, results[len(self.names):]):
-            hit = (np.abs(a[:, cols] - t) <= tol).any(axis=1)
-            near[name] = hit if near[name] is None else near[name] | hit
-        for name, y in zip(self.names, results):
-            if near[name] is not None and near[name].any():
-                rows = np.flatnonzero(near[name])
-                y[rows] = run_session(rt, name, np.ascontiguousarray(batch[rows]))
-            out[name] = y
+        k = len(self.names)
+        near: dict = {}
+        for (mode, centre, tol), a in zip(self.gates, results[k:]):
+            np.subtract(a, centre, out=a)  # ours: checked in place
+            np.abs(a, out=a)
+            hit = np.less_equal(a, tol)
+            if hit.any():
+                rows = hit.any(axis=0)
+                near[mode] = rows | near[mode] if mode in near else rows
+        for mode, rows in near.items():
+            ix = np.flatnonzero(rows)
+            results[mode][ix] = run_session(rt, self.names[mode], np.ascontiguousarray(batch[ix]))
+        out.update(zip(self.names, results[:k]))
         return out
 
 
@@ -171,11 +189,14 @@ def build_plan(rt, names: tuple) -> SharedPlan:
     for name in names:
         rt._sessions.get(name) or rt._load(name)  # the mode's own session (rows near a gate)
         info = _first_layer(rt, name)
+        weights = rt._files.initializers(rt._served(name)) if info is not None else None
+        if info is not None and transposed_rest(info[3], weights, "") is None:
+            info = None
         if info is None or (first is not None and info[:2] != first[:2]):
             alone.append(name)
         else:
             first = first or info
-            found[name] = (*info, rt._files.initializers(rt._served(name)))
+            found[name] = (*info, weights)
     if len(found) < 2:  # nothing to share
         return SharedPlan(rt, None, None, {}, list(names), [])
     w_name, b_name, opsets = first[0], first[1], first[6]

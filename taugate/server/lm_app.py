@@ -19,14 +19,19 @@ from taugate.server.limits import (
     RateLimitedLog,
     ServerLimits,
 )
-from taugate.server.messages import HttpRequest
+from taugate.server.messages import HttpRequest, HttpResponse
+from taugate.server.sse import SSEResponse
 
 
 def create_lm_app(bundle: str | Path, *, limits: ServerLimits | None = None,
-                  precision: str = "fp32", threads: int = 1) -> FastAPI:
-    """The ASGI app serving the LM bundle at ``bundle`` (docs/serving.md, generate)."""
+                  precision: str = "fp32", threads: int = 1, unknown: str = "refuse",
+                  stream_timeout_s: float | None = None) -> FastAPI:
+    """The ASGI app serving the LM bundle at ``bundle`` (docs/lm.md, "Serving").
+    ``unknown``: what ``auto`` does with a prompt of no known domain (refuse, or dense);
+    ``stream_timeout_s``: the time limit of one ``generate_stream`` answer."""
     limits = limits or ServerLimits()
-    handler = GenerateHandler(bundle, precision, threads)
+    extra = {} if stream_timeout_s is None else {"stream_timeout_s": stream_timeout_s}
+    handler = GenerateHandler(bundle, precision, threads, unknown=unknown, **extra)
     app = FastAPI(title="taugate", version=__version__, docs_url=None, redoc_url=None,
                   description=f"Text generation with the dense model and "
                               f"{len(handler.manifest.modes)} modes of one decoder ({precision}).")
@@ -42,6 +47,16 @@ def create_lm_app(bundle: str | Path, *, limits: ServerLimits | None = None,
         answer = await run_in_threadpool(handler.handle, req)
         return Response(answer.body, answer.status, headers=answer.headers)
 
+    async def stream_endpoint(request: Request):
+        prepared = await run_in_threadpool(handler.prepare, request.path_params["mode"],
+                                           await request.body())
+        if isinstance(prepared, HttpResponse):
+            return Response(prepared.body, prepared.status, headers=prepared.headers)
+        final = {"finish_reason": "length"}  # bytes have no end token
+        return SSEResponse(handler.stream(prepared), prepared.head, final,
+                           handler.stream_timeout_s)
+
+    app.add_api_route("/v2/models/{mode}/generate_stream", stream_endpoint, methods=["POST"])
     for path, methods in (("/health", ["GET"]), ("/v2/health/ready", ["GET"]),
                           ("/v2/health/live", ["GET"]), ("/v2/models/{mode}", ["GET"]),
                           ("/v2/models/{mode}/generate", ["POST"])):
@@ -55,10 +70,11 @@ def create_lm_app(bundle: str | Path, *, limits: ServerLimits | None = None,
 
 def serve_lm(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000,
              limits: ServerLimits | None = None, precision: str = "fp32",
-             threads: int = 1) -> None:
+             threads: int = 1, unknown: str = "refuse") -> None:
     """Serve the LM bundle over HTTP until interrupted."""
     from taugate.server.background import uvicorn_config
 
     limits = limits or ServerLimits()
-    app = create_lm_app(bundle, limits=limits, precision=precision, threads=threads)
+    app = create_lm_app(bundle, limits=limits, precision=precision, threads=threads,
+                        unknown=unknown)
     uvicorn.Server(uvicorn_config(app, limits, host=host, port=port)).run()

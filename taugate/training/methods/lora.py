@@ -72,6 +72,46 @@ class LoRALinear(nn.Module):
         return self.base.weight + self.scaling * (self.lora_B @ self.lora_A), self.base.bias
 
 
+def _image_side(in_features: int, pool: int, path: str) -> int:
+    side = math.isqrt(in_features)
+    if side * side != in_features or side % pool:
+        raise ValueError(f"correction_pool: pools a square single-channel image input; the "
+                         f"corrected layer {path!r} reads {in_features} inputs, expected side^2 "
+                         f"with side divisible by {pool} (set correction_pool 1)")
+    return side
+
+
+class PooledCorrection(LoRALinear):
+    """``W + scaling * B @ A' @ P``: a LoRA-form correction whose A' reads the flattened
+    ``side x side`` input average-pooled over ``pool x pool`` patches (P: fixed, not stored;
+    training/corrections.py's ``pool``)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, pool: int, path: str = "?"):
+        super().__init__(base, rank, alpha)
+        self.pool, self.side = pool, _image_side(base.in_features, pool, path)
+        cells = (self.side // pool) ** 2
+        if rank > cells:
+            raise ValueError(f"correction_rank: expected at most {cells} with correction_pool "
+                             f"{pool} ({cells} pooled inputs of {path!r}), got {rank}")
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, cells, dtype=w.dtype, device=w.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        img = x.reshape(-1, 1, self.side, self.side)
+        cells = nn.functional.avg_pool2d(img, self.pool).reshape(*x.shape[:-1], -1)
+        return self.base(x) + (cells @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+
+    def full_a(self) -> torch.Tensor:
+        """``A' @ P`` ([rank, side^2]): each cell's weight spread over its patch / pool^2."""
+        c, k = self.side // self.pool, self.pool
+        a = self.lora_A.reshape(self.rank, c, c).repeat_interleave(k, 1).repeat_interleave(k, 2)
+        return a.reshape(self.rank, -1) / (k * k)
+
+    def merged_weight_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base.weight + self.scaling * (self.lora_B @ self.full_a()), self.base.bias
+
+
 class LoRA(AdaptationMethod):
     """Low-rank updates on the frozen linear layers (default: r = 8 on all of them)."""
 

@@ -55,6 +55,8 @@ class TauGateConfig:
     correction_rank: int = 0  # rank of the per-mode correction of the first producer (0: off)
     correction_scale: float = CORRECTION_SCALE  # its output scale (the factors' effective lr)
     correction_sites: str = "first"  # "first": the first producer; "ffn": every producer and up
+    correction_pool: int = 1  # > 1: the correction reads the image input pooled k x k (rank
+    #   buys k^2 fewer stored numbers; training/corrections.py)
 
     # the flat option names of the CLI, the recipes and format-1 adapters
     FLAT: ClassVar[dict] = {**SparsityConfig.FLAT, **RetuneConfig.FLAT}
@@ -66,7 +68,8 @@ class TauGateConfig:
             raise ValueError(f"activity_lambda: expected >= 0, got {self.activity_lambda}")
         if not (self.learn_tau or self.learn_gain):
             raise ValueError("learn_tau/learn_gain: at least one must be True")
-        check_correction(self.correction_rank, self.correction_scale, self.correction_sites)
+        check_correction(self.correction_rank, self.correction_scale, self.correction_sites,
+                         self.correction_pool)
         if self.sparsity.unit_l1 > 0 and not self.learn_gain:
             raise ValueError("unit_l1: acts on the learned gains; it needs learn_gain=True")
 
@@ -151,7 +154,7 @@ class TauGate(AdaptationMethod):
                                                                  site.conv))
         if cfg.correction_rank:
             add_correction(model, cfg.correction_rank, cfg.correction_scale,
-                           cfg.correction_sites)
+                           cfg.correction_sites, cfg.correction_pool)
 
     def penalty(self, model: nn.Module) -> torch.Tensor | None:
         lam = self.activation_config().activity_lambda

@@ -1,0 +1,161 @@
+"""``run_mixed`` in one onnxruntime call: every mode's graph side by side in one graph.
+
+A mixed batch run as one ``run`` per mode pays each call's fixed cost (the session call, the
+input and output copies, Python) once per mode present. On a shared-layout fp32 bundle of at
+most :data:`MAX_MODES` modes whose graphs use only the plain MLP operators
+(``shared_layer._OPS``), the runtime writes once (:mod:`onnx_build`) a graph holding every
+mode's nodes and materialized weights (names prefixed by the mode's index): mode k's branch
+starts with a ``Gather`` of its rows of the input (``idx{k}``, int64 row numbers), and the
+branches' logits are concatenated and put back in row order by a last ``Gather`` (``inv``).
+One ``session.run`` then answers the whole batch. Each branch is the mode's own graph with its
+own weights on the same rows in the same order, so a row's answer is what ``run`` gives
+(max abs difference <= 1e-5; the tests hold it to that).
+
+The graph uses the modes' materialized weights in place (``add_external_initializers``; a
+copy in the graph would hold several times their bytes): it is built only when they total at
+most :data:`MAX_BYTES`, once per runtime (absent modes get no rows), and used when at least half of its modes are in the batch; otherwise (and when ``max_sessions`` is
+below the number of modes) ``run_mixed`` groups rows per mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+
+from taugate.bundle.files import read_verified
+from taugate.bundle.onnx_wire import parse
+from taugate.runtime.onnx_build import model_bytes
+from taugate.runtime.providers import create_session, needs_run_lock
+from taugate.runtime.shared_layer import _OPS, _attrs
+
+log = logging.getLogger("taugate.runtime")
+
+MAX_MODES = 32  # modes one fused graph may hold
+MAX_BYTES = 64 << 20  # bytes of weights one fused graph may copy
+_lock = threading.Lock()
+
+
+def _graph(rt, name: str):
+    """(nodes as (op, inputs, output, attrs), input name, output name, opsets, weights) of a
+    mode whose graph the fused graph can hold, else None."""
+    entry = rt._served(name)
+    if rt.precision != "fp32" or entry.materialize is None:
+        return None
+    loaded = rt._sessions.get(name)  # its materialized weights where kept, else built here
+    keep = loaded.keep if loaded is not None else None
+    weights = keep if keep is not None else rt._files.initializers(entry)
+    if not weights:
+        return None
+    buf = memoryview(read_verified(rt.bundle_dir, entry))
+    model = parse(buf, "ModelProto")
+    graph = model.get("graph", {})
+    raw = graph.get("node", ())
+    if any(n.get("domain", "") not in ("", "ai.onnx") or n.get("op_type") not in _OPS
+           or len(n.get("output", ())) != 1 for n in raw):
+        return None
+    inputs = [v.get("name") for v in graph.get("input", ())]
+    outputs = [v.get("name") for v in graph.get("output", ())]
+    if len(inputs) != 1 or not outputs:
+        return None
+    nodes = [(n.get("op_type"), list(n.get("input", [])), n["output"][0], _attrs(n, buf))
+             for n in raw]
+    known = {inputs[0], *weights, *(out for _, _, out, _ in nodes)}
+    if any(i and i not in known for _, ins, _, _ in nodes for i in ins):
+        return None  # a constant inside the file (not materialized): not carried over here
+    opsets = [(o.get("domain", ""), o.get("version", 0)) for o in model.get("opset_import", ())]
+    return nodes, inputs[0], outputs[0], opsets, weights
+
+
+class MixedGraph:
+    """The fused graph of ``names`` (see the module docstring) and its session."""
+
+    def __init__(self, rt, names: list, parts: list):
+        self.names = names
+        self.index = {name: k for k, name in enumerate(names)}
+        nodes, inits, outputs = [], {}, []
+        for k, (graph_nodes, graph_in, graph_out, _, weights) in enumerate(parts):
+            p = f"m{k}/"
+            nodes.append(("Gather", ["x", f"idx{k}"], p + graph_in, {"axis": 0}))
+            for op, ins, out, at in graph_nodes:
+                nodes.append((op, [p + i if i else i for i in ins], p + out, at))
+                inits.update({p + i: weights[i] for i in ins if i in weights})
+            outputs.append(p + graph_out)
+        nodes.append(("Concat", outputs, "cat", {"axis": 0}))
+        nodes.append(("Gather", ["cat", "inv"], "logits", {"axis": 0}))
+        features = rt.manifest.input.features
+        # the modes' materialized float32 arrays, used in place by the session (kept alive here)
+        self._weights = {k: v for k, v in inits.items() if v.dtype == np.float32
+                         and v.flags.c_contiguous}
+        data = model_bytes(nodes, {"x": features}, ["logits"],
+                           {k: v for k, v in inits.items() if k not in self._weights},
+                           parts[0][3], int_inputs=[*(f"idx{k}" for k in range(len(names))),
+                                                    "inv"], external=self._weights)
+        self.session, _ = create_session(data, rt._plan, rt._config, "run_mixed (one graph)",
+                                         self._weights)
+        self._lock = threading.Lock() if needs_run_lock(self.session.get_providers()) else None
+        self._empty = np.empty(0, np.int64)
+
+    def run(self, batch: np.ndarray, present: list, bounds: list, order: np.ndarray):
+        """Logits [N, classes] in row order, where ``present[j]`` (in this graph's mode order)
+        owns the rows ``order[bounds[j - 1]:bounds[j]]``."""
+        n = batch.shape[0]
+        feed = {"x": batch.reshape(n, -1)}
+        for k in range(len(self.names)):
+            feed[f"idx{k}"] = self._empty
+        start = 0
+        for name, end in zip(present, bounds):
+            feed[f"idx{self.index[name]}"] = order[start:end]
+            start = end
+        inv = np.empty(n, np.int64)  # the branches' rows come out in the order of ``order``
+        inv[order] = np.arange(n, dtype=np.int64)
+        feed["inv"] = inv
+        if self._lock is None:
+            return self.session.run(None, feed)[0]
+        with self._lock:
+            return self.session.run(None, feed)[0]
+
+    def serves(self, present: list) -> bool:
+        """Whether this graph answers a batch of the modes ``present`` (in the order their rows
+        are sorted): all of them in the graph, in its order, and at least half of its modes."""
+        index = [self.index.get(name, -1) for name in present]
+        return 2 * len(index) >= len(self.names) and min(index) >= 0 and \
+            all(a < b for a, b in zip(index, index[1:]))
+
+
+def mixed_graph(rt) -> MixedGraph | None:
+    """The runtime's fused graph of all its modes (built on first use), or None when the
+    bundle does not allow one (see the module docstring)."""
+    manifest = rt._manifest
+    cached = rt.__dict__.get("_mixed_graph")
+    if cached is not None and cached[0] is manifest:
+        return cached[1]
+    with _lock:
+        cached = rt.__dict__.get("_mixed_graph")
+        if cached is not None and cached[0] is manifest:
+            return cached[1]
+        try:
+            graph = _build(rt)
+        except Exception as exc:  # the grouped path serves every batch just the same
+            log.warning("run_mixed: no single graph for this bundle (%s); grouping rows per "
+                        "mode", exc)
+            graph = None
+        rt.__dict__["_mixed_graph"] = (manifest, graph)
+        return graph
+
+
+def _build(rt) -> MixedGraph | None:
+    names = rt.modes
+    if not 2 <= len(names) <= MAX_MODES or rt.manifest.backbone is None or \
+            (rt._max_sessions is not None and rt._max_sessions < len(names)):
+        return None  # too many modes, or the caller bounded how many stay loaded
+    parts = []
+    for name in names:
+        part = _graph(rt, name)
+        if part is None or (parts and part[3] != parts[0][3]):
+            return None
+        parts.append(part)
+    if sum(a.nbytes for p in parts for a in p[4].values()) > MAX_BYTES:
+        return None
+    return MixedGraph(rt, names, parts)
