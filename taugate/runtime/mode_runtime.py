@@ -313,12 +313,9 @@ class ModeRuntime(ModeRepository, ManyModes, RuntimeFacts):
                              self._classes, f"{entry.name}: file {entry.file!r}",
                              internal=self._internal_run)
         nbytes = len(data) + sum(a.nbytes for a in (initializers or {}).values())
-        # onnxruntime copies external initializers into the session: the arrays are kept only
-        # where its Python wrapper may build the session again from the options (a provider
-        # fallback at run time, which CPU-only sessions never take)
-        keep = None if in_use == [CPU] else initializers
+        # onnxruntime copies them into the session; kept where it may rebuild it (a fallback)
         return Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
-                       keep, nbytes)
+                      None if in_use == [CPU] else initializers, nbytes)
 
     def unavailable(self) -> dict[str, str]:
         """Modes (or ``"dense"``) that cannot be served now, with the reason: those whose load
