@@ -110,6 +110,8 @@ def test_manifest_steps_share_their_tuples(bundle):
     assert m0.materialize[-1] is m1.materialize[-1]  # the output bias: the same step in both
     raw0, raw1 = (rt.manifest.raw["modes"][name]["materialize"][0] for name in rt.modes[:2])
     assert raw0["take"] is raw1["take"]
+    name = rt.modes[0]  # an entry's facts are its parsed JSON, not a copy of it
+    assert rt.manifest.modes[name].facts is rt.manifest.raw["modes"][name]
 
 
 def test_cpu_sessions_hold_no_second_copy_of_the_weights(bundle):

@@ -186,7 +186,7 @@ def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
         get_field(d, "kept_indices", where, list, "a list of index lists", optional=True)
     weights, steps = (None, None) if version == 1 else parse_materialize(name, d, where,
                                                                           has_backbone)
-    entry = ModelEntry(name, ref.file, ref.sha256, macs, dict(d), mode_facts, weights, steps)
+    entry = ModelEntry(name, ref.file, ref.sha256, macs, d, mode_facts, weights, steps)
     for precision in PRECISIONS[1:]:
         variant_entry(entry, precision)  # malformed variants fail at load, not at first use
     return entry
