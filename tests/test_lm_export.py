@@ -14,8 +14,8 @@ from taugate.bundle.manifest import parse_manifest
 from taugate.exporting.lm_bundle import write_lm_bundle
 from taugate.exporting.lm_decode import compact_lm, decoder_weights, torch_greedy
 from taugate.exporting.lm_graph import build_decoder
+from taugate.exporting.lm_int8 import quantize_decoder
 from taugate.exporting.lm_parity import decoder_for, step_logit_diff
-from taugate.exporting.quantize import quantize
 from taugate.training.gating import gate_modules, set_hard
 from tests.lm_fixtures import PROMPT, calibration, foundation, mode
 
@@ -48,7 +48,7 @@ def test_mode_graph_matches_the_hard_gated_model_and_int8_stays_close():
         assert torch.allclose(c.small.step(ids)[0], hard.step(ids)[0], atol=1e-5)
     data = build_decoder(decoder_weights(c.small)).SerializeToString()
     assert step_logit_diff(data, c.small, ids) < 1e-5
-    int8 = quantize(data, weights_only=True)
+    int8 = quantize_decoder(data)
     spread = float(c.small.step(ids)[0].std())
     assert 0 < step_logit_diff(int8, c.small, ids) < 0.5 * spread
 
