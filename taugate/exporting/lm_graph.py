@@ -15,10 +15,13 @@ onnxruntime 1.18) with its rotary embedding (``do_rotary``, the model's own cos/
 instead of copied by a ``Concat`` every token (measured: that copy, not the FFN, dominated
 batch-8 decode). With ``S = P`` (a growing cache) it returns ``P + T`` positions instead.
 
+Each residual add but the last is fused into the RMSNorm that follows it
+(``SkipSimplifiedLayerNormalization``, ``com.microsoft``: the norm and the sum, one kernel).
 Every other operator is default-domain opset 17: the attention scale is folded into q's
 weights, q/k/v are one ``MatMul`` and gate/up another (split in two); the hard gate of a mode is
-``Where(z > t, silu(z), 0)`` -- exactly ``silu(z) * 1[z > t]``, two operators; RMSNorm keeps the
-``Pow, ReduceMean, Add, Sqrt, Div, Mul`` form onnxruntime fuses into one kernel.
+``Where(z > t, silu(z), 0)`` -- exactly ``silu(z) * 1[z > t]``, two operators; the first and
+the last RMSNorm keep the ``Pow, ReduceMean, Add, Sqrt, Div, Mul`` form onnxruntime fuses into
+one kernel. The int8 variant (exporting/lm_int8.py) replaces each weight ``MatMul``.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def _ffn(g: _Graph, h: str, layer: LayerWeights, p: str, zero: str) -> str:
 
 def build_decoder(w: DecoderWeights, name: str = "decoder") -> onnx.ModelProto:
     """The decode graph of ``w`` (see the module docstring), checked by ``onnx.checker``
-    (the contrib op's schema is onnxruntime's: checked by the parity tests instead)."""
+    (the contrib ops' schemas are onnxruntime's: checked by the parity tests instead)."""
     g = _Graph()
     dim = w.embed.shape[1]
     heads, head_dim = w.heads, dim // w.heads
