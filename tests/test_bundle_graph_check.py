@@ -108,15 +108,15 @@ def test_format_2_allows_more_than_format_1():
         check_model(data, 9, "m")
 
 
-def test_format_3_adds_only_the_decoders_attention_norms_and_int8_products():
+def test_format_3_adds_only_the_decoders_attention_and_fused_norm():
     from taugate.bundle.graph_check import ALLOWED_OPS
 
     assert ALLOWED_OPS[3][""] == ALLOWED_OPS[2][""]
     assert ALLOWED_OPS[3]["com.microsoft"] - ALLOWED_OPS[2]["com.microsoft"] == {
-        "GroupQueryAttention", "SkipSimplifiedLayerNormalization", "MatMulNBits"}
+        "GroupQueryAttention", "SkipSimplifiedLayerNormalization"}
 
 
-@pytest.mark.parametrize("op", ["MatMulNBits", "SkipSimplifiedLayerNormalization"])
+@pytest.mark.parametrize("op", ["GroupQueryAttention", "SkipSimplifiedLayerNormalization"])
 def test_the_decoders_contrib_ops_are_refused_outside_format_3(op):
     node = helper.make_node(op, ["pixels", "W"], ["logits"], domain="com.microsoft")
     data = _model([node], opsets=[("", 17), ("com.microsoft", 1)]).SerializeToString()

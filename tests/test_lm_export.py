@@ -14,8 +14,8 @@ from taugate.bundle.manifest import parse_manifest
 from taugate.exporting.lm_bundle import write_lm_bundle
 from taugate.exporting.lm_decode import compact_lm, decoder_weights, torch_greedy
 from taugate.exporting.lm_graph import build_decoder
-from taugate.exporting.lm_int8 import quantize_decoder
 from taugate.exporting.lm_parity import decoder_for, step_logit_diff
+from taugate.exporting.quantize import quantize
 from taugate.training.gating import gate_modules, set_hard
 from tests.lm_fixtures import PROMPT, calibration, foundation, mode
 
@@ -48,7 +48,7 @@ def test_mode_graph_matches_the_hard_gated_model_and_int8_stays_close():
         assert torch.allclose(c.small.step(ids)[0], hard.step(ids)[0], atol=1e-5)
     data = build_decoder(decoder_weights(c.small)).SerializeToString()
     assert step_logit_diff(data, c.small, ids) < 1e-5
-    int8 = quantize_decoder(data)
+    int8 = quantize(data, weights_only=True)
     spread = float(c.small.step(ids)[0].std())
     assert 0 < step_logit_diff(int8, c.small, ids) < 0.5 * spread
 
@@ -74,6 +74,14 @@ def test_the_hard_gate_is_where_of_silu():
     assert ops.count("Where") == ops.count("Greater") == 2  # one gate per layer
     dense_ops = [n.op_type for n in build_decoder(decoder_weights(base)).graph.node]
     assert "Where" not in dense_ops and len(dense_ops) == len(ops) - 4
+
+
+def test_each_residual_add_but_the_last_is_fused_into_the_next_norm():
+    graph = build_decoder(decoder_weights(foundation())).graph
+    ops = [n.op_type for n in graph.node]
+    layers = len(foundation().blocks)
+    assert ops.count("SkipSimplifiedLayerNormalization") == 2 * layers - 1
+    assert ops.count("Add") == 3  # the first and last norms' epsilon, the last residual
 
 
 def test_bundle_records_greedy_match_and_mac_ratio(lm_bundle):

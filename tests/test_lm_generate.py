@@ -92,12 +92,13 @@ def test_a_graph_onnxruntime_cannot_load_names_the_file_and_the_version_needed(l
     import taugate.runtime.generate as generate
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an "
-                           "implementation for MatMulNBits(1) node with name 'MatMul_5'")
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model from memory failed:"
+                           "Fatal error: com.microsoft:GroupQueryAttention(-1) is not a "
+                           "registered function/op")
 
     monkeypatch.setattr(generate.ort, "InferenceSession", refuse)
     with pytest.raises(RuntimeError, match=r"modes/code\.int8\.onnx: onnxruntime .* cannot load "
-                       r"this graph \(.*MatMulNBits.*\); LM bundles need onnxruntime >= 1\.22"):
+                       r"this graph \(.*GroupQueryAttention.*\); LM bundles need onnxruntime >= 1\.18"):
         Generator.open(lm_bundle, "code", "int8")
 
 

@@ -55,11 +55,9 @@ _FORMAT2_MS_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "Q
 #: (ViT's ``cls_token.expand(batch, -1, -1)`` through the TorchScript exporter)
 SHAPE_FED_OPS = frozenset({"ConstantOfShape"})
 
-# Format 3's decode graphs (exporting/lm_graph.py, exporting/lm_int8.py): onnxruntime's
-# attention with a key/value cache (in place, rotary), the residual sum fused into the RMSNorm
-# that follows it, and int8 block-quantized weight products
-_FORMAT3_MS_OPS = frozenset({"GroupQueryAttention", "SkipSimplifiedLayerNormalization",
-                             "MatMulNBits"})
+# Format 3's decode graphs (exporting/lm_graph.py): onnxruntime's attention with a key/value
+# cache (in place, rotary) and the residual sum fused into the RMSNorm that follows it
+_FORMAT3_MS_OPS = frozenset({"GroupQueryAttention", "SkipSimplifiedLayerNormalization"})
 # format_version -> domain -> operator types allowed. The one table (docs/security.md).
 # Format 3 (language-model decode graphs, bundle/lm.py): format 2's operators and the above
 ALLOWED_OPS: dict[int, dict[str, frozenset]] = {

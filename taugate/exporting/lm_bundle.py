@@ -29,8 +29,8 @@ from taugate.bundle.schema import BUNDLE_FORMAT, PRECISIONS
 from taugate.exporting.compaction import ParityError
 from taugate.exporting.lm_decode import compact_lm, decoder_weights, ffn_macs, torch_greedy
 from taugate.exporting.lm_graph import build_decoder
-from taugate.exporting.lm_int8 import SCHEME, quantize_decoder
 from taugate.exporting.lm_parity import check_step_parity, decoder_for
+from taugate.exporting.quantize import DEFAULT_SCHEME, quantize
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def _graph_bytes(name: str, model: nn.Module, precision: str, ids: torch.Tensor)
     data = proto.SerializeToString()
     if precision == "fp32":
         return data, check_step_parity(name, data, model, ids, FP32_ATOL)
-    q = quantize_decoder(data)
+    q = quantize(data, DEFAULT_SCHEME, weights_only=True)
     with torch.no_grad():
         spread = float(model.step(ids)[0].std())
     return q, check_step_parity(f"{name} ({precision})", q, model, ids, INT8_RTOL * spread)
@@ -71,8 +71,8 @@ def write_lm_bundle(foundation: nn.Module, modes: dict, out: str | Path,
     """Write the LM bundle of ``foundation`` (a TinyLlama-layout decoder, dense) and ``modes``
     (name -> the foundation wrapped by the taugate method, or a GatedSpec) at ``out``.
 
-    ``precisions``: "fp32" (always) and optionally "int8" (every weight MatMul int8 per block:
-    exporting/lm_int8.py). ``calibration``: token ids ``[N, T]``; a unit that fires on none of
+    ``precisions``: "fp32" (always) and optionally "int8" (dynamic per-channel int8 weights of
+    every weight MatMul). ``calibration``: token ids ``[N, T]``; a unit that fires on none of
     them is removed (None: only units with gain 0 are). Returns the bundle's path; raises
     :class:`~taugate.exporting.compaction.ParityError` when a graph does not compute what its
     torch model computes, and leaves nothing written on any error.
@@ -114,7 +114,7 @@ def write_lm_bundle(foundation: nn.Module, modes: dict, out: str | Path,
             "created_by": f"taugate {__version__}",
             "lm": {"vocab": cfg.vocab, "dim": cfg.dim, "layers": cfg.layers, "heads": cfg.heads,
                    "context": cfg.context, "ffn": cfg.ffn, "tokenizer": "bytes"},
-            "quantization": SCHEME if "int8" in precisions else None,
+            "quantization": DEFAULT_SCHEME if "int8" in precisions else None,
             "greedy_prompt": bytes(greedy_prompt).decode("latin-1"),
             "dense": dense, "modes": entries,
         }

@@ -21,7 +21,7 @@ Every other operator is default-domain opset 17: the attention scale is folded i
 weights, q/k/v are one ``MatMul`` and gate/up another (split in two); the hard gate of a mode is
 ``Where(z > t, silu(z), 0)`` -- exactly ``silu(z) * 1[z > t]``, two operators; the first and
 the last RMSNorm keep the ``Pow, ReduceMean, Add, Sqrt, Div, Mul`` form onnxruntime fuses into
-one kernel. The int8 variant (exporting/lm_int8.py) replaces each weight ``MatMul``.
+one kernel.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from taugate.bundle.lm import (
 from taugate.bundle.safe_json import UnsafeInputError, loads_strict, read_regular_file
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-MIN_ORT = "1.22"  # the first onnxruntime with an x86 kernel for 8-bit MatMulNBits
+MIN_ORT = "1.18"  # the first onnxruntime with GroupQueryAttention on CPU
 
 
 def read_lm_manifest(bundle: str | Path) -> LMManifest:
@@ -159,7 +159,7 @@ class Generator:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise RuntimeError(f"{ref.file}: onnxruntime {ort.__version__} cannot load this "
                                f"graph ({reason}); LM bundles need onnxruntime >= {MIN_ORT} "
-                               f"(GroupQueryAttention, 8-bit MatMulNBits on CPU)") from exc
+                               f"(GroupQueryAttention on CPU)") from exc
         return cls(session, manifest, mode, precision)
 
     # -- decoding ------------------------------------------------------------------------------

@@ -4,10 +4,11 @@ medians) and the mode / dense ratios, the graphs' own per-byte perplexity on hel
 int8 accuracy), and the step split into its fixed part and its FFN part (the foundation's
 graph rebuilt with 16 FFN units per layer: what a step costs without its FFN).
 
-    python scripts/measure_lm_int8.py --bundle out/lm/bundle --foundation out/lm \\
+    python scripts/measure_lm_side_by_side.py --bundle out/lm/bundle --foundation out/lm \\
         --baseline old/bundle
 
-Writes docs/measured/lm-speed-int8.json with the load average before and after the timings.
+Writes docs/measured/lm-speed-side-by-side.json with the load average before and after the
+timings.
 Needs taugate[train] (the foundation's weights and the corpus).
 """
 
@@ -79,7 +80,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--eval-tokens", type=int, default=2048)
-    ap.add_argument("--json", type=Path, default=ROOT / "docs/measured/lm-speed-int8.json")
+    ap.add_argument("--json", type=Path, default=ROOT / "docs/measured/lm-speed-side-by-side.json")
     args = ap.parse_args()
 
     from taugate.lab.lm import PROMPT, SIZES
@@ -93,13 +94,13 @@ def main() -> None:
     if args.foundation:  # the fixed part of a step: the foundation with a 16-unit FFN
         from taugate.exporting.lm_decode import decoder_weights
         from taugate.exporting.lm_graph import build_decoder
-        from taugate.exporting.lm_int8 import quantize_decoder
+        from taugate.exporting.quantize import quantize
         from taugate.training.lm.pretrain import load_lm_foundation
 
         w = decoder_weights(load_lm_foundation(args.foundation)[0])
         for name, ww in (("full", w), ("ffn16", _truncated(w, 16))):
             fp32 = build_decoder(ww).SerializeToString()
-            for p, data in (("fp32", fp32), ("int8", quantize_decoder(fp32))):
+            for p, data in (("fp32", fp32), ("int8", quantize(fp32, weights_only=True))):
                 gens[("split", name, p)] = Generator(_session(data), manifest, "dense", p)
     for g in gens.values():
         g.decode_speed(PROMPT, 4)
