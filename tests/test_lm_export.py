@@ -76,6 +76,14 @@ def test_the_hard_gate_is_where_of_silu():
     assert "Where" not in dense_ops and len(dense_ops) == len(ops) - 4
 
 
+def test_each_residual_add_but_the_last_is_fused_into_the_next_norm():
+    graph = build_decoder(decoder_weights(foundation())).graph
+    ops = [n.op_type for n in graph.node]
+    layers = len(foundation().blocks)
+    assert ops.count("SkipSimplifiedLayerNormalization") == 2 * layers - 1
+    assert ops.count("Add") == 3  # the first and last norms' epsilon, the last residual
+
+
 def test_bundle_records_greedy_match_and_mac_ratio(lm_bundle):
     m = json.loads((lm_bundle / "manifest.json").read_text())
     entry = m["modes"]["code"]

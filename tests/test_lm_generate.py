@@ -87,6 +87,21 @@ def test_unknown_mode_precision_and_tampered_graph_are_refused(lm_bundle, tmp_pa
         Generator.open(copy, "code")
 
 
+def test_a_graph_onnxruntime_cannot_load_names_the_file_and_the_version_needed(lm_bundle,
+                                                                               monkeypatch):
+    import taugate.runtime.generate as generate
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model from memory failed:"
+                           "Fatal error: com.microsoft:GroupQueryAttention(-1) is not a "
+                           "registered function/op")
+
+    monkeypatch.setattr(generate.ort, "InferenceSession", refuse)
+    with pytest.raises(RuntimeError, match=r"modes/code\.int8\.onnx: onnxruntime .* cannot load "
+                       r"this graph \(.*GroupQueryAttention.*\); LM bundles need onnxruntime >= 1\.18"):
+        Generator.open(lm_bundle, "code", "int8")
+
+
 def test_decode_speed_side_by_side(lm_bundle):
     one = Generator.open(lm_bundle, "code").decode_speed("hello", 6, batch=8)
     assert one["batch"] == 8 and one["ttft_s"] > 0 and one["tokens_per_s"] > 0
