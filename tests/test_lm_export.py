@@ -17,14 +17,12 @@ from taugate.exporting.lm_graph import build_decoder
 from taugate.exporting.lm_parity import decoder_for, step_logit_diff
 from taugate.exporting.quantize import quantize
 from taugate.training.gating import gate_modules, set_hard
-from tests.lm_fixtures import PROMPT, calibration, foundation, mode
+from tests.lm_fixtures import PROMPT, calibration, code_bundle, foundation, mode
 
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    base = foundation()
-    out = tmp_path_factory.mktemp("lm") / "bundle"
-    return write_lm_bundle(base, {"code": mode(base)}, out, calibration=calibration())
+    return code_bundle(tmp_path_factory.mktemp("lm") / "bundle", calibration=calibration())
 
 
 def _ids(b=2, t=7):

@@ -9,19 +9,16 @@ import pytest
 import torch
 
 from taugate.bundle.errors import BundleIntegrityError
-from taugate.exporting.lm_bundle import write_lm_bundle
 from taugate.exporting.lm_decode import torch_greedy
 from taugate.runtime.generate import Generator, pick
 from taugate.runtime.lm_speed import compare_decode_speed
 from taugate.training.gating import set_hard
-from tests.lm_fixtures import PROMPT, calibration, foundation, mode
+from tests.lm_fixtures import PROMPT, calibration, code_bundle, foundation, mode
 
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    base = foundation()
-    out = tmp_path_factory.mktemp("lmgen") / "bundle"
-    return write_lm_bundle(base, {"code": mode(base)}, out, calibration=calibration())
+    return code_bundle(tmp_path_factory.mktemp("lmgen") / "bundle", calibration=calibration())
 
 
 def test_greedy_stream_equals_the_torch_hard_gated_mode(lm_bundle):
