@@ -174,6 +174,16 @@ class GatedUnits:
 
 
 @dataclass(frozen=True)
+class LowRankFactors:
+    """An override that is the backbone tensor plus ``u @ expand(v)``: the factors a shared
+    bundle stores instead of the merged tensor (taugate/bundle/lowrank.py, which merges them)."""
+
+    u: np.ndarray  # [out, r] float32, the correction's scale included
+    v: np.ndarray  # [r, cells] float32
+    pool: int = 1  # cells: the inputs (1), or k x k patches of a square image input (k)
+
+
+@dataclass(frozen=True)
 class GatedSpec:
     """What makes a mode a mode on any torch model: gated targets plus the tensors a method
     changed. Method-agnostic; export never learns which method produced it."""
@@ -181,6 +191,8 @@ class GatedSpec:
     targets: tuple[GatedUnits, ...]
     overrides: dict = field(default_factory=dict)  # state-dict name -> whole np.ndarray
     meta: dict = field(default_factory=dict)  # method, mode, facts, ...
+    # state-dict name -> LowRankFactors of that override: its merge is the override exactly
+    factors: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [t.producer for t in self.targets]

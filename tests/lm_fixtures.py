@@ -3,6 +3,7 @@ LM bundle, shared by the LM export and generation tests."""
 
 import torch
 
+from taugate.exporting.lm_bundle import write_lm_bundle
 from taugate.training.gating import gate_modules
 from taugate.training.lm.model import LMConfig, TinyLlama
 from taugate.training.methods.taugate import TauGate
@@ -30,3 +31,9 @@ def mode(model: TinyLlama, seed: int = 3, zero: float = 0.6) -> torch.nn.Module:
 
 def calibration(n: int = 4, t: int = 16) -> torch.Tensor:
     return torch.randint(0, 256, (n, t), generator=torch.Generator().manual_seed(5))
+
+
+def code_bundle(out, **kw):
+    """The LM bundle of :func:`foundation` with one mode, ``code``, written to ``out``."""
+    base = foundation()
+    return write_lm_bundle(base, {"code": mode(base)}, out, **kw)

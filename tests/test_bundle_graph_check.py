@@ -108,12 +108,21 @@ def test_format_2_allows_more_than_format_1():
         check_model(data, 9, "m")
 
 
-def test_format_3_adds_only_the_decoders_attention():
+def test_format_3_adds_only_the_decoders_attention_and_fused_norm():
     from taugate.bundle.graph_check import ALLOWED_OPS
 
     assert ALLOWED_OPS[3][""] == ALLOWED_OPS[2][""]
     assert ALLOWED_OPS[3]["com.microsoft"] - ALLOWED_OPS[2]["com.microsoft"] == {
-        "GroupQueryAttention"}
+        "GroupQueryAttention", "SkipSimplifiedLayerNormalization"}
+
+
+@pytest.mark.parametrize("op", ["GroupQueryAttention", "SkipSimplifiedLayerNormalization"])
+def test_the_decoders_contrib_ops_are_refused_outside_format_3(op):
+    node = helper.make_node(op, ["pixels", "W"], ["logits"], domain="com.microsoft")
+    data = _model([node], opsets=[("", 17), ("com.microsoft", 1)]).SerializeToString()
+    check_model(data, 3, "m")
+    with pytest.raises(BundleIntegrityError, match=f"operator '{op}'"):
+        check_model(data, 2, "m")
 
 
 def test_refuses_model_local_functions():

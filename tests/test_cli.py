@@ -25,6 +25,14 @@ def test_console_script_runs():
         assert command in out
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_subcommand_has_a_section_in_the_cli_docs(command):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text("utf-8")
+    assert f"## `taugate {command}`" in doc, f"docs/cli.md has no section for taugate {command}"
+
+
 def test_bad_mode_is_one_clear_line(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), "--modes", "rot45,sideways"]) == 2
     err = capsys.readouterr().err

@@ -17,14 +17,12 @@ from taugate.exporting.lm_graph import build_decoder
 from taugate.exporting.lm_parity import decoder_for, step_logit_diff
 from taugate.exporting.quantize import quantize
 from taugate.training.gating import gate_modules, set_hard
-from tests.lm_fixtures import PROMPT, calibration, foundation, mode
+from tests.lm_fixtures import PROMPT, calibration, code_bundle, foundation, mode
 
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    base = foundation()
-    out = tmp_path_factory.mktemp("lm") / "bundle"
-    return write_lm_bundle(base, {"code": mode(base)}, out, calibration=calibration())
+    return code_bundle(tmp_path_factory.mktemp("lm") / "bundle", calibration=calibration())
 
 
 def _ids(b=2, t=7):
@@ -74,6 +72,14 @@ def test_the_hard_gate_is_where_of_silu():
     assert ops.count("Where") == ops.count("Greater") == 2  # one gate per layer
     dense_ops = [n.op_type for n in build_decoder(decoder_weights(base)).graph.node]
     assert "Where" not in dense_ops and len(dense_ops) == len(ops) - 4
+
+
+def test_each_residual_add_but_the_last_is_fused_into_the_next_norm():
+    graph = build_decoder(decoder_weights(foundation())).graph
+    ops = [n.op_type for n in graph.node]
+    layers = len(foundation().blocks)
+    assert ops.count("SkipSimplifiedLayerNormalization") == 2 * layers - 1
+    assert ops.count("Add") == 3  # the first and last norms' epsilon, the last residual
 
 
 def test_bundle_records_greedy_match_and_mac_ratio(lm_bundle):

@@ -9,19 +9,16 @@ import pytest
 import torch
 
 from taugate.bundle.errors import BundleIntegrityError
-from taugate.exporting.lm_bundle import write_lm_bundle
 from taugate.exporting.lm_decode import torch_greedy
 from taugate.runtime.generate import Generator, pick
 from taugate.runtime.lm_speed import compare_decode_speed
 from taugate.training.gating import set_hard
-from tests.lm_fixtures import PROMPT, calibration, foundation, mode
+from tests.lm_fixtures import PROMPT, calibration, code_bundle, foundation, mode
 
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    base = foundation()
-    out = tmp_path_factory.mktemp("lmgen") / "bundle"
-    return write_lm_bundle(base, {"code": mode(base)}, out, calibration=calibration())
+    return code_bundle(tmp_path_factory.mktemp("lmgen") / "bundle", calibration=calibration())
 
 
 def test_greedy_stream_equals_the_torch_hard_gated_mode(lm_bundle):
@@ -85,6 +82,21 @@ def test_unknown_mode_precision_and_tampered_graph_are_refused(lm_bundle, tmp_pa
         f.write(b"\0")
     with pytest.raises(BundleIntegrityError, match="sha256 mismatch"):
         Generator.open(copy, "code")
+
+
+def test_a_graph_onnxruntime_cannot_load_names_the_file_and_the_version_needed(lm_bundle,
+                                                                               monkeypatch):
+    import taugate.runtime.generate as generate
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model from memory failed:"
+                           "Fatal error: com.microsoft:GroupQueryAttention(-1) is not a "
+                           "registered function/op")
+
+    monkeypatch.setattr(generate.ort, "InferenceSession", refuse)
+    with pytest.raises(RuntimeError, match=r"modes/code\.int8\.onnx: onnxruntime .* cannot load "
+                       r"this graph \(.*GroupQueryAttention.*\); LM bundles need onnxruntime >= 1\.18"):
+        Generator.open(lm_bundle, "code", "int8")
 
 
 def test_decode_speed_side_by_side(lm_bundle):

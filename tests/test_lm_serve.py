@@ -6,18 +6,15 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient
 
 from taugate.cli import main
-from taugate.exporting.lm_bundle import write_lm_bundle
 from taugate.runtime.generate import Generator
 from taugate.server.limits import ServerLimits
 from taugate.server.lm_app import create_lm_app
-from tests.lm_fixtures import PROMPT, foundation, mode
+from tests.lm_fixtures import PROMPT, code_bundle
 
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    base = foundation()
-    out = tmp_path_factory.mktemp("lmserve") / "bundle"
-    return write_lm_bundle(base, {"code": mode(base)}, out, precisions=("fp32",))
+    return code_bundle(tmp_path_factory.mktemp("lmserve") / "bundle", precisions=("fp32",))
 
 
 def _expected(bundle, mode_name, n, **kw):

@@ -13,19 +13,16 @@ pytest.importorskip("fastapi")
 import uvicorn
 
 import taugate.server.generate as generate_module
-from taugate.exporting.lm_bundle import write_lm_bundle
 from taugate.runtime.generate import Generator, utf8_pieces
 from taugate.server.background import uvicorn_config
 from taugate.server.limits import ServerLimits
 from taugate.server.lm_app import create_lm_app
-from tests.lm_fixtures import PROMPT, foundation, mode
+from tests.lm_fixtures import PROMPT, code_bundle
 
 
 @pytest.fixture(scope="module")
 def lm_bundle(tmp_path_factory):
-    base = foundation()
-    out = tmp_path_factory.mktemp("lmstream") / "bundle"
-    return write_lm_bundle(base, {"code": mode(base)}, out, precisions=("fp32",))
+    return code_bundle(tmp_path_factory.mktemp("lmstream") / "bundle", precisions=("fp32",))
 
 
 class Server:

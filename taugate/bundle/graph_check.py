@@ -55,13 +55,15 @@ _FORMAT2_MS_OPS = frozenset({"DynamicQuantizeMatMul", "MatMulIntegerToFloat", "Q
 #: (ViT's ``cls_token.expand(batch, -1, -1)`` through the TorchScript exporter)
 SHAPE_FED_OPS = frozenset({"ConstantOfShape"})
 
+# Format 3's decode graphs (exporting/lm_graph.py): onnxruntime's attention with a key/value
+# cache (in place, rotary) and the residual sum fused into the RMSNorm that follows it
+_FORMAT3_MS_OPS = frozenset({"GroupQueryAttention", "SkipSimplifiedLayerNormalization"})
 # format_version -> domain -> operator types allowed. The one table (docs/security.md).
-# Format 3 (language-model decode graphs, bundle/lm.py): format 2's operators and
-# onnxruntime's attention with a key/value cache (in-place, rotary; exporting/lm_graph.py)
+# Format 3 (language-model decode graphs, bundle/lm.py): format 2's operators and the above
 ALLOWED_OPS: dict[int, dict[str, frozenset]] = {
     1: {"": _FORMAT1_OPS},
     2: {"": _FORMAT2_OPS, _MS: _FORMAT2_MS_OPS},
-    3: {"": _FORMAT2_OPS, _MS: _FORMAT2_MS_OPS | {"GroupQueryAttention"}},
+    3: {"": _FORMAT2_OPS, _MS: _FORMAT2_MS_OPS | _FORMAT3_MS_OPS},
 }
 # format_version -> opset domain -> highest version allowed.
 ALLOWED_OPSETS: dict[int, dict[str, int]] = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from taugate.bundle.errors import BundleIntegrityError
+from taugate.bundle.lowrank import apply_lowrank
 from taugate.bundle.schema import scale_pairs
 
 _INDEX_KINDS = "iu"  # signed / unsigned integer index tensors
@@ -57,6 +58,9 @@ def build_initializer(step, backbone: dict, mode: dict, where: str) -> np.ndarra
     for axis, index_name in step.take:
         arr = _take(arr, axis, _tensor(mode, index_name, where, "index tensor"), where)
         owned = True
+    lowranked = apply_lowrank(step, arr, mode, where)  # after take, before scale (lowrank.py)
+    owned = owned or lowranked is not arr  # a low-rank update is a fresh copy (lowrank.merge)
+    arr = lowranked
     for axis, vec_name in scale_pairs(step.scale):  # in order: each rounds once, as written
         vec = _tensor(mode, vec_name, where, "scale vector")
         if axis >= arr.ndim or vec.shape != (arr.shape[axis],) or vec.dtype != arr.dtype:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 from taugate.bundle.fields import fail, file_ref, get_field, is_int
+from taugate.bundle.lowrank import parse_lowrank, with_lowrank
 from taugate.bundle.schema import FileRef, MaterializeStep
 
 
@@ -29,12 +30,15 @@ def _scale_tuple(scale):
     return _shared(tuple(scale) if _scale_pair(scale) else tuple(tuple(p) for p in scale))
 
 
-_STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "dtype", "shape"}
+_STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "lowrank", "dtype", "shape"}
 
 
 def parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> MaterializeStep:
     if not isinstance(s, dict) or not set(s) <= _STEP_KEYS:
-        raise fail(where, f"an object with keys from {sorted(_STEP_KEYS)}", s)
+        unknown = sorted(set(s) - _STEP_KEYS) if isinstance(s, dict) else []
+        newer = (f" (unknown {unknown}: a step of a newer taugate; upgrade taugate or "
+                 f"re-export the bundle)") if unknown else ""
+        raise fail(where, f"an object with keys from {sorted(_STEP_KEYS)}{newer}", s)
     name = get_field(s, "name", where, str, "a string")
     source = get_field(s, "source", where, str, "'backbone' or 'mode'")
     if source not in ("backbone", "mode") or (source == "backbone" and not has_backbone) \
@@ -50,15 +54,19 @@ def parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> Material
     if scale is not None and not _scale_ok(scale):
         raise fail(f"{where}.scale", "[axis >= 0, vector name], a list of 1 to 4 such pairs, "
                     "or null", scale)
-    if (take or scale or s.get("add") is not None) and not has_weights:
-        raise fail(where, "no take/scale/add without the entry's weights file", s)
+    if (take or scale or s.get("add") is not None or s.get("lowrank") is not None) \
+            and not has_weights:
+        raise fail(where, "no take/scale/add/lowrank without the entry's weights file", s)
     add = get_field(s, "add", where, str, "a tensor name or null", optional=True)
     dtype = get_field(s, "dtype", where, str, "a dtype name such as 'float32'")
     shape = get_field(s, "shape", where, list, "a list of sizes")
     if not all(is_int(v) for v in shape):
         raise fail(f"{where}.shape", "a list of sizes >= 0", shape)
-    return _shared(MaterializeStep(name, source, tensor, _shared(tuple((a, n) for a, n in take)),
+    step = _shared(MaterializeStep(name, source, tensor, _shared(tuple((a, n) for a, n in take)),
                                    _scale_tuple(scale), add, dtype, _shared(tuple(shape))))
+    if s.get("lowrank") is not None:  # taugate/bundle/lowrank.py
+        return with_lowrank(step, parse_lowrank(s["lowrank"], where))
+    return step
 
 
 def parse_materialize(name: str, d: dict, where: str, has_backbone: bool

@@ -15,10 +15,13 @@ onnxruntime 1.18) with its rotary embedding (``do_rotary``, the model's own cos/
 instead of copied by a ``Concat`` every token (measured: that copy, not the FFN, dominated
 batch-8 decode). With ``S = P`` (a growing cache) it returns ``P + T`` positions instead.
 
+Each residual add but the last is fused into the RMSNorm that follows it
+(``SkipSimplifiedLayerNormalization``, ``com.microsoft``: the norm and the sum, one kernel).
 Every other operator is default-domain opset 17: the attention scale is folded into q's
 weights, q/k/v are one ``MatMul`` and gate/up another (split in two); the hard gate of a mode is
-``Where(z > t, silu(z), 0)`` -- exactly ``silu(z) * 1[z > t]``, two operators; RMSNorm keeps the
-``Pow, ReduceMean, Add, Sqrt, Div, Mul`` form onnxruntime fuses into one kernel.
+``Where(z > t, silu(z), 0)`` -- exactly ``silu(z) * 1[z > t]``, two operators; the first and
+the last RMSNorm keep the ``Pow, ReduceMean, Add, Sqrt, Div, Mul`` form onnxruntime fuses into
+one kernel.
 """
 
 from __future__ import annotations
@@ -99,8 +102,16 @@ def _rms(g: _Graph, x: str, weight: str, eps: str, two: str) -> str:
     return g.op("Mul", [g.op("Div", [x, g.op("Sqrt", [g.op("Add", [var, eps])])]), weight])
 
 
-def _ffn(g: _Graph, x: str, layer: LayerWeights, p: str, eps: str, two: str, zero: str) -> str:
-    h = _rms(g, x, g.const(p + "ffn_norm", layer.ffn_norm), eps, two)
+def _skip_rms(g: _Graph, delta: str, x: str, weight: str, eps: float) -> tuple[str, str]:
+    """``x + delta`` and its RMSNorm, in one kernel (the residual sum is output 3)."""
+    h, s = f"{weight}_in", f"{weight}_sum"
+    g.op("SkipSimplifiedLayerNormalization", [delta, x, weight], n_out=4, out=[h, "", "", s],
+         domain=MS, epsilon=eps)
+    return h, s
+
+
+def _ffn(g: _Graph, h: str, layer: LayerWeights, p: str, zero: str) -> str:
+    """The FFN of ``h`` (the normed residual stream): what its ``down`` adds to the stream."""
     units = layer.down.shape[0]
     split = g.const(p + "split_gu", np.array([units, units], np.int64))
     z, up = g.op("Split", [g.op("MatMul", [h, g.const(p + "gate_up", layer.gate_up)]), split],
@@ -109,13 +120,12 @@ def _ffn(g: _Graph, x: str, layer: LayerWeights, p: str, eps: str, two: str, zer
     if layer.threshold is not None:
         fire = g.op("Greater", [z, g.const(p + "threshold", layer.threshold)])
         act = g.op("Where", [fire, act, zero])
-    down = g.const(p + "down", layer.down)
-    return g.op("Add", [x, g.op("MatMul", [g.op("Mul", [act, up]), down])])
+    return g.op("MatMul", [g.op("Mul", [act, up]), g.const(p + "down", layer.down)])
 
 
 def build_decoder(w: DecoderWeights, name: str = "decoder") -> onnx.ModelProto:
     """The decode graph of ``w`` (see the module docstring), checked by ``onnx.checker``
-    (the contrib op's schema is onnxruntime's: checked by the parity tests instead)."""
+    (the contrib ops' schemas are onnxruntime's: checked by the parity tests instead)."""
     g = _Graph()
     dim = w.embed.shape[1]
     heads, head_dim = w.heads, dim // w.heads
@@ -130,6 +140,7 @@ def build_decoder(w: DecoderWeights, name: str = "decoder") -> onnx.ModelProto:
               helper.make_tensor_value_info(TOTAL_LEN, TensorProto.INT32, [])]
     outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["batch", w.head.shape[1]])]
     x = g.op("Gather", [g.const("embed", w.embed), INPUT_IDS], axis=0)  # [B, T, dim]
+    delta = None  # what the previous block adds to x: added in the next norm's kernel
     for i, layer in enumerate(w.layers):
         pk, pv = past_names(i)
         ck, cv = present_names(i)
@@ -140,14 +151,20 @@ def build_decoder(w: DecoderWeights, name: str = "decoder") -> onnx.ModelProto:
                                                   ["batch", heads, "present", head_dim])
                     for n in (ck, cv)]
         p = f"l{i}_"
-        h = _rms(g, x, g.const(p + "attn_norm", layer.attn_norm), eps, two)
+        norm = g.const(p + "attn_norm", layer.attn_norm)
+        if delta is None:
+            h = _rms(g, x, norm, eps, two)
+        else:
+            h, x = _skip_rms(g, delta, x, norm, w.eps)
         qkv = g.op("MatMul", [h, g.const(p + "qkv", layer.qkv)])  # packed: no key/value inputs
         att = g.op("GroupQueryAttention", [qkv, "", "", pk, pv, SEQLENS_K, TOTAL_LEN, "rope_cos",
                                            "rope_sin"], n_out=3, out=[f"att_{i}", ck, cv],
                    domain=MS, num_heads=heads, kv_num_heads=heads, scale=1.0, do_rotary=1,
                    rotary_interleaved=0)[0]
-        x = g.op("Add", [x, g.op("MatMul", [att, g.const(p + "o", layer.o)])])
-        x = _ffn(g, x, layer, p, eps, two, zero)
+        h, x = _skip_rms(g, g.op("MatMul", [att, g.const(p + "o", layer.o)]), x,
+                         g.const(p + "ffn_norm", layer.ffn_norm), w.eps)
+        delta = _ffn(g, h, layer, p, zero)
+    x = g.op("Add", [x, delta])
     last = g.op("Gather", [x, g.const("last", np.array(-1, np.int64))], axis=1)  # [B, dim]
     h = _rms(g, last, g.const("norm", w.norm), eps, two)
     g.op("MatMul", [h, g.const("head", w.head)], out=[LOGITS])

@@ -17,6 +17,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from taugate.bundle.lowrank import LowRank
 from taugate.exporting.compact import Surgery, export_onnx, gate_margins
 from taugate.exporting.compaction import ParityError, logits
 from taugate.exporting.thresholded import drop_idle_relus, lower, steps_for
@@ -108,6 +109,12 @@ def shared_graph(proto, small: nn.Module, plan: dict[str, Surgery], spec: GatedS
             tensors[f"t.{path}"] = s.threshold.astype(np.float32)
             recipes[key] = Recipe("mode", f"t.{path}")
             continue
+        lowrank = _factored(key, spec, s, tensors, foundation_state)
+        if lowrank is not None:  # the backbone's rows plus U @ V: the mode stores the factors
+            backbone[key] = foundation_state[key]
+            take, scale = steps_for(key, "backbone", key, s, lowered, names)
+            recipes[key] = Recipe("backbone", key, take, scale or None, lowrank=lowrank)
+            continue
         if key in overrides:
             source, tensor = "mode", f"override.{key}"
             tensors[tensor] = np.ascontiguousarray(overrides[key], dtype=value.numpy().dtype)
@@ -121,6 +128,21 @@ def shared_graph(proto, small: nn.Module, plan: dict[str, Surgery], spec: GatedS
     for path in lowered:  # its gains are in the column scale
         tensors.pop(f"gain.{path}", None)
     return GraphExport(proto, recipes, tensors, backbone)
+
+
+def _factored(key: str, spec: GatedSpec | None, s: Surgery | None, tensors: dict,
+              foundation_state: dict) -> LowRank | None:
+    """The ``lowrank`` part of ``key``'s step when its override is factored (a 2-D weight whose
+    rows alone are taken), its kept rows of U and its V added to ``tensors``; else None."""
+    f = spec.factors.get(key) if spec is not None else None
+    if f is None or key not in foundation_state or foundation_state[key].ndim != 2 or \
+            (s is not None and s.cols is not None):
+        return None
+    u = f.u if s is None or s.rows is None else np.take(f.u, s.rows, axis=0)
+    names = LowRank(f"lowrank.u.{key}", f"lowrank.v.{key}", int(f.pool))
+    tensors[names.u] = np.ascontiguousarray(u, np.float32)
+    tensors[names.v] = np.ascontiguousarray(f.v, np.float32)
+    return names
 
 
 def onnx_max_diff(proto, model: nn.Module, x: torch.Tensor, input_name: str) -> float:

@@ -26,6 +26,7 @@ from taugate.bundle.names import check_mode_name
 from taugate.bundle.schema import PRECISIONS, InputSpec, OutputSpec
 from taugate.exporting.compact import linear_macs
 from taugate.exporting.compaction import CompactedMode, accuracy_of, compact_mode, logits
+from taugate.exporting.factored import fold_spec
 from taugate.exporting.lowering import (
     as_feed,
     export_onnx,
@@ -233,9 +234,8 @@ def export_modes(out: str | Path, foundation: nn.Module, modes: dict[str, ModeIn
         check_mode_name(name)  # before any work
     foundation, fold = family_of(foundation).for_export(foundation.eval())
     foundation = folded_foundation(foundation, [m.spec for m in modes.values()])
-    modes = {name: replace(m, spec=replace(m.spec, overrides=fold(m.spec.overrides)))
-             for name, m in modes.items()}
     state = state_of(foundation)
+    modes = {name: replace(m, spec=fold_spec(m.spec, fold, state)) for name, m in modes.items()}
     in_name, out_name = input_spec.name, output_spec.name
     first = next(iter(modes.values()))
     example = first.calibration[0]

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
+from taugate.bundle.lowrank import with_lowrank
 from taugate.bundle.manifest import MaterializeStep
 from taugate.bundle.materialize import build_initializer
 from taugate.bundle.schema import scale_pairs
@@ -32,6 +33,7 @@ class Recipe:
     take: tuple = ()  # ((axis, index tensor name in the mode file), ...)
     scale: tuple | None = None  # (axis, vector name in the mode file), or several such pairs
     add: str | None = None  # tensor name in the mode file
+    lowrank: object = None  # bundle.lowrank.LowRank: U @ V added to the taken rows, or None
 
 
 @dataclass
@@ -88,6 +90,8 @@ def weightless(graph: GraphExport, where: str) -> tuple[onnx.ModelProto, list[di
         want = numpy_helper.to_array(init)
         step = MaterializeStep(init.name, recipe.source, recipe.tensor, tuple(recipe.take),
                                recipe.scale, recipe.add, str(want.dtype), tuple(want.shape))
+        if recipe.lowrank is not None:
+            step = with_lowrank(step, recipe.lowrank)
         got = build_initializer(step, graph.backbone, graph.tensors, where)
         if got.dtype != want.dtype or got.shape != want.shape or \
                 got.tobytes() != np.ascontiguousarray(want).tobytes():
@@ -97,6 +101,8 @@ def weightless(graph: GraphExport, where: str) -> tuple[onnx.ModelProto, list[di
         fields = {"name": step.name, "source": step.source, "tensor": step.tensor}
         if step.take:  # absent keys mean none (keeps a thousand-mode manifest small)
             fields["take"] = [list(t) for t in step.take]
+        if recipe.lowrank is not None:
+            fields["lowrank"] = recipe.lowrank.to_json()
         if step.scale:  # one pair in the short form older readers know
             pairs = [list(p) for p in scale_pairs(step.scale)]
             fields["scale"] = pairs[0] if len(pairs) == 1 else pairs

@@ -42,6 +42,7 @@ from taugate.bundle.names import AUTO
 from taugate.bundle.safe_json import UnsafeInputError, loads_strict, read_regular_file
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MIN_ORT = "1.18"  # the first onnxruntime with GroupQueryAttention on CPU
 
 
 def read_lm_manifest(bundle: str | Path) -> LMManifest:
@@ -177,7 +178,13 @@ class Generator:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types (Fail, NotImplemented, ...)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise RuntimeError(f"{ref.file}: onnxruntime {ort.__version__} cannot load this "
+                               f"graph ({reason}); LM bundles need onnxruntime >= {MIN_ORT} "
+                               f"(GroupQueryAttention on CPU)") from exc
         return cls(session, manifest, mode, precision)
 
     # -- decoding ------------------------------------------------------------------------------

@@ -163,6 +163,8 @@ def _first_layer(rt, name: str):
     w, b = steps.get(ins[1]), steps.get(ins[2])
     if w is None or b is None or w.source != "backbone" or b.source != "backbone":
         return None
+    if getattr(w, "lowrank", None) is not None:  # its rows are not the backbone's: own session
+        return None
     if w.add or b.add or len(w.shape) != 2 or w.scale != b.scale or \
             any(axis != 0 for axis, _ in scale_pairs(w.scale)) or len(scale_pairs(w.scale)) > 1:
         return None

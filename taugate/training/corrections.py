@@ -12,8 +12,10 @@ mode is compacted, so a mode stores ``r * (in + kept units)`` numbers for it (4 
 runs at 10x the adaptation lr, where a scale of 1 diverges (measured: rank 4, scale 0.25).
 
 At export the correction is merged into the producer's weight (an override of
-``<producer>.weight``): the mode graph spends no extra MACs on it, and the standalone layout
-stores nothing extra; the shared layout stores the merged weight in the mode file.
+``<producer>.weight``, merged with the runtime's numpy arithmetic): the mode graph spends no
+extra MACs on it, and the standalone layout stores nothing extra; the shared layout stores the
+factors (``r x (cells + kept units)`` numbers) and the runtime merges them at load
+(bundle/lowrank.py).
 
 ``pool=k`` (images only) lets A read the input average-pooled over k x k patches: ``A = A' P``
 with P the fixed pooling (never stored), so A' has ``(side/k)^2`` columns instead of
@@ -33,6 +35,9 @@ from __future__ import annotations
 
 import numpy as np
 from torch import nn
+
+from taugate.bundle.lowrank import expand, merge
+from taugate.spec import LowRankFactors
 
 CORRECTION_SCALE = 0.1
 CORRECTION_SITES = ("first", "ffn")  # the first site's producer; every site's producer and up
@@ -114,13 +119,32 @@ def _wrap(model: nn.Module, path: str, producer: nn.Module, rank: int, scale: fl
         set_module(model, path, LoRALinear(producer, int(rank), alpha))
 
 
-def correction_overrides(model: nn.Module) -> dict[str, np.ndarray]:
-    """``{<producer>.weight: W + scale * B @ A}`` for a corrected model, else ``{}``."""
+def correction_factors(model: nn.Module) -> dict[str, LowRankFactors]:
+    """``{<producer>.weight: (scale * B, A, pool)}`` for a corrected model, else ``{}``."""
     from taugate.training.methods.base import as_numpy
     from taugate.training.methods.lora import LoRALinear
 
-    return {f"{path}.weight": as_numpy(m.merged_weight_bias()[0])
-            for path, m in model.named_modules() if isinstance(m, LoRALinear)}
+    out = {}
+    for path, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            u = as_numpy(m.lora_B) * np.float32(m.scaling)
+            out[f"{path}.weight"] = LowRankFactors(u, as_numpy(m.lora_A), getattr(m, "pool", 1))
+    return out
+
+
+def merged(weight: np.ndarray, f: LowRankFactors) -> np.ndarray:
+    """``weight + u @ expand(v)`` with the runtime's own arithmetic (bundle/lowrank.py), so a
+    shared bundle's materialized weight is this one bit for bit."""
+    return merge(weight, f.u, expand(f.v, f.pool, weight.shape[1], "correction"))
+
+
+def correction_overrides(model: nn.Module) -> dict[str, np.ndarray]:
+    """``{<producer>.weight: W + scale * B @ A}`` for a corrected model, else ``{}``."""
+    from taugate.training.methods.base import as_numpy
+    from taugate.training.targets import get_module
+
+    return {key: merged(as_numpy(get_module(model, key[:-len(".weight")]).base.weight), f)
+            for key, f in correction_factors(model).items()}
 
 
 def correction_size(model: nn.Module, kept_units: int) -> int:

@@ -109,11 +109,17 @@ class AdaptationMethod:
         """Foundation state-dict entries this method changed, as whole tensors (default: none)."""
         return {}
 
+    def factors(self, model: nn.Module) -> dict:
+        """Overrides that are the backbone tensor plus a low-rank product, as their factors
+        (``spec.LowRankFactors``; a shared bundle stores those instead; default: none)."""
+        return {}
+
     @torch.no_grad()
     def harden_spec(self, model: nn.Module, meta: dict | None = None) -> GatedSpec:
         """The method-agnostic form export compacts (docs/bundle-v2.md, section 1)."""
         return GatedSpec(targets=tuple(self.gated_units(model)), overrides=self.overrides(model),
-                         meta={"method": self.name, **(meta or {})})
+                         meta={"method": self.name, **(meta or {})},
+                         factors=self.factors(model))
 
 
 def as_numpy(t: torch.Tensor) -> np.ndarray:

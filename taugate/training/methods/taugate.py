@@ -32,6 +32,7 @@ from taugate.training.corrections import (
     CORRECTION_SCALE,
     add_correction,
     check_correction,
+    correction_factors,
     correction_overrides,
 )
 from taugate.training.families.mlp import UnitActivation
@@ -182,6 +183,10 @@ class TauGate(AdaptationMethod):
                                   act.threshold(), as_numpy(act.gain),
                                   None if site.functional else site.act, site.up, site.norm))
         return out
+
+    def factors(self, model: nn.Module) -> dict:
+        """The first-layer correction's factors (its override is their merge)."""
+        return correction_factors(model)
 
     def overrides(self, model: nn.Module) -> dict[str, np.ndarray]:
         """The low-rank correction merged into its producer's weight, and for ungated
