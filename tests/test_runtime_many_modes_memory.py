@@ -47,11 +47,11 @@ def test_manifest_steps_share_strings_and_have_no_dict(bundle):
 
 def test_a_reloaded_mode_is_hashed_again_but_not_parsed_again(bundle, monkeypatch):
     checks, hashes = [], []
-    real_check, real_read = bundle_files.check_model, bundle_files.read_verified
+    real_check, real_read = bundle_files.check_model, bundle_files._read_at
     monkeypatch.setattr(bundle_files, "check_model",
                         lambda data, *a, **k: (checks.append(1), real_check(data, *a, **k))[1])
-    monkeypatch.setattr(bundle_files, "read_verified",
-                        lambda root, e: (hashes.append(e.file), real_read(root, e))[1])
+    monkeypatch.setattr(bundle_files, "_read_at",  # every verified read (path + sha256)
+                        lambda path, e: (hashes.append(e.file), real_read(path, e))[1])
     rt = ModeRuntime.open(bundle, providers="cpu", lazy=True, max_sessions=1)
     at_open = len(checks)
     assert at_open >= 4  # dense + 3 modes, each checked once at open
@@ -83,3 +83,93 @@ def test_open_hands_freed_pages_back(bundle, monkeypatch):
     monkeypatch.setattr(mode_runtime, "release_freed", lambda: calls.append(1))
     ModeRuntime.open(bundle, providers="cpu", lazy=True)
     assert calls == [1]
+
+
+def test_equal_short_lists_are_one_object_when_shared():
+    import json
+
+    text = ('{"a": [{"take": [[0, "keep.0"]], "shape": [3, 4]}, '
+            '{"take": [[0, "keep.0"]], "shape": [3, 4]}], '
+            '"b": [[1], [1.0], [true], [1], ["1"], [0.5, 2], [0.5, 2]]}')
+    data = loads_strict(text, share=True)
+    assert data == json.loads(text)
+    a0, a1 = data["a"]
+    assert a0["take"] is a1["take"] and a0["shape"] is a1["shape"]
+    one, one_f, one_t, one_again, one_s, f0, f1 = data["b"]
+    assert one is one_again  # equal lists of ints
+    # equal under == but not the same JSON, or holding floats: never merged
+    assert one is not one_f and one is not one_t and one is not one_s and f0 is not f1
+    plain = loads_strict(text)
+    assert plain["a"][0]["take"] is not plain["a"][1]["take"]
+
+
+def test_manifest_steps_share_their_tuples(bundle):
+    rt = ModeRuntime.open(bundle, providers="cpu", lazy=True)
+    m0, m1 = (rt.manifest.modes[name] for name in list(rt.manifest.modes)[:2])
+    assert m0.materialize[0].take is m1.materialize[0].take
+    assert m0.materialize[-1] is m1.materialize[-1]  # the output bias: the same step in both
+    raw0, raw1 = (rt.manifest.raw["modes"][name]["materialize"][0] for name in rt.modes[:2])
+    assert raw0["take"] is raw1["take"]
+    name = rt.modes[0]  # an entry's facts are its parsed JSON, not a copy of it
+    assert rt.manifest.modes[name].facts is rt.manifest.raw["modes"][name]
+
+
+def test_cpu_sessions_hold_no_second_copy_of_the_weights(bundle):
+    rt = ModeRuntime.open(bundle, providers="cpu", memory_budget="none")
+    expected = {m: rt.run(m, X) for m in rt.modes}
+    assert all(rt._sessions[m].keep is None for m in rt.modes)  # onnxruntime holds its own copy
+    again = ModeRuntime.open(bundle, providers="cpu", memory_budget="none")
+    for m in rt.modes:
+        np.testing.assert_array_equal(again.run(m, X), expected[m])
+    all_at_once = rt.run_all(X)  # the shared first layer rebuilds what it needs
+    for m in rt.modes:
+        np.testing.assert_allclose(all_at_once[m], expected[m], atol=1e-5)
+
+
+def test_many_sessions_go_without_a_memory_arena_each(bundle, monkeypatch):
+    import onnxruntime as ort
+
+    from taugate.runtime import mode_runtime
+    from taugate.runtime.providers import CPU_PLAN, SessionConfig, build_session_options
+
+    assert build_session_options(SessionConfig(many_sessions=True), CPU_PLAN) \
+        .enable_cpu_mem_arena is False
+    assert build_session_options(SessionConfig(), CPU_PLAN).enable_cpu_mem_arena is True
+    own = ort.SessionOptions()  # a caller's options are used as they are
+    assert build_session_options(SessionConfig(session_options=own, many_sessions=True),
+                                 CPU_PLAN).enable_cpu_mem_arena is True
+    assert ModeRuntime.open(bundle, providers="cpu", lazy=True)._config.many_sessions is False
+    monkeypatch.setattr(mode_runtime, "MANY_SESSIONS", 2)
+    rt = ModeRuntime.open(bundle, providers="cpu", lazy=True)
+    assert rt._config.many_sessions is True
+    assert rt.run(rt.modes[0], X).shape == (2, 10)
+
+
+def test_probe_runs_share_one_watchdog_thread():
+    import threading
+
+    import onnxruntime as ort
+
+    from taugate.runtime.sessions import bounded_run
+    from taugate.runtime.watchdog import Watchdog
+
+    bounded_run(lambda names, feed, options: None, None, {}, 5.0)
+    before = set(threading.enumerate())
+    for _ in range(20):
+        assert bounded_run(lambda names, feed, options: names, ["y"], {}, 5.0) == ["y"]
+    assert not set(threading.enumerate()) - before  # no thread started per run
+    dog, options, late = Watchdog(), ort.RunOptions(), ort.RunOptions()
+    dog.disarm(dog.arm(late, 0.01))  # disarmed in time: never stopped
+    dog.arm(ort.RunOptions(), 60.0)
+    dog.arm(options, 0.02)  # earlier than the armed 60 s: the thread is woken for it
+    for _ in range(500):
+        if options.terminate:
+            break
+        threading.Event().wait(0.01)
+    assert options.terminate and not late.terminate
+
+
+def test_checked_modes_share_one_set_of_materialized_names(bundle):
+    rt = ModeRuntime.open(bundle, providers="cpu", lazy=True)
+    sets = {id(names) for _, names in rt._files._checked if names}
+    assert len(rt._files._checked) >= 4 and len(sets) == 1

@@ -121,8 +121,8 @@ def test_run_mixed_in_one_graph_matches_run(bundle, precision):
     assert (graph is not None) == fused
     if fused:
         assert graph.names == rt.modes and graph.serves(rt.modes[:3])
-        keep = rt._sessions[rt.modes[0]].keep  # the sessions' materialized arrays, not copies
-        assert all(any(w is a for a in graph._weights.values()) for w in keep.values())
+        # onnxruntime copies external initializers: CPU sessions keep no materialized arrays
+        assert rt._sessions[rt.modes[0]].keep is None and graph._weights
         assert not graph.serves(rt.modes[:1]) and not graph.serves(rt.modes[:2][::-1])
 
 

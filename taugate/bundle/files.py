@@ -52,7 +52,11 @@ def read_verified(root: Path, entry) -> bytes:
     Returning the bytes that were hashed (rather than a path) means what gets loaded is exactly
     what was checked, even if the file changes afterwards.
     """
-    path = resolve_file(root, entry)
+    return _read_at(resolve_file(root, entry), entry)
+
+
+def _read_at(path: Path, entry) -> bytes:
+    """:func:`read_verified` of a path :func:`resolve_file` gave."""
     try:
         data = read_regular_file(path, MAX_MODEL_BYTES)
     except (OSError, UnsafeInputError) as exc:
@@ -86,24 +90,26 @@ class BundleFiles:
         # function of the bytes, and bytes that hash to the same sha256 are the same bytes, so
         # a mode loaded again (an LRU reload, a lazy open's first use) is not parsed again
         self._checked: set[tuple] = set()
+        self._names: dict[frozenset, frozenset] = {}
 
     def read(self, entry, stamp: bool = True) -> bytes:
         """The verified bytes of ``entry``'s file (path + sha256 + operator checks); ``stamp``:
         remember its stat for :meth:`changed` (the file that serves the mode)."""
-        data = read_verified(self.root, entry)
+        path = resolve_file(self.root, entry)
+        data = _read_at(path, entry)
         if stamp:
             try:
-                st = os.stat(resolve_file(self.root, entry))
-                self._stamps[entry.name] = (entry, _stat_key(st))
+                self._stamps[entry.name] = (entry, _stat_key(os.stat(path)))
                 self._differs.pop(entry.name, None)
             except OSError:
                 pass
         materialized = frozenset(step.name for step in entry.materialize or ())
-        key = (entry.sha256, materialized)  # read_verified: data hashes to entry.sha256
+        key = (entry.sha256, materialized)  # _read_at: data hashes to entry.sha256
         if key not in self._checked:
             check_model(data, self.manifest.format_version,
                         f"{entry.name}: file {entry.file!r}", materialized)
-            self._checked.add(key)
+            # the modes of a shared backbone materialize the same names: one set for all
+            self._checked.add((entry.sha256, self._names.setdefault(materialized, materialized)))
         return data
 
     def initializers(self, entry) -> dict | None:

@@ -186,7 +186,7 @@ def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
         get_field(d, "kept_indices", where, list, "a list of index lists", optional=True)
     weights, steps = (None, None) if version == 1 else parse_materialize(name, d, where,
                                                                           has_backbone)
-    entry = ModelEntry(name, ref.file, ref.sha256, macs, dict(d), mode_facts, weights, steps)
+    entry = ModelEntry(name, ref.file, ref.sha256, macs, d, mode_facts, weights, steps)
     for precision in PRECISIONS[1:]:
         variant_entry(entry, precision)  # malformed variants fail at load, not at first use
     return entry
@@ -324,7 +324,7 @@ def load_manifest(bundle: str | os.PathLike) -> tuple[Path, Manifest]:
     except (OSError, UnicodeDecodeError, UnsafeInputError) as exc:
         raise BundleError(f"{path}: cannot read: {exc}") from exc
     try:
-        data = loads_strict(text)
+        data = loads_strict(text, share=True)  # raw is read; changes are made on copies
     except ValueError as exc:  # invalid JSON, duplicate keys, nesting, numbers
         raise BundleFormatError(f"{path}: invalid JSON: {exc}") from exc
     return root, parse_manifest(data)

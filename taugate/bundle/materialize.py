@@ -54,9 +54,13 @@ def build_initializer(step, backbone: dict, mode: dict, where: str) -> np.ndarra
     where = f"{where}: initializer {step.name!r}"
     source = backbone if step.source == "backbone" else mode
     arr = _tensor(source, step.tensor, where, f"{step.source} tensor")
+    owned = False  # arr is a fresh array of ours: scale and add write into it (no new buffer)
     for axis, index_name in step.take:
         arr = _take(arr, axis, _tensor(mode, index_name, where, "index tensor"), where)
-    arr = apply_lowrank(step, arr, mode, where)  # after take, before scale (lowrank.py)
+        owned = True
+    lowranked = apply_lowrank(step, arr, mode, where)  # after take, before scale (lowrank.py)
+    owned = owned or lowranked is not arr  # a low-rank update is a fresh copy (lowrank.merge)
+    arr = lowranked
     for axis, vec_name in scale_pairs(step.scale):  # in order: each rounds once, as written
         vec = _tensor(mode, vec_name, where, "scale vector")
         if axis >= arr.ndim or vec.shape != (arr.shape[axis],) or vec.dtype != arr.dtype:
@@ -65,13 +69,19 @@ def build_initializer(step, backbone: dict, mode: dict, where: str) -> np.ndarra
                                        f"{vec.dtype} {vec.shape}")
         shape = [1] * arr.ndim
         shape[axis] = -1
-        arr = arr * vec.reshape(shape)
+        if owned:
+            np.multiply(arr, vec.reshape(shape), out=arr)
+        else:
+            arr, owned = arr * vec.reshape(shape), True
     if step.add is not None:
         extra = _tensor(mode, step.add, where, "add tensor")
         if extra.shape != arr.shape or extra.dtype != arr.dtype:
             raise BundleIntegrityError(f"{where}: add: expected {arr.dtype} {arr.shape}, got "
                                        f"{extra.dtype} {extra.shape}")
-        arr = arr + extra
+        if owned:
+            np.add(arr, extra, out=arr)
+        else:
+            arr = arr + extra
     if str(arr.dtype) != step.dtype or tuple(arr.shape) != step.shape:
         raise BundleIntegrityError(f"{where}: built {arr.dtype} {list(arr.shape)}, the manifest "
                                    f"declares {step.dtype} {list(step.shape)}")

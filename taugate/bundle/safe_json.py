@@ -195,16 +195,21 @@ def lone_surrogate_error(value) -> str | None:
     return None
 
 
-def loads_strict(text: str | bytes, max_depth: int = MAX_DEPTH):
+def loads_strict(text: str | bytes, max_depth: int = MAX_DEPTH, share: bool = False):
     """``json.loads`` that refuses (UnsafeInputError or json.JSONDecodeError, both ValueError)
     duplicate keys, nesting deeper than ``max_depth``, numbers longer than
     :data:`MAX_NUMBER_CHARS` characters, non-finite numbers, NaN/Infinity and strings holding
-    a lone surrogate (:func:`lone_surrogate_error`, naming the field)."""
+    a lone surrogate (:func:`lone_surrogate_error`, naming the field).
+
+    ``share``: equal short lists of strings and integers become one object each (a manifest of
+    1,000 modes repeats the same ``take``, ``scale`` and ``shape`` lists in every entry). Only
+    for a result that is read, never changed in place."""
     error = json_depth_error(text, max_depth)
     if error:
         raise UnsafeInputError(error)
+    hook = _sharing_hook({}) if share else _no_duplicates
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_parse_int,
+        value = json.loads(text, object_pairs_hook=hook, parse_int=_parse_int,
                            parse_float=_parse_float, parse_constant=_parse_constant)
     except RecursionError:  # belt and braces: the scan above should have caught it
         raise UnsafeInputError("JSON nested too deeply") from None
@@ -212,3 +217,45 @@ def loads_strict(text: str | bytes, max_depth: int = MAX_DEPTH):
     if error:
         raise UnsafeInputError(error)
     return value
+
+
+def _flat_key(value: list, shared: set):
+    """``value`` as a hashable key when it is a short list of strings, integers (no bools or
+    floats: equal keys must mean equal JSON) and lists in ``shared`` (ids of lists kept alive
+    by the memo: an id is never reused while it is a key), else None."""
+    if len(value) > 8:
+        return None
+    for v in value:
+        t = type(v)
+        if t is list:
+            if id(v) not in shared:
+                return None
+        elif t is not str and t is not int:
+            return None
+    return tuple(("list", id(v)) if type(v) is list else v for v in value)
+
+
+def _sharing_hook(memo: dict):
+    """``_no_duplicates``, then each short list equal to one already parsed (see
+    :func:`_flat_key`) is replaced by that one, as it is parsed: the copy is garbage at once
+    (sharing after parsing frees the copies into a fragmented heap that keeps its pages)."""
+    shared: set = set()
+
+    def share(v: list) -> list:
+        for i, item in enumerate(v):
+            if type(item) is list:
+                v[i] = share(item)
+        key = _flat_key(v, shared)
+        if key is None:
+            return v
+        kept = memo.setdefault(key, v)
+        shared.add(id(kept))
+        return kept
+
+    def hook(pairs):
+        out = _no_duplicates(pairs)
+        for k, v in out.items():
+            if type(v) is list:
+                out[k] = share(v)
+        return out
+    return hook

@@ -164,7 +164,8 @@ class FileRef:
 class ModelEntry:
     """One model file of the bundle (the dense baseline or a mode) and its manifest facts.
 
-    ``facts`` is the manifest entry as written; ``mode_facts`` the free-form facts of the mode
+    ``facts`` is the manifest entry as written (the parsed JSON itself, shared with the
+    manifest's ``raw``: read it, never change it); ``mode_facts`` the free-form facts of the mode
     (format 1: ``{"angle": ...}``). ``weights`` + ``materialize``: a weightless graph whose
     initializers are built at load (format 2 shared backbone), else None.
     """

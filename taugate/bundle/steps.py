@@ -4,6 +4,8 @@ field by field. Standard library only; building them is taugate/bundle/materiali
 
 from __future__ import annotations
 
+import functools
+
 from taugate.bundle.fields import fail, file_ref, get_field, is_int
 from taugate.bundle.lowrank import parse_lowrank, with_lowrank
 from taugate.bundle.schema import FileRef, MaterializeStep
@@ -17,10 +19,15 @@ def _scale_ok(scale: list) -> bool:
     return _scale_pair(scale) or (0 < len(scale) <= 4 and all(_scale_pair(p) for p in scale))
 
 
+# one object per distinct tuple of ints and strings, or step made of them (no bools: is_int
+# refuses them, so equal means identical): a manifest of 1,000 modes repeats the same few
+_shared = functools.lru_cache(maxsize=4096)(lambda t: t)
+
+
 def _scale_tuple(scale):
     if not scale:
         return None
-    return tuple(scale) if _scale_pair(scale) else tuple(tuple(p) for p in scale)
+    return _shared(tuple(scale) if _scale_pair(scale) else tuple(tuple(p) for p in scale))
 
 
 _STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "lowrank", "dtype", "shape"}
@@ -55,8 +62,8 @@ def parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> Material
     shape = get_field(s, "shape", where, list, "a list of sizes")
     if not all(is_int(v) for v in shape):
         raise fail(f"{where}.shape", "a list of sizes >= 0", shape)
-    step = MaterializeStep(name, source, tensor, tuple((a, n) for a, n in take),
-                           _scale_tuple(scale), add, dtype, tuple(shape))
+    step = _shared(MaterializeStep(name, source, tensor, _shared(tuple((a, n) for a, n in take)),
+                                   _scale_tuple(scale), add, dtype, _shared(tuple(shape))))
     if s.get("lowrank") is not None:  # taugate/bundle/lowrank.py
         return with_lowrank(step, parse_lowrank(s["lowrank"], where))
     return step

@@ -1,19 +1,19 @@
 """A byte budget over a :class:`~taugate.runtime.ModeRuntime`'s loaded sessions.
 
 Every open mode materializes its own compacted weights and onnxruntime session, and a session
-holds more than its weights (prepacked copies, arena, graph): measured on width-1024 modes, 2.4
-to 3.4 MB resident per session for 1.2 MB of weights. So a session's bytes are *measured*: the
+holds more than its weights (its kernels, graph and, unless many sessions are open, a memory
+arena: docs/runtime.md, "Many modes within a memory budget"). So a session's bytes are
+*measured*: the
 resident set size (``/proc/self/statm``) grows by some amount while each of the first sessions is
 created (free pages handed back before and after, so only what the session keeps counts), and
 the median of ``growth / weight bytes`` over those (the first session excluded, which
 also pays onnxruntime's one-time setup) becomes the factor every session's weight bytes are
 charged at. Where the RSS cannot be read, :data:`FALLBACK_FACTOR` is used.
 
-Evicted sessions' memory goes back to the C allocator, which keeps much of it: on width-1024
-modes under churn, the resident set settled at 2.7x the budget's accounting. So after evicting,
-glibc's ``malloc_trim(0)`` hands free pages back to the OS (0.3 ms median, on the cold path
-only; resident memory above the baseline 79 -> 45 MB at a 16 MB budget); where there is no
-glibc this is skipped.
+Evicted sessions' memory goes back to the C allocator, which keeps much of it under churn
+(loads of modes of differing sizes fragment its heap). So after evicting, glibc's
+``malloc_trim(0)`` hands free pages back to the OS (on the cold path only: the next load pays
+for fresh pages); where there is no glibc this is skipped.
 
 The budget is kept when a session is inserted: least-recently-used sessions are dropped until
 the new one fits (at least the new one stays, whatever its size). A dropped session that a

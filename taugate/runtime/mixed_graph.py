@@ -43,8 +43,9 @@ def _graph(rt, name: str):
     entry = rt._served(name)
     if rt.precision != "fp32" or entry.materialize is None:
         return None
-    loaded = rt._sessions.get(name)  # its materialized weights, else materialized here
-    weights = loaded.keep if loaded is not None else rt._files.initializers(entry)
+    loaded = rt._sessions.get(name)  # its materialized weights where kept, else built here
+    keep = loaded.keep if loaded is not None else None
+    weights = keep if keep is not None else rt._files.initializers(entry)
     if not weights:
         return None
     buf = memoryview(read_verified(rt.bundle_dir, entry))

@@ -45,6 +45,7 @@ from taugate.runtime.facts import RuntimeFacts
 from taugate.runtime.inputs import InputSpecChecker
 from taugate.runtime.many_modes import ManyModes
 from taugate.runtime.providers import (
+    CPU,
     ProviderSpec,
     SessionConfig,
     create_session,
@@ -162,7 +163,8 @@ class ModeRuntime(ModeRepository, ManyModes, RuntimeFacts):
             log.info("%d sessions (> %d): onnxruntime threads per session bounded to 1 "
                      "(pass intra_op_num_threads to choose)", sessions, MANY_SESSIONS)
         config = SessionConfig(intra_op_num_threads, inter_op_num_threads,
-                               graph_optimization_level, session_options)
+                               graph_optimization_level, session_options,
+                               many_sessions=sessions > MANY_SESSIONS)
         missing = [m for m, e in manifest.modes.items() if variant_entry(e, precision) is None]
         if missing:
             raise RuntimeConfigError(
@@ -311,8 +313,9 @@ class ModeRuntime(ModeRepository, ManyModes, RuntimeFacts):
                              self._classes, f"{entry.name}: file {entry.file!r}",
                              internal=self._internal_run)
         nbytes = len(data) + sum(a.nbytes for a in (initializers or {}).values())
+        # onnxruntime copies them into the session; kept where it may rebuild it (a fallback)
         return Loaded(session, threading.Lock() if needs_run_lock(in_use) else None, run,
-                       initializers, nbytes)
+                      None if in_use == [CPU] else initializers, nbytes)
 
     def unavailable(self) -> dict[str, str]:
         """Modes (or ``"dense"``) that cannot be served now, with the reason: those whose load

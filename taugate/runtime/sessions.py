@@ -14,6 +14,7 @@ import onnxruntime as ort
 from taugate.bundle.errors import BundleIntegrityError
 from taugate.bundle.manifest import Manifest, ModelEntry
 from taugate.runtime.providers import CPU
+from taugate.runtime.watchdog import WATCHDOG
 
 log = logging.getLogger("taugate.runtime")
 
@@ -25,13 +26,11 @@ def bounded_run(run, output_names: list, feed: dict, timeout_s: float):
     """``run(output_names, feed, run_options)`` stopped after ``timeout_s`` seconds:
     onnxruntime checks ``RunOptions.terminate`` between operators and fails the run."""
     options = ort.RunOptions()
-    timer = threading.Timer(timeout_s, setattr, (options, "terminate", True))
-    timer.daemon = True
-    timer.start()
+    token = WATCHDOG.arm(options, timeout_s)
     try:
         return run(output_names, feed, options)
     finally:
-        timer.cancel()
+        WATCHDOG.disarm(token)
 
 
 def output_error(out, n: int, classes: int) -> str | None:
@@ -149,6 +148,8 @@ class Loaded:
         self.lock = lock
         self.run = run
         self.last_used = 0
-        self.keep = keep  # materialized initializers: onnxruntime uses their buffers in place
+        # materialized initializers, kept only where onnxruntime may build the session again
+        # from its options (a provider fallback); it copies them into the session
+        self.keep = keep
         self.nbytes = nbytes  # the model file's bytes plus its materialized initializers'
         self.charge = 0  # bytes counted against the memory budget (budget.py)

@@ -189,15 +189,16 @@ def _first_layer(rt, name: str):
 def build_plan(rt, names: tuple) -> SharedPlan:
     found, alone, first = {}, [], None
     for name in names:
-        loaded = rt._sessions.get(name) or rt._load(name)
-        info = _first_layer(rt, name) if loaded.keep is not None else None
-        if info is not None and transposed_rest(info[3], loaded.keep, "") is None:
+        rt._sessions.get(name) or rt._load(name)  # the mode's own session (rows near a gate)
+        info = _first_layer(rt, name)
+        weights = rt._files.initializers(rt._served(name)) if info is not None else None
+        if info is not None and transposed_rest(info[3], weights, "") is None:
             info = None
         if info is None or (first is not None and info[:2] != first[:2]):
             alone.append(name)
         else:
             first = first or info
-            found[name] = (*info, loaded.keep)
+            found[name] = (*info, weights)
     if len(found) < 2:  # nothing to share
         return SharedPlan(rt, None, None, {}, list(names), [])
     w_name, b_name, opsets = first[0], first[1], first[6]
