@@ -171,8 +171,8 @@ def create_session(model: bytes, plan: ProviderPlan, config: SessionConfig, labe
     """Create an InferenceSession for ``model``; returns (session, plan actually used).
 
     ``initializers`` (name -> numpy array) replace the graph's external-data initializers
-    (``SessionOptions.add_external_initializers``); the caller keeps the arrays alive as long
-    as the session.
+    (``SessionOptions.add_external_initializers``: onnxruntime copies them into the graph at
+    load, so the arrays may be freed once the session exists).
 
     With an ``"auto"`` plan, a provider that fails or is not taken falls back to CPU (logged
     as a warning); the returned plan is then :data:`CPU_PLAN` so later sessions skip the retry.
