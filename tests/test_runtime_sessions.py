@@ -101,6 +101,7 @@ def test_outputs_are_checked_at_run(tiny_bundle, tmp_path):
     assert isinstance(InvalidOutputError("x"), TaugateRuntimeError)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in dot:RuntimeWarning")  # the refused case
 @pytest.mark.parametrize("out,needle", [
     (np.zeros((2, 10), np.float64), "got float64"),
     (np.zeros((2, 9), np.float32), "of shape (2, 9)"),
@@ -143,6 +144,7 @@ def test_output_error(out, needle):
     assert output_error(np.zeros((2, 10), np.float32), 2, 10) is None
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in dot:RuntimeWarning")  # the refused case
 def test_probe_failures_are_integrity_errors(tiny_bundle, tmp_path, monkeypatch):
     from taugate.runtime import sessions
 
