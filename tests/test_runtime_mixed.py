@@ -90,18 +90,31 @@ def test_bad_names_are_refused_clearly(bundle):
 
 
 def test_run_all_reruns_rows_near_a_gate(bundle, monkeypatch):
-    """Rows whose gate input lies within the tolerance of a threshold are recomputed by the
-    mode's own session: with a tolerance that takes every row, the answer is ``run``'s exactly."""
-    from taugate.runtime import shared_layer
+    """Rows whose gate input lies within the tolerance of a threshold (flagged inside the shared
+    graph) are recomputed by the mode's own session: with a tolerance that takes every row,
+    every row of every checked mode is rerun and the answer is ``run``'s exactly; with none,
+    no row is."""
+    from taugate.runtime import mixed, shared_layer
 
-    monkeypatch.setattr(shared_layer, "GATE_TOL", 1e9)
-    rt = ModeRuntime.open(bundle, providers="cpu")
+    reran = []
+    real = mixed.run_session
+    monkeypatch.setattr(mixed, "run_session",
+                        lambda rt, mode, b: reran.append((mode, len(b))) or real(rt, mode, b))
     x = _x(16, seed=3)
+    monkeypatch.setattr(shared_layer, "GATE_TOL", -1.0)  # nothing is near
+    rt = ModeRuntime.open(bundle, providers="cpu")
+    rt.run_all(x)
+    shared = rt.manifest.backbone is not None
+    assert reran == ([] if shared else [(m, 16) for m in rt.modes])
+    reran.clear()
+    monkeypatch.setattr(shared_layer, "GATE_TOL", 1e9)  # every row is near
+    rt = ModeRuntime.open(bundle, providers="cpu")
     every = rt.run_all(x)
     for mode, logits in every.items():
         assert np.array_equal(logits, rt.run(mode, x)), mode
-    if rt.manifest.backbone is not None:  # the shared graph ran and its check caught the rows
-        assert rt._shared_plans[tuple(rt.modes)].gates
+    if shared:  # the shared graph ran and its in-graph check flagged every row
+        plan = rt._shared_plans[tuple(rt.modes)]
+        assert plan.checked and reran == [(rt.modes[k], 16) for k in plan.checked]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

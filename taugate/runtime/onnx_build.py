@@ -44,6 +44,8 @@ def _str(field: int, s: str) -> bytes:
 
 
 def _attribute(name: str, value) -> bytes:
+    if isinstance(value, (list, tuple)):  # INTS (7): ints 8
+        return _str(1, name) + b"".join(_int(8, int(v)) for v in value) + _int(20, 7)
     if isinstance(value, float):  # AttributeProto: name 1, f 2, i 3, type 20 (FLOAT 1, INT 2)
         return _str(1, name) + _key(2, 5) + struct.pack("<f", value) + _int(20, 1)
     return _str(1, name) + _int(3, int(value)) + _int(20, 2)

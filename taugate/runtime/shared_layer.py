@@ -75,10 +75,11 @@ class SharedPlan:
         # Gather along axis 1 copies element by element: 16 of them cost more than the Gemm)
         nodes = [("Gemm", ["w_union", "x", "b_union"], "h", {"transB": 1})]
         inits = {"w_union": weight, "b_union": bias.reshape(-1, 1)}
-        outputs = []
-        # the near-tie check: every gate's input is an output, beside its centre (threshold)
-        # and tolerance per unit; a unit that cannot flip gets tolerance -1
-        gate_outs, self.gates = [], []  # gates: (index of the mode, centre, tolerance)
+        outputs, self.checked = [], []  # checked: the modes (indices) with a gate to check
+        # the near-tie check, in the graph: per gate |input - centre| - tolerance, its minimum
+        # over the units ([1, N]); per mode the minimum over its gates; one row per mode of
+        # the output "near" ([modes, N]): a value <= 0 marks a row to rerun
+        flags = []
         for k, (keep, union, rest, first, output, rscale, weights) in \
                 enumerate(found.values()):
             p = f"m{k}/"
@@ -92,24 +93,39 @@ class SharedPlan:
             rest_nodes, rest_inits = transposed_rest(rest, weights, p)
             nodes.extend(rest_nodes)
             inits.update(rest_inits)
+            gates = []
             for op, ins, _, at in rest:
-                t = weights.get(ins[1]) if op == "Greater" else None
-                # a gate at threshold 0 that flips moves its unit by at most GATE_TOL: only
-                # the units of nonzero thresholds need the check (gate inputs: [units, N])
-                if t is not None and t.ndim == 1 and np.any(t):
-                    gate_outs.append(p + ins[0])
-                    self.gates.append((k, t.astype(np.float32).reshape(-1, 1),
-                                       np.where(t != 0, GATE_TOL, -1.0)
-                                       .astype(np.float32).reshape(-1, 1)))
-                r = rscale.get(ins[0]) if op == "ThresholdedRelu" else None
-                if r is not None and np.any(r != ZERO_SCALE):
-                    gate_outs.append(p + ins[0])
-                    self.gates.append((k, np.full((len(r), 1), at.get("alpha", 1.0), np.float32),
-                                       np.where(r != ZERO_SCALE, GATE_TOL * r, -1.0)
-                                       .astype(np.float32).reshape(-1, 1)))
-            nodes.append(("Transpose", [p + output], p + "out", {}))  # back to [N, classes]
-            outputs.append(p + "out")
-        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs + gate_outs, inits, opsets)
+                gate = _gate(op, ins, at, weights, rscale)
+                if gate is not None:
+                    gates.append((ins[0], *gate))
+            counts = []
+            for g, (name, units, centre, tol) in enumerate(gates):
+                q = f"{p}near{g}/"
+                inits[q + "units"], inits[q + "centre"] = units, centre
+                inits[q + "tol"] = tol
+                inits[q + "ones"] = np.ones((1, len(units)), np.float32)
+                # a sum over the units as a MatMul: ReduceMin/ReduceMax/ReduceSum along axis 0
+                # cost several times the whole check in onnxruntime
+                nodes += [("Gather", [p + name, q + "units"], q + "v", {"axis": 0}),
+                          ("Sub", [q + "v", q + "centre"], q + "d", {}),
+                          ("Abs", [q + "d"], q + "a", {}),
+                          ("Less", [q + "a", q + "tol"], q + "hit", {}),
+                          ("Cast", [q + "hit"], q + "f", {"to": 1}),
+                          ("MatMul", [q + "ones", q + "f"], q + "count", {})]
+                counts.append(q + "count")
+            if counts:
+                self.checked.append(k)
+                nodes.append(("Sum", counts, p + "near", {}))
+                flags.append(p + "near")
+            outputs.append(p + output)
+        # every mode's logits ([classes, N] each) in one output, put back in [N, classes]
+        # order by numpy: one node and one copy instead of a Transpose and an output per mode
+        nodes.append(("Concat", outputs, "logits", {"axis": 0}))
+        outputs = ["logits"]
+        if flags:
+            nodes.append(("Concat", flags, "near", {"axis": 0}))
+            outputs.append("near")
+        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs, inits, opsets)
         self.session, _ = create_session(data, rt._plan, rt._config, "run_all (shared layer)")
 
     def run(self, rt, batch: np.ndarray) -> dict:
@@ -118,22 +134,42 @@ class SharedPlan:
         out = {name: run_session(rt, name, batch) for name in self.alone}
         if not self.names:
             return out
-        n = batch.shape[0]
-        results = self.session.run(None, {"x": batch.reshape(n, -1)})
-        k = len(self.names)
-        near: dict = {}
-        for (mode, centre, tol), a in zip(self.gates, results[k:]):
-            np.subtract(a, centre, out=a)  # ours: checked in place
-            np.abs(a, out=a)
-            hit = np.less_equal(a, tol)
-            if hit.any():
-                rows = hit.any(axis=0)
-                near[mode] = rows | near[mode] if mode in near else rows
-        for mode, rows in near.items():
-            ix = np.flatnonzero(rows)
-            results[mode][ix] = run_session(rt, self.names[mode], np.ascontiguousarray(batch[ix]))
-        out.update(zip(self.names, results[:k]))
+        results = self.session.run(None, {"x": batch.reshape(batch.shape[0], -1)})
+        n, k = batch.shape[0], len(self.names)
+        logits = np.ascontiguousarray(results[0].reshape(k, -1, n).transpose(0, 2, 1))
+        if self.checked:
+            near = results[1] > 0  # [checked modes, N]: gate units near their threshold
+            if near.any():
+                for j, rows in zip(self.checked, near):
+                    ix = np.flatnonzero(rows)
+                    if len(ix):
+                        logits[j][ix] = run_session(rt, self.names[j],
+                                                    np.ascontiguousarray(batch[ix]))
+        out.update(zip(self.names, logits))
         return out
+
+
+def _gate(op: str, ins: list, at: dict, weights: dict, rscale: dict):
+    """(the units to check, their centre and tolerance as columns) of a gate whose input may
+    land near a nonzero threshold, else None. A gate at threshold 0 that flips moves its unit
+    by at most GATE_TOL: only units of nonzero thresholds are checked (inputs: [units, N])."""
+    if op == "Greater":
+        t = weights.get(ins[1])
+        if t is None or t.ndim != 1:
+            return None
+        units = np.flatnonzero(t)
+        centre, tol = t[units].astype(np.float32), np.full(len(units), GATE_TOL, np.float32)
+    elif op == "ThresholdedRelu" and rscale.get(ins[0]) is not None:
+        r = rscale[ins[0]]
+        units = np.flatnonzero(r != ZERO_SCALE)
+        centre = np.array(at.get("alpha", 1.0), np.float32)  # a scalar: a cheaper broadcast
+        tol = (GATE_TOL * r[units]).astype(np.float32)
+    else:
+        return None
+    if not len(units):
+        return None
+    return units.astype(np.int64), centre.reshape(-1, 1) if centre.ndim else centre, \
+        tol.reshape(-1, 1)
 
 
 def _first_layer(rt, name: str):
