@@ -119,9 +119,10 @@ def test_run_all_reruns_rows_near_a_gate(bundle, monkeypatch):
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_run_mixed_in_one_graph_matches_run(bundle, precision):
-    """On a shared-layout fp32 bundle a mixed batch of at least half the modes runs as one
-    graph holding every mode (absent modes get no rows); elsewhere rows are grouped per mode.
-    Either way each row's answer is ``run``'s."""
+    """On a shared-layout fp32 bundle, and on any int8 bundle (its files' own initializers
+    carried over), a mixed batch of at least half the modes runs as one graph holding every
+    mode (absent modes get no rows); elsewhere rows are grouped per mode. Either way each
+    row's answer is ``run``'s on that mode's rows (int8: the same per-call quantization)."""
     rt = ModeRuntime.open(bundle, providers="cpu", precision=precision)
     x = _x(30, seed=4)
     names = np.array([rt.modes[i % 3] for i in range(30)])  # 3 of the 4 modes
@@ -130,13 +131,14 @@ def test_run_mixed_in_one_graph_matches_run(bundle, precision):
     for mode in rt.modes[:3]:
         assert np.abs(got[names == mode] - rt.run(mode, x[names == mode])).max() <= 1e-5
     graph = rt._mixed_graph[1]
-    fused = rt.manifest.backbone is not None and precision == "fp32"
+    fused = rt.manifest.backbone is not None or precision == "int8"
     assert (graph is not None) == fused
     if fused:
         assert graph.names == rt.modes and graph.serves(rt.modes[:3])
+        assert not graph.serves(rt.modes[:1]) and not graph.serves(rt.modes[:2][::-1])
+    if fused and precision == "fp32":
         keep = rt._sessions[rt.modes[0]].keep  # the sessions' materialized arrays, not copies
         assert all(any(w is a for a in graph._weights.values()) for w in keep.values())
-        assert not graph.serves(rt.modes[:1]) and not graph.serves(rt.modes[:2][::-1])
 
 
 def test_run_mixed_keeps_to_max_sessions(bundle):
