@@ -1,20 +1,24 @@
 """``run_mixed`` in one onnxruntime call: every mode's graph side by side in one graph.
 
 A mixed batch run as one ``run`` per mode pays each call's fixed cost (the session call, the
-input and output copies, Python) once per mode present. On a shared-layout fp32 bundle of at
-most :data:`MAX_MODES` modes whose graphs use only the plain MLP operators
-(``shared_layer._OPS``), the runtime writes once (:mod:`onnx_build`) a graph holding every
-mode's nodes and materialized weights (names prefixed by the mode's index): mode k's branch
-starts with a ``Gather`` of its rows of the input (``idx{k}``, int64 row numbers), and the
-branches' logits are concatenated and put back in row order by a last ``Gather`` (``inv``).
-One ``session.run`` then answers the whole batch. Each branch is the mode's own graph with its
-own weights on the same rows in the same order, so a row's answer is what ``run`` gives
-(max abs difference <= 1e-5; the tests hold it to that).
+input and output copies, Python) once per mode present. On a bundle of at most
+:data:`MAX_MODES` modes whose graphs use only the plain MLP operators (``shared_layer._OPS``;
+in int8 also ``DynamicQuantizeLinear`` and ``MatMulInteger``), shared-layout fp32 or int8 of
+either layout, the runtime writes once (:mod:`onnx_build`) a graph holding every mode's nodes
+and weights (names prefixed by the mode's index): mode k's branch starts with a ``Gather`` of
+its rows of the input (``idx{k}``, int64 row numbers), and the branches' logits are
+concatenated and put back in row order by a last ``Gather`` (``inv``). One ``session.run``
+then answers the whole batch. Each branch is the mode's own graph with its own weights on the
+same rows in the same order (in int8 its activations quantized over the same rows), so a row's
+answer is what ``run`` gives on that mode's rows (the tests hold it to 1e-5).
 
-The graph uses the modes' materialized weights in place (``add_external_initializers``; a
-copy in the graph would hold several times their bytes): it is built only when they total at
-most :data:`MAX_BYTES`, once per runtime (absent modes get no rows), and used when at least half of its modes are in the batch; otherwise (and when ``max_sessions`` is
-below the number of modes) ``run_mixed`` groups rows per mode.
+In fp32 the graph uses the modes' materialized weights in place (``add_external_initializers``;
+a copy in the graph would hold several times their bytes); an int8 mode's file holds its
+weights, which the graph carries byte for byte (:mod:`file_tensors`): a second copy of the
+int8 bytes, a quarter of the fp32 ones. The graph is built only when the weights total at most
+:data:`MAX_BYTES`, once per runtime (absent modes get no rows), and used when at least half of
+its modes are in the batch; otherwise (and when ``max_sessions`` is below the number of
+modes) ``run_mixed`` groups rows per mode.
 """
 
 from __future__ import annotations
