@@ -90,25 +90,39 @@ def test_bad_names_are_refused_clearly(bundle):
 
 
 def test_run_all_reruns_rows_near_a_gate(bundle, monkeypatch):
-    """Rows whose gate input lies within the tolerance of a threshold are recomputed by the
-    mode's own session: with a tolerance that takes every row, the answer is ``run``'s exactly."""
-    from taugate.runtime import shared_layer
+    """Rows whose gate input lies within the tolerance of a threshold (flagged inside the shared
+    graph) are recomputed by the mode's own session: with a tolerance that takes every row,
+    every row of every checked mode is rerun and the answer is ``run``'s exactly; with none,
+    no row is."""
+    from taugate.runtime import mixed, shared_layer
 
-    monkeypatch.setattr(shared_layer, "GATE_TOL", 1e9)
-    rt = ModeRuntime.open(bundle, providers="cpu")
+    reran = []
+    real = mixed.run_session
+    monkeypatch.setattr(mixed, "run_session",
+                        lambda rt, mode, b: reran.append((mode, len(b))) or real(rt, mode, b))
     x = _x(16, seed=3)
+    monkeypatch.setattr(shared_layer, "GATE_TOL", -1.0)  # nothing is near
+    rt = ModeRuntime.open(bundle, providers="cpu")
+    rt.run_all(x)
+    shared = rt.manifest.backbone is not None
+    assert reran == ([] if shared else [(m, 16) for m in rt.modes])
+    reran.clear()
+    monkeypatch.setattr(shared_layer, "GATE_TOL", 1e9)  # every row is near
+    rt = ModeRuntime.open(bundle, providers="cpu")
     every = rt.run_all(x)
     for mode, logits in every.items():
         assert np.array_equal(logits, rt.run(mode, x)), mode
-    if rt.manifest.backbone is not None:  # the shared graph ran and its check caught the rows
-        assert rt._shared_plans[tuple(rt.modes)].gates
+    if shared:  # the shared graph ran and its in-graph check flagged every row
+        plan = rt._shared_plans[tuple(rt.modes)]
+        assert plan.checked and reran == [(rt.modes[k], 16) for k in plan.checked]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_run_mixed_in_one_graph_matches_run(bundle, precision):
-    """On a shared-layout fp32 bundle a mixed batch of at least half the modes runs as one
-    graph holding every mode (absent modes get no rows); elsewhere rows are grouped per mode.
-    Either way each row's answer is ``run``'s."""
+    """On a shared-layout fp32 bundle, and on any int8 bundle (its files' own initializers
+    carried over), a mixed batch of at least half the modes runs as one graph holding every
+    mode (absent modes get no rows); elsewhere rows are grouped per mode. Either way each
+    row's answer is ``run``'s on that mode's rows (int8: the same per-call quantization)."""
     rt = ModeRuntime.open(bundle, providers="cpu", precision=precision)
     x = _x(30, seed=4)
     names = np.array([rt.modes[i % 3] for i in range(30)])  # 3 of the 4 modes
@@ -117,13 +131,14 @@ def test_run_mixed_in_one_graph_matches_run(bundle, precision):
     for mode in rt.modes[:3]:
         assert np.abs(got[names == mode] - rt.run(mode, x[names == mode])).max() <= 1e-5
     graph = rt._mixed_graph[1]
-    fused = rt.manifest.backbone is not None and precision == "fp32"
+    fused = rt.manifest.backbone is not None or precision == "int8"
     assert (graph is not None) == fused
     if fused:
         assert graph.names == rt.modes and graph.serves(rt.modes[:3])
-        # onnxruntime copies external initializers: CPU sessions keep no materialized arrays
-        assert rt._sessions[rt.modes[0]].keep is None and graph._weights
         assert not graph.serves(rt.modes[:1]) and not graph.serves(rt.modes[:2][::-1])
+    if fused and precision == "fp32":
+        # onnxruntime copies external initializers: CPU sessions keep no materialized arrays
+        assert rt._sessions[rt.modes[0]].keep is None
 
 
 def test_run_mixed_keeps_to_max_sessions(bundle):

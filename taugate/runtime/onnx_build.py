@@ -1,8 +1,9 @@
 """Write a small ONNX model as protobuf bytes (standard library + numpy: the runtime never
 imports onnx). Used by :mod:`taugate.runtime.shared_layer` to run the rest of a mode's graph
-after the shared first layer. Only what those graphs need: nodes with int and float
-attributes, float32 and int64 initializers (raw data), float32 inputs and outputs with a free batch axis,
-int64 row-number inputs.
+after the shared first layer and by :mod:`taugate.runtime.mixed_graph`. Only what those
+graphs need: nodes with int, float and ints attributes, float32 and int64 initializers (raw
+data), initializers carried from a file (:mod:`file_tensors`), float32 inputs and outputs with
+a free batch axis, int64 row-number inputs.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def _str(field: int, s: str) -> bytes:
 
 
 def _attribute(name: str, value) -> bytes:
+    if isinstance(value, (list, tuple)):  # INTS (7): ints 8
+        return _str(1, name) + b"".join(_int(8, int(v)) for v in value) + _int(20, 7)
     if isinstance(value, float):  # AttributeProto: name 1, f 2, i 3, type 20 (FLOAT 1, INT 2)
         return _str(1, name) + _key(2, 5) + struct.pack("<f", value) + _int(20, 1)
     return _str(1, name) + _int(3, int(value)) + _int(20, 2)
@@ -82,16 +85,20 @@ def _value_info(name: str, width: int | None, elem: int = 1) -> bytes:
 
 
 def model_bytes(nodes, inputs: dict, outputs: list, initializers: dict, opsets: list,
-                int_inputs=(), external=None) -> bytes:
+                int_inputs=(), external=None, carried=None) -> bytes:
     """A ModelProto: ``nodes`` as (op, inputs, output, attrs); ``inputs`` name -> width;
     ``outputs`` names; ``initializers`` name -> float32 or integer array; ``opsets`` (domain,
     version); ``int_inputs``: names of int64 inputs of shape [length] (row numbers);
     ``external``: name -> float32 array declared without its data, for the caller to pass to
-    the session (``create_session(..., initializers=external)``) so no copy is made."""
-    graph = b"".join(_bytes(1, _node(op, ins, [out], at)) for op, ins, out, at in nodes)
+    the session (``create_session(..., initializers=external)``) so no copy is made;
+    ``carried``: name -> a ``TensorProto``'s bytes without its name (:mod:`file_tensors`).
+    A node's output may be a list (several outputs)."""
+    graph = b"".join(_bytes(1, _node(op, ins, out if isinstance(out, list) else [out], at))
+                     for op, ins, out, at in nodes)
     graph += _str(2, "taugate_rest")
     graph += b"".join(_bytes(5, _tensor(k, v)) for k, v in initializers.items())
     graph += b"".join(_bytes(5, _external(k, v)) for k, v in (external or {}).items())
+    graph += b"".join(_bytes(5, body + _str(8, k)) for k, body in (carried or {}).items())
     graph += b"".join(_bytes(11, _value_info(k, w)) for k, w in inputs.items())
     graph += b"".join(_bytes(11, _value_info(k, 0, 7)) for k in int_inputs)
     graph += b"".join(_bytes(12, _value_info(o, None)) for o in outputs)

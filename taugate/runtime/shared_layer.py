@@ -15,8 +15,9 @@ layer) runs through its own session instead.
 Exactness: the union product and the transposed layout round float32 sums differently from the
 mode's own graph (~1e-6). Where a value lands within :data:`GATE_TOL` of a nonzero ``Greater``
 threshold (of ``alpha`` for a ``ThresholdedRelu``, in units of its rows' scale), that
-difference could flip a gate, so every gate's input is an output of the graph, checked in
-place, and those rows are recomputed by the mode's own session: the result stays within 1e-5
+difference could flip a gate, so the graph itself counts, per mode and row, the gate units
+inside that band (:func:`_near_check`, one extra output of [modes, N] counts), and the rows
+with a nonzero count are recomputed by that mode's own session: the result stays within 1e-5
 of ``run``.
 """
 
@@ -63,9 +64,9 @@ class SharedPlan:
     """One onnxruntime graph for the modes that share the first layer: ``Gemm`` over the union
     of their kept units, transposed ([units, N]); then per mode a ``Gather`` of its units' rows
     and the rest of its graph on that layout (:mod:`transposed`; names prefixed by the mode's
-    index), its logits transposed back. Its outputs: each mode's logits, then every gate's
-    input (the near-tie check). Modes
-    that cannot share run through their sessions."""
+    index). Its outputs: every mode's logits ([modes x classes, N], put in [N, classes] order
+    by numpy), then the near-tie counts (:func:`_near_check`). Modes that cannot share run
+    through their sessions."""
 
     def __init__(self, rt, weight, bias, found: dict, alone: list, opsets):
         self.alone, self.names = alone, list(found)
@@ -75,10 +76,9 @@ class SharedPlan:
         # Gather along axis 1 copies element by element: 16 of them cost more than the Gemm)
         nodes = [("Gemm", ["w_union", "x", "b_union"], "h", {"transB": 1})]
         inits = {"w_union": weight, "b_union": bias.reshape(-1, 1)}
-        outputs = []
-        # the near-tie check: every gate's input is an output, beside its centre (threshold)
-        # and tolerance per unit; a unit that cannot flip gets tolerance -1
-        gate_outs, self.gates = [], []  # gates: (index of the mode, centre, tolerance)
+        outputs, self.checked = [], []  # checked: the modes (indices) with a gate to check
+        # the near-tie check: each mode's gates' units to check, counted in the graph
+        checks = []
         for k, (keep, union, rest, first, output, rscale, weights) in \
                 enumerate(found.values()):
             p = f"m{k}/"
@@ -92,24 +92,24 @@ class SharedPlan:
             rest_nodes, rest_inits = transposed_rest(rest, weights, p)
             nodes.extend(rest_nodes)
             inits.update(rest_inits)
+            gates = []
             for op, ins, _, at in rest:
-                t = weights.get(ins[1]) if op == "Greater" else None
-                # a gate at threshold 0 that flips moves its unit by at most GATE_TOL: only
-                # the units of nonzero thresholds need the check (gate inputs: [units, N])
-                if t is not None and t.ndim == 1 and np.any(t):
-                    gate_outs.append(p + ins[0])
-                    self.gates.append((k, t.astype(np.float32).reshape(-1, 1),
-                                       np.where(t != 0, GATE_TOL, -1.0)
-                                       .astype(np.float32).reshape(-1, 1)))
-                r = rscale.get(ins[0]) if op == "ThresholdedRelu" else None
-                if r is not None and np.any(r != ZERO_SCALE):
-                    gate_outs.append(p + ins[0])
-                    self.gates.append((k, np.full((len(r), 1), at.get("alpha", 1.0), np.float32),
-                                       np.where(r != ZERO_SCALE, GATE_TOL * r, -1.0)
-                                       .astype(np.float32).reshape(-1, 1)))
-            nodes.append(("Transpose", [p + output], p + "out", {}))  # back to [N, classes]
-            outputs.append(p + "out")
-        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs + gate_outs, inits, opsets)
+                gate = _gate(op, ins, at, weights, rscale)
+                if gate is not None:
+                    gates.append((ins[0], *gate))
+            if gates:
+                self.checked.append(k)
+                checks.append([(p + name, units, centre, tol)
+                               for name, units, centre, tol in gates])
+            outputs.append(p + output)
+        # every mode's logits ([classes, N] each) in one output, put back in [N, classes]
+        # order by numpy: one node and one copy instead of a Transpose and an output per mode
+        nodes.append(("Concat", outputs, "logits", {"axis": 0}))
+        outputs = ["logits"]
+        if checks:
+            _near_check(checks, nodes, inits)
+            outputs.append("near")
+        data = model_bytes(nodes, {"x": weight.shape[1]}, outputs, inits, opsets)
         self.session, _ = create_session(data, rt._plan, rt._config, "run_all (shared layer)")
 
     def run(self, rt, batch: np.ndarray) -> dict:
@@ -118,22 +118,81 @@ class SharedPlan:
         out = {name: run_session(rt, name, batch) for name in self.alone}
         if not self.names:
             return out
-        n = batch.shape[0]
-        results = self.session.run(None, {"x": batch.reshape(n, -1)})
-        k = len(self.names)
-        near: dict = {}
-        for (mode, centre, tol), a in zip(self.gates, results[k:]):
-            np.subtract(a, centre, out=a)  # ours: checked in place
-            np.abs(a, out=a)
-            hit = np.less_equal(a, tol)
-            if hit.any():
-                rows = hit.any(axis=0)
-                near[mode] = rows | near[mode] if mode in near else rows
-        for mode, rows in near.items():
-            ix = np.flatnonzero(rows)
-            results[mode][ix] = run_session(rt, self.names[mode], np.ascontiguousarray(batch[ix]))
-        out.update(zip(self.names, results[:k]))
+        results = self.session.run(None, {"x": batch.reshape(batch.shape[0], -1)})
+        n, k = batch.shape[0], len(self.names)
+        logits = np.ascontiguousarray(results[0].reshape(k, -1, n).transpose(0, 2, 1))
+        if self.checked:
+            # [checked modes, N]: how many gate units lie near their threshold
+            near = results[1].reshape(len(self.checked), n) > 0
+            if near.any():
+                for j, rows in zip(self.checked, near):
+                    ix = np.flatnonzero(rows)
+                    if len(ix):
+                        logits[j][ix] = run_session(rt, self.names[j],
+                                                    np.ascontiguousarray(batch[ix]))
+        out.update(zip(self.names, logits))
         return out
+
+
+def _near_check(checks: list, nodes: list, inits: dict) -> None:
+    """Append the near-tie check of every mode to ``nodes``: output ``near`` ([modes, 1, N])
+    counts each row's gate units within tolerance of their threshold. One check for all modes:
+    each mode's checked units are gathered (padded to one length ``L`` by repeating its last
+    unit, which changes no count from zero to nonzero), concatenated, compared with the band's
+    bounds (``Less``, ``Greater``, ``And``, ``Cast``) and summed by one batched ``MatMul``
+    ([1, L] @ [modes, L, N]). In onnxruntime the same ops per gate made the whole graph ~5%
+    slower, and ``ReduceMin``/``ReduceMax`` along axis 0 cost several times a ``MatMul``."""
+    length = max(sum(len(u) for _, u, _, _ in gates) for gates in checks)
+    pieces, centres, tols = [], [], []
+    for m, gates in enumerate(checks):
+        pad = length - sum(len(u) for _, u, _, _ in gates)
+        for g, (value, units, centre, tol) in enumerate(gates):
+            if g == len(gates) - 1 and pad:
+                units = np.concatenate([units, np.repeat(units[-1:], pad)])
+                tol = np.concatenate([tol, np.repeat(tol[-1:], pad, axis=0)])
+            name = f"near/{m}/{g}"
+            inits[name + "/units"] = units
+            nodes.append(("Gather", [value, name + "/units"], name, {"axis": 0}))
+            pieces.append(name)
+            centres.append(np.broadcast_to(centre, (len(units), 1)))
+            tols.append(tol)
+    centre = np.concatenate(centres).astype(np.float64)
+    tol = np.concatenate(tols).astype(np.float64)
+    # centre - tol < v < centre + tol, bounds rounded outwards to float32
+    inits["near/lo"] = np.nextafter((centre - tol).astype(np.float32), np.float32(-np.inf))
+    inits["near/hi"] = np.nextafter((centre + tol).astype(np.float32), np.float32(np.inf))
+    inits["near/shape"] = np.array([len(checks), length, -1], np.int64)
+    inits["near/ones"] = np.ones((1, length), np.float32)
+    nodes += [("Concat", pieces, "near/v", {"axis": 0}),
+              ("Less", ["near/v", "near/hi"], "near/below", {}),
+              ("Greater", ["near/v", "near/lo"], "near/above", {}),
+              ("And", ["near/below", "near/above"], "near/hit", {}),
+              ("Cast", ["near/hit"], "near/f", {"to": 1}),
+              ("Reshape", ["near/f", "near/shape"], "near/f3", {}),
+              ("MatMul", ["near/ones", "near/f3"], "near", {})]
+
+
+def _gate(op: str, ins: list, at: dict, weights: dict, rscale: dict):
+    """(the units to check, their centre and tolerance as columns) of a gate whose input may
+    land near a nonzero threshold, else None. A gate at threshold 0 that flips moves its unit
+    by at most GATE_TOL: only units of nonzero thresholds are checked (inputs: [units, N])."""
+    if op == "Greater":
+        t = weights.get(ins[1])
+        if t is None or t.ndim != 1:
+            return None
+        units = np.flatnonzero(t)
+        centre, tol = t[units].astype(np.float32), np.full(len(units), GATE_TOL, np.float32)
+    elif op == "ThresholdedRelu" and rscale.get(ins[0]) is not None:
+        r = rscale[ins[0]]
+        units = np.flatnonzero(r != ZERO_SCALE)
+        centre = np.array(at.get("alpha", 1.0), np.float32)  # a scalar: a cheaper broadcast
+        tol = (GATE_TOL * r[units]).astype(np.float32)
+    else:
+        return None
+    if not len(units):
+        return None
+    return units.astype(np.int64), centre.reshape(-1, 1) if centre.ndim else centre, \
+        tol.reshape(-1, 1)
 
 
 def _first_layer(rt, name: str):
