@@ -1,7 +1,7 @@
 """The Open Inference Protocol's inference body: JSON tensors and the binary tensor data
 extension, parsed into an array (:func:`parse_infer`; each tensor is
-:mod:`taugate.server.oip_tensors`'s, the mixed model's modes :mod:`taugate.server.oip_modes`') and answered
-(:func:`taugate.server.oip_answer.encode_infer`). Pure functions over bytes;
+:mod:`taugate.server.oip_tensors`'s, the mixed model's modes :mod:`taugate.server.oip_modes`')
+and answered (:func:`taugate.server.oip_answer.encode_infer`). Pure functions over bytes;
 :mod:`taugate.server.oip` serves them.
 
 A body is JSON (``{"id", "parameters", "inputs": [{"name", "shape", "datatype", "data"}],
@@ -33,8 +33,6 @@ from taugate.server.oip_tensors import (
 VERSION = "1"  # every model has one version
 HEADER_LENGTH = "inference-header-content-length"
 
-
-# -- inference requests --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class InferRequest:
@@ -114,7 +112,7 @@ def parse_infer(body: bytes, header_length, spec: TensorSpec | list, outputs: li
                 raise OipError(400, f"{where}.datatype: expected {want!r}, got "
                                     f"{echo(tensor.get('datatype'))}")
             values[name], used = tensor_data(tensor, where, specs[name],
-                                              checked_shape(tensor, where), binary, used)
+                                             checked_shape(tensor, where), binary, used)
         else:
             values[name], used = modes_data(tensor, where, binary, used)
     if used != len(binary):
