@@ -1,7 +1,8 @@
-"""Fuzz target of the Open Inference Protocol body reader (taugate.server.oip_body, strict_json):
-JSON bodies and binary-framed bodies, generated and mutated from valid ones. Every body either
-parses into a request (and, through the handler, is answered or run) or is refused with the
-documented 4xx error; no other exception. Bounded and deterministic (derandomized)."""
+"""Fuzz target of the Open Inference Protocol body reader (taugate.server.oip_body, oip_tensors,
+oip_modes, strict_json): JSON bodies and binary-framed bodies, generated and mutated from valid
+ones. Every body either parses into a request (and, through the handler, is answered or run) or
+is refused with the documented 4xx error; no other exception. Bounded and deterministic
+(derandomized)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from hypothesis import strategies as st
 from taugate.runtime import ModeRuntime
 from taugate.server.messages import HttpRequest, HttpResponse, Inference
 from taugate.server.oip import input_spec
-from taugate.server.oip_body import HEADER_LENGTH, InferRequest, OipError, parse_infer
+from taugate.server.oip_body import HEADER_LENGTH, InferRequest, parse_infer
+from taugate.server.oip_tensors import OipError
 from taugate.server.protocol import ProtocolHandler
 
 FUZZ = settings(max_examples=200, derandomize=True, deadline=None, database=None,

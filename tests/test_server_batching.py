@@ -125,7 +125,9 @@ def test_an_error_reaches_only_its_own_request():
 
 
 def test_a_full_queue_answers_503_with_retry_after(runtime):
-    handler = ProtocolHandler(runtime, batch=BatchPolicy(delay_ms=1, max_queue=1))
+    # one worker: it holds the first request, so the second waits in the queue (a second worker
+    # would take it, and whether the third is refused would depend on timing)
+    handler = ProtocolHandler(runtime, batch=BatchPolicy(delay_ms=1, max_queue=1, workers=1))
     running, release = threading.Event(), threading.Event()
 
     def blocked(modes, x):

@@ -24,7 +24,7 @@ BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 UNKNOWN = "(unknown)"  # the label of requests naming no known mode (bounded label values)
 
 # a refused request's cause, from its status (failures of the run itself are named by what
-# raised: see ProtocolHandler.run_failed)
+# raised: see taugate.server.run_answer.run_failed)
 CAUSES = {400: "bad_request", 404: "unknown_model", 408: "body_timeout", 413: "body_too_large",
           422: "invalid_input", 500: "internal", 503: "unavailable"}
 

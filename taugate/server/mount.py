@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from taugate.server.messages import HttpRequest
 from taugate.server.oip_schemas import InferRequest, InferResponse, ModelMetadata
-from taugate.server.protocol import INFERENCE_ROUTES, ProtocolHandler, Run
+from taugate.server.protocol import INFERENCE_ROUTES, ProtocolHandler
+from taugate.server.run_answer import Run
 from taugate.server.schemas import (
     ErrorBody,
     Health,

@@ -11,7 +11,8 @@ it names (docs/runtime.md, "Several modes in one call"). Endpoints::
     POST /v2/models/{m}[/versions/{v}]/infer              inference
 
 The inference body (JSON tensors or the binary tensor extension) is
-:mod:`taugate.server.oip_body`'s; the Content-Type is ignored (tritonclient sends none). Outputs are binary when the output asks for
+:mod:`taugate.server.oip_body`'s, the answer :mod:`taugate.server.oip_answer`'s; the
+Content-Type is ignored (tritonclient sends none). Outputs are binary when the output asks for
 ``binary_data`` or the request sets ``parameters.binary_data_output``; the answer then carries the
 same header. Errors are ``{"error": "..."}`` with 400 (bad request, refused input), 404 (unknown
 model, version or route), 408 (body too slow), 413 (body over the limit), 500 (invalid model
@@ -31,16 +32,9 @@ from taugate.runtime import DENSE, InputError
 from taugate.runtime.routing import AUTO
 from taugate.server import token_body
 from taugate.server.messages import HttpResponse, Inference, Route
-from taugate.server.oip_body import (
-    HEADER_LENGTH,
-    VERSION,
-    OipError,
-    TensorSpec,
-    encode_infer,
-    json_size,
-    parse_infer,
-    tensor_spec,
-)
+from taugate.server.oip_answer import encode_infer
+from taugate.server.oip_body import HEADER_LENGTH, VERSION, json_size, parse_infer
+from taugate.server.oip_tensors import OipError, TensorSpec, tensor_spec
 
 __all__ = ["HEADER_LENGTH", "MIXED", "MODE_INPUT", "VERSION", "input_specs", "json_size",
            "model_metadata", "model_refusal", "routes",

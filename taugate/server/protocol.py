@@ -15,98 +15,37 @@ they pass:
 :meth:`ProtocolHandler.route` does the first half alone (parse, validate, or answer outright) and
 returns an :class:`Inference` when the model must run; Ray's ingress awaits a remote call between
 ``route`` and ``Inference.respond``.
+
+The handler keeps the routes, the dispatch and the counting; the endpoints are their modules':
+taugate's JSON API :mod:`taugate.server.json_api`, the Open Inference Protocol
+:mod:`taugate.server.oip`, and the run half of an inference (the answer when a run raises)
+:mod:`taugate.server.run_answer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable
-from typing import Callable, Union
+from typing import Union
 
 import numpy as np
 
-from taugate.runtime import (
-    DENSE,
-    BundleError,
-    InputError,
-    InvalidOutputError,
-    ModeRuntime,
-    UnknownModeError,
-)
-from taugate.runtime.routing import (
-    AUTO,
-    UnknownInputError,
-    check_policy,
-    groups,
-    rows_to_run,
-    run_rows,
-)
-from taugate.server import model_repository, oip, stats, strict_json, token_body
-from taugate.server.batcher import Batcher, BatchPolicy, QueueFull
-from taugate.server.messages import (
-    HttpRequest,
-    HttpResponse,
-    Inference,
-    Route,
-    ServiceUnavailable,
-)
+from taugate.runtime import DENSE, ModeRuntime
+from taugate.runtime.routing import AUTO, check_policy, rows_to_run, run_rows
+from taugate.server import json_api, model_repository, oip, stats
+from taugate.server.batcher import Batcher, BatchPolicy
+from taugate.server.json_api import taugate_error
+from taugate.server.messages import HttpRequest, HttpResponse, Inference, Route
 from taugate.server.metrics import UNKNOWN, ServerMetrics, cause_of
 from taugate.server.prometheus import metrics_response
 from taugate.server.redact import PathRedactor
-from taugate.server.schemas import ModeInfo
+from taugate.server.run_answer import AsyncRun, Run, run_cause, run_failed, run_rows_async
 
-log = logging.getLogger("taugate.server")
-
-_MODE_INFO_FIELDS = tuple(ModeInfo.model_fields)
 # the routes that run a model: counted per mode in ServerMetrics
 INFERENCE_ROUTES = frozenset({"predict", "oip_infer", "oip_infer_version"})
 _now = time.perf_counter_ns
 
-
-Run = Callable[[str, np.ndarray], np.ndarray]
-AsyncRun = Callable[[str, np.ndarray], Awaitable[np.ndarray]]
 Routed = Union[HttpResponse, Inference]
-
-
-# -- taugate's JSON API -------------------------------------------------------------------------
-
-def taugate_error(status: int, error: str, detail) -> HttpResponse:
-    return HttpResponse.json({"error": error, "detail": detail}, status)
-
-
-_BadRequest = strict_json.JsonRefused
-
-
-def parse_predict_body(body: bytes, max_depth: int = 3, tokens: bool = False):
-    """``{"inputs": [...]}`` -> the inputs as a float32 array (shape checks are the runtime's).
-    Strict: numbers only, at most ``max_depth`` lists deep (the handler passes one more than the
-    rank of a sample of the bundle's input, e.g. 3 for a batch of 28x28 images). ``tokens``:
-    the bundle takes token ids (:func:`token_body.parse_token_inputs`: int64, or a dict)."""
-    payload = strict_json.loads(body)
-    if not isinstance(payload, dict) or "inputs" not in payload:
-        raise _BadRequest(422, "invalid request body",
-                          'expected a JSON object {"inputs": [sample, ...]}' + (
-                              ' or {"inputs": {"input_ids": [[...]], "attention_mask": '
-                              '[[...]]}}' if tokens else ""))
-    inputs = payload["inputs"]
-    if tokens:
-        return token_body.parse_token_inputs(inputs)
-    if not isinstance(inputs, list):
-        raise _BadRequest(422, "invalid request body",
-                          f"inputs: expected a list of samples, got {type(inputs).__name__}")
-    if not strict_json.numbers_only(inputs, max_depth=max_depth):
-        raise _BadRequest(422, "invalid input",
-                          f"inputs: expected lists of JSON numbers only (no strings, booleans "
-                          f"or null), at most {max_depth} lists deep, each sample shaped as the "
-                          f"bundle's input")
-    try:
-        return strict_json.as_array(inputs, np.float32, "inputs")
-    except (ValueError, TypeError):
-        raise _BadRequest(422, "invalid input",
-                          "inputs: expected equal-length (nested) lists of numbers, each sample "
-                          "shaped as the bundle's input") from None
 
 
 def validate_input(runtime: ModeRuntime, x) -> np.ndarray:
@@ -135,15 +74,8 @@ class ProtocolHandler:
         self.batcher = Batcher(runtime.run_mixed, batch, self.metrics.batched) \
             if batch is not None and batch.enabled else None
         self.redact = PathRedactor(runtime.bundle_dir)
-        spec = runtime.manifest.input
-        # a batch of samples; image inputs may also come as [N, H, W] or [N, C, H, W] lists
-        self._json_depth = max(len(spec.shape) + 1, 4 if spec.layout is not None else 0)
-        self._tokens = token_body.is_tokens(spec)
         self.routes = [
-            Route("GET", "/health", "health", self.health, inline=True),
-            Route("GET", "/modes", "modes", self.modes),
-            Route("GET", "/modes/{mode}", "mode_info", self.mode_info),
-            Route("POST", "/modes/{mode}/predict", "predict", self.predict),
+            *json_api.routes(self),
             Route("GET", "/metrics", "metrics", self.scrape),
             *stats.routes(self),  # before /v2/models/{mode}, which would take "stats"
             *model_repository.routes(self, model_control),
@@ -189,8 +121,8 @@ class ProtocolHandler:
         """The answer after the run (``logits``, or the ``exc`` it raised), counted;
         ``queue_ns`` of the run's time was spent waiting for a batch."""
         if exc is not None:
-            answer = self.run_failed(routed, req, exc)
-            self.metrics.failure(label, _run_cause(exc, answer.status), _now() - start)
+            answer = run_failed(routed, req, exc, self.redact)
+            self.metrics.failure(label, run_cause(exc, answer.status), _now() - start)
             return answer
         ran_at = _now()
         answer = routed.respond(logits)
@@ -243,7 +175,7 @@ class ProtocolHandler:
             if routed.rows is None:
                 logits = await run(routed.mode, routed.x)
             else:
-                logits = await self._run_rows_async(run, routed)
+                logits = await run_rows_async(run, routed, self.runtime.manifest.output.classes)
         except Exception as exc:
             return self._ran(label, routed, req, start, routed_at, exc=exc)
         return self._ran(label, routed, req, start, routed_at, logits)
@@ -263,42 +195,11 @@ class ProtocolHandler:
             return self._ran(label, routed, req, start, routed_at, exc=exc)
         return self._ran(label, routed, req, start, routed_at, logits, queue_ns=queue_ns)
 
-    async def _run_rows_async(self, run: AsyncRun, routed: Inference) -> np.ndarray:
-        """Mode "auto": one awaited ``run`` per mode present, concurrently."""
-        parts = groups(routed.rows)
-        outs = await asyncio.gather(*(run(m, routed.x[ix]) for m, ix in parts.items()))
-        logits = np.empty((routed.x.shape[0], self.runtime.manifest.output.classes), np.float32)
-        for ix, out in zip(parts.values(), outs):
-            logits[ix] = out
-        return logits
-
     def auto_rows(self, x: np.ndarray) -> tuple[list, list]:
         """Mode "auto": (the routed mode of each row or "unknown", the mode each row runs in
         under :attr:`unknown` policy); :class:`UnknownInputError` when refused."""
         routing = self.runtime.routing(x)
         return routing.modes, rows_to_run(routing, self.unknown)
-
-    def run_failed(self, inference: Inference, req: HttpRequest, exc: Exception) -> HttpResponse:
-        """The answer when ``run`` raised ``exc``: its message without absolute paths."""
-        message = self.redact(str(exc))
-        if isinstance(exc, UnknownModeError):
-            return inference.error(404, "unknown mode", message)
-        if isinstance(exc, InputError):
-            return inference.error(422, "invalid input", message)
-        if isinstance(exc, QueueFull):
-            answer = inference.error(503, "server busy", message)
-            answer.headers["retry-after"] = str(exc.retry_after_s)
-            return answer
-        if isinstance(exc, ServiceUnavailable):
-            return inference.error(503, "unavailable", message)
-        if isinstance(exc, InvalidOutputError):  # a broken or hostile bundle, not the input
-            log.error("%s %s: %s", req.method, req.path, exc)
-            return inference.error(500, "invalid model output", message)
-        if isinstance(exc, BundleError):  # its file changed or vanished since open
-            return inference.error(503, "mode unavailable", message)
-        log.error("inference failed on %s %s", req.method, req.path, exc_info=exc)
-        kind = "internal error"
-        return inference.error(500, kind, f"{kind}: {type(exc).__name__}")
 
     def scrape(self, req: HttpRequest) -> HttpResponse:
         """``GET /metrics``: Prometheus' text format (:mod:`taugate.server.prometheus`)."""
@@ -310,63 +211,5 @@ class ProtocolHandler:
         return mode == DENSE or mode in self.runtime.manifest.modes or (
             mode == AUTO and self.runtime.manifest.router is not None)
 
-    def _info(self, mode: str) -> dict:
-        info = self.runtime.info(mode)
-        return {k: info.get(k) for k in _MODE_INFO_FIELDS}
-
     def checked_input(self, x) -> np.ndarray:
         return validate_input(self.runtime, x)
-
-    # -- taugate's JSON API ------------------------------------------------------------------
-
-    def health(self, req: HttpRequest) -> HttpResponse:
-        # cheap (a stat per mode file): mounted on the event loop, so it answers while every
-        # inference thread is busy
-        rt = self.runtime
-        down = self.redact.values(rt.unavailable())
-        return HttpResponse.json({"status": "degraded" if down else "ok", "modes": len(rt.modes),
-                                  "providers": rt.providers, "unavailable": down})
-
-    def modes(self, req: HttpRequest) -> HttpResponse:
-        return HttpResponse.json({"modes": [self._info(m) for m in self.runtime.modes],
-                                  "dense": self._info(DENSE)})
-
-    def mode_info(self, req: HttpRequest, mode: str) -> HttpResponse:
-        try:
-            return HttpResponse.json(self._info(mode))
-        except UnknownModeError as exc:
-            return taugate_error(404, "unknown mode", str(exc))
-
-    def predict(self, req: HttpRequest, mode: str) -> Routed:
-        try:
-            x = parse_predict_body(req.body, self._json_depth, self._tokens)
-            if not self.knows(mode):
-                self.runtime.info(mode)  # raises UnknownModeError with the valid choices
-            x = self.checked_input(x)
-            routed, rows = self.auto_rows(x) if mode == AUTO else (None, None)
-        except _BadRequest as exc:
-            return taugate_error(exc.status, exc.error, exc.detail)
-        except UnknownModeError as exc:
-            return taugate_error(404, "unknown mode", str(exc))
-        except UnknownInputError as exc:
-            return taugate_error(422, "unknown input", str(exc))
-        except InputError as exc:
-            return taugate_error(422, "invalid input", str(exc))
-
-        def respond(logits: np.ndarray) -> HttpResponse:
-            answer = {"mode": mode, "classes": logits.argmax(axis=1).tolist(),
-                      "logits": logits.tolist()}
-            if routed is not None:
-                answer["modes"] = routed  # per row: its routed mode, or "unknown" (ran dense)
-            return HttpResponse.json(answer)
-
-        return Inference(mode, x, respond, taugate_error, rows)
-
-
-def _run_cause(exc: Exception, status: int) -> str:
-    """The failure cause of a run that raised ``exc`` (answered with ``status``)."""
-    for kind, cause in ((InvalidOutputError, "invalid_output"), (BundleError, "mode_unavailable"),
-                        (UnknownModeError, "unknown_model"), (InputError, "invalid_input")):
-        if isinstance(exc, kind):
-            return cause
-    return cause_of(status)

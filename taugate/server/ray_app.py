@@ -45,9 +45,10 @@ from taugate.runtime import ModeRuntime
 from taugate.runtime.routing import check_policy
 from taugate.server.app import DEFAULT_MAX_BODY_BYTES
 from taugate.server.batcher import Batcher, BatchPolicy
+from taugate.server.json_api import taugate_error
 from taugate.server.limits import content_length
 from taugate.server.messages import HttpRequest, HttpResponse, ServiceUnavailable
-from taugate.server.protocol import ProtocolHandler, taugate_error
+from taugate.server.protocol import ProtocolHandler
 from taugate.server.ray_posture import LOOPBACK, init_loopback, replica_grpc_on_loopback
 
 log = logging.getLogger("taugate.server")
