@@ -55,7 +55,7 @@ bench: $(BIN)/taugate
 	$(BIN)/python -m pytest benchmarks -q --bundle-out out/bench/bundle --benchmark-json out/bench/benchmarks.json
 
 # A byte-level LLaMA-layout model pretrained on the stdlib's code and pydoc's prose, one FFN mode
-# per domain; resumes from out/lm; writes out/lm/results.json (docs/lm.md). LM_SIZE=small: reduced.
+# per domain; resumes from out/lm; writes out/lm/results.json (docs/lm.md). LM_SIZE=small: reduced; narrow: FFN 4x the width.
 LM_SIZE ?= default
 lm: $(BIN)/taugate
 	$(BIN)/taugate lm --out out/lm --size $(LM_SIZE)

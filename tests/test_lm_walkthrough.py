@@ -37,5 +37,5 @@ def test_toy_walk_through_writes_the_results(tmp_path, capsys):
 
 
 def test_unknown_size_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="expected one of toy, small, default"):
+    with pytest.raises(ValueError, match="expected one of toy, small, default, narrow"):
         run(tmp_path, "huge")

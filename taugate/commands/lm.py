@@ -17,7 +17,8 @@ def add_arguments(p) -> None:
                    "rerun with the same OUT to resume")
     p.add_argument("--size", choices=sorted(SIZES), default="default",
                    help="walk-through size (default: default; toy: seconds, for tests; small: "
-                        "a reduced run for a loaded machine)")
+                        "a reduced run for a loaded machine; narrow: the earlier shape, an FFN 4x "
+                        "the width)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch intra-op threads (default 0: torch's default)")
     p.add_argument("--no-export", action="store_true",

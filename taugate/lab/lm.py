@@ -45,19 +45,27 @@ SIZES = {
                 mode=dict(sparse_steps=10, retune_steps=10, batch_size=4, seq_len=64,
                           importance_windows=4),
                 caps={"code": 100_000, "prose": 50_000}, eval_tokens=2048, decode_tokens=8),
-    # a reduced walk-through for a loaded machine (about a quarter of the default's compute)
+    # a reduced walk-through for a loaded machine (about a fifth of the default's compute)
     "small": Size(lm=dict(dim=256, heads=4, layers=4, ffn=1024, context=256),
                   pretrain=dict(steps=400, batch_size=8, seq_len=128, warmup=30,
                                 checkpoint_every=50),
                   mode=dict(sparse_steps=80, retune_steps=240, batch_size=8, seq_len=128,
                             distill=0.5),
                   eval_tokens=16_384),
-    # the walk-through: FFNs ~70% of batch-1 decode MACs (docs/lm.md)
-    "default": Size(lm=dict(dim=384, heads=6, layers=4, ffn=1536, context=256),
+    # the walk-through: an FFN 8x the width, ~82% of batch-1 decode MACs (docs/lm.md); its
+    # modes keep a quarter of the FFN MACs, with the retune and correction that needs
+    "default": Size(lm=dict(dim=256, heads=4, layers=4, ffn=2048, context=256),
                     pretrain=dict(steps=600, batch_size=8, seq_len=256, warmup=50,
                                   checkpoint_every=50),
-                    mode=dict(sparse_steps=60, retune_steps=240, batch_size=8, seq_len=256,
-                              distill=0.5)),
+                    mode=dict(sparse_steps=60, retune_steps=480, batch_size=8, seq_len=256,
+                              distill=0.5, target_mac_ratio=4.0, correction_rank=16)),
+    # the earlier walk-through: an FFN 4x the width (~71% of decode MACs); its int8 decode
+    # stays under 1.8x dense at 3x fewer FFN MACs (docs/lm.md, "The narrow shape")
+    "narrow": Size(lm=dict(dim=384, heads=6, layers=4, ffn=1536, context=256),
+                   pretrain=dict(steps=600, batch_size=8, seq_len=256, warmup=50,
+                                 checkpoint_every=50),
+                   mode=dict(sparse_steps=60, retune_steps=240, batch_size=8, seq_len=256,
+                             distill=0.5)),
 }
 
 
@@ -101,7 +109,7 @@ def onnx_measures(foundation, modes: dict, out: Path, decode_tokens: int,
 
 def run(out: str | Path = "out/lm", size: str = "default", progress: bool = True,
         threads: int | None = None, export: bool = True) -> dict:
-    """The whole walk-through at ``size`` (``toy``, ``small`` or ``default``); returns and
+    """The whole walk-through at ``size`` (``toy``, ``small``, ``default`` or ``narrow``); returns and
     writes ``out/results.json``. ``threads``: torch's intra-op threads (default: torch's).
     ``export=False`` skips the ONNX step."""
     if size not in SIZES:
