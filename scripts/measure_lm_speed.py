@@ -6,8 +6,8 @@ time to first token, and memory (graph bytes and resident growth on opening).
     python scripts/measure_lm_speed.py                       # random weights, the default size
     python scripts/measure_lm_speed.py --foundation out/lm/foundation
 
-Writes docs/measured/lm-speed.json (every cell, the load before and after each batch) and
-docs/figures/lm-tokens-vs-kept.png. Needs taugate[train] and matplotlib.
+Writes docs/measured/lm-speed-default.json (every cell, the load before and after each batch)
+and docs/figures/lm-tokens-vs-kept-default.png (``--json`` / ``--figure`` to choose). Needs taugate[train] and matplotlib.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--kept", type=float, nargs="+", default=list(DEFAULT_FRACTIONS))
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--json", type=Path, default=ROOT / "docs/measured/lm-speed.json")
-    ap.add_argument("--figure", type=Path, default=ROOT / "docs/figures/lm-tokens-vs-kept.png")
+    ap.add_argument("--json", type=Path, default=ROOT / "docs/measured/lm-speed-default.json")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs/figures/lm-tokens-vs-kept-default.png")
     args = ap.parse_args()
 
     import torch
