@@ -108,6 +108,21 @@ def _with_overrides(model: nn.Module, spec: GatedSpec) -> nn.Module:
     return out
 
 
+class KeptUnits:
+    """Units kept / total per target, read from a compacted model's ``masks`` (one boolean
+    array per target)."""
+
+    masks: list[np.ndarray]
+
+    @property
+    def units_kept(self) -> list[int]:
+        return [int(m.sum()) for m in self.masks]
+
+    @property
+    def units_total(self) -> list[int]:
+        return [int(m.size) for m in self.masks]
+
+
 @dataclass(frozen=True)
 class Surgery:
     """What happens to one Linear: kept output rows (+ thresholds), kept input columns and the

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.exporting.compact import Surgery, compact, firing_rates, hard_gated
+from taugate.exporting.compact import KeptUnits, Surgery, compact, firing_rates, hard_gated
 from taugate.exporting.prune import PruneConfig, PruningGuardError, round_up
 from taugate.spec import GatedSpec
 from taugate.summaries import top1
@@ -58,7 +58,7 @@ def keep_masks(spec: GatedSpec, rates: list[np.ndarray], config: PruneConfig) ->
 
 
 @dataclass
-class CompactedMode:
+class CompactedMode(KeptUnits):
     """A mode compacted in torch and what was measured on the way."""
 
     name: str
@@ -72,14 +72,6 @@ class CompactedMode:
     unpruned_test_accuracy: float  # hard-gated before pruning, same rows
     dense_test_accuracy: float  # the dense frozen foundation, same rows
     test_firing_rates: list[np.ndarray] = field(default_factory=list)  # unpruned, test split
-
-    @property
-    def units_kept(self) -> list[int]:
-        return [int(m.sum()) for m in self.masks]
-
-    @property
-    def units_total(self) -> list[int]:
-        return [int(m.size) for m in self.masks]
 
     @property
     def units(self) -> str:

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from taugate.exporting.compact import GatedLinear, compact, firing_counts, hard_gated, keep_masks
+from taugate.exporting.compact import (
+    GatedLinear,
+    KeptUnits,
+    compact,
+    firing_counts,
+    hard_gated,
+    keep_masks,
+)
 from taugate.exporting.lm_graph import DecoderWeights, LayerWeights
 from taugate.spec import GatedSpec
 
@@ -72,21 +79,13 @@ def decoder_weights(model: nn.Module) -> DecoderWeights:
 
 
 @dataclass
-class CompactedLM:
+class CompactedLM(KeptUnits):
     """One mode compacted in torch."""
 
     name: str
     spec: GatedSpec
     small: nn.Module  # the compacted hard-gated decoder (TinyLlama.step works on it)
     masks: list[np.ndarray]
-
-    @property
-    def units_kept(self) -> list[int]:
-        return [int(m.sum()) for m in self.masks]
-
-    @property
-    def units_total(self) -> list[int]:
-        return [int(m.size) for m in self.masks]
 
 
 def compact_lm(name: str, foundation: nn.Module, mode: nn.Module | GatedSpec,
