@@ -165,27 +165,32 @@ def fit_router(data: dict, cfg: RouterConfig | None = None) -> FittedRouter:
 
 
 def router_graph(projection, mlp, scale: float, squares: bool = False) -> onnx.ModelProto:
-    """The router's ONNX graph: ``features`` [batch, F] -> ``mode_scores`` [batch, K] and
-    ``distance`` [batch, 1] (names: :class:`RouterSpec`). ``projection``: (W [F, k], b [k]) to
-    the whitened components, or W [2F, k] over the inputs and their squares (``squares``);
-    ``mlp``: (w1 [k, h], b1, w2 [h, K], b2) over them. Six nodes (eight with squares)."""
+    """The router's ONNX graph: ``features`` [batch, F] -> ``best_mode`` int64 [batch] (the index
+    of the highest mode score, ``ArgMax``) and ``distance`` [batch, 1] (names: :class:`RouterSpec`).
+    ``projection``: (W [F, k], b [k]) to the whitened components, or W [2F, k] over the inputs
+    and their squares (``squares``); ``mlp``: (w1 [k, h], b1, w2 [h, K], b2) over them.
+
+    Fixed per-call costs dominate a router this small (each node and each output costs ~1 us in
+    onnxruntime), so the mode is chosen inside the graph and the squares enter through a second
+    ``Gemm`` (accumulated onto the first) rather than a ``Concat`` copy of the input."""
     proj, proj_b = projection
     w1, b1, w2, b2 = mlp
     d = proj.shape[1]
     f = proj.shape[0] // 2 if squares else proj.shape[0]
-    inits = {"proj": proj, "proj_b": proj_b, "w1": w1, "b1": b1, "w2": w2, "b2": b2,
+    inits = {"proj": proj[:f], "proj_b": proj_b, "w1": w1, "b1": b1, "w2": w2, "b2": b2,
              "sq_w": np.full((d, 1), scale)}
     n = helper.make_node
-    read = RouterSpec.INPUT
-    first = []
-    if squares:
-        read = "with_squares"
-        first = [n("Mul", [RouterSpec.INPUT, RouterSpec.INPUT], ["squares"]),
-                 n("Concat", [RouterSpec.INPUT, "squares"], [read], axis=1)]
-    nodes = first + [
-        n("Gemm", [read, "proj", "proj_b"], ["white"]),
+    nodes = [n("Gemm", [RouterSpec.INPUT, "proj", "proj_b"], ["white"])]
+    if squares:  # a shift in spread, not in mean, shows in the squares
+        inits["proj_sq"] = proj[f:]
+        nodes = [n("Mul", [RouterSpec.INPUT, RouterSpec.INPUT], ["squares"]),
+                 n("Gemm", [RouterSpec.INPUT, "proj", "proj_b"], ["white_x"]),
+                 n("Gemm", ["squares", "proj_sq", "white_x"], ["white"])]
+    nodes += [
         n("Gemm", ["white", "w1", "b1"], ["h_lin"]), n("Relu", ["h_lin"], ["h"]),
-        n("Gemm", ["h", "w2", "b2"], [RouterSpec.SCORES]),
+        n("Gemm", ["h", "w2", "b2"], ["scores"]),
+        # the first highest score on ties, as numpy's argmax
+        n("ArgMax", ["scores"], [RouterSpec.BEST], axis=1, keepdims=0, select_last_index=0),
         # distance: squared Mahalanobis distance of the projection from the known rows' mean,
         # divided by its mean on known rows
         n("Mul", ["white", "white"], ["white2"]),
@@ -194,8 +199,7 @@ def router_graph(projection, mlp, scale: float, squares: bool = False) -> onnx.M
     graph = helper.make_graph(
         nodes, "taugate_router",
         [helper.make_tensor_value_info(RouterSpec.INPUT, TensorProto.FLOAT, ["batch", f])],
-        [helper.make_tensor_value_info(RouterSpec.SCORES, TensorProto.FLOAT,
-                                       ["batch", w2.shape[1]]),
+        [helper.make_tensor_value_info(RouterSpec.BEST, TensorProto.INT64, ["batch"]),
          helper.make_tensor_value_info(RouterSpec.DISTANCE, TensorProto.FLOAT, ["batch", 1])],
         [numpy_helper.from_array(np.ascontiguousarray(v, np.float32), k)
          for k, v in inits.items()])
