@@ -3,6 +3,7 @@
     python scripts/measure_routing.py accuracy BUNDLE RUN NAME [--unseen invert]
     python scripts/measure_routing.py cost BUNDLE NAME [--data-run RUN]
     python scripts/measure_routing.py wide OUT          # a width-1024 bundle, then its cost
+    python scripts/measure_routing.py sizes BUNDLE RUN NAME [--unseen invert]
 
 ``accuracy`` fits BUNDLE's router from RUN's calibration splits (``taugate route``'s defaults),
 evaluates it on an even mixture of the modes' test sets (taugate/lab/routing.py: oracle routing,
@@ -13,7 +14,10 @@ run at batch 256 on one onnxruntime thread (taugate/lab/bench_many.py, interleav
 test rows of RUN when given, as routing random rows flags them all) into
 docs/measured/routing-cost-NAME.json; ``wide`` builds a 784-1024-1024-10 bundle of 3 synthetic
 modes (benchmarks/shared_backbone.py), fits a router on 3 distinguishable input distributions
-and times it the same way. Every JSON holds the machine's load average.
+and times it the same way. ``sizes`` fits routers of several (components, hidden) sizes into
+copies of BUNDLE (a temporary folder), evaluates each like ``accuracy`` and times their ``route``
+beside one mode's run, all interleaved in one loop, into docs/measured/routing-sizes-NAME.json.
+Every JSON holds the machine's load average.
 
 The numbers in docs/bundle-format.md ("What routing costs") came from (TAUGATE_DATA set, seed 0):
 
@@ -24,6 +28,8 @@ The numbers in docs/bundle-format.md ("What routing costs") came from (TAUGATE_D
     python scripts/measure_routing.py cost runs/rotb rot --data-run runs/rot
     python scripts/measure_routing.py cost out/tab/bundle-shared tab --data-run runs/tab/run
     python scripts/measure_routing.py wide /tmp/wide
+    python scripts/measure_routing.py sizes runs/rotb runs/rot rot --unseen invert
+    python scripts/measure_routing.py sizes out/tab/bundle-shared runs/tab/run tab
 (runs/tab/run and its bundle: scripts/measure_layouts.py.)
 """
 
@@ -33,6 +39,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -124,6 +131,65 @@ def wide(out: str) -> None:
     _write("cost-w1024", result.to_json())
 
 
+SIZES = ((16, 64), (16, 32), (16, 16), (12, 32), (8, 32), (8, 16))  # (components, hidden)
+
+
+def sizes(bundle: str, run: str, name: str, unseen: list, budget_s: float = 8.0) -> None:
+    import shutil
+    import tempfile
+
+    from taugate.exporting.router import RouterConfig
+    from taugate.exporting.router_bundle import fit_for_bundle, write_router
+    from taugate.lab.routing import evaluate
+    from taugate.runtime import ModeRuntime
+    from taugate.timing import Interleaved
+    from taugate.training.loaded import load_run
+    from taugate.training.sources import open_source
+
+    start = [round(v, 2) for v in os.getloadavg()]
+    loaded = load_run(run, None)
+    tests = {m: tuple(t.numpy() for t in loaded.modes[m].test) for m in loaded.modes}
+    source = open_source(json.loads((loaded.path / "run.json").read_text("utf-8"))["source"],
+                         None)
+    away = {u: source.mode(u).test.x.numpy() for u in unseen}
+    rows, calls = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, h in SIZES:
+            path = Path(tmp) / f"c{c}h{h}"
+            shutil.copytree(bundle, path)
+            fitted = fit_for_bundle(path, loaded, RouterConfig(components=c, hidden=h))
+            write_router(path, fitted)
+            rt = ModeRuntime.open(path, providers="cpu", intra_op_num_threads=1)
+            rep = evaluate(rt, {m: tests[m] for m in rt.manifest.modes}, away, timing_s=0.1)
+            rows.append({"components": c, "hidden": h, "oracle": rep.oracle, "dense": rep.dense,
+                         "auto": rep.auto, "auto_minus_oracle_points":
+                         round(100 * (rep.auto - rep.oracle), 2),
+                         "routed_right": rep.routed_right, "known_flagged": rep.known_flagged,
+                         "unseen_flagged": rep.unseen_flagged,
+                         "multiply_adds_per_row": fitted.facts["multiply_adds_per_row"]})
+            calls[f"c{c}h{h}"] = rt
+            print(rows[-1], flush=True)
+        every = _test_rows(run)
+        x = every[np.random.default_rng(0).permutation(len(every))][:256]
+        x = np.ascontiguousarray(x.reshape(256, *rt.manifest.input.shape), np.float32)
+        mode = rt.modes[0]
+        timer = Interleaved({"one_mode": lambda: rt.run(mode, x),
+                             **{k: (lambda r=r: r.route(x)) for k, r in calls.items()}})
+        end = time.perf_counter() + budget_s
+        while time.perf_counter() < end:
+            timer.round()
+        med = timer.summary()
+        for row, key in zip(rows, calls):
+            row["route_us"] = round(med[key]["median_us"], 1)
+            row["one_mode_us"] = round(med["one_mode"]["median_us"], 1)
+            row["ratio"] = round(row["route_us"] / row["one_mode_us"], 3)
+            print(row)
+        for r in calls.values():
+            r.close()
+    _write(f"sizes-{name}", {"bundle": Path(bundle).name, "batch": 256, "threads": 1,
+                             "sizes": rows, "loadavg_at_start": start})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -138,9 +204,16 @@ def main(argv=None) -> int:
     c.add_argument("--data-run", default=None)
     w = sub.add_parser("wide")
     w.add_argument("out")
+    z = sub.add_parser("sizes")
+    z.add_argument("bundle")
+    z.add_argument("run")
+    z.add_argument("name")
+    z.add_argument("--unseen", default="")
     args = p.parse_args(argv)
     if args.cmd == "accuracy":
         accuracy(args.bundle, args.run, args.name, [u for u in args.unseen.split(",") if u])
+    elif args.cmd == "sizes":
+        sizes(args.bundle, args.run, args.name, [u for u in args.unseen.split(",") if u])
     elif args.cmd == "cost":
         cost(args.bundle, args.name, args.data_run)
     else:

@@ -163,5 +163,7 @@ def test_router_choosing_a_mode_out_of_range_is_refused_at_run(bundle, tmp_path)
     w2.CopyFrom(numpy_helper.from_array(wide, "w2"))  # a 4th score: index 3 of 3 modes
     b2.CopyFrom(numpy_helper.from_array(np.array([-1e9, -1e9, -1e9, 0], np.float32), "b2"))
     with _with_router(bundle, tmp_path, proto, threshold=None) as rt:
-        with pytest.raises(InvalidOutputError, match=r"'best_mode' indices \[128\] in \[0, 3\)"):
+        with pytest.raises(InvalidOutputError,
+                           match=r"'best_mode' indices \[128\] in \[0, 3\).*got \(128,\) "
+                                 r"int64 from 3 to 3"):
             rt.route(_rows(0))

@@ -111,7 +111,8 @@ class Router:
             bad = first.shape != (n, k) or not np.isfinite(first).all()
             best = None if bad else first.argmax(axis=1)
         if bad or distance.shape != (n, 1) or not np.isfinite(distance).all():
-            got = first.shape if bad else "ok"
+            got = (f"{first.shape} {first.dtype}" + (f" from {first.min()} to {first.max()}"
+                                                       if first.size else "")) if bad else "ok"
             raise InvalidOutputError(
                 f"router: expected {self._outputs[0]!r} "
                 + (f"indices [{n}] in [0, {k})" if self._decides else f"finite scores [{n}, {k}]")
