@@ -15,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from taugate.bundle.errors import BundleIntegrityError, InvalidOutputError
 from taugate.bundle.schema import RouterSpec
-from taugate.exporting.router import FittedRouter, router_graph
+from taugate.exporting.router import FittedRouter
 from taugate.exporting.router_bundle import write_router
+from taugate.exporting.router_graph import linear_router_graph, router_graph
 from taugate.exporting.synthetic import build_random_bundle
 from taugate.runtime import ModeRuntime
 from taugate.runtime.routing import UNKNOWN
@@ -167,3 +168,19 @@ def test_router_choosing_a_mode_out_of_range_is_refused_at_run(bundle, tmp_path)
                            match=r"'best_mode' indices \[128\] in \[0, 3\).*got \(128,\) "
                                  r"int64 from 3 to 3"):
             rt.route(_rows(0))
+
+
+def test_linear_router_routes_at_runtime_as_its_weights_say(bundle, tmp_path):
+    rng = np.random.default_rng(5)
+    k = 13
+    w, b = rng.normal(0, 0.05, (784, k + len(MODES))), rng.normal(0, 1, k + len(MODES))
+    x = _rows(1)
+    z = x.astype(np.float64) @ w + b
+    distance = 0.1 * (z[:, :k] ** 2).sum(axis=1)
+    cut = float(np.median(distance))
+    with _with_router(bundle, tmp_path, linear_router_graph((w, b), k, 0.1), cut) as rt:
+        got = rt.routing(x)
+    want = np.where(distance > cut, len(MODES), z[:, k:].argmax(axis=1))
+    far = np.abs(distance - cut) > 1e-3 * cut  # rows not on the threshold within float error
+    assert far.sum() > 100
+    assert np.array(got.modes)[far].tolist() == np.array([*MODES, UNKNOWN])[want][far].tolist()

@@ -22,7 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--components", type=int, default=16,
                    help="columns of the router's learned projection of the input, which both "
                         "the mode classifier and the unknown distance read (default 16)")
-    p.add_argument("--hidden", type=int, default=64, help="router MLP hidden units (default 64)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="router MLP hidden units; 0: mode scores linear in the input (cheapest); "
+                        "default: fit both (64 hidden units) and keep the linear one unless the "
+                        "MLP routes clearly more held-out rows right")
     p.add_argument("--steps", type=int, default=600,
                    help="minibatch Adam steps of the router's training (default 600)")
     p.add_argument("--percentile", type=float, default=99.0,
