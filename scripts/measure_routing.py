@@ -4,6 +4,7 @@
     python scripts/measure_routing.py cost BUNDLE NAME [--data-run RUN]
     python scripts/measure_routing.py wide OUT          # a width-1024 bundle, then its cost
     python scripts/measure_routing.py sizes BUNDLE RUN NAME [--unseen invert]
+    python scripts/measure_routing.py parts BUNDLE RUN NAME
 
 ``accuracy`` fits BUNDLE's router from RUN's calibration splits (``taugate route``'s defaults),
 evaluates it on an even mixture of the modes' test sets (taugate/lab/routing.py: oracle routing,
@@ -17,6 +18,9 @@ modes (benchmarks/shared_backbone.py), fits a router on 3 distinguishable input 
 and times it the same way. ``sizes`` fits routers of several (components, hidden) sizes into
 copies of BUNDLE (a temporary folder), evaluates each like ``accuracy`` and times their ``route``
 beside one mode's run, all interleaved in one loop, into docs/measured/routing-sizes-NAME.json.
+``parts`` splits BUNDLE's ``route`` at batch 256 into the input check, the router graph alone,
+the graph cut after its projection, and single ``Gemm`` nodes reading the input into 1, 4 and 16
+columns, interleaved beside one mode's run, into docs/measured/routing-parts-NAME.json.
 Every JSON holds the machine's load average.
 
 The numbers in docs/bundle-format.md ("What routing costs") came from (TAUGATE_DATA set, seed 0):
@@ -131,7 +135,7 @@ def wide(out: str) -> None:
     _write("cost-w1024", result.to_json())
 
 
-SIZES = ((16, 64), (16, 32), (16, 16), (12, 32), (8, 32), (8, 16))  # (components, hidden)
+SIZES = ((16, 64), (16, 32), (16, 16), (12, 32), (8, 32), (8, 16), (16, 0))  # (components, hidden)
 
 
 def sizes(bundle: str, run: str, name: str, unseen: list, budget_s: float = 8.0) -> None:
@@ -190,6 +194,66 @@ def sizes(bundle: str, run: str, name: str, unseen: list, budget_s: float = 8.0)
                              "sizes": rows, "loadavg_at_start": start})
 
 
+def _session(proto):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def parts(bundle: str, run: str, name: str, budget_s: float = 8.0) -> None:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from taugate.runtime import ModeRuntime
+    from taugate.timing import Interleaved
+
+    start = [round(v, 2) for v in os.getloadavg()]
+    every = _test_rows(run)
+    rt = ModeRuntime.open(bundle, providers="cpu", intra_op_num_threads=1)
+    x = every[np.random.default_rng(0).permutation(len(every))][:256]
+    x = np.ascontiguousarray(x.reshape(256, *rt.manifest.input.shape), np.float32)
+    flat = rt._coerce(x).reshape(256, -1)
+    proto = onnx.load(Path(bundle) / rt.manifest.router.file)
+    cut = onnx.ModelProto()
+    cut.CopyFrom(proto)
+    last = "white" if any(n.output[0] == "white" for n in proto.graph.node) else "projected"
+    keep = [n for n in cut.graph.node if n.op_type in ("Mul", "Gemm") and n.output[0] in
+            ("squares", "projected_x", "white_x", last)]
+    del cut.graph.node[:]
+    cut.graph.node.extend(keep)
+    del cut.graph.output[:]
+    cut.graph.output.append(helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, None))
+    calls = {"one_mode": lambda: rt.run(rt.modes[0], x), "route": lambda: rt.route(x),
+             "input_check": lambda: rt._coerce(x)}
+    router, projection = _session(proto), _session(cut)
+    calls["router_graph"] = lambda: router.run(None, {"features": flat})
+    calls["projection_only"] = lambda: projection.run(None, {"features": flat})
+    rng = np.random.default_rng(1)
+    for k in (1, 4, 16):
+        w = numpy_helper.from_array(rng.normal(0, 1, (flat.shape[1], k)).astype(np.float32), "w")
+        g = helper.make_graph([helper.make_node("Gemm", ["features", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("features", 1, ["b", flat.shape[1]])],
+                              [helper.make_tensor_value_info("y", 1, None)], [w])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        sess = _session(m)
+        calls[f"gemm_{k}_columns"] = (lambda s=sess: s.run(None, {"features": flat}))
+    timer = Interleaved(calls)
+    end = time.perf_counter() + budget_s
+    while time.perf_counter() < end:
+        timer.round()
+    med = {k: round(v["median_us"], 1) for k, v in timer.summary().items()}
+    for k, v in med.items():
+        print(f"{k:18s} {v:8.1f} us  {v / med['one_mode']:.3f}x")
+    rt.close()
+    _write(f"parts-{name}", {"bundle": Path(bundle).name, "batch": 256, "threads": 1,
+                             "router": rt.manifest.router.facts, "median_us": med,
+                             "loadavg_at_start": start})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -209,9 +273,15 @@ def main(argv=None) -> int:
     z.add_argument("run")
     z.add_argument("name")
     z.add_argument("--unseen", default="")
+    q = sub.add_parser("parts")
+    q.add_argument("bundle")
+    q.add_argument("run")
+    q.add_argument("name")
     args = p.parse_args(argv)
     if args.cmd == "accuracy":
         accuracy(args.bundle, args.run, args.name, [u for u in args.unseen.split(",") if u])
+    elif args.cmd == "parts":
+        parts(args.bundle, args.run, args.name)
     elif args.cmd == "sizes":
         sizes(args.bundle, args.run, args.name, [u for u in args.unseen.split(",") if u])
     elif args.cmd == "cost":
