@@ -224,6 +224,10 @@ def parts(bundle: str, run: str, name: str, budget_s: float = 8.0) -> None:
             ("squares", "projected_x", "white_x", last)]
     del cut.graph.node[:]
     cut.graph.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    inits = [t for t in cut.graph.initializer if t.name in used]
+    del cut.graph.initializer[:]
+    cut.graph.initializer.extend(inits)
     del cut.graph.output[:]
     cut.graph.output.append(helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, None))
     calls = {"one_mode": lambda: rt.run(rt.modes[0], x), "route": lambda: rt.route(x),

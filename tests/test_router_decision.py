@@ -156,6 +156,16 @@ def test_router_with_an_extra_output_is_refused_by_name(bundle, tmp_path):
         _with_router(bundle, tmp_path, proto)
 
 
+class _Answers:
+    """A stand-in session answering fixed ``best_mode`` indices (and zero distances)."""
+
+    def __init__(self, best):
+        self.best = best
+
+    def run(self, names, feed):
+        return [self.best, np.zeros((len(self.best), 1), np.float32)]
+
+
 def test_router_choosing_a_mode_out_of_range_is_refused_at_run(bundle, tmp_path):
     proto = router_graph(*_weights(3, False))
     w2 = next(t for t in proto.graph.initializer if t.name == "w2")
@@ -164,6 +174,13 @@ def test_router_choosing_a_mode_out_of_range_is_refused_at_run(bundle, tmp_path)
     w2.CopyFrom(numpy_helper.from_array(wide, "w2"))  # a 4th score: index 3 of 3 modes
     b2.CopyFrom(numpy_helper.from_array(np.array([-1e9, -1e9, -1e9, 0], np.float32), "b2"))
     with _with_router(bundle, tmp_path, proto, threshold=None) as rt:
+        router = rt._routing()
+        real = router._session
+        for wrong in (-1, 2**40):  # below 0 and far above: both refused, never wrapped
+            router._session = _Answers(np.full(128, wrong, np.int64))
+            with pytest.raises(InvalidOutputError, match=f"from {wrong} to {wrong}"):
+                rt.route(_rows(0))
+        router._session = real
         with pytest.raises(InvalidOutputError,
                            match=r"'best_mode' indices \[128\] in \[0, 3\).*got \(128,\) "
                                  r"int64 from 3 to 3"):

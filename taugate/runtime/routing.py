@@ -106,7 +106,8 @@ class Router:
                 first, distance = self._session.run(self._outputs, feed)
         if self._decides:
             best = first
-            bad = best.shape != (n,) or (n and (best.min() < 0 or best.max() >= k))
+            # one reduction for both ends: a negative index is above k as uint64
+            bad = best.shape != (n,) or best.view(np.uint64).max() >= k
         else:
             bad = first.shape != (n, k) or not np.isfinite(first).all()
             best = None if bad else first.argmax(axis=1)
