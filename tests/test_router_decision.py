@@ -201,3 +201,17 @@ def test_linear_router_routes_at_runtime_as_its_weights_say(bundle, tmp_path):
     far = np.abs(distance - cut) > 1e-3 * cut  # rows not on the threshold within float error
     assert far.sum() > 100
     assert np.array(got.modes)[far].tolist() == np.array([*MODES, UNKNOWN])[want][far].tolist()
+
+
+def test_run_auto_checks_the_input_once(bundle, tmp_path, monkeypatch):
+    w, b = np.zeros((784, 4)), np.array([0, 0, 0, 3.0])  # 1 component, 3 scores
+    w[:, 1] = 10 / 784  # bright rows (random ones) score high in mode 0, dark ones in mode 2
+    with _with_router(bundle, tmp_path, linear_router_graph((w, b), 1, 1.0), None) as rt:
+        x = _rows(0)
+        want = rt.run_auto(x).logits
+        assert set(rt.route(x)) == {MODES[0], MODES[2]}  # one run per mode
+        calls = []
+        check = rt._coerce
+        monkeypatch.setattr(rt, "_coerce", lambda v: calls.append(1) or check(v))
+        np.testing.assert_array_equal(rt.run_auto(x).logits, want)
+        assert len(calls) == 1
