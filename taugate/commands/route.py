@@ -52,7 +52,12 @@ def fit_into_bundle(bundle, run_dir, data_root=None, cfg=None):
     loaded = load_run(run_dir, data_root)
     fitted = fit_for_bundle(bundle, loaded, cfg)
     write_router(bundle, fitted)
-    print(f"router: {len(fitted.modes)} modes, held-out routing accuracy "
+    hidden = fitted.facts["hidden"]
+    kind = f"MLP, {hidden} hidden units" if hidden else "linear scores"
+    both = fitted.facts.get("holdout_accuracy_linear_mlp")
+    if both:
+        kind += f"; held-out accuracy linear {both[0]:.4f}, MLP {both[1]:.4f}"
+    print(f"router: {len(fitted.modes)} modes ({kind}), held-out routing accuracy "
           f"{fitted.facts['holdout_accuracy']:.4f}, unknown threshold {fitted.threshold:.4g} "
           f"(percentile {fitted.percentile:g} of held-out known rows)")
     return loaded, fitted
