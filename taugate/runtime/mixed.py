@@ -21,6 +21,7 @@ from taugate.bundle.errors import (
 from taugate.bundle.names import DENSE
 from taugate.runtime.mixed_graph import mixed_graph
 from taugate.runtime.sessions import output_error
+from taugate.runtime.stacked_mixed import stacked_mixed
 
 
 def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
@@ -99,8 +100,9 @@ def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
     return names, codes
 
 
-def run_mixed(rt, modes, x) -> np.ndarray:
-    """Logits [N, classes] where row i comes from mode ``modes[i]``; see the module docstring."""
+def run_mixed(rt, modes, x, stacked: bool = True) -> np.ndarray:
+    """Logits [N, classes] where row i comes from mode ``modes[i]``; see the module docstring.
+    ``stacked=False`` skips the stacked graph (to time the branch graph beside it)."""
     empty = _empty(rt, x)
     if empty is not None:
         _codes(rt, modes, 0)
@@ -111,10 +113,16 @@ def run_mixed(rt, modes, x) -> np.ndarray:
     if len(names) == 1:
         return run_session(rt, names[0], batch)
     order = np.argsort(codes, kind="stable")
-    bounds = np.cumsum(np.bincount(codes, minlength=len(names))).tolist()
-    graph = mixed_graph(rt)
-    if graph is not None and graph.serves(names):
+    counts = np.bincount(codes, minlength=len(names))
+    bounds = np.cumsum(counts).tolist()
+    graph = stacked_mixed(rt) if stacked else None
+    if graph is not None and graph.serves(names, counts, n):
+        out = graph.run(rt, batch, names, bounds, order)
+    elif (graph := mixed_graph(rt)) is not None and graph.serves(names):
         out = graph.run(batch, names, bounds, order)
+    else:
+        out = None
+    if out is not None:
         problem = output_error(out, n, rt._classes)
         if problem is not None:
             raise InvalidOutputError(f"modes {names}: the models produced invalid output: "
@@ -129,10 +137,11 @@ def run_mixed(rt, modes, x) -> np.ndarray:
     return out
 
 
-def run_all(rt, x, modes=None) -> dict:
+def run_all(rt, x, modes=None, stacked: bool = True) -> dict:
     """``{mode: logits}`` for every mode (or ``modes``) on the same rows, sharing the first
-    layer where the bundle allows it (:mod:`taugate.runtime.shared_layer`), else one ``run``
-    per mode."""
+    layer where the bundle allows it (:mod:`taugate.runtime.shared_layer`; the rest stacked
+    where the modes' graphs stack, :mod:`taugate.runtime.stacked_all`, unless ``stacked`` is
+    False), else one ``run`` per mode."""
     from taugate.runtime.shared_layer import plan_for
 
     names = rt.modes if modes is None else list(modes)
@@ -144,6 +153,6 @@ def run_all(rt, x, modes=None) -> dict:
     if empty is not None:
         return {name: empty.copy() for name in names}
     batch = rt._coerce(x)
-    plan = plan_for(rt, tuple(dict.fromkeys(names)))
+    plan = plan_for(rt, tuple(dict.fromkeys(names)), stacked)
     out = plan.run(rt, batch)
     return {name: out[name] for name in names}
