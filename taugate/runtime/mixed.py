@@ -23,6 +23,11 @@ from taugate.runtime.mixed_graph import mixed_graph
 from taugate.runtime.sessions import output_error
 from taugate.runtime.stacked_mixed import stacked_mixed
 
+# The stacked graphs (one batched MatMul per layer for every mode) measured slower than the
+# branch graphs on onnxruntime's CPU provider (docs/measured/mixed-w1024.json), so they are
+# tried only when asked for (``stacked=True``) or where this is True.
+STACKED = False
+
 
 def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
     """``rt.run`` on an already validated float32 batch (no second coercion)."""
@@ -69,12 +74,16 @@ def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
     if isinstance(modes, (str, bytes)):
         raise InputError(f"modes: expected one mode name per row (a sequence of str), got a "
                          f"single {type(modes).__name__} {modes!r}; use run(mode, x) for one mode")
-    arr = np.asarray(modes, dtype=object) if not isinstance(modes, np.ndarray) else modes
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InputError(f"modes: expected {n} names (one per row of x), got shape "
-                         f"{list(arr.shape)}")
+    if isinstance(modes, list) and len(modes) == n and \
+            all(isinstance(m, str) for m in modes):
+        values = modes  # a list of names as it is (no object-array round trip)
+    else:
+        arr = np.asarray(modes, dtype=object) if not isinstance(modes, np.ndarray) else modes
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise InputError(f"modes: expected {n} names (one per row of x), got shape "
+                             f"{list(arr.shape)}")
+        values = arr.tolist()
     known, ordered = _known(rt)
-    values = arr.tolist()
     try:  # one C-level dict lookup per row against every servable name
         codes = np.fromiter(map(known.__getitem__, values), np.intp, n)
     except (KeyError, TypeError):  # an unknown or unhashable name: found and worded below
@@ -100,9 +109,9 @@ def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
     return names, codes
 
 
-def run_mixed(rt, modes, x, stacked: bool = True) -> np.ndarray:
+def run_mixed(rt, modes, x, stacked: bool | None = None) -> np.ndarray:
     """Logits [N, classes] where row i comes from mode ``modes[i]``; see the module docstring.
-    ``stacked=False`` skips the stacked graph (to time the branch graph beside it)."""
+    ``stacked``: try the stacked graph first (default :data:`STACKED`)."""
     empty = _empty(rt, x)
     if empty is not None:
         _codes(rt, modes, 0)
@@ -115,7 +124,7 @@ def run_mixed(rt, modes, x, stacked: bool = True) -> np.ndarray:
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=len(names))
     bounds = np.cumsum(counts).tolist()
-    graph = stacked_mixed(rt) if stacked else None
+    graph = stacked_mixed(rt) if (STACKED if stacked is None else stacked) else None
     if graph is not None and graph.serves(names, counts, n):
         out = graph.run(rt, batch, names, bounds, order)
     elif (graph := mixed_graph(rt)) is not None and graph.serves(names):
@@ -137,11 +146,11 @@ def run_mixed(rt, modes, x, stacked: bool = True) -> np.ndarray:
     return out
 
 
-def run_all(rt, x, modes=None, stacked: bool = True) -> dict:
+def run_all(rt, x, modes=None, stacked: bool | None = None) -> dict:
     """``{mode: logits}`` for every mode (or ``modes``) on the same rows, sharing the first
-    layer where the bundle allows it (:mod:`taugate.runtime.shared_layer`; the rest stacked
-    where the modes' graphs stack, :mod:`taugate.runtime.stacked_all`, unless ``stacked`` is
-    False), else one ``run`` per mode."""
+    layer where the bundle allows it (:mod:`taugate.runtime.shared_layer`; with ``stacked``,
+    default :data:`STACKED`, the rest as one stacked graph where the modes' graphs stack,
+    :mod:`taugate.runtime.stacked_all`), else one ``run`` per mode."""
     from taugate.runtime.shared_layer import plan_for
 
     names = rt.modes if modes is None else list(modes)
@@ -153,6 +162,6 @@ def run_all(rt, x, modes=None, stacked: bool = True) -> dict:
     if empty is not None:
         return {name: empty.copy() for name in names}
     batch = rt._coerce(x)
-    plan = plan_for(rt, tuple(dict.fromkeys(names)), stacked)
+    plan = plan_for(rt, tuple(dict.fromkeys(names)), STACKED if stacked is None else stacked)
     out = plan.run(rt, batch)
     return {name: out[name] for name in names}

@@ -261,7 +261,7 @@ def row_scales(entry, mode: dict, nodes) -> dict:
     return rscale
 
 
-def build_plan(rt, names: tuple, stacked: bool = True):
+def build_plan(rt, names: tuple, stacked: bool = False):
     found, alone, first = {}, [], None
     for name in names:
         rt._sessions.get(name) or rt._load(name)  # the mode's own session (rows near a gate)
@@ -293,12 +293,12 @@ def build_plan(rt, names: tuple, stacked: bool = True):
     return SharedPlan(rt, weight, bias, plans, alone, opsets)
 
 
-def plan_for(rt, names: tuple, stacked: bool = True):
+def plan_for(rt, names: tuple, stacked: bool = False):
     """The cached plan of ``names`` on ``rt`` (built on first use; the last few are kept):
-    one stacked graph where the modes' graphs stack (:mod:`stacked_all`), else
-    :class:`SharedPlan`; ``stacked=False`` asks for the latter (to time both)."""
+    :class:`SharedPlan`, or with ``stacked`` one stacked graph where the modes' graphs stack
+    (:mod:`stacked_all`; cached under ``(names, "stacked")``)."""
     cache = rt.__dict__.setdefault("_shared_plans", {})
-    key = names if stacked else (names, "branches")
+    key = (names, "stacked") if stacked else names
     plan = cache.get(key)
     if plan is None:
         with _lock:

@@ -100,18 +100,21 @@ def stack_nodes(node_lists: list, weights: list, scales: list, first: str, width
                 k_out, k_in = max(w.shape[0] for w in mats), max(w.shape[1] for w in mats)
                 if any(w.shape[1] != width[a][i] for i, w in enumerate(mats)):
                     return None
-                shape = (m, k_out, k_in) if transposed else (m, k_in, k_out)
-                st = np.zeros(shape, np.float32)
+                # [M, k_out, k_in] in both layouts: onnxruntime packs a MatMul's second
+                # operand at every call, so the weights go first (W @ a^T, then transposed
+                # back in the row layout: two cheap copies where packing them cost ~2x)
+                st = np.zeros((m, k_out, k_in), np.float32)
                 for i, w in enumerate(mats):
-                    if transposed:
-                        st[i, :w.shape[0], :w.shape[1]] = w
-                    else:
-                        st[i, :w.shape[1], :w.shape[0]] = w.T
+                    st[i, :w.shape[0], :w.shape[1]] = w
                 key = f"{prefix}{j}/w"
                 inits[key] = st
                 product = val(out) if len(ins) < 3 or not ins[2] else f"{prefix}{j}/mm"
-                nodes.append(("MatMul", [key, val(a)] if transposed else [val(a), key],
-                              product, {}))
+                if transposed:
+                    nodes.append(("MatMul", [key, val(a)], product, {}))
+                else:
+                    nodes += [("Transpose", [val(a)], f"{prefix}{j}/at", {"perm": [0, 2, 1]}),
+                              ("MatMul", [key, f"{prefix}{j}/at"], f"{prefix}{j}/pt", {}),
+                              ("Transpose", [f"{prefix}{j}/pt"], product, {"perm": [0, 2, 1]})]
                 if product != val(out):
                     if ins[2] not in names:
                         return None
