@@ -6,6 +6,10 @@ and sorts them by mode once; then either one graph holding every mode answers th
 in one call (:mod:`mixed_graph`), or each mode's rows, one contiguous slice of a sorted copy,
 run through its session and are scattered into one preallocated output. ``run_all`` computes what the modes share once: see :mod:`shared_layer`
 (docs/runtime.md, "Several modes in one call").
+
+Both can instead stack the modes (one batched ``MatMul`` per layer for every mode:
+:mod:`stacked_mixed`, :mod:`stacked_all`) with ``stacked=True``; measured slower than the
+branch graphs on onnxruntime's CPU provider, so not the default (:data:`STACKED`).
 """
 
 from __future__ import annotations
