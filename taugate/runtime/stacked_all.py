@@ -10,7 +10,8 @@ scale ``1/t`` multiplies them, and each later layer is one batched ``MatMul`` of
 padded weights ``[M, k_out, k_in]`` on ``[M, k_in, N]``: ~4 operators per layer for all modes
 instead of ~4 per mode. The logits come out as ``[M, classes, N]``, and ``near`` counts per
 mode and row the gate inputs within the tolerance of a threshold: those rows are rerun by the
-mode's own session, so the answer stays within 1e-5 of ``run``.
+mode's own session, so the answer stays within 1e-5 of ``run``. Used only with
+``run_all(..., stacked=True)``: measured slower than :class:`shared_layer.SharedPlan`.
 """
 
 from __future__ import annotations

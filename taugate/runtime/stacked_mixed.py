@@ -4,11 +4,16 @@ Where every mode's fp32 graph has the same operators (:mod:`stacked`), the rows 
 into ``[M, R, features]`` by an index ``[M, R]`` (``R``: the most rows of one mode in the
 batch; a mode's padding rows repeat one of the batch's rows and are dropped), each layer runs
 once for all modes on the stacked padded weights ``[M, k_in, k_out]``, and the logits
-``[M * R, classes]`` are put back in row order by one ``Gather``: ~12 operators for the batch
-instead of ~7 per mode. Rows near a gate threshold (output ``near``) are rerun by their mode's
-own session. The padding rows cost compute: a batch is stacked only while the padded rows are
-at most :data:`MAX_PADDING` times its rows, else (and for ``"dense"`` rows, int8, graphs that do
-not stack) ``run_mixed`` uses the branch graph (:mod:`mixed_graph`) or groups rows per mode.
+``[M * R, classes]`` are put back in row order by one ``Gather``: ~5 operators per layer for
+the batch (``W @ a^T`` and its transposes, the bias, the gate) instead of ~2 per layer and mode.
+Rows near a gate threshold (output ``near``) are rerun by their mode's own session. The padding
+rows cost compute: a batch is stacked only while the padded rows are at most
+:data:`MAX_PADDING` times its rows, else (and for ``"dense"`` rows, int8, graphs that do not
+stack) ``run_mixed`` uses the branch graph (:mod:`mixed_graph`) or groups rows per mode.
+
+Used only with ``run_mixed(..., stacked=True)``: on onnxruntime's CPU provider it measured
+slower than the branch graph, whose ``Gemm``s are fused with their bias and gate on weights
+prepacked at load (docs/runtime.md, "Stacked graphs").
 """
 
 from __future__ import annotations
