@@ -13,11 +13,6 @@ on the 16 modes, and on one mode, beside one bare call of 256 rows (``bare``), a
 ``run_all``'s shared graph alone beside the 16 separate calls (``shared_graph``), each ``--repeats`` times, with the load average before and after each,
 into docs/measured/mixed-NAME.json. (Run with another checkout first on PYTHONPATH to time its
 taugate the same way, e.g. ``--name w1024-before``.)
-
-The stacked graphs (taugate/runtime/stacked*.py) are timed beside the default branch graphs in
-the same rounds: ``mixed_stacked`` and ``run_all_stacked`` (``stacked=True``), and an uneven
-batch (``uneven``: 256 rows, 60% in one mode, the rest spread over the 15 others) in one mode,
-through the branch graph and stacked with its padding allowed (what ``MAX_PADDING`` decides).
 """
 
 from __future__ import annotations
@@ -50,30 +45,6 @@ def _ratio(calls: dict, base: str, other: str, budget_s: float) -> dict:
     out.update({f"{k}_us": round(med[k]["median_us"], 1) for k in calls})
     return {"ratio": out[f"{other}_ratio"], **out, "rounds": len(s[base]),
             "loadavg_before": load, "loadavg_after": [round(v, 2) for v in os.getloadavg()]}
-
-
-def _mixed_diff(rt, modes, x, got) -> float:
-    return max(float(np.abs(got[modes == m] - rt.run(m, x[modes == m])).max())
-               for m in set(modes.tolist()))
-
-
-def _uneven(rt, modes, x, budget_s: float) -> dict:
-    """An uneven batch in one mode, through the branch graph, and stacked with its padding
-    allowed (16 x 154 rows computed for 256)."""
-    from taugate.runtime import stacked_mixed
-    from taugate.runtime.mixed import run_mixed
-
-    def padded():
-        limit = stacked_mixed.MAX_PADDING
-        stacked_mixed.MAX_PADDING = float("inf")
-        try:
-            return run_mixed(rt, modes, x, stacked=True)
-        finally:
-            stacked_mixed.MAX_PADDING = limit
-
-    return _ratio({"one_mode": lambda: rt.run(rt.modes[0], x),
-                   "branches": lambda: run_mixed(rt, modes, x, stacked=False),
-                   "stacked_padded": padded}, "one_mode", "branches", budget_s)
 
 
 def _resident_mib() -> float:
@@ -119,22 +90,7 @@ def main(argv=None) -> int:
     got8 = rt8.run_mixed(modes, x)
     diff8 = max(float(np.abs(got8[modes == m] - rt8.run(m, x[modes == m])).max())
                 for m in rt8.modes)
-    from taugate.runtime.mixed import run_all, run_mixed
-
-    first_stacked = _first_call(lambda: run_mixed(rt, modes, x, stacked=True))
-    stacked = run_mixed(rt, modes, x, stacked=True)
-    every_stacked = run_all(rt, x64, stacked=True)
-    uneven = np.array([rt.modes[0]] * 154 + [rt.modes[1 + i % 15] for i in range(102)])
-    rng.shuffle(uneven)
-    doc = {"stacked_mixed_max_abs_diff": _mixed_diff(rt, modes, x, stacked),
-           "stacked_run_all_max_abs_diff": max(float(np.abs(every_stacked[m] -
-                                                            rt.run(m, x64)).max())
-                                               for m in rt.modes),
-           "stacked_mixed_bytes": rt._stacked_mixed[1].nbytes,
-           "first_run_mixed_stacked": first_stacked,
-           "stacked_run_all_bytes": rt._shared_plans[(tuple(rt.modes), "stacked")].nbytes,
-           "uneven": [],
-           "bundle": "784-1024-1024-10, shared layout, 16 synthetic modes keeping ~27% of "
+    doc = {"bundle": "784-1024-1024-10, shared layout, 16 synthetic modes keeping ~27% of "
                      "the units, fp32 and int8", "onnxruntime_threads_per_session": 1,
            "run_all_max_abs_diff": diff, "first_run_mixed": first,
            "mixed_int8_max_abs_diff": diff8, "first_run_mixed_int8": first8,
@@ -148,24 +104,15 @@ def main(argv=None) -> int:
     inp, outs = rt.manifest.input.name, [rt.manifest.output.name]
     for _ in range(args.repeats):
         doc["mixed"].append(_ratio({"one_mode": lambda: rt.run(rt.modes[0], x),
-                                    "mixed": lambda: rt.run_mixed(modes, x),
-                                    "mixed_branches": lambda: run_mixed(rt, modes, x,
-                                                                        stacked=False),
-                                    "mixed_stacked": lambda: run_mixed(rt, modes, x,
-                                                                       stacked=True)},
+                                    "mixed": lambda: rt.run_mixed(modes, x)},
                                    "one_mode", "mixed", args.budget))
-        doc["uneven"].append(_uneven(rt, uneven, x, args.budget))
         doc["mixed_int8"].append(_ratio(
             {"one_mode_int8": lambda: rt8.run(rt8.modes[0], x),
              "mixed_int8": lambda: rt8.run_mixed(modes, x),
              "one_mode_fp32": lambda: rt.run(rt.modes[0], x)},
             "one_mode_int8", "mixed_int8", args.budget))
         doc["run_all"].append(_ratio({"separate": lambda: [rt.run(m, x64) for m in rt.modes],
-                                      "run_all": lambda: rt.run_all(x64),
-                                      "run_all_branches": lambda: run_all(rt, x64,
-                                                                          stacked=False),
-                                      "run_all_stacked": lambda: run_all(rt, x64,
-                                                                         stacked=True)},
+                                      "run_all": lambda: rt.run_all(x64)},
                                      "separate", "run_all", args.budget))
         doc["bare"].append(_ratio(
             {"one_call_256": lambda: sessions[0].run(outs, {inp: x}),
@@ -183,11 +130,6 @@ def main(argv=None) -> int:
     # int8 mixed against fp32 one mode: the ratio of the medians of each run
     doc["mixed_int8_vs_fp32_one_mode_median"] = round(statistics.median(
         r["mixed_int8_us"] / r["one_mode_fp32_us"] for r in doc["mixed_int8"]), 3)
-    doc["medians"] = {f"{key}/{k}": statistics.median(r[f"{k}_ratio"] for r in doc[key])
-                      for key, ks in (("mixed", ("mixed_branches", "mixed_stacked")),
-                                      ("run_all", ("run_all_branches", "run_all_stacked")),
-                                      ("uneven", ("branches", "stacked_padded")))
-                      for k in ks}
     doc["goals"] = {"mixed_le_1.25": statistics.median(r["ratio"] for r in doc["mixed"]),
                     "mixed_int8_le_1.25": statistics.median(r["ratio"]
                                                             for r in doc["mixed_int8"]),

@@ -6,10 +6,6 @@ and sorts them by mode once; then either one graph holding every mode answers th
 in one call (:mod:`mixed_graph`), or each mode's rows, one contiguous slice of a sorted copy,
 run through its session and are scattered into one preallocated output. ``run_all`` computes what the modes share once: see :mod:`shared_layer`
 (docs/runtime.md, "Several modes in one call").
-
-Both can instead stack the modes (one batched ``MatMul`` per layer for every mode:
-:mod:`stacked_mixed`, :mod:`stacked_all`) with ``stacked=True``; measured slower than the
-branch graphs on onnxruntime's CPU provider, so not the default (:data:`STACKED`).
 """
 
 from __future__ import annotations
@@ -25,12 +21,6 @@ from taugate.bundle.errors import (
 from taugate.bundle.names import DENSE
 from taugate.runtime.mixed_graph import mixed_graph
 from taugate.runtime.sessions import output_error
-from taugate.runtime.stacked_mixed import stacked_mixed
-
-# The stacked graphs (one batched MatMul per layer for every mode) measured slower than the
-# branch graphs on onnxruntime's CPU provider (docs/measured/mixed-w1024.json), so they are
-# tried only when asked for (``stacked=True``) or where this is True.
-STACKED = False
 
 
 def run_session(rt, mode: str, batch: np.ndarray) -> np.ndarray:
@@ -113,9 +103,8 @@ def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
     return names, codes
 
 
-def run_mixed(rt, modes, x, stacked: bool | None = None) -> np.ndarray:
-    """Logits [N, classes] where row i comes from mode ``modes[i]``; see the module docstring.
-    ``stacked``: try the stacked graph first (default :data:`STACKED`)."""
+def run_mixed(rt, modes, x) -> np.ndarray:
+    """Logits [N, classes] where row i comes from mode ``modes[i]``; see the module docstring."""
     empty = _empty(rt, x)
     if empty is not None:
         _codes(rt, modes, 0)
@@ -126,16 +115,10 @@ def run_mixed(rt, modes, x, stacked: bool | None = None) -> np.ndarray:
     if len(names) == 1:
         return run_session(rt, names[0], batch)
     order = np.argsort(codes, kind="stable")
-    counts = np.bincount(codes, minlength=len(names))
-    bounds = np.cumsum(counts).tolist()
-    graph = stacked_mixed(rt) if (STACKED if stacked is None else stacked) else None
-    if graph is not None and graph.serves(names, counts, n):
-        out = graph.run(rt, batch, names, bounds, order)
-    elif (graph := mixed_graph(rt)) is not None and graph.serves(names):
+    bounds = np.cumsum(np.bincount(codes, minlength=len(names))).tolist()
+    graph = mixed_graph(rt)
+    if graph is not None and graph.serves(names):
         out = graph.run(batch, names, bounds, order)
-    else:
-        out = None
-    if out is not None:
         problem = output_error(out, n, rt._classes)
         if problem is not None:
             raise InvalidOutputError(f"modes {names}: the models produced invalid output: "
@@ -150,11 +133,10 @@ def run_mixed(rt, modes, x, stacked: bool | None = None) -> np.ndarray:
     return out
 
 
-def run_all(rt, x, modes=None, stacked: bool | None = None) -> dict:
+def run_all(rt, x, modes=None) -> dict:
     """``{mode: logits}`` for every mode (or ``modes``) on the same rows, sharing the first
-    layer where the bundle allows it (:mod:`taugate.runtime.shared_layer`; with ``stacked``,
-    default :data:`STACKED`, the rest as one stacked graph where the modes' graphs stack,
-    :mod:`taugate.runtime.stacked_all`), else one ``run`` per mode."""
+    layer where the bundle allows it (:mod:`taugate.runtime.shared_layer`), else one ``run``
+    per mode."""
     from taugate.runtime.shared_layer import plan_for
 
     names = rt.modes if modes is None else list(modes)
@@ -166,6 +148,6 @@ def run_all(rt, x, modes=None, stacked: bool | None = None) -> dict:
     if empty is not None:
         return {name: empty.copy() for name in names}
     batch = rt._coerce(x)
-    plan = plan_for(rt, tuple(dict.fromkeys(names)), STACKED if stacked is None else stacked)
+    plan = plan_for(rt, tuple(dict.fromkeys(names)))
     out = plan.run(rt, batch)
     return {name: out[name] for name in names}

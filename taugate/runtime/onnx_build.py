@@ -1,10 +1,9 @@
 """Write a small ONNX model as protobuf bytes (standard library + numpy: the runtime never
 imports onnx). Used by :mod:`taugate.runtime.shared_layer` to run the rest of a mode's graph
-after the shared first layer, by :mod:`taugate.runtime.mixed_graph` and by the stacked graphs
-(:mod:`stacked_mixed`, :mod:`stacked_all`). Only what those
+after the shared first layer and by :mod:`taugate.runtime.mixed_graph`. Only what those
 graphs need: nodes with int, float and ints attributes, float32 and int64 initializers (raw
 data), initializers carried from a file (:mod:`file_tensors`), float32 inputs and outputs with
-a free batch axis, int64 row-number inputs (1-D, or of free axes).
+a free batch axis, int64 row-number inputs.
 """
 
 from __future__ import annotations
@@ -74,11 +73,9 @@ def _external(name: str, arr: np.ndarray) -> bytes:
     return dims + _int(2, 1) + _str(8, name) + entry + _int(14, 1)  # data_location EXTERNAL
 
 
-def _value_info(name: str, width: int | None, elem: int = 1, rank: int = 1) -> bytes:
+def _value_info(name: str, width: int | None, elem: int = 1) -> bytes:
     shape = b""  # an output's shape is left to onnxruntime's inference
-    if rank > 1:  # an int64 input of ``rank`` free axes
-        shape = _bytes(2, b"".join(_bytes(1, _str(2, f"{name}_{a}")) for a in range(rank)))
-    elif width is not None:
+    if width is not None:
         # a 1-D int64 input (width 0) gets its own free length: each mode's rows differ
         dims = (_bytes(1, _str(2, "batch")) + _bytes(1, _int(1, width)) if width
                 else _bytes(1, _str(2, f"{name}_length")))
@@ -91,8 +88,7 @@ def model_bytes(nodes, inputs: dict, outputs: list, initializers: dict, opsets: 
                 int_inputs=(), external=None, carried=None) -> bytes:
     """A ModelProto: ``nodes`` as (op, inputs, output, attrs); ``inputs`` name -> width;
     ``outputs`` names; ``initializers`` name -> float32 or integer array; ``opsets`` (domain,
-    version); ``int_inputs``: names of int64 inputs of shape [length] (row numbers), or (name, rank)
-    for one of ``rank`` free axes;
+    version); ``int_inputs``: names of int64 inputs of shape [length] (row numbers);
     ``external``: name -> float32 array declared without its data, for the caller to pass to
     the session (``create_session(..., initializers=external)``) so no copy is made;
     ``carried``: name -> a ``TensorProto``'s bytes without its name (:mod:`file_tensors`).
@@ -104,8 +100,7 @@ def model_bytes(nodes, inputs: dict, outputs: list, initializers: dict, opsets: 
     graph += b"".join(_bytes(5, _external(k, v)) for k, v in (external or {}).items())
     graph += b"".join(_bytes(5, body + _str(8, k)) for k, body in (carried or {}).items())
     graph += b"".join(_bytes(11, _value_info(k, w)) for k, w in inputs.items())
-    graph += b"".join(_bytes(11, _value_info(k, 0, 7) if isinstance(k, str)
-                             else _value_info(k[0], 0, 7, k[1])) for k in int_inputs)
+    graph += b"".join(_bytes(11, _value_info(k, 0, 7)) for k in int_inputs)
     graph += b"".join(_bytes(12, _value_info(o, None)) for o in outputs)
     model = _int(1, 8)  # ir_version 8 (onnxruntime >= 1.14)
     model += b"".join(_bytes(8, (_str(1, d) if d else b"") + _int(2, v)) for d, v in opsets)

@@ -68,8 +68,6 @@ class SharedPlan:
     by numpy), then the near-tie counts (:func:`_near_check`). Modes that cannot share run
     through their sessions."""
 
-    stacked = False  # each mode a branch of its own (:mod:`stacked_all` stacks them)
-
     def __init__(self, rt, weight, bias, found: dict, alone: list, opsets):
         self.alone, self.names = alone, list(found)
         if not found:
@@ -233,35 +231,21 @@ def _first_layer(rt, name: str):
         return None
     backbone = rt._files._backbone
     full = backbone[w.tensor].shape[0]
-    mode = mode_tensors(rt, entry)
+    mode = read_safetensors(read_verified(rt.bundle_dir, entry.weights),
+                            entry.weights.file)[0] if entry.weights is not None else {}
     keep = _indices(mode[w.take[0][1]], full) if w.take else np.arange(full)
     rest = [(o, i, out[0], a) for o, i, out, a, _ in nodes[1:]]
-    rscale = row_scales(entry, mode, nodes)
-    return w.tensor, b.tensor, keep, rest, outs[0], outputs[0], opsets, rscale
-
-
-def mode_tensors(rt, entry) -> dict:
-    """The mode's own tensors (its kept indices, thresholds, row scales), empty without."""
-    if entry.weights is None:
-        return {}
-    return read_safetensors(read_verified(rt.bundle_dir, entry.weights), entry.weights.file)[0]
-
-
-def row_scales(entry, mode: dict, nodes) -> dict:
-    """Each ``Gemm`` output whose rows ``materialize`` scales by ``1/t`` -> that scale (the
-    units of the ``ThresholdedRelu`` gate after it); ``nodes``: (op, inputs, outputs, ...)."""
-    steps = {s.name: s for s in entry.materialize or ()}
+    # each Gemm output whose rows are scaled by 1/t -> that scale (the gates' units)
     rscale = {}
-    for op, ins, out, *_ in nodes:
+    for op, ins, out, _, _ in nodes:
         step = steps.get(ins[1]) if op == "Gemm" and len(ins) > 1 else None
         rows = [v for axis, v in scale_pairs(step.scale if step else None) if axis == 0]
         if rows:
-            rscale[out[0] if isinstance(out, (list, tuple)) else out] = \
-                np.asarray(mode[rows[0]], np.float32)
-    return rscale
+            rscale[out[0]] = np.asarray(mode[rows[0]], np.float32)
+    return w.tensor, b.tensor, keep, rest, outs[0], outputs[0], opsets, rscale
 
 
-def build_plan(rt, names: tuple, stacked: bool = False):
+def build_plan(rt, names: tuple) -> SharedPlan:
     found, alone, first = {}, [], None
     for name in names:
         rt._sessions.get(name) or rt._load(name)  # the mode's own session (rows near a gate)
@@ -284,26 +268,17 @@ def build_plan(rt, names: tuple, stacked: bool = False):
     plans = {name: (keep, union, rest, first_out, output, rscale, weights)
              for name, (_, _, keep, rest, first_out, output, _, rscale, weights)
              in found.items()}
-    if stacked:
-        from taugate.runtime.stacked_all import stacked_plan
-
-        plan = stacked_plan(rt, weight, bias, plans, alone, opsets)
-        if plan is not None:
-            return plan
     return SharedPlan(rt, weight, bias, plans, alone, opsets)
 
 
-def plan_for(rt, names: tuple, stacked: bool = False):
-    """The cached plan of ``names`` on ``rt`` (built on first use; the last few are kept):
-    :class:`SharedPlan`, or with ``stacked`` one stacked graph where the modes' graphs stack
-    (:mod:`stacked_all`; cached under ``(names, "stacked")``)."""
+def plan_for(rt, names: tuple) -> SharedPlan:
+    """The cached plan of ``names`` on ``rt`` (built on first use; the last few are kept)."""
     cache = rt.__dict__.setdefault("_shared_plans", {})
-    key = (names, "stacked") if stacked else names
-    plan = cache.get(key)
+    plan = cache.get(names)
     if plan is None:
         with _lock:
-            plan = cache.get(key) or build_plan(rt, names, stacked)
-            cache[key] = plan
+            plan = cache.get(names) or build_plan(rt, names)
+            cache[names] = plan
             while len(cache) > _PLANS_KEPT:
                 cache.pop(next(iter(cache)))
     return plan
