@@ -37,9 +37,9 @@ MODULES = {"relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "mish": "Mish"}
 
 
 def pretrain(folder: Path, act: str, limit_train: int | None) -> None:
-    import torch
     from safetensors.torch import save_file
 
+    from taugate.training.loop import TrainConfig, train
     from taugate.training.sources.mnist import DataConfig, MNISTModes
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -48,15 +48,9 @@ def pretrain(folder: Path, act: str, limit_train: int | None) -> None:
     exec(compile((folder / "model.py").read_text(), str(folder / "model.py"), "exec"), namespace)
     model = namespace["build"]()
     data = MNISTModes(DataConfig(limit_train=limit_train)).mixture(["rot0", "rot45"])
-    gen = torch.Generator().manual_seed(0)
-    opt = torch.optim.SGD(model.parameters(), 0.05, momentum=0.9)
-    for _ in range(2):
-        order = torch.randperm(len(data), generator=gen)
-        for i in range(0, len(order), 256):
-            idx = order[i:i + 256]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
-            opt.step()
+    # SGD 0.05, momentum 0.9, batch 256, seed 0: TrainConfig's defaults
+    train(model, model.parameters(), data, TrainConfig(epochs=2), label=f"{act} foundation",
+          progress=False)
     save_file(model.state_dict(), str(folder / "weights.safetensors"))
 
 

@@ -55,25 +55,17 @@ def pretrain(example: str, out: Path, epochs: int = 2, limit_train: int | None =
     """Train ``examples/<example>.py:build()`` on the 0°/45° MNIST mixture (Adam 1e-3, batch
     128; the first ``limit_train`` training images of each mode, less the calibration split)
     and save its weights as ``out/weights.safetensors``."""
-    import torch
     from safetensors.torch import save_file
 
+    from taugate.training.loop import TrainConfig, train
     from taugate.training.sources.mnist import DataConfig, MNISTModes
 
     sys.path.insert(0, str(ROOT / "examples"))
     model = __import__(example).build()
     data = MNISTModes(DataConfig(limit_train=limit_train)).mixture(["rot0", "rot45"])
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), 1e-3)
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(data), generator=gen)
-        for i in range(0, len(order), 128):
-            idx = order[i:i + 128]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(data.x[idx]), data.y[idx]).backward()
-            opt.step()
-        print(f"{example}: epoch {epoch + 1}/{epochs} done", flush=True)
+    train(model, model.parameters(), data, TrainConfig(epochs=epochs, batch_size=128, lr=1e-3,
+                                                       optimizer="adam", seed=seed),
+          label=f"{example} foundation")
     out.mkdir(parents=True, exist_ok=True)
     save_file(model.state_dict(), str(out / "weights.safetensors"))
 

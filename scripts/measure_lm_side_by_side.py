@@ -36,14 +36,12 @@ def _load() -> list[float]:
 def graph_perplexity(gen, tokens: np.ndarray, window: int, max_tokens: int) -> float:
     """Per-byte perplexity of a :class:`Generator`'s graph on ``tokens``: teacher-forced, one
     token per step (the graph returns the last position's logits), in windows of ``window``."""
-    from taugate.runtime.generate import _Cache
-
     nll, n = 0.0, 0
     for start in range(0, len(tokens) - window, window):
         chunk = tokens[start:start + window].astype(np.int64)
-        cache = _Cache(gen.shape, 1)
+        decoding = gen.start(1)
         for i in range(window - 1):
-            logits = gen._run(chunk[None, i:i + 1], cache)[0].astype(np.float64)
+            logits = decoding.feed(chunk[None, i:i + 1])[0].astype(np.float64)
             z = logits - logits.max()
             nll -= z[chunk[i + 1]] - math.log(np.exp(z).sum())
             n += 1

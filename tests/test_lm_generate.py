@@ -130,21 +130,47 @@ def test_a_graph_with_an_operator_outside_the_allowlist_never_reaches_onnxruntim
 
 
 def test_the_in_place_cache_matches_torch_for_a_batch(lm_bundle):
-    from taugate.runtime.generate import _Cache
-
     gen = Generator.open(lm_bundle, "dense")
     model = foundation()
     ids = torch.randint(0, 256, (3, 6), generator=torch.Generator().manual_seed(2))
-    cache = _Cache(gen.shape, 3)
+    decoding = gen.start(3)
     with torch.no_grad():
         ref, past = model.step(ids)
-        got = gen._run(ids.numpy(), cache)
+        got = decoding.feed(ids.numpy())
         for _ in range(3):
             assert np.abs(ref.numpy() - got).max() < 1e-4
             nxt = ref.argmax(-1, keepdim=True)
             ref, past = model.step(nxt, past)
-            got = gen._run(nxt.numpy(), cache)
-    assert cache.length == 9
+            got = decoding.feed(nxt.numpy())
+    assert decoding.length == 9 and decoding.room == gen.shape.context - 9
+
+
+def test_teacher_forced_feeding_gives_the_greedy_stream_s_logits(lm_bundle):
+    """Feeding the greedy tokens back one by one (scoring) follows generate's own path."""
+    gen = Generator.open(lm_bundle, "code")
+    tokens = list(gen.generate(PROMPT, 6))
+    decoding = gen.start()
+    logits = decoding.feed(np.frombuffer(PROMPT, np.uint8))  # [T] for one sequence
+    for token in tokens:
+        assert int(logits.argmax(-1)[0]) == token
+        logits = decoding.feed([[token]])
+
+
+@pytest.mark.parametrize("ids, match", [
+    (np.zeros((2, 1), np.int64), r"expected integers shaped \[1, T >= 1\], got int64 \[2, 1\]"),
+    (np.zeros((1, 0), np.int64), r"shaped \[1, T >= 1\]"),
+    (np.zeros((1, 1), np.float32), r"got float32"),
+    (np.array([[256]]), r"token ids in \[0, 256\), got \[256, 256\]"),
+    (np.array([[-1]]), r"token ids in \[0, 256\)"),
+    (np.zeros((1, 65), np.int64), r"65 tokens after 0 exceed the model's context \(64"),
+])
+def test_feeding_bad_ids_is_refused_and_leaves_the_cache_as_it_was(lm_bundle, ids, match):
+    decoding = Generator.open(lm_bundle, "dense").start()
+    with pytest.raises(ValueError, match=match):
+        decoding.feed(ids)
+    assert decoding.length == 0
+    with pytest.raises(ValueError, match="batch: expected an integer >= 1, got 0"):
+        Generator.open(lm_bundle, "dense").start(0)
 
 
 def test_decode_results_has_the_fields_of_results_json(lm_bundle):
@@ -157,21 +183,18 @@ def test_decode_results_has_the_fields_of_results_json(lm_bundle):
     assert r["_timing"]["batch"] == 1
 
 
-
 def test_one_token_steps_share_one_binding(lm_bundle):
     """Every step of a generation runs through the binding its first step built (its
     correctness: the in-place cache test above, through the same path)."""
-    from taugate.runtime.generate import _Cache
-
     gen = Generator.open(lm_bundle, "code")
-    cache = _Cache(gen.shape, 2)
-    gen._run(np.array([[5, 6, 7], [8, 9, 10]], np.int64), cache)
-    assert cache.step is None  # the prompt: its own call
+    decoding = gen.start(2)
+    decoding.feed(np.array([[5, 6, 7], [8, 9, 10]], np.int64))
+    assert decoding._step is None  # the prompt: its own call
     bindings, outs = set(), []
     for token in (11, 12, 13):
-        outs.append(gen._run(np.full((2, 1), token, np.int64), cache))
-        bindings.add(id(cache.step.binding))
-    assert len(bindings) == 1 and cache.length == 6
+        outs.append(decoding.feed(np.full((2, 1), token, np.int64)))
+        bindings.add(id(decoding._step.binding))
+    assert len(bindings) == 1 and decoding.length == 6
     assert not np.array_equal(outs[0], outs[2])  # each a copy, not the rewritten buffer
-    with pytest.raises(ValueError, match="expected 2 rows"):
-        gen._run(np.full((1, 1), 14, np.int64), cache)
+    with pytest.raises(ValueError, match=r"shaped \[2, T >= 1\]"):
+        decoding.feed(np.full((1, 1), 14, np.int64))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from taugate.exporting.lm_router import BUCKETS, fit_router, windows
-from taugate.runtime.generate import Generator, _Cache, encode
+from taugate.runtime.generate import Generator, encode
 from taugate.runtime.lm_router import UNKNOWN
 from taugate.training.lm.corpus import python_tag
 
@@ -64,8 +64,8 @@ def cost(router, bundle: str | Path, prompts: dict, rounds: int = 200) -> dict:
     step (fp32, one thread), interleaved round by round."""
     gen = Generator.open(bundle, "dense", "fp32", threads=1)
     start = encode(b"def f(x):\n")
-    cache = _Cache(gen.shape, 1)
-    logits = gen._run(start[None, :], cache)
+    decoding = gen.start(1)
+    logits = decoding.feed(start)
     ids = {k: encode(v) for k, v in prompts.items()}
     route_s, step_s = {k: [] for k in ids}, []
     for _ in range(rounds):
@@ -73,11 +73,11 @@ def cost(router, bundle: str | Path, prompts: dict, rounds: int = 200) -> dict:
             t = time.perf_counter()
             router.route(v)
             route_s[k].append(time.perf_counter() - t)
-        if cache.length >= gen.shape.context - 1:
-            cache = _Cache(gen.shape, 1)
-            logits = gen._run(start[None, :], cache)
+        if decoding.room < 1:
+            decoding = gen.start(1)
+            logits = decoding.feed(start)
         t = time.perf_counter()
-        logits = gen._run(logits.argmax(-1)[:, None].astype(np.int64), cache)
+        logits = decoding.feed(logits.argmax(-1)[:, None])
         step_s.append(time.perf_counter() - t)
     step = float(np.median(step_s))
     return {"decode_step_s": step, "rounds": rounds,

@@ -2,12 +2,10 @@
 
 :class:`Generator` opens one model of the bundle (``dense`` or a mode) in one precision, after
 the same checks every bundle file gets (paths inside the bundle, sha256, the operator allowlist
-of taugate/bundle/graph_check.py), and decodes with a key/value cache: the prompt in one call,
-then one token per call. The cache is allocated once per generation, context-long, and bound
-through an IO binding as both each layer's past and its present, so the graph writes each new
-position in place and no step copies the cache; the one-token steps of a generation share
-one binding whose inputs are rewritten in place. Greedy by default; ``temperature`` / ``top_k`` sample with a
-seeded generator (same seed, same tokens).
+of taugate/bundle/graph_check.py), and decodes with a key/value cache (one
+:class:`~taugate.runtime.decoding.Decoding` per generation, also open to callers through
+:meth:`Generator.start`): the prompt in one call, then one token per call. Greedy by default;
+``temperature`` / ``top_k`` sample with a seeded generator (same seed, same tokens).
 """
 
 from __future__ import annotations
@@ -25,21 +23,10 @@ from taugate.bundle.errors import BundleIntegrityError
 from taugate.bundle.fields import MANIFEST_NAME
 from taugate.bundle.files import read_verified
 from taugate.bundle.graph_check import check_model
-from taugate.bundle.lm import (
-    INPUT_IDS,
-    LM_FORMAT_VERSION,
-    LOGITS,
-    SEQLENS_K,
-    TOTAL_LEN,
-    LMManifest,
-    cache_buffers,
-    decode_feed,
-    parse_lm_manifest,
-    past_names,
-    present_names,
-)
+from taugate.bundle.lm import LM_FORMAT_VERSION, LMManifest, parse_lm_manifest
 from taugate.bundle.names import AUTO
 from taugate.bundle.safe_json import UnsafeInputError, loads_strict, read_regular_file
+from taugate.runtime.decoding import Decoding
 
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 MIN_ORT = "1.18"  # the first onnxruntime with GroupQueryAttention on CPU
@@ -108,41 +95,6 @@ def utf8_pieces(tokens: Iterator[int]) -> Iterator[str]:
             close()
 
 
-class _Cache:
-    """One generation's key/value cache: context-long buffers (numpy, wrapped without a copy
-    as ``OrtValue``) and how many positions they hold."""
-
-    def __init__(self, shape, batch: int):
-        self.arrays = list(cache_buffers(shape, batch).values())  # keeps the memory alive
-        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
-        self.batch, self.length = batch, 0
-        self.step: _StepBinding | None = None  # built at the first one-token step
-
-
-class _StepBinding:
-    """The IO binding of one generation's one-token steps, built once: the inputs and the
-    logits are numpy buffers wrapped without a copy and rewritten in place, so a step binds
-    nothing (binding ~20 values per token cost about as much as a small model's attention)."""
-
-    def __init__(self, session: ort.InferenceSession, cache: _Cache, past, presents, vocab: int):
-        b = cache.batch
-        self.ids = np.zeros((b, 1), np.int64)
-        self.seqlens = np.zeros(b, np.int32)
-        self.total = np.zeros((), np.int32)
-        self.logits = np.zeros((b, vocab), np.float32)
-        self.binding = session.io_binding()
-        self._values = []  # the OrtValues must outlive the binding
-        for name, arr in ((INPUT_IDS, self.ids), (SEQLENS_K, self.seqlens),
-                          (TOTAL_LEN, self.total)):
-            self._values.append(ort.OrtValue.ortvalue_from_numpy(arr))
-            self.binding.bind_ortvalue_input(name, self._values[-1])
-        self._values.append(ort.OrtValue.ortvalue_from_numpy(self.logits))
-        self.binding.bind_ortvalue_output(LOGITS, self._values[-1])
-        for p, c, value in zip(past, presents, cache.values):
-            self.binding.bind_ortvalue_input(p, value)
-            self.binding.bind_ortvalue_output(c, value)
-
-
 class Generator:
     """One model of an LM bundle, ready to decode. Build with :meth:`open`."""
 
@@ -150,8 +102,6 @@ class Generator:
                  precision: str):
         self.session, self.manifest, self.mode, self.precision = session, manifest, mode, precision
         self.shape = manifest.shape
-        self._past = [n for i in range(self.shape.layers) for n in past_names(i)]
-        self._outputs = [LOGITS] + [n for i in range(self.shape.layers) for n in present_names(i)]
 
     @classmethod
     def open(cls, bundle: str | Path, mode: str, precision: str = "fp32",
@@ -188,37 +138,11 @@ class Generator:
         return cls(session, manifest, mode, precision)
 
     # -- decoding ------------------------------------------------------------------------------
-    def _run(self, ids: np.ndarray, cache: _Cache) -> np.ndarray:
-        """``ids [B, T]`` after ``cache.length`` cached positions: the last logits; the cache
-        grows in place."""
-        if ids.shape[1] == 1:
-            return self._step(ids, cache)
-        binding = self.session.io_binding()
-        for name, arr in decode_feed(ids, cache.length).items():
-            binding.bind_cpu_input(name, arr)
-        binding.bind_output(LOGITS, "cpu")  # first: get_outputs() follows the binding order
-        for past, present, value in zip(self._past, self._outputs[1:], cache.values):
-            binding.bind_ortvalue_input(past, value)
-            binding.bind_ortvalue_output(present, value)
-        self.session.run_with_iobinding(binding)
-        cache.length += ids.shape[1]
-        return binding.get_outputs()[0].numpy()
-
-    def _step(self, ids: np.ndarray, cache: _Cache) -> np.ndarray:
-        """One token per sequence (``ids [B, 1]``) through the generation's step binding."""
-        if ids.shape[0] != cache.batch:  # numpy would broadcast one row over the batch
-            raise ValueError(f"ids: expected {cache.batch} rows (the cache's batch), got "
-                             f"{ids.shape[0]}")
-        step = cache.step
-        if step is None:
-            step = cache.step = _StepBinding(self.session, cache, self._past,
-                                             self._outputs[1:], self.shape.vocab)
-        step.ids[:] = ids
-        step.seqlens[:] = cache.length  # cached + new - 1
-        step.total[...] = cache.length + 1
-        self.session.run_with_iobinding(step.binding)
-        cache.length += 1
-        return step.logits.copy()  # the buffer is rewritten by the next step
+    def start(self, batch: int = 1) -> Decoding:
+        """A new :class:`~taugate.runtime.decoding.Decoding` of ``batch`` sequences: feed it
+        tokens (a prompt, then one token at a time, or teacher-forced text) and read the
+        logits after each call."""
+        return Decoding(self.session, self.shape, batch)
 
     def _check(self, tokens: np.ndarray, max_new_tokens) -> None:
         context = self.shape.context
@@ -244,13 +168,13 @@ class Generator:
 
     def _tokens(self, tokens, max_new_tokens, temperature, top_k, seed) -> Iterator[int]:
         rng = np.random.default_rng(seed)
-        cache = _Cache(self.shape, 1)
-        logits = self._run(tokens[None, :], cache)
+        decoding = self.start(1)
+        logits = decoding._advance(tokens[None, :])
         for i in range(max_new_tokens):
             token = int(pick(logits, temperature, top_k, rng)[0])
             yield token
             if i + 1 < max_new_tokens:
-                logits = self._run(np.array([[token]], np.int64), cache)
+                logits = decoding._advance(np.array([[token]], np.int64))
 
     def text(self, prompt: str | bytes, max_new_tokens: int, **sampling) -> Iterator[str]:
         """:meth:`generate` as text pieces (UTF-8, invalid bytes replaced), streamed; the
@@ -266,17 +190,15 @@ class Generator:
         self._check(tokens, new_tokens)
         if new_tokens < 2:
             raise ValueError(f"new_tokens: expected >= 2 to time decode, got {new_tokens}")
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch: expected an integer >= 1, got {batch!r}")
+        decoding = self.start(batch)
         ids = np.tile(tokens, (batch, 1))
-        cache = _Cache(self.shape, batch)
         start = time.perf_counter()
-        nxt = self._run(ids, cache).argmax(-1)
+        nxt = decoding._advance(ids).argmax(-1)
         first = time.perf_counter()
         steps = []
         for _ in range(new_tokens - 1):
             t = time.perf_counter()
-            nxt = self._run(nxt[:, None].astype(np.int64), cache).argmax(-1)
+            nxt = decoding._advance(nxt[:, None].astype(np.int64)).argmax(-1)
             steps.append(time.perf_counter() - t)
         end = time.perf_counter()
         return {"ttft_s": first - start, "tokens_per_s": batch * (new_tokens - 1) / (end - first),

@@ -68,12 +68,16 @@ def _codes(rt, modes, n: int) -> tuple[list, np.ndarray]:
     if isinstance(modes, (str, bytes)):
         raise InputError(f"modes: expected one mode name per row (a sequence of str), got a "
                          f"single {type(modes).__name__} {modes!r}; use run(mode, x) for one mode")
-    arr = np.asarray(modes, dtype=object) if not isinstance(modes, np.ndarray) else modes
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise InputError(f"modes: expected {n} names (one per row of x), got shape "
-                         f"{list(arr.shape)}")
+    if isinstance(modes, list) and len(modes) == n and \
+            all(isinstance(m, str) for m in modes):
+        values = modes  # a list of names as it is (no object-array round trip)
+    else:
+        arr = np.asarray(modes, dtype=object) if not isinstance(modes, np.ndarray) else modes
+        if arr.ndim != 1 or arr.shape[0] != n:
+            raise InputError(f"modes: expected {n} names (one per row of x), got shape "
+                             f"{list(arr.shape)}")
+        values = arr.tolist()
     known, ordered = _known(rt)
-    values = arr.tolist()
     try:  # one C-level dict lookup per row against every servable name
         codes = np.fromiter(map(known.__getitem__, values), np.intp, n)
     except (KeyError, TypeError):  # an unknown or unhashable name: found and worded below

@@ -114,17 +114,17 @@ class MixedGraph:
                                          external)
         self._lock = threading.Lock() if needs_run_lock(self.session.get_providers()) else None
         self._empty = np.empty(0, np.int64)
+        self._feed_names = [f"idx{k}" for k in range(len(names))]
 
     def run(self, batch: np.ndarray, present: list, bounds: list, order: np.ndarray):
         """Logits [N, classes] in row order, where ``present[j]`` (in this graph's mode order)
         owns the rows ``order[bounds[j - 1]:bounds[j]]``."""
         n = batch.shape[0]
-        feed = {"x": batch.reshape(n, -1)}
-        for k in range(len(self.names)):
-            feed[f"idx{k}"] = self._empty
-        start = 0
+        feed = dict.fromkeys(self._feed_names, self._empty)
+        feed["x"] = batch.reshape(n, -1)
+        start, names, index = 0, self._feed_names, self.index
         for name, end in zip(present, bounds):
-            feed[f"idx{self.index[name]}"] = order[start:end]
+            feed[names[index[name]]] = order[start:end]
             start = end
         inv = np.empty(n, np.int64)  # the branches' rows come out in the order of ``order``
         inv[order] = np.arange(n, dtype=np.int64)
