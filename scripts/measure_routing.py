@@ -3,6 +3,8 @@
     python scripts/measure_routing.py accuracy BUNDLE RUN NAME [--unseen invert]
     python scripts/measure_routing.py cost BUNDLE NAME [--data-run RUN]
     python scripts/measure_routing.py wide OUT          # a width-1024 bundle, then its cost
+    python scripts/measure_routing.py sizes BUNDLE RUN NAME [--unseen invert]
+    python scripts/measure_routing.py parts BUNDLE RUN NAME
 
 ``accuracy`` fits BUNDLE's router from RUN's calibration splits (``taugate route``'s defaults),
 evaluates it on an even mixture of the modes' test sets (taugate/lab/routing.py: oracle routing,
@@ -13,7 +15,13 @@ run at batch 256 on one onnxruntime thread (taugate/lab/bench_many.py, interleav
 test rows of RUN when given, as routing random rows flags them all) into
 docs/measured/routing-cost-NAME.json; ``wide`` builds a 784-1024-1024-10 bundle of 3 synthetic
 modes (benchmarks/shared_backbone.py), fits a router on 3 distinguishable input distributions
-and times it the same way. Every JSON holds the machine's load average.
+and times it the same way. ``sizes`` fits routers of several (components, hidden) sizes into
+copies of BUNDLE (a temporary folder), evaluates each like ``accuracy`` and times their ``route``
+beside one mode's run, all interleaved in one loop, into docs/measured/routing-sizes-NAME.json.
+``parts`` splits BUNDLE's ``route`` at batch 256 into the input check, the router graph alone,
+the graph cut after its projection, and single ``Gemm`` nodes reading the input into 1, 4 and 16
+columns, interleaved beside one mode's run, into docs/measured/routing-parts-NAME.json.
+Every JSON holds the machine's load average.
 
 The numbers in docs/bundle-format.md ("What routing costs") came from (TAUGATE_DATA set, seed 0):
 
@@ -24,6 +32,8 @@ The numbers in docs/bundle-format.md ("What routing costs") came from (TAUGATE_D
     python scripts/measure_routing.py cost runs/rotb rot --data-run runs/rot
     python scripts/measure_routing.py cost out/tab/bundle-shared tab --data-run runs/tab/run
     python scripts/measure_routing.py wide /tmp/wide
+    python scripts/measure_routing.py sizes runs/rotb runs/rot rot --unseen invert
+    python scripts/measure_routing.py sizes out/tab/bundle-shared runs/tab/run tab
 (runs/tab/run and its bundle: scripts/measure_layouts.py.)
 """
 
@@ -33,6 +43,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -124,6 +135,129 @@ def wide(out: str) -> None:
     _write("cost-w1024", result.to_json())
 
 
+SIZES = ((16, 64), (16, 32), (16, 16), (12, 32), (8, 32), (8, 16), (16, 0))  # (components, hidden)
+
+
+def sizes(bundle: str, run: str, name: str, unseen: list, budget_s: float = 8.0) -> None:
+    import shutil
+    import tempfile
+
+    from taugate.exporting.router import RouterConfig
+    from taugate.exporting.router_bundle import fit_for_bundle, write_router
+    from taugate.lab.routing import evaluate
+    from taugate.runtime import ModeRuntime
+    from taugate.timing import Interleaved
+    from taugate.training.loaded import load_run
+    from taugate.training.sources import open_source
+
+    start = [round(v, 2) for v in os.getloadavg()]
+    loaded = load_run(run, None)
+    tests = {m: tuple(t.numpy() for t in loaded.modes[m].test) for m in loaded.modes}
+    source = open_source(json.loads((loaded.path / "run.json").read_text("utf-8"))["source"],
+                         None)
+    away = {u: source.mode(u).test.x.numpy() for u in unseen}
+    rows, calls = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, h in SIZES:
+            path = Path(tmp) / f"c{c}h{h}"
+            shutil.copytree(bundle, path)
+            fitted = fit_for_bundle(path, loaded, RouterConfig(components=c, hidden=h))
+            write_router(path, fitted)
+            rt = ModeRuntime.open(path, providers="cpu", intra_op_num_threads=1)
+            rep = evaluate(rt, {m: tests[m] for m in rt.manifest.modes}, away, timing_s=0.1)
+            rows.append({"components": c, "hidden": h, "oracle": rep.oracle, "dense": rep.dense,
+                         "auto": rep.auto, "auto_minus_oracle_points":
+                         round(100 * (rep.auto - rep.oracle), 2),
+                         "routed_right": rep.routed_right, "known_flagged": rep.known_flagged,
+                         "unseen_flagged": rep.unseen_flagged,
+                         "multiply_adds_per_row": fitted.facts["multiply_adds_per_row"]})
+            calls[f"c{c}h{h}"] = rt
+            print(rows[-1], flush=True)
+        every = _test_rows(run)
+        x = every[np.random.default_rng(0).permutation(len(every))][:256]
+        x = np.ascontiguousarray(x.reshape(256, *rt.manifest.input.shape), np.float32)
+        mode = rt.modes[0]
+        timer = Interleaved({"one_mode": lambda: rt.run(mode, x),
+                             **{k: (lambda r=r: r.route(x)) for k, r in calls.items()}})
+        end = time.perf_counter() + budget_s
+        while time.perf_counter() < end:
+            timer.round()
+        med = timer.summary()
+        for row, key in zip(rows, calls):
+            row["route_us"] = round(med[key]["median_us"], 1)
+            row["one_mode_us"] = round(med["one_mode"]["median_us"], 1)
+            row["ratio"] = round(row["route_us"] / row["one_mode_us"], 3)
+            print(row)
+        for r in calls.values():
+            r.close()
+    _write(f"sizes-{name}", {"bundle": Path(bundle).name, "batch": 256, "threads": 1,
+                             "sizes": rows, "loadavg_at_start": start})
+
+
+def _session(proto):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(proto.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def parts(bundle: str, run: str, name: str, budget_s: float = 8.0) -> None:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from taugate.runtime import ModeRuntime
+    from taugate.timing import Interleaved
+
+    start = [round(v, 2) for v in os.getloadavg()]
+    every = _test_rows(run)
+    rt = ModeRuntime.open(bundle, providers="cpu", intra_op_num_threads=1)
+    x = every[np.random.default_rng(0).permutation(len(every))][:256]
+    x = np.ascontiguousarray(x.reshape(256, *rt.manifest.input.shape), np.float32)
+    flat = rt._coerce(x).reshape(256, -1)
+    proto = onnx.load(Path(bundle) / rt.manifest.router.file)
+    cut = onnx.ModelProto()
+    cut.CopyFrom(proto)
+    last = "white" if any(n.output[0] == "white" for n in proto.graph.node) else "projected"
+    keep = [n for n in cut.graph.node if n.op_type in ("Mul", "Gemm") and n.output[0] in
+            ("squares", "projected_x", "white_x", last)]
+    del cut.graph.node[:]
+    cut.graph.node.extend(keep)
+    used = {i for n in keep for i in n.input}
+    inits = [t for t in cut.graph.initializer if t.name in used]
+    del cut.graph.initializer[:]
+    cut.graph.initializer.extend(inits)
+    del cut.graph.output[:]
+    cut.graph.output.append(helper.make_tensor_value_info(last, onnx.TensorProto.FLOAT, None))
+    calls = {"one_mode": lambda: rt.run(rt.modes[0], x), "route": lambda: rt.route(x),
+             "input_check": lambda: rt._coerce(x)}
+    router, projection = _session(proto), _session(cut)
+    calls["router_graph"] = lambda: router.run(None, {"features": flat})
+    calls["projection_only"] = lambda: projection.run(None, {"features": flat})
+    rng = np.random.default_rng(1)
+    for k in (1, 4, 16):
+        w = numpy_helper.from_array(rng.normal(0, 1, (flat.shape[1], k)).astype(np.float32), "w")
+        g = helper.make_graph([helper.make_node("Gemm", ["features", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("features", 1, ["b", flat.shape[1]])],
+                              [helper.make_tensor_value_info("y", 1, None)], [w])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        sess = _session(m)
+        calls[f"gemm_{k}_columns"] = (lambda s=sess: s.run(None, {"features": flat}))
+    timer = Interleaved(calls)
+    end = time.perf_counter() + budget_s
+    while time.perf_counter() < end:
+        timer.round()
+    med = {k: round(v["median_us"], 1) for k, v in timer.summary().items()}
+    for k, v in med.items():
+        print(f"{k:18s} {v:8.1f} us  {v / med['one_mode']:.3f}x")
+    rt.close()
+    _write(f"parts-{name}", {"bundle": Path(bundle).name, "batch": 256, "threads": 1,
+                             "router": rt.manifest.router.facts, "median_us": med,
+                             "loadavg_at_start": start})
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -138,9 +272,22 @@ def main(argv=None) -> int:
     c.add_argument("--data-run", default=None)
     w = sub.add_parser("wide")
     w.add_argument("out")
+    z = sub.add_parser("sizes")
+    z.add_argument("bundle")
+    z.add_argument("run")
+    z.add_argument("name")
+    z.add_argument("--unseen", default="")
+    q = sub.add_parser("parts")
+    q.add_argument("bundle")
+    q.add_argument("run")
+    q.add_argument("name")
     args = p.parse_args(argv)
     if args.cmd == "accuracy":
         accuracy(args.bundle, args.run, args.name, [u for u in args.unseen.split(",") if u])
+    elif args.cmd == "parts":
+        parts(args.bundle, args.run, args.name)
+    elif args.cmd == "sizes":
+        sizes(args.bundle, args.run, args.name, [u for u in args.unseen.split(",") if u])
     elif args.cmd == "cost":
         cost(args.bundle, args.name, args.data_run)
     else:

@@ -32,7 +32,9 @@ def test_export_router_then_into_keeps_it_consistent(user_run, tmp_path, capsys,
     bundle = tmp_path / "bundle"
     base = ["export", str(run), "--allow-worse"]
     assert main([*base, "--out", str(bundle), "--modes", "a,b", "--router"]) == 0
-    assert "router: 2 modes, held-out routing accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "router: 2 modes (" in out and "held-out routing accuracy" in out
+    assert "held-out accuracy linear" in out  # both kinds fitted by default, the pick named
     assert _router(bundle)["modes"] == ["a", "b"]
     x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
     with ModeRuntime.open(bundle, providers="cpu") as rt:

@@ -206,7 +206,7 @@ def test_router_reads_squares_of_small_inputs_to_tell_a_spread_shift():
     cfg = RouterConfig(components=8, hidden=16, steps=150)
     with_squares = fit_router(_spread_modes(300, 0), cfg)
     assert with_squares.facts["squares"] is True  # 16 features: on by default
-    assert [nd.op_type for nd in with_squares.proto.graph.node][:2] == ["Mul", "Concat"]
+    assert [nd.op_type for nd in with_squares.proto.graph.node][:3] == ["Mul", "Gemm", "Gemm"]
     assert with_squares.facts["holdout_accuracy"] >= 0.95
     plain = fit_router(_spread_modes(300, 0), RouterConfig(components=8, hidden=16, steps=150,
                                                            squares=False))

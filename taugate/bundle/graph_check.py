@@ -43,6 +43,7 @@ _FORMAT2_OPS = _FORMAT1_OPS | frozenset({
     "Mod", "Equal",  # nn.MultiheadAttention through the TorchScript exporter
     "MaxPool", "AveragePool", "GlobalAveragePool",  # CNNs: max/avg/adaptive-avg(1) pooling
     "Neg",  # rotary position embeddings (LLaMA's rotate_half)
+    "ArgMax",  # the router's mode choice (exporting/router.py): an index per row
     # onnxruntime.quantization (quantize_dynamic / quantize_static QDQ and QOperator)
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger",
     "ConvInteger", "QLinearMatMul",

@@ -208,8 +208,10 @@ def scale_pairs(scale) -> tuple:
 @dataclass(frozen=True)
 class RouterSpec:
     """The bundle's router (docs/bundle-format.md, "The router"): an ONNX graph from the flat
-    input ``features`` float32 [batch, F] to ``mode_scores`` [batch, len(modes)] and
-    ``distance`` [batch, 1], and the threshold above which a row is of no known mode."""
+    input ``features`` float32 [batch, F] to ``best_mode`` int64 [batch] (the index of the row's
+    mode in ``modes``; routers fitted before it answer ``mode_scores`` [batch, len(modes)]
+    instead) and ``distance`` [batch, 1], and the threshold above which a row is of no known
+    mode."""
 
     file: str
     sha256: str
@@ -220,7 +222,8 @@ class RouterSpec:
     name: str = "router"  # what error messages call it
 
     INPUT = "features"  # the graph's input and outputs (fixed names)
-    SCORES = "mode_scores"
+    BEST = "best_mode"
+    SCORES = "mode_scores"  # what routers answered before best_mode (still read)
     DISTANCE = "distance"
 
 

@@ -22,7 +22,10 @@ def add_arguments(p) -> None:
     p.add_argument("--components", type=int, default=16,
                    help="columns of the router's learned projection of the input, which both "
                         "the mode classifier and the unknown distance read (default 16)")
-    p.add_argument("--hidden", type=int, default=64, help="router MLP hidden units (default 64)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="router MLP hidden units; 0: mode scores linear in the input (cheapest); "
+                        "default: fit both (64 hidden units) and keep the linear one unless the "
+                        "MLP routes clearly more held-out rows right")
     p.add_argument("--steps", type=int, default=600,
                    help="minibatch Adam steps of the router's training (default 600)")
     p.add_argument("--percentile", type=float, default=99.0,
@@ -49,7 +52,12 @@ def fit_into_bundle(bundle, run_dir, data_root=None, cfg=None):
     loaded = load_run(run_dir, data_root)
     fitted = fit_for_bundle(bundle, loaded, cfg)
     write_router(bundle, fitted)
-    print(f"router: {len(fitted.modes)} modes, held-out routing accuracy "
+    hidden = fitted.facts["hidden"]
+    kind = f"MLP, {hidden} hidden units" if hidden else "linear scores"
+    both = fitted.facts.get("holdout_accuracy_linear_mlp")
+    if both:
+        kind += f"; held-out accuracy linear {both[0]:.4f}, MLP {both[1]:.4f}"
+    print(f"router: {len(fitted.modes)} modes ({kind}), held-out routing accuracy "
           f"{fitted.facts['holdout_accuracy']:.4f}, unknown threshold {fitted.threshold:.4g} "
           f"(percentile {fitted.percentile:g} of held-out known rows)")
     return loaded, fitted

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from taugate.runtime.mixed import run_all, run_mixed
+from taugate.runtime.mixed import run_all, run_mixed, run_session
 from taugate.runtime.routing import AutoResult, Router, Routing, routed_run
 
 
@@ -42,8 +42,9 @@ class ManyModes:
         (rows of no known mode raise :class:`~taugate.runtime.routing.UnknownInputError`) or
         ``"dense"`` (they run on the dense model)."""
         batch = self._coerce(x)
-        return routed_run(self.run, self._routing().route(batch), batch, unknown,
-                          self._classes)
+        # the batch is checked once, here: each mode's rows run without a second check
+        return routed_run(lambda mode, rows: run_session(self, mode, rows),
+                          self._routing().route(batch), batch, unknown, self._classes)
 
     def _routing(self) -> Router:
         if self._router is None:

@@ -63,12 +63,18 @@ class AutoResult:
 class Router:
     """The bundle's router session. Create with :meth:`open`; ``route(batch)`` is thread-safe."""
 
-    def __init__(self, spec: RouterSpec, session, features: int, lock):
+    def __init__(self, spec: RouterSpec, session, features: int, lock, decides: bool = True):
         self.spec = spec
         self._session = session
         self._features = features
         self._lock = lock
-        self._names = np.array(list(spec.modes), dtype=object)
+        self._k = len(spec.modes)
+        # row answer -> name: index k stands for "unknown" (see route)
+        self._lookup = np.array([*spec.modes, UNKNOWN], dtype=object)
+        # a graph answering best_mode (the mode chosen inside it) or, fitted before it,
+        # mode_scores (the mode chosen here: numpy's argmax, the same first-highest rule)
+        self._decides = decides
+        self._outputs = [RouterSpec.BEST if decides else RouterSpec.SCORES, RouterSpec.DISTANCE]
 
     @classmethod
     def open(cls, root, manifest, plan, config) -> Router:
@@ -85,39 +91,55 @@ class Router:
             session, _ = create_session(data, plan, config, where)
         except Exception as exc:
             raise BundleIntegrityError(f"{where}: onnxruntime cannot load it: {exc}") from exc
-        ins = [(i.name, i.shape) for i in session.get_inputs()]
-        outs = sorted(o.name for o in session.get_outputs())
         features = manifest.input.features
-        if len(ins) != 1 or ins[0][0] != RouterSpec.INPUT or ins[0][1][-1] != features or \
-                outs != sorted([RouterSpec.SCORES, RouterSpec.DISTANCE]):
-            raise BundleIntegrityError(
-                f"{where}: expected input {RouterSpec.INPUT!r} [batch, {features}] and outputs "
-                f"{RouterSpec.SCORES!r}, {RouterSpec.DISTANCE!r}; got inputs {ins}, outputs "
-                f"{outs}")
         lock = threading.Lock() if needs_run_lock(session.get_providers()) else None
-        return cls(spec, session, features, lock)
+        return cls(spec, session, features, lock, _answers(session, features, where))
 
     def route(self, batch: np.ndarray) -> Routing:
         """Route a checked batch (float32 [N, *shape], as the runtime's input checker gives)."""
-        feed = {RouterSpec.INPUT: batch.reshape(batch.shape[0], self._features)}
-        names = [RouterSpec.SCORES, RouterSpec.DISTANCE]
+        n, k = batch.shape[0], self._k
+        feed = {RouterSpec.INPUT: batch.reshape(n, self._features)}
         if self._lock is None:
-            scores, distance = self._session.run(names, feed)
+            first, distance = self._session.run(self._outputs, feed)
         else:
             with self._lock:
-                scores, distance = self._session.run(names, feed)
-        n, k = batch.shape[0], len(self._names)
-        if scores.shape != (n, k) or distance.shape[0] != n or \
-                not np.isfinite(scores).all() or not np.isfinite(distance).all():
-            raise InvalidOutputError(f"router: expected finite scores [{n}, {k}] and distances "
-                                     f"[{n}, 1], got {scores.shape} and {distance.shape}")
-        best = scores.argmax(axis=1)
+                first, distance = self._session.run(self._outputs, feed)
+        if self._decides:
+            best = first
+            # one reduction for both ends: a negative index is above k as uint64
+            bad = best.shape != (n,) or best.view(np.uint64).max() >= k
+        else:
+            bad = first.shape != (n, k) or not np.isfinite(first).all()
+            best = None if bad else first.argmax(axis=1)
+        if bad or distance.shape != (n, 1) or not np.isfinite(distance).all():
+            got = (f"{first.shape} {first.dtype}" + (f" from {first.min()} to {first.max()}"
+                                                       if first.size else "")) if bad else "ok"
+            raise InvalidOutputError(
+                f"router: expected {self._outputs[0]!r} "
+                + (f"indices [{n}] in [0, {k})" if self._decides else f"finite scores [{n}, {k}]")
+                + f" and finite distances [{n}, 1], got {got} and {distance.shape}")
         distance = distance.reshape(n)
-        modes = self._names[best].tolist()
-        if self.spec.threshold is not None:
-            for i in np.flatnonzero(distance > self.spec.threshold).tolist():
-                modes[i] = UNKNOWN
-        return Routing(modes, best, distance, self.spec.threshold)
+        threshold = self.spec.threshold
+        index = best if threshold is None else np.where(distance > threshold, k, best)
+        return Routing(self._lookup[index].tolist(), best, distance, threshold)
+
+
+def _answers(session, features: int, where: str) -> bool:
+    """Whether the router graph answers ``best_mode`` (True) or ``mode_scores`` (False), after
+    checking its input and outputs; anything else is refused, naming what it has."""
+    ins = [(i.name, i.shape) for i in session.get_inputs()]
+    outs = {o.name: o.type for o in session.get_outputs()}
+    if len(ins) == 1 and ins[0][0] == RouterSpec.INPUT and ins[0][1][-1] == features and \
+            outs.get(RouterSpec.DISTANCE) == "tensor(float)" and len(outs) == 2:
+        if outs.get(RouterSpec.BEST) == "tensor(int64)":
+            return True
+        if outs.get(RouterSpec.SCORES) == "tensor(float)":
+            return False
+    raise BundleIntegrityError(
+        f"{where}: expected input {RouterSpec.INPUT!r} float [batch, {features}] and outputs "
+        f"{RouterSpec.BEST!r} int64 [batch] (or, from older routers, {RouterSpec.SCORES!r} "
+        f"float [batch, modes]) and {RouterSpec.DISTANCE!r} float [batch, 1]; got inputs {ins}, "
+        f"outputs {outs}")
 
 
 def check_policy(unknown: str) -> str:
