@@ -112,6 +112,7 @@ async def _client(spec: LoadSpec, request: bytes, until: float, out: dict) -> No
             if writer is None:  # refused: not a tight loop of failing connects
                 await asyncio.sleep(0.01)
         else:
+            out["answered"] += 1
             if t0 >= out["counted_from"]:
                 out["statuses"][status] += 1
                 if status == 200:
@@ -131,7 +132,7 @@ async def drive(spec: LoadSpec) -> dict:
     start = time.perf_counter()
     fixed = spec.per_client is not None
     until = float("inf") if fixed else start + spec.warmup_s + spec.seconds
-    out = {"statuses": Counter(), "errors": Counter(), "latencies": [],
+    out = {"statuses": Counter(), "errors": Counter(), "latencies": [], "answered": 0,
            "counted_from": start if fixed else start + spec.warmup_s}
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     await asyncio.gather(*(_client(spec, spec.requests[i % len(spec.requests)], until, out)
@@ -146,6 +147,7 @@ async def drive(spec: LoadSpec) -> dict:
         "p50_ms": lat[ok // 2] * 1e3 if ok else None,
         "p99_ms": lat[min(ok - 1, int(0.99 * ok))] * 1e3 if ok else None,
         "requests": total, "ok": ok, "seconds": wall,
+        "answered_with_warmup": out["answered"],
         "statuses": {str(k): v for k, v in sorted(out["statuses"].items())},
         "errors": dict(out["errors"]),
         "client_cpu_ms_per_request": ((cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime
