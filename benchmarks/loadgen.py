@@ -45,7 +45,8 @@ def get(path: str, host: str = "127.0.0.1") -> bytes:
 @dataclass
 class LoadSpec:
     """What to send: client i sends ``requests[i % len(requests)]`` over and over, for
-    ``seconds`` (after ``warmup_s`` not counted) or ``per_client`` requests when given."""
+    ``seconds`` (after ``warmup_s`` not counted) or ``per_client`` requests when given; as soon
+    as its last answer came (a closed loop), or at ``rate`` requests/s in all (an open loop)."""
 
     host: str
     port: int
@@ -55,6 +56,9 @@ class LoadSpec:
     warmup_s: float = 0.5
     per_client: int | None = None  # a fixed count instead of a duration
     timeout_s: float = 30.0  # one request's write + read at most
+    # open loop: requests/s offered by all clients together, each client sending at its own
+    # fixed interval (clients / rate) instead of as soon as its last answer came
+    rate: float | None = None
 
 
 class _Closed(Exception):
@@ -93,11 +97,25 @@ def _parses(body: bytes, headers: dict) -> bool:
     return True
 
 
-async def _client(spec: LoadSpec, request: bytes, until: float, out: dict) -> None:
+async def _pace(spec: LoadSpec, slot: list, out: dict) -> None:
+    """Open loop: wait for this client's next send time; count a send over 1 ms late (the
+    previous answer came after its time), which is then sent at once."""
+    wait = slot[0] - time.perf_counter()
+    if wait > 0:
+        await asyncio.sleep(wait)
+    elif wait < -1e-3 and slot[0] >= out["counted_from"]:
+        out["late"] += 1
+    slot[0] += spec.clients / spec.rate
+
+
+async def _client(spec: LoadSpec, request: bytes, until: float, out: dict, i: int) -> None:
     reader = writer = None
     sent = 0
+    slot = [out["start"] + i / spec.rate] if spec.rate else None  # spread over one interval
     while time.perf_counter() < until and (spec.per_client is None or sent < spec.per_client):
         sent += 1
+        if slot is not None:
+            await _pace(spec, slot, out)
         t0 = time.perf_counter()
         try:
             if writer is None:
@@ -133,9 +151,10 @@ async def drive(spec: LoadSpec) -> dict:
     fixed = spec.per_client is not None
     until = float("inf") if fixed else start + spec.warmup_s + spec.seconds
     out = {"statuses": Counter(), "errors": Counter(), "latencies": [], "answered": 0,
+           "late": 0, "start": start,
            "counted_from": start if fixed else start + spec.warmup_s}
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-    await asyncio.gather(*(_client(spec, spec.requests[i % len(spec.requests)], until, out)
+    await asyncio.gather(*(_client(spec, spec.requests[i % len(spec.requests)], until, out, i)
                            for i in range(spec.clients)))
     wall = time.perf_counter() - out["counted_from"]
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -148,6 +167,7 @@ async def drive(spec: LoadSpec) -> dict:
         "p99_ms": lat[min(ok - 1, int(0.99 * ok))] * 1e3 if ok else None,
         "requests": total, "ok": ok, "seconds": wall,
         "answered_with_warmup": out["answered"],
+        **({"offered_per_s": spec.rate, "late_sends": out["late"]} if spec.rate else {}),
         "statuses": {str(k): v for k, v in sorted(out["statuses"].items())},
         "errors": dict(out["errors"]),
         "client_cpu_ms_per_request": ((cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime

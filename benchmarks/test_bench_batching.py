@@ -9,8 +9,10 @@ trivial server is measured first and reported. Per case: requests/s, p50/p99 lat
 server's CPU per request (from /proc: robust to the other load on the machine) and, from its
 ``/metrics``, the time per request of each phase (input: parse and validate; queue; infer; output:
 encode); and the time of one batch-1 run and of one full mixed-mode batch run (in this process),
-so that p99 can be read against "the delay bound plus two runs" (``p99_bound_ms``). Workloads:
-:mod:`batching_workloads`. Optionally the same on ``--engine ray`` (one replica), batching off,
+so that p99 can be read against "the delay bound plus two runs" (``p99_bound_ms``). The 32
+clients form a closed loop that saturates the server, where latency is queueing (Little's law:
+``littles_law_latency_ms``); ``open_fraction`` adds an open loop at a fixed rate below it
+(``open_p99_ms``). Workloads: :mod:`batching_workloads`. Optionally the same on ``--engine ray`` (one replica), batching off,
 with taugate's batcher and with Ray Serve's ``@serve.batch``.
 
     PYTHONPATH=. python benchmarks/test_bench_batching.py [workload] [delay ...]
@@ -142,6 +144,14 @@ def _case(port: int, requests: list, pid: int | None, seconds: float) -> dict:
     return out
 
 
+def _open_loop(port: int, requests: list, rate: float, seconds: float) -> dict:
+    """Latency at ``rate`` requests/s offered (an open loop): ``open_*``."""
+    result = run_load(LoadSpec("127.0.0.1", port, requests, CLIENTS, seconds, rate=rate))
+    assert result["errors"] == {} and list(result["statuses"]) == ["200"], result
+    return {f"open_{k}": result[k] for k in ("offered_per_s", "requests_per_s", "p50_ms",
+                                              "p99_ms", "late_sends")}
+
+
 def _merge(runs: list[dict]) -> dict:
     """Rounds of one case: each round's numbers, and the median of each."""
     out = {k: statistics.median(r[k] for r in runs) for k in runs[0]
@@ -165,10 +175,13 @@ def client_requests(bundle: Path, names, kind: str = "binary") -> list[bytes]:
 
 def measure(bundle: Path, delays=DELAYS, seconds: float = 3.0, rounds: int = 2,
             kind: str = "binary", ray_delay: float | None = None,
-            profile_dir: Path | None = None, modes: int = len(MODES)) -> dict:
+            profile_dir: Path | None = None, modes: int = len(MODES),
+            open_fraction: float | None = None) -> dict:
     """The cases side by side (see the module docstring); ``ray_delay``: also on Ray Serve;
     ``profile_dir``: each server under cProfile, ``<case>-round<r>.prof`` there; ``modes``:
-    the clients spread over this many of the bundle's modes (client i: mode i % modes)."""
+    the clients spread over this many of the bundle's modes (client i: mode i % modes);
+    ``open_fraction``: also an open loop at this fraction of the first round's requests/s with
+    batching off, on each server (``open_*``: latency below saturation)."""
     names = tuple(m for m in ModeRuntime.open(bundle, providers="cpu", lazy=True).modes
                   if m != "dense")[:modes]
     requests = client_requests(bundle, names, kind)
@@ -177,13 +190,17 @@ def measure(bundle: Path, delays=DELAYS, seconds: float = 3.0, rounds: int = 2,
            "client_ceiling": client_ceiling(min(seconds, 2.0)), **run_ms(bundle, names, CLIENTS),
            "cases": {}}
     runs: dict[str, list] = {}
+    rate = None
     for r in range(rounds):
         for delay in delays:
             prof = profile_dir / f"delay_{delay}ms-round{r}.prof" if profile_dir else None
             proc, port = start_server(bundle, delay, prof)
             try:
-                runs.setdefault(f"delay_{delay}ms", []).append(
-                    _case(port, requests, proc.pid, seconds))
+                case = _case(port, requests, proc.pid, seconds)
+                runs.setdefault(f"delay_{delay}ms", []).append(case)
+                if open_fraction:
+                    rate = rate or open_fraction * case["requests_per_s"]
+                    case.update(_open_loop(port, requests, rate, seconds))
                 if r == 0 and delay == 0:
                     out["server_health_requests_per_s"] = run_load(LoadSpec(
                         "127.0.0.1", port, [get("/v2/health/ready")], CLIENTS,
@@ -205,6 +222,8 @@ def measure(bundle: Path, delays=DELAYS, seconds: float = 3.0, rounds: int = 2,
         if delay:
             case["p99_bound_ms"] = delay + 2 * out["run_mixed_batch_ms"]
             case["p99_within_bound"] = case["p99_ms"] <= case["p99_bound_ms"]
+            if "open_p99_ms" in case:
+                case["open_p99_within_bound"] = case["open_p99_ms"] <= case["p99_bound_ms"]
     out["loadavg_after"] = list(os.getloadavg())
     return out
 

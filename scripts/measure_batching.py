@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     p.add_argument("--body", default="binary", choices=BODIES)
     p.add_argument("--profile", default="", help="a folder: each server under cProfile")
     p.add_argument("--modes", type=int, default=8, help="modes the clients spread over")
+    p.add_argument("--tag", default="", help="added to the file name: batching-W[-TAG].json")
+    p.add_argument("--open", type=float, default=0.5, help="also an open loop at this fraction "
+                   "of the throughput with batching off (0: none)")
     p.add_argument("--ray", default="", help="workloads also measured on --engine ray")
     p.add_argument("--out", default=str(ROOT / "docs" / "measured"))
     args = p.parse_args(argv)
@@ -56,15 +59,19 @@ def main(argv=None) -> int:
                 profile.mkdir(parents=True, exist_ok=True)
             result = measure(bundle, delays, args.seconds, args.rounds, args.body,
                              ray_delay=max(delays) if workload in ray else None,
-                             profile_dir=profile, modes=args.modes)
+                             profile_dir=profile, modes=args.modes,
+                             open_fraction=args.open or None)
         result = {"workload": workload,
                   "command": f"python scripts/measure_batching.py --workloads {workload} "
                              f"--delays {args.delays} --seconds {args.seconds:g} --rounds "
                              f"{args.rounds} --body {args.body} --modes {args.modes}"
+                             + (f" --tag {args.tag}" if args.tag else "")
+                             + (f" --open {args.open:g}" if args.open else "")
                              + (f" --ray {workload}" if workload in ray else ""),
                   "seconds": time.perf_counter() - t0, **result}
         suffix = ("" if args.body == "binary" else f"-{args.body}") \
-            + ("" if args.modes == 8 else f"-{args.modes}mode")
+            + ("" if args.modes == 8 else f"-{args.modes}mode") \
+            + (f"-{args.tag}" if args.tag else "")
         path = Path(args.out) / f"batching-{workload}{suffix}.json"
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"{path.name}: " + ", ".join(

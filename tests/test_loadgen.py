@@ -89,3 +89,10 @@ def test_runs_in_its_own_process_against_the_trivial_server():
         server.wait(10)
     assert result["statuses"] == {"200": 12} and result["errors"] == {}
     assert result["client_cpu_ms_per_request"] >= 0
+
+
+def test_open_loop_offers_the_rate_asked():
+    result = _drive(["/ok"], clients=4, seconds=0.5, warmup_s=0, rate=200)
+    assert 90 <= result["requests"] <= 104  # 200/s for 0.5 s, each client every 20 ms
+    assert result["offered_per_s"] == 200 and result["late_sends"] == 0
+    assert result["errors"] == {}
