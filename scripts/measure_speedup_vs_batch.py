@@ -1,13 +1,15 @@
 """Speedup against batch size for one bundle (issue 19, "close to the floor"): dense fp32, dense
 int8, every mode in fp32 and int8, and the per-call floor, all through ``ModeRuntime`` in the
 same interleaved rounds (``taugate.bench``), plus what the machine offers: a numpy copy rate
-(memory bandwidth) and an int8 compute peak (one large onnxruntime ``MatMulInteger``).
+(memory bandwidth) and an int8 compute peak (one large onnxruntime ``MatMulInteger``), and each
+callable served alone in blocks of back-to-back calls (``steady_state``).
 
 Writes docs/measured/<name>.json (every cell, the machine, the load before and after, the
 fractions of bandwidth at batch 1 and of the int8 peak at the largest batch) and
 docs/figures/<name>.png (``taugate bench --plot``'s figure, the floor's ceiling drawn in, from
-each callable's fastest single call: on a machine shared with other jobs, the median of a 7 MB
-dense model suffers far more from the neighbours than the modes, so median ratios overstate).
+the interleaved medians; ``--figure best`` draws each callable's fastest single call instead,
+for a machine loaded by other jobs, where the median of a 7 MB dense model suffers far more
+from the neighbours than the modes and median ratios overstate).
 
     python scripts/measure_speedup_vs_batch.py BUNDLE --name speedup_vs_batch_w1024
 
@@ -111,7 +113,33 @@ def best_single_calls(calls: dict, rounds: int) -> dict:
     return {k: v * 1e6 for k, v in best.items()}
 
 
-def measure(bundle: Path, config: BenchConfig) -> tuple[BenchResult, list]:
+def steady_state(calls: dict, batch: int, rounds: int = 15, seconds: float = 0.01) -> dict:
+    """Each callable served alone for a while, as a process running one model would: per round,
+    every callable in turn runs a block of calls (a few untimed first, so its weights are as
+    warm as back-to-back calls leave them), timed together; medians over ``rounds`` (us per
+    call). Beside the interleaved cells, where the calls in between evict each other's weights
+    from the caches: the 7.4 MB dense model does not stay cached either way, a mode's smaller
+    weights do only here."""
+    per = {}
+    for name, call in calls.items():  # calls per block: about ``seconds`` of work each
+        t0 = time.perf_counter()
+        call()
+        per[name] = max(3, min(1000, int(seconds / max(time.perf_counter() - t0, 1e-6))))
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(3):
+                call()
+            t0 = time.perf_counter()
+            for _ in range(per[name]):
+                call()
+            samples[name].append((time.perf_counter() - t0) / per[name])
+    med = {k: float(np.median(v) * 1e6) for k, v in samples.items()}
+    return {"batch": batch, "median_us": med,
+            "speedup": {k: med["dense/fp32"] / v for k, v in med.items() if k != "floor"}}
+
+
+def measure(bundle: Path, config: BenchConfig) -> tuple[BenchResult, list, list]:
     """``taugate bench``'s cells at one intra-op thread, plus each cell's quiet-round medians."""
     rts, notes = open_runtimes(bundle, 1, config.precisions)
     manifest = rts["fp32"].manifest
@@ -119,7 +147,7 @@ def measure(bundle: Path, config: BenchConfig) -> tuple[BenchResult, list]:
     result = BenchResult(str(bundle), config, notes=notes, machine=machine_info(1))
     result.machine["loadavg_at_start"] = [round(v, 2) for v in os.getloadavg()]
     rng = np.random.default_rng(config.seed)
-    quiet = []
+    quiet, steady = [], []
     for batch in config.batches:
         x = rng.random((batch, *manifest.input.shape), dtype=np.float32)
         for mode in rts["fp32"].modes:
@@ -143,10 +171,13 @@ def measure(bundle: Path, config: BenchConfig) -> tuple[BenchResult, list]:
                   + " (best single calls: " + ", ".join(
                       f"{k} {v:.2f}x" for k, v in quiet[-1]["best_speedup"].items()) + ")",
                   flush=True)
+            steady.append({"mode": mode, **steady_state(timer.calls, batch)})
+            print(f"{mode} b{batch} steady state: " + ", ".join(
+                f"{k} {v:.2f}x" for k, v in steady[-1]["speedup"].items()), flush=True)
     result.providers = {p: rt.providers for p, rt in rts.items()}
     for rt in rts.values():
         rt.close()
-    return result, quiet
+    return result, quiet, steady
 
 
 def main() -> None:
@@ -155,13 +186,16 @@ def main() -> None:
     p.add_argument("--name", default="speedup_vs_batch")
     p.add_argument("--batch", default="1,4,16,64,256")
     p.add_argument("--budget", type=float, default=1.5, help="timed seconds per cell")
+    p.add_argument("--figure", choices=("median", "best"), default="median",
+                   help="the figure's times: interleaved medians, or each callable's fastest "
+                        "single call (on a machine loaded by other jobs)")
     args = p.parse_args()
     bundle = Path(args.bundle)
     root, manifest = load_manifest(bundle)
     load_before = os.getloadavg()
     config = BenchConfig(batches=tuple(int(b) for b in args.batch.split(",")), threads=(1,),
                          budget_s=args.budget, min_rounds=31)
-    result, quiet = measure(bundle, config)
+    result, quiet, steady = measure(bundle, config)
     rates, peak = {}, int8_peak()
     models = {"dense/fp32": manifest.dense, "dense/int8": variant_entry(manifest.dense, "int8")}
     for m, e in manifest.modes.items():
@@ -191,6 +225,9 @@ def main() -> None:
             "time over its median): what the cell measures when the neighbours are quietest; "
             "speedup = dense fp32 / model over those rounds' medians; best_single_call_us: "
             "each callable's fastest single call over many interleaved rounds"),
+        steady_state=steady, steady_state_note=(
+            "each callable timed in blocks of back-to-back calls (warm), in turn, 15 rounds: "
+            "what a process serving that one model sees; speedup = dense fp32 / model"),
         load_average_before=[round(v, 2) for v in load_before],
         load_average_after=[round(v, 2) for v in os.getloadavg()],
         weight_bytes=sizes, copy_rate_bytes_per_s={k: round(v) for k, v in rates.items()},
@@ -199,18 +236,20 @@ def main() -> None:
                                 if e is not None})
     out_json = ROOT / "docs" / "measured" / f"{args.name}.json"
     out_json.write_text(json.dumps(doc, indent=1) + "\n")
-    # the figure: fastest single calls, the least disturbed by a loaded machine's neighbours
-    best = {(q["mode"], q["batch"]): q["best_single_call_us"] for q in quiet}
     figure = copy.deepcopy(result)
     figure.bundle = bundle.name  # no local paths in a published figure
-    for c in figure.cells:
-        b = best[(c.mode, c.batch)]
-        c.median_us = {k: v for k, v in b.items() if k != "floor"}
-        c.speedup = {p: b["dense/fp32"] / b[f"{c.mode}/{p}"] for p in c.speedup}
-        c.dense_int8_speedup = b["dense/fp32"] / b["dense/int8"] if "dense/int8" in b else None
-        c.floor_us, c.ceiling = b["floor"], b["dense/fp32"] / b["floor"]
-    plot_speedup(figure, ROOT / "docs" / "figures" / f"{args.name}.png",
-                 "dense fp32 / model, each its fastest single call over interleaved rounds")
+    how = "dense fp32 / model, interleaved medians"
+    if args.figure == "best":  # the least disturbed by a loaded machine's neighbours
+        how = "dense fp32 / model, each its fastest single call over interleaved rounds"
+        best = {(q["mode"], q["batch"]): q["best_single_call_us"] for q in quiet}
+        for c in figure.cells:
+            b = best[(c.mode, c.batch)]
+            c.median_us = {k: v for k, v in b.items() if k != "floor"}
+            c.speedup = {p: b["dense/fp32"] / b[f"{c.mode}/{p}"] for p in c.speedup}
+            c.dense_int8_speedup = (b["dense/fp32"] / b["dense/int8"] if "dense/int8" in b
+                                    else None)
+            c.floor_us, c.ceiling = b["floor"], b["dense/fp32"] / b["floor"]
+    plot_speedup(figure, ROOT / "docs" / "figures" / f"{args.name}.png", how)
     print(json.dumps({"headline": doc["headline"], "fractions": fractions,
                       "load": [doc["load_average_before"], doc["load_average_after"]]},
                      indent=1))
