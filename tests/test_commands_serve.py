@@ -37,3 +37,24 @@ def test_engine_choices_are_listed(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "b", "--engine", "triton"])
     assert "choose from 'fastapi', 'ray'" in capsys.readouterr().err
+
+
+def test_stream_timeout_is_only_for_language_models(tiny_bundle, capsys):
+    assert main(["serve", str(tiny_bundle), "--stream-timeout", "5"]) == 2
+    assert "--stream-timeout: only for language-model bundles" in capsys.readouterr().err
+
+
+def test_precision_reaches_the_runtime_and_ray_refuses_it(tiny_bundle, capsys, monkeypatch):
+    import taugate.server
+
+    served = {}
+    monkeypatch.setattr(taugate.server, "serve", lambda rt, **kw: served.update(rt=rt))
+    assert main(["serve", str(tiny_bundle), "--precision", "fp32", "--memory-budget",
+                 "none"]) == 0
+    assert served["rt"].precision == "fp32"
+    # a bundle without int8 graphs: ModeRuntime.open's own refusal, not a silent fp32 server
+    assert main(["serve", str(tiny_bundle), "--precision", "int8"]) == 2
+    assert "int8" in capsys.readouterr().err
+    pytest.importorskip("ray.serve")
+    assert main(["serve", str(tiny_bundle), "--engine", "ray", "--precision", "int8"]) == 2
+    assert "--precision int8: only with --engine fastapi" in capsys.readouterr().err

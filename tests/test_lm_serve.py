@@ -65,3 +65,23 @@ def test_predict_prompt_streams_to_stdout(lm_bundle, capsys):
     assert main(["predict", str(lm_bundle), "--mode", "code", "--prompt", "hi",
                  "--temperature", "-2"]) == 2
     assert "temperature" in capsys.readouterr().err
+
+
+def test_serve_refuses_the_classifier_flags_and_passes_its_own(lm_bundle, capsys, monkeypatch):
+    """A flag the generate server cannot honour is refused by name, never ignored."""
+    import taugate.server.lm_app
+
+    assert main(["serve", str(lm_bundle), "--batch-delay-ms", "2", "--memory-budget", "1G",
+                 "--providers", "cpu", "--model-control"]) == 2
+    err = capsys.readouterr().err
+    assert "--providers, --memory-budget, --batch-delay-ms, --model-control: not for " \
+           "language-model bundles" in err
+    assert main(["serve", str(lm_bundle), "--stream-timeout", "0"]) == 2
+    assert "--stream-timeout: expected seconds in (0, 3600], got 0.0" in capsys.readouterr().err
+    seen = {}
+    monkeypatch.setattr(taugate.server.lm_app, "serve_lm",
+                        lambda bundle, **kw: seen.update(kw))
+    assert main(["serve", str(lm_bundle), "--precision", "int8", "--stream-timeout", "30",
+                 "--port", "8123"]) == 0
+    assert seen["precision"] == "int8" and seen["stream_timeout_s"] == 30.0
+    assert seen["port"] == 8123

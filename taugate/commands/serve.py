@@ -20,6 +20,8 @@ HELP = "serve a bundle's modes over HTTP (--engine ray: the 'ray' extra)"
 _RAY_ONLY = ("replicas", "max_modes_per_replica", "replica_cpus")
 _FASTAPI_LIMITS = ("max_connections", "max_in_flight", "header_timeout", "body_timeout")
 _BATCHING = ("batch_delay_ms", "max_batch_rows", "max_queue")
+# what the classifier runtime takes and a language model's generate server does not
+_NOT_LM = ("providers", "max_sessions", "memory_budget", *_BATCHING, "watch")
 
 
 def add_arguments(p) -> None:
@@ -42,6 +44,8 @@ def add_arguments(p) -> None:
                    help="onnxruntime intra-op threads per session (default: onnxruntime's; "
                         "1 when more than 16 sessions are loaded; 1 per replica with "
                         "--engine ray)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default=None,
+                   help="serve the bundle's fp32 (default) or int8 graphs (--engine fastapi)")
     p.add_argument("--engine", choices=["fastapi", "ray"], default="fastapi",
                    help="fastapi: one process (default); ray: Ray Serve replicas")
     p.add_argument("--unknown", choices=["refuse", "dense"], default="refuse",
@@ -73,6 +77,10 @@ def add_arguments(p) -> None:
     g.add_argument("--watch", type=float, default=None, metavar="SECONDS",
                    help="poll manifest.json every SECONDS and load new or changed modes, "
                         "unload removed ones")
+    g = p.add_argument_group("language-model bundles (docs/lm.md, \"Serving\")")
+    g.add_argument("--stream-timeout", type=float, default=None, metavar="SECONDS",
+                   help="the time limit of one generate_stream answer, from its first token "
+                        "to its final event (default 120)")
     g = p.add_argument_group("Ray Serve (--engine ray)")
     g.add_argument("--replicas", type=int, default=None, help="model replicas (default 1)")
     g.add_argument("--max-modes-per-replica", type=int, default=None,
@@ -93,6 +101,9 @@ def _run_ray(args) -> int:
     if args.max_sessions is not None or args.memory_budget is not None:
         raise ValueError("--max-sessions and --memory-budget are for --engine fastapi; with "
                          "--engine ray use --max-modes-per-replica")
+    if args.precision is not None:
+        raise ValueError(f"--precision {args.precision}: only with --engine fastapi (Ray Serve's "
+                         f"replicas serve the fp32 graphs)")
     control = ["--model-control"] * bool(args.model_control) + _flags(args, ("watch",))
     if control:
         # each model replica holds its own runtime: a mode loaded by the ingress would not
@@ -131,14 +142,47 @@ def _is_lm(bundle) -> bool:
         return False  # ModeRuntime.open reports what is wrong with it
 
 
+def _limits(args):
+    from taugate.server import ServerLimits
+
+    given = {"max_body_bytes": args.max_body_bytes, "max_connections": args.max_connections,
+             "max_in_flight": args.max_in_flight, "header_timeout_s": args.header_timeout,
+             "body_timeout_s": args.body_timeout}
+    return ServerLimits(**{k: v for k, v in given.items() if v is not None})  # fail fast
+
+
+def _run_lm(args) -> int:
+    """A language-model bundle: the generate endpoints, one process (server/lm_app.py)."""
+    given = _flags(args, (*_RAY_ONLY, *_NOT_LM)) + ["--model-control"] * bool(args.model_control)
+    if given:
+        # the generate server opens one CPU session per model, all at start, unbatched
+        raise ValueError(f"{', '.join(given)}: not for language-model bundles (their server "
+                         f"opens every model once on the CPU and runs each request alone)")
+    if args.stream_timeout is not None and not 0 < args.stream_timeout <= 3600:
+        raise ValueError(f"--stream-timeout: expected seconds in (0, 3600], got "
+                         f"{args.stream_timeout}")
+    from taugate.server.lm_app import serve_lm
+
+    serve_lm(args.bundle, host=args.host, port=args.port, limits=_limits(args),
+             precision=args.precision or "fp32", threads=args.threads or 1,
+             unknown=args.unknown, stream_timeout_s=args.stream_timeout)
+    return 0
+
+
 def run(args) -> int:
+    lm = _is_lm(args.bundle)
+    if args.stream_timeout is not None and not lm:
+        raise ValueError("--stream-timeout: only for language-model bundles (format_version 3, "
+                         "whose generate_stream it bounds)")
     if args.engine == "ray":
-        if _is_lm(args.bundle):
+        if lm:
             # the generate endpoints run in one process; Ray Serve has no deployment for them
             raise ValueError("--engine ray: language-model bundles (format_version 3) are "
                              "served with --engine fastapi only (generate and "
                              "generate_stream)")
         return _run_ray(args)
+    if lm:
+        return _run_lm(args)
     given = _flags(args, _RAY_ONLY)
     if given:
         raise ValueError(f"{', '.join(given)}: only with --engine ray (got --engine "
@@ -147,28 +191,19 @@ def run(args) -> int:
     from taugate.commands.predict import parse_providers
     from taugate.runtime import ModeRuntime
     from taugate.runtime.budget import fmt, parse_size
-    from taugate.server import ServerLimits, serve
+    from taugate.server import serve
     from taugate.server.batcher import BatchPolicy
 
-    given = {"max_body_bytes": args.max_body_bytes, "max_connections": args.max_connections,
-             "max_in_flight": args.max_in_flight, "header_timeout_s": args.header_timeout,
-             "body_timeout_s": args.body_timeout}
-    limits = ServerLimits(**{k: v for k, v in given.items() if v is not None})  # fail fast
+    limits = _limits(args)
     given = {"delay_ms": args.batch_delay_ms, "max_rows": args.max_batch_rows,
              "max_queue": args.max_queue}
     batch = BatchPolicy(**{k: v for k, v in given.items() if v is not None})
-    if _is_lm(args.bundle):
-        from taugate.server.lm_app import serve_lm
-
-        serve_lm(args.bundle, host=args.host, port=args.port, limits=limits,
-                 threads=args.threads or 1, unknown=args.unknown)
-        return 0
     budget = args.memory_budget or "auto"
     if budget.strip().lower() != "auto":
         parse_size(budget, "--memory-budget")  # fail fast, naming the flag
     rt = ModeRuntime.open(args.bundle, providers=parse_providers(args.providers or "auto"),
                           max_sessions=args.max_sessions, intra_op_num_threads=args.threads,
-                          memory_budget=budget)
+                          memory_budget=budget, precision=args.precision or "fp32")
     rt.warmup()
     limit = rt.memory()["limit"]
     logging.getLogger("taugate.server").info(

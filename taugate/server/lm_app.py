@@ -70,11 +70,12 @@ def create_lm_app(bundle: str | Path, *, limits: ServerLimits | None = None,
 
 def serve_lm(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000,
              limits: ServerLimits | None = None, precision: str = "fp32",
-             threads: int = 1, unknown: str = "refuse") -> None:
-    """Serve the LM bundle over HTTP until interrupted."""
+             threads: int = 1, unknown: str = "refuse",
+             stream_timeout_s: float | None = None) -> None:
+    """Serve the LM bundle over HTTP until interrupted (arguments: :func:`create_lm_app`)."""
     from taugate.server.background import uvicorn_config
 
     limits = limits or ServerLimits()
     app = create_lm_app(bundle, limits=limits, precision=precision, threads=threads,
-                        unknown=unknown)
+                        unknown=unknown, stream_timeout_s=stream_timeout_s)
     uvicorn.Server(uvicorn_config(app, limits, host=host, port=port)).run()
