@@ -18,8 +18,8 @@ request: the generator's own ceiling is what it drives against that.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-import pickle
 import resource
 import subprocess
 import sys
@@ -200,7 +200,9 @@ def run_load(spec: LoadSpec) -> dict:
     ms per request."""
     limit = spec.warmup_s + (spec.seconds if spec.per_client is None
                              else spec.per_client * spec.timeout_s) + 60
-    proc = subprocess.run([sys.executable, __file__], input=pickle.dumps(asdict(spec)),
+    fields = asdict(spec)  # as JSON, the request bytes in base64 (no pickle anywhere)
+    fields["requests"] = [base64.b64encode(r).decode("ascii") for r in spec.requests]
+    proc = subprocess.run([sys.executable, __file__], input=json.dumps(fields).encode(),
                           capture_output=True, timeout=limit)
     if proc.returncode != 0:
         raise RuntimeError(f"load generator failed: {proc.stderr.decode()[-2000:]}")
@@ -238,5 +240,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--trivial-server":
         trivial_server(int(sys.argv[2]))
     else:
-        spec = LoadSpec(**pickle.loads(sys.stdin.buffer.read()))
+        fields = json.loads(sys.stdin.buffer.read())
+        fields["requests"] = [base64.b64decode(r) for r in fields["requests"]]
+        spec = LoadSpec(**fields)
         sys.stdout.write(json.dumps(drive_here(spec)))
