@@ -176,8 +176,8 @@ def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
         if version == 1:
             mode_facts = {"angle": get_field(d, "angle", where, (int, float), "a number")}
         else:
-            mode_facts = dict(get_field(d, "facts", where, dict, "an object or null", optional=True)
-                              or {})
+            facts = get_field(d, "facts", where, dict, "an object or null", optional=True)
+            mode_facts = {} if facts is None else facts  # the parsed JSON, read only (no copy)
         kept, total = int_list(d, "units_kept", where), int_list(d, "units_total", where)
         if len(kept) != len(total) or any(k > t for k, t in zip(kept, total)):
             raise fail(f"{where}.units_kept", f"one count <= units_total {total} per layer", kept)
