@@ -180,8 +180,13 @@ def lone_surrogate_error(value) -> str | None:
     so any nesting depth is fine.
     """
     stack = [(None, value)]  # (linked path, value): no path copied per level
+    seen: set = set()  # ids of the lists and objects visited: a shared one is checked once
     while stack:
         path, item = stack.pop()
+        if isinstance(item, (dict, list)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         if isinstance(item, str):
             m = _SURROGATE.search(item)
             if m:
@@ -223,31 +228,26 @@ def loads_strict(text: str | bytes, max_depth: int = MAX_DEPTH, share: bool = Fa
 _SHARED_MAX_ITEMS = 16  # longer lists and objects are never merged (the hashing costs)
 
 
-def _part_ok(v, shared: set) -> bool:
-    """Whether ``v`` may be an item of a shared list or object: a string, an integer (no bools
-    or floats: equal must mean the same JSON), null, or a list or object in ``shared`` (ids of
-    values kept alive by the memo: an id is never reused while the memo holds it)."""
-    t = type(v)
-    return t is str or t is int or v is None or ((t is list or t is dict) and id(v) in shared)
-
-
 def _fingerprint(value, shared: set) -> int | None:
-    """The hash of a short list or object whose items :func:`_part_ok` accepts, else None.
+    """The hash of a short list or object whose items are strings, integers (no bools or
+    floats: equal must mean the same JSON), nulls, or lists and objects in ``shared`` (ids of
+    values the memo keeps alive: an id is never reused while the memo holds it); else None.
     Only the hash is kept in the memo: a key per value would stay allocated until parsing
     ends, between the values that are kept, and leave the heap holed when freed."""
     if len(value) > _SHARED_MAX_ITEMS:
         return None
-    if type(value) is list:
-        if not all(_part_ok(v, shared) for v in value):
+    parts = []
+    for v in (value if type(value) is list else value.values()):
+        t = type(v)
+        if t is str or t is int or v is None:
+            parts.append(v)
+        elif (t is list or t is dict) and id(v) in shared:
+            parts.append(id(v))  # equal to an integer item at worst: _same tells them apart
+        else:
             return None
-        return hash((list, *map(_item_key, value)))
-    if not all(_part_ok(v, shared) for v in value.values()):
-        return None
-    return hash((dict, *value, *map(_item_key, value.values())))
-
-
-def _item_key(v):
-    return id(v) if type(v) is list or type(v) is dict else v
+    if type(value) is list:
+        return hash((list, *parts))
+    return hash((dict, *value, *parts))
 
 
 def _same(a, b) -> bool:
@@ -263,6 +263,14 @@ def _same(a, b) -> bool:
                           and x == y) for x, y in zip(a, b))
 
 
+class _Strings(dict):
+    """Each string, once: ``strings[s]`` is the first string equal to ``s``."""
+
+    def __missing__(self, s: str) -> str:
+        self[s] = s
+        return s
+
+
 def _sharing_hook(memo: dict):
     """``_no_duplicates``, then each short list or object equal to one already parsed (see
     :func:`_fingerprint`) is replaced by that one, as it is parsed: the copy is garbage at once
@@ -271,10 +279,7 @@ def _sharing_hook(memo: dict):
     shared: set = set()
     # strings are made one object each by this parse's own memo, freed with it: sys.intern
     # would grow the interpreter's table (never shrunk) by every mode's file names
-    strings: dict = {}
-
-    def intern(s: str) -> str:
-        return strings.setdefault(s, s)
+    intern = _Strings().__getitem__
 
     def share(v):
         if type(v) is list:
