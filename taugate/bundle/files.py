@@ -4,10 +4,12 @@ and the materialized weights of shared-backbone modes. numpy + onnxruntime-free 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import re
 import stat
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PureWindowsPath
 
 from taugate.bundle.errors import BundleIntegrityError
 from taugate.bundle.graph_check import check_model
@@ -18,32 +20,51 @@ from taugate.bundle.safetensors import read_safetensors
 MAX_MODEL_BYTES = 2 * 1024 ** 3  # a model file larger than protobuf's limit is refused
 
 
-def resolve_file(root: Path, entry) -> Path:
-    """The absolute path of ``entry.file``, refusing paths that leave ``root``."""
+def _windows_drive(rel: str) -> bool:
+    """Whether ``rel`` names a Windows drive or share (``C:x``, ``\\\\server\\share``): only
+    a path holding ``:`` or starting with a separator can, so others skip pathlib's parse."""
+    return (rel[:1] in ("/", "\\") or ":" in rel) and bool(PureWindowsPath(rel).drive)
+
+
+def resolve_file(root: Path, entry) -> str:
+    """The absolute path of ``entry.file``, refusing paths that leave ``root``.
+
+    String functions rather than pathlib: pathlib interns every path component, and the
+    interpreter's table of interned strings never shrinks (1,000 modes' file names grew it by
+    a megabyte)."""
     rel = entry.file
     where = f"{entry.name}: file {rel!r}"
-    if not rel or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).is_absolute() \
-            or PureWindowsPath(rel).drive:
+    if not rel or rel.startswith("/") or _windows_drive(rel):
         raise BundleIntegrityError(f"{where}: expected a relative path inside the bundle, got an "
                                    f"absolute path")
-    if ".." in PureWindowsPath(rel).parts:  # splits on both / and \
+    if ".." in _SEPARATORS.split(rel):  # the parts on both / and \
         raise BundleIntegrityError(f"{where}: '..' is not allowed: files must stay inside the "
                                    f"bundle directory")
     if "\0" in rel or len(rel) > 1024:
         raise BundleIntegrityError(f"{entry.name}: file {rel[:100]!r}: expected a relative path "
                                    f"of at most 1024 characters without NUL bytes")
     try:
-        base = root.resolve()
-        path = (root / rel).resolve()  # follows symlinks
-        is_file = path.is_file()
+        base = os.path.realpath(root)
+        path = os.path.realpath(os.path.join(base, rel))  # follows symlinks
+        try:
+            is_file = stat.S_ISREG(os.stat(path).st_mode)
+        except OSError as exc:  # as Path.resolve() and Path.is_file() answer
+            if exc.errno == errno.ELOOP:
+                raise RuntimeError(f"Symlink loop from {exc.filename!r}") from None
+            if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EBADF):
+                raise
+            is_file = False
     except (OSError, RuntimeError, ValueError) as exc:  # symlink loop, name too long
         raise BundleIntegrityError(f"{where}: cannot resolve the path: {exc}") from None
-    if path != base and base not in path.parents:
+    if path != base and not path.startswith(os.path.join(base, "")):
         raise BundleIntegrityError(f"{where}: resolves to {path}, outside the bundle directory "
                                    f"{base} (a symlink pointing out?)")
     if not is_file:
         raise BundleIntegrityError(f"{where}: missing from bundle {str(root)!r}")
     return path
+
+
+_SEPARATORS = re.compile(r"[\\/]")
 
 
 def read_verified(root: Path, entry) -> bytes:
@@ -55,7 +76,7 @@ def read_verified(root: Path, entry) -> bytes:
     return _read_at(resolve_file(root, entry), entry)
 
 
-def _read_at(path: Path, entry) -> bytes:
+def _read_at(path: str, entry) -> bytes:
     """:func:`read_verified` of a path :func:`resolve_file` gave."""
     try:
         data = read_regular_file(path, MAX_MODEL_BYTES)

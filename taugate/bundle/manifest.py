@@ -163,7 +163,7 @@ def _parse_output(d: dict, version: int) -> OutputSpec:
 
 
 def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
-                 has_backbone: bool = False) -> ModelEntry:
+                 has_backbone: bool = False, memo: dict | None = None) -> ModelEntry:
     if not isinstance(d, dict):
         raise fail(where, "an object", d)
     ref = file_ref(name, d, where)
@@ -176,8 +176,8 @@ def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
         if version == 1:
             mode_facts = {"angle": get_field(d, "angle", where, (int, float), "a number")}
         else:
-            mode_facts = dict(get_field(d, "facts", where, dict, "an object or null", optional=True)
-                              or {})
+            facts = get_field(d, "facts", where, dict, "an object or null", optional=True)
+            mode_facts = {} if facts is None else facts  # the parsed JSON, read only (no copy)
         kept, total = int_list(d, "units_kept", where), int_list(d, "units_total", where)
         if len(kept) != len(total) or any(k > t for k, t in zip(kept, total)):
             raise fail(f"{where}.units_kept", f"one count <= units_total {total} per layer", kept)
@@ -185,7 +185,7 @@ def _parse_model(name: str, d: dict, where: str, is_mode: bool, version: int,
             get_field(d, key, where, (int, float), "a number or null", optional=True)
         get_field(d, "kept_indices", where, list, "a list of index lists", optional=True)
     weights, steps = (None, None) if version == 1 else parse_materialize(name, d, where,
-                                                                          has_backbone)
+                                                                          has_backbone, memo)
     entry = ModelEntry(name, ref.file, ref.sha256, macs, d, mode_facts, weights, steps)
     for precision in PRECISIONS[1:]:
         variant_entry(entry, precision)  # malformed variants fail at load, not at first use
@@ -280,8 +280,9 @@ def parse_manifest(data) -> Manifest:
         backbone = None if raw_backbone is None else file_ref("backbone", raw_backbone,
                                                                "backbone")
     has_backbone = backbone is not None
+    memo: dict = {}  # the steps built from each parsed step (taugate/bundle/steps.py)
     dense = _parse_model(DENSE, get_field(data, "dense", "manifest", dict, "an object"), "dense",
-                         is_mode=False, version=version, has_backbone=has_backbone)
+                         is_mode=False, version=version, has_backbone=has_backbone, memo=memo)
     raw_modes = get_field(data, "modes", "manifest", dict, "an object mapping mode names")
     if not raw_modes:
         raise fail("modes", "at least one mode", raw_modes)
@@ -291,7 +292,7 @@ def parse_manifest(data) -> Manifest:
         if error:
             raise BundleFormatError(f"{MANIFEST_NAME}: modes: {error}")
         modes[name] = _parse_model(name, entry, f"modes.{name}", is_mode=True, version=version,
-                                   has_backbone=has_backbone)
+                                   has_backbone=has_backbone, memo=memo)
     router = None
     if version >= 2 and data.get("router") is not None:
         router = parse_router(data["router"], list(modes))

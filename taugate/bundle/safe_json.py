@@ -82,25 +82,26 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
 _INTERN_CHARS = 48  # shorter strings are interned: names that repeat in every mode entry
 
 
-def _interned(value, depth: int = 0):
+def _interned(value, intern=sys.intern, depth: int = 0):
     """``value`` with its short strings (and those of short nested lists) interned: a manifest
     of 1,000 modes repeats "backbone", "float32", "keep.0", ... in every entry (one copy each
-    instead of thousands, megabytes less resident)."""
+    instead of thousands, megabytes less resident). ``intern``: ``sys.intern``, or a memo of
+    the one parse (:func:`_sharing_hook`)."""
     if type(value) is str:
-        return sys.intern(value) if len(value) <= _INTERN_CHARS else value
+        return intern(value) if len(value) <= _INTERN_CHARS else value
     if type(value) is list and depth < 2 and len(value) <= 8:
         for i, v in enumerate(value):
             if type(v) in (str, list):
-                value[i] = _interned(v, depth + 1)
+                value[i] = _interned(v, intern, depth + 1)
     return value
 
 
-def _no_duplicates(pairs):
+def _no_duplicates(pairs, intern=sys.intern):
     out = {}
     for key, value in pairs:
         if key in out:
             raise UnsafeInputError(f"duplicate key {key[:80]!r} in a JSON object")
-        out[key] = _interned(value)
+        out[key] = _interned(value, intern)
     return out
 
 
@@ -179,8 +180,13 @@ def lone_surrogate_error(value) -> str | None:
     so any nesting depth is fine.
     """
     stack = [(None, value)]  # (linked path, value): no path copied per level
+    seen: set = set()  # ids of the lists and objects visited: a shared one is checked once
     while stack:
         path, item = stack.pop()
+        if isinstance(item, (dict, list)):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
         if isinstance(item, str):
             m = _SURROGATE.search(item)
             if m:
@@ -219,43 +225,80 @@ def loads_strict(text: str | bytes, max_depth: int = MAX_DEPTH, share: bool = Fa
     return value
 
 
-def _flat_key(value: list, shared: set):
-    """``value`` as a hashable key when it is a short list of strings, integers (no bools or
-    floats: equal keys must mean equal JSON) and lists in ``shared`` (ids of lists kept alive
-    by the memo: an id is never reused while it is a key), else None."""
-    if len(value) > 8:
+_SHARED_MAX_ITEMS = 16  # longer lists and objects are never merged (the hashing costs)
+
+
+def _fingerprint(value, shared: set) -> int | None:
+    """The hash of a short list or object whose items are strings, integers (no bools or
+    floats: equal must mean the same JSON), nulls, or lists and objects in ``shared`` (ids of
+    values the memo keeps alive: an id is never reused while the memo holds it); else None.
+    Only the hash is kept in the memo: a key per value would stay allocated until parsing
+    ends, between the values that are kept, and leave the heap holed when freed."""
+    if len(value) > _SHARED_MAX_ITEMS:
         return None
-    for v in value:
+    parts = []
+    for v in (value if type(value) is list else value.values()):
         t = type(v)
-        if t is list:
-            if id(v) not in shared:
-                return None
-        elif t is not str and t is not int:
+        if t is str or t is int or v is None:
+            parts.append(v)
+        elif (t is list or t is dict) and id(v) in shared:
+            parts.append(id(v))  # equal to an integer item at worst: _same tells them apart
+        else:
             return None
-    return tuple(("list", id(v)) if type(v) is list else v for v in value)
+    if type(value) is list:
+        return hash((list, *parts))
+    return hash((dict, *value, *parts))
+
+
+def _same(a, b) -> bool:
+    """``a`` and ``b`` (both accepted by :func:`_fingerprint`) are the same JSON: items equal
+    and of the same type, shared lists and objects the same object, keys in the same order."""
+    if type(a) is not type(b) or len(a) != len(b):
+        return False
+    if type(a) is dict:
+        if list(a) != list(b):
+            return False
+        a, b = a.values(), b.values()
+    return all(x is y or (type(x) is type(y) and type(x) is not list and type(x) is not dict
+                          and x == y) for x, y in zip(a, b))
+
+
+class _Strings(dict):
+    """Each string, once: ``strings[s]`` is the first string equal to ``s``."""
+
+    def __missing__(self, s: str) -> str:
+        self[s] = s
+        return s
 
 
 def _sharing_hook(memo: dict):
-    """``_no_duplicates``, then each short list equal to one already parsed (see
-    :func:`_flat_key`) is replaced by that one, as it is parsed: the copy is garbage at once
-    (sharing after parsing frees the copies into a fragmented heap that keeps its pages)."""
+    """``_no_duplicates``, then each short list or object equal to one already parsed (see
+    :func:`_fingerprint`) is replaced by that one, as it is parsed: the copy is garbage at once
+    (sharing after parsing frees the copies into a fragmented heap that keeps its pages). A
+    manifest of 1,000 modes repeats the same materialization steps in most entries."""
     shared: set = set()
+    # strings are made one object each by this parse's own memo, freed with it: sys.intern
+    # would grow the interpreter's table (never shrunk) by every mode's file names
+    intern = _Strings().__getitem__
 
-    def share(v: list) -> list:
-        for i, item in enumerate(v):
-            if type(item) is list:
-                v[i] = share(item)
-        key = _flat_key(v, shared)
-        if key is None:
+    def share(v):
+        if type(v) is list:
+            for i, item in enumerate(v):
+                if type(item) is list:
+                    v[i] = share(item)
+        h = _fingerprint(v, shared)
+        if h is None:
             return v
-        kept = memo.setdefault(key, v)
-        shared.add(id(kept))
-        return kept
+        kept = memo.setdefault(h, v)
+        if kept is v:
+            shared.add(id(v))
+            return v
+        return kept if _same(kept, v) else v  # a hash collision: kept apart
 
     def hook(pairs):
-        out = _no_duplicates(pairs)
+        out = _no_duplicates(pairs, intern)
         for k, v in out.items():
             if type(v) is list:
                 out[k] = share(v)
-        return out
+        return share(out)
     return hook

@@ -165,8 +165,9 @@ class ModelEntry:
     """One model file of the bundle (the dense baseline or a mode) and its manifest facts.
 
     ``facts`` is the manifest entry as written (the parsed JSON itself, shared with the
-    manifest's ``raw``: read it, never change it); ``mode_facts`` the free-form facts of the mode
-    (format 1: ``{"angle": ...}``). ``weights`` + ``materialize``: a weightless graph whose
+    manifest's ``raw``, and its equal short lists and objects with other entries': read it,
+    never change it); ``mode_facts`` the free-form facts of the mode (format 1: ``{"angle":
+    ...}``; format 2: the entry's ``facts`` object itself, as read-only). ``weights`` + ``materialize``: a weightless graph whose
     initializers are built at load (format 2 shared backbone), else None.
     """
 

@@ -4,8 +4,6 @@ field by field. Standard library only; building them is taugate/bundle/materiali
 
 from __future__ import annotations
 
-import functools
-
 from taugate.bundle.fields import fail, file_ref, get_field, is_int
 from taugate.bundle.lowrank import parse_lowrank, with_lowrank
 from taugate.bundle.schema import FileRef, MaterializeStep
@@ -19,21 +17,37 @@ def _scale_ok(scale: list) -> bool:
     return _scale_pair(scale) or (0 < len(scale) <= 4 and all(_scale_pair(p) for p in scale))
 
 
-# one object per distinct tuple of ints and strings, or step made of them (no bools: is_int
-# refuses them, so equal means identical): a manifest of 1,000 modes repeats the same few
-_shared = functools.lru_cache(maxsize=4096)(lambda t: t)
+def _once(memo: dict | None, raw, tag, make):
+    """``make()`` once per parsed JSON value ``raw`` (and ``tag``) of one manifest: its parse
+    makes equal short values one object (``loads_strict(share=True)``), so what is built from
+    them is shared too, and nothing outlives the manifest. ``memo`` None: built each time."""
+    if memo is None:
+        return make()
+    hit = memo.get((id(raw), tag))
+    if hit is not None and hit[0] is raw:  # the memo holds raw: its id is not reused
+        return hit[1]
+    value = make()
+    memo[(id(raw), tag)] = (raw, value)
+    return value
 
 
 def _scale_tuple(scale):
     if not scale:
         return None
-    return _shared(tuple(scale) if _scale_pair(scale) else tuple(tuple(p) for p in scale))
+    return tuple(scale) if _scale_pair(scale) else tuple(tuple(p) for p in scale)
 
 
 _STEP_KEYS = {"name", "source", "tensor", "take", "scale", "add", "lowrank", "dtype", "shape"}
 
 
-def parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> MaterializeStep:
+def parse_step(s, where: str, has_weights: bool, has_backbone: bool,
+               memo: dict | None = None) -> MaterializeStep:
+    """One step, checked field by field (``memo``: see :func:`_once`)."""
+    return _once(memo, s, (has_weights, has_backbone),
+                 lambda: _parse_step(s, where, has_weights, has_backbone, memo))
+
+
+def _parse_step(s, where: str, has_weights: bool, has_backbone: bool, memo) -> MaterializeStep:
     if not isinstance(s, dict) or not set(s) <= _STEP_KEYS:
         unknown = sorted(set(s) - _STEP_KEYS) if isinstance(s, dict) else []
         newer = (f" (unknown {unknown}: a step of a newer taugate; upgrade taugate or "
@@ -62,23 +76,25 @@ def parse_step(s, where: str, has_weights: bool, has_backbone: bool) -> Material
     shape = get_field(s, "shape", where, list, "a list of sizes")
     if not all(is_int(v) for v in shape):
         raise fail(f"{where}.shape", "a list of sizes >= 0", shape)
-    step = _shared(MaterializeStep(name, source, tensor, _shared(tuple((a, n) for a, n in take)),
-                                   _scale_tuple(scale), add, dtype, _shared(tuple(shape))))
+    takes = _once(memo, take, "take", lambda: tuple((a, n) for a, n in take)) if take else ()
+    scales = _once(memo, scale, "scale", lambda: _scale_tuple(scale)) if scale else None
+    step = MaterializeStep(name, source, tensor, takes, scales, add, dtype,
+                           _once(memo, shape, "shape", lambda: tuple(shape)))
     if s.get("lowrank") is not None:  # taugate/bundle/lowrank.py
         return with_lowrank(step, parse_lowrank(s["lowrank"], where))
     return step
 
 
-def parse_materialize(name: str, d: dict, where: str, has_backbone: bool
-                       ) -> tuple[FileRef | None, tuple | None]:
+def parse_materialize(name: str, d: dict, where: str, has_backbone: bool,
+                      memo: dict | None = None) -> tuple[FileRef | None, tuple | None]:
     weights = d.get("weights")
     weights = None if weights is None else file_ref(f"{name} weights", weights,
                                                      f"{where}.weights")
     steps = get_field(d, "materialize", where, list, "a list of steps or null", optional=True)
     if steps is None:
         return weights, None
-    parsed = tuple(parse_step(s, f"{where}.materialize[{i}]", weights is not None, has_backbone)
-                   for i, s in enumerate(steps))
+    parsed = tuple(parse_step(s, f"{where}.materialize[{i}]", weights is not None, has_backbone,
+                              memo) for i, s in enumerate(steps))
     names = [s.name for s in parsed]
     if len(set(names)) != len(names):
         raise fail(f"{where}.materialize", "each initializer built once", names)
