@@ -96,3 +96,32 @@ def test_run_ray_starts_ray_on_loopback(tiny_bundle, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster: its posture is its own
     ray_app.run_ray(RayServeConfig(tiny_bundle))
     assert calls[1] == {"address": "10.0.0.1:6379", "include_dashboard": False}
+
+
+@pytest.mark.parametrize("delay", [0, 2])
+def test_deployments_accept_max_queue_requests_at_once(tiny_bundle, monkeypatch, delay):
+    # Ray Serve's default of 5 ongoing requests left 32 clients at ~10 requests/s (backoffs)
+    config = RayServeConfig(tiny_bundle, replicas=3, replica_cpus=0.5, max_queue=40,
+                            batch_delay_ms=delay)
+    ingress, model = ray_app.deployment_options(config)
+    assert ingress["max_ongoing_requests"] == model["max_ongoing_requests"] == 40
+    assert (ingress["num_replicas"], model["num_replicas"]) == (1, 3)
+    assert model["ray_actor_options"] == {"num_cpus": 0.5}
+    # bounded, 503 with Retry-After: 1 past it, where the installed Ray Serve offers it
+    assert ingress.get("max_queued_requests", 40) == 40
+    assert getattr(ingress.get("backpressure_config"), "retry_after_s", 1) == 1
+    given = {}
+
+    def deployment(cls, name, **options):
+        given[name] = options
+        return _Bindable()
+
+    monkeypatch.setattr(ray_app.serve, "deployment", deployment)
+    ray_app.build_app(config, model_options={"max_ongoing_requests": 7})
+    assert given["TaugateIngress"] == ingress  # what build_app deploys, callers' options last
+    assert given["TaugateModel"] == {**model, "max_ongoing_requests": 7}
+
+
+class _Bindable:
+    def bind(self, *args):
+        return self

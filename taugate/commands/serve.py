@@ -69,7 +69,9 @@ def add_arguments(p) -> None:
     g.add_argument("--max-batch-rows", type=int, default=None,
                    help="rows per batch at most (default 64)")
     g.add_argument("--max-queue", type=int, default=None,
-                   help="requests waiting for a batch at most; past it 503 (default 128)")
+                   help="requests waiting for a batch at most; past it 503 (default 128); "
+                        "with --engine ray also the requests the ingress and each replica "
+                        "hold at once")
     g = p.add_argument_group("modes in and out of service while serving (docs/operating.md; "
                              "--engine fastapi)")
     g.add_argument("--model-control", action="store_true",

@@ -25,6 +25,7 @@ files. Ray Serve docs: https://docs.ray.io/en/latest/serve/model-multiplexing.ht
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import time
@@ -61,6 +62,9 @@ REPLICA_HEADER = "x-taugate-replica"  # which model replica answered, and what i
 # cluster, set the same through the environment of every node: RAY_max_direct_call_object_size.
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": DEFAULT_MAX_BODY_BYTES}
 INLINE_JSON_BYTES = 64 * 1024  # the ingress parses smaller JSON bodies on its event loop
+# a Ray Serve that has them bounds the requests a caller queues for a deployment (503 past it)
+# and says when to retry, as the FastAPI engine does (Retry-After: 1)
+_DEPLOYMENT_OPTIONS = inspect.signature(serve.deployment).parameters
 _RAY_UNAVAILABLE = tuple(getattr(ray.exceptions, name) for name in (
     "RayActorError", "ActorDiedError", "ActorUnavailableError") if hasattr(ray.exceptions, name))
 
@@ -79,7 +83,7 @@ class RayServeConfig:
     unknown: str = "refuse"  # mode "auto": rows of no known mode refused, or run on "dense"
     batch_delay_ms: float = 0.0  # > 0: replicas batch concurrent requests (0: off)
     max_batch_rows: int = 64  # rows per batch at most
-    max_queue: int = 128  # requests a replica accepts at once (waiting for a batch); past it 503
+    max_queue: int = 128  # requests the ingress and each replica hold at once, and wait; past: 503
     batcher: str = "taugate"  # "taugate" (taugate.server.batcher) or "serve" (@serve.batch)
 
     def __post_init__(self) -> None:
@@ -252,14 +256,34 @@ def build_app(config: RayServeConfig, ingress_options: dict | None = None,
     k = config.max_modes_per_replica
     model_cls = type("TaugateModel", (TaugateModel,), {
         "load_mode": serve.multiplexed(max_num_models_per_replica=k)(TaugateModel.load_mode)})
-    batching = {"max_ongoing_requests": config.max_queue} if config.batch_delay_ms else {}
-    model = serve.deployment(model_cls, name="TaugateModel", **{
-        "num_replicas": config.replicas, **batching,
-        "ray_actor_options": {"num_cpus": config.replica_cpus},
-        **(model_options or {})})
-    ingress = serve.deployment(TaugateIngress, name="TaugateIngress", **{
-        "num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, **(ingress_options or {})})
+    ingress_defaults, model_defaults = deployment_options(config)
+    model = serve.deployment(model_cls, name="TaugateModel",
+                             **{**model_defaults, **(model_options or {})})
+    ingress = serve.deployment(TaugateIngress, name="TaugateIngress",
+                               **{**ingress_defaults, **(ingress_options or {})})
     return ingress.bind(model.bind(config), config)
+
+
+def deployment_options(config: RayServeConfig) -> tuple[dict, dict]:
+    """The ``serve.deployment`` options of the ingress and of the model replicas.
+
+    Each accepts ``max_queue`` requests at once. Ray Serve's default (5) made the HTTP proxy
+    and the ingress's handle wait for a free slot with backoffs of 25-500 ms: 32 concurrent
+    clients got ~10 requests/s where the same replica serves ~200 (docs/serving.md). Past
+    ``max_queue`` requests waiting at the proxy, it answers 503 (``Retry-After: 1``) rather
+    than growing its queue, where the installed Ray Serve offers these options.
+    """
+    at_once = {"max_ongoing_requests": config.max_queue}
+    if "max_queued_requests" in _DEPLOYMENT_OPTIONS:
+        at_once["max_queued_requests"] = config.max_queue
+    if "backpressure_config" in _DEPLOYMENT_OPTIONS:
+        from ray.serve.config import BackpressureConfig
+
+        at_once["backpressure_config"] = BackpressureConfig(retry_after_s=1)
+    ingress = {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0}, **at_once}
+    model = {"num_replicas": config.replicas, "max_ongoing_requests": config.max_queue,
+             "ray_actor_options": {"num_cpus": config.replica_cpus}}
+    return ingress, model
 
 
 def app_builder(args: dict):
