@@ -13,6 +13,14 @@ from the neighbours than the modes and median ratios overstate).
 
     python scripts/measure_speedup_vs_batch.py BUNDLE --name speedup_vs_batch_w1024
 
+``--baseline OLD``: another export of the same modes (e.g. before a change to the export) whose
+modes run in the same interleaved rounds, as ``<mode>/<precision>@baseline``: the JSON's
+``baseline`` lists, per cell, both medians and the median over rounds of baseline / this
+bundle's time (> 1: this bundle is faster), the only fair before/after on a shared machine.
+With a baseline every round runs in a seeded random order (``Interleaved(shuffle=...)``): in
+the rotated order each callable always follows the same neighbour, and two copies of one graph
+measured 1-3% apart.
+
 Needs taugate[train] (onnx, to read weight sizes and build the peak's graph) and matplotlib.
 """
 
@@ -40,7 +48,7 @@ from taugate.bench import (
 )
 from taugate.bundle.manifest import load_manifest, variant_entry
 from taugate.lab.bench_plot import plot_speedup
-from taugate.timing import calibrate, machine_info
+from taugate.timing import Interleaved, calibrate, machine_info
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,23 +147,56 @@ def steady_state(calls: dict, batch: int, rounds: int = 15, seconds: float = 0.0
             "speedup": {k: med["dense/fp32"] / v for k, v in med.items() if k != "floor"}}
 
 
-def measure(bundle: Path, config: BenchConfig) -> tuple[BenchResult, list, list]:
-    """``taugate bench``'s cells at one intra-op thread, plus each cell's quiet-round medians."""
+BASELINE = "@baseline"
+
+
+def baseline_rows(timer, mode: str, batch: int) -> list:
+    """Per precision timed against the baseline bundle: both medians (us) and the median over
+    rounds of baseline time / this bundle's time."""
+    rows = []
+    for key, samples in timer.samples.items():
+        if not key.endswith(BASELINE):
+            continue
+        mine = key[: -len(BASELINE)]
+        a, b = np.asarray(samples), np.asarray(timer.samples[mine])
+        rows.append({"mode": mode, "batch": batch, "model": mine,
+                     "median_us": float(np.median(b) * 1e6),
+                     "baseline_median_us": float(np.median(a) * 1e6),
+                     "baseline_over_this": float(np.median(a / b))})
+    return rows
+
+
+def measure(bundle: Path, config: BenchConfig, baseline: Path | None = None
+            ) -> tuple[BenchResult, list, list, list]:
+    """``taugate bench``'s cells at one intra-op thread, plus each cell's quiet-round medians
+    (and, with ``baseline``, that bundle's modes in the same rounds)."""
     rts, notes = open_runtimes(bundle, 1, config.precisions)
+    old = open_runtimes(baseline, 1, config.precisions)[0] if baseline is not None else {}
     manifest = rts["fp32"].manifest
     floor = floor_session(manifest.input.features, manifest.output.classes, 1)
     result = BenchResult(str(bundle), config, notes=notes, machine=machine_info(1))
     result.machine["loadavg_at_start"] = [round(v, 2) for v in os.getloadavg()]
     rng = np.random.default_rng(config.seed)
-    quiet, steady = [], []
+    quiet, steady, compared = [], [], []
     for batch in config.batches:
         x = rng.random((batch, *manifest.input.shape), dtype=np.float32)
         for mode in rts["fp32"].modes:
             timer = cell_timer(rts, mode, x, floor)
+            extra = {f"{mode}/{p}{BASELINE}": (lambda rt=rt, mode=mode, x=x: rt.run(mode, x))
+                     for p, rt in old.items() if mode in rt.modes}
+            if extra:
+                # a random order per round: in the rotated one each callable always follows
+                # the same neighbour, which biases a before/after pair by a few percent
+                timer = Interleaved({**timer.calls, **extra}, shuffle=config.seed)
             for _ in range(calibrate(timer, config.budget_s, min_rounds=config.min_rounds)):
                 timer.round()
             cell = cell_result(timer, rts, mode, batch, 1)
             result.cells.append(cell)
+            compared.extend(baseline_rows(timer, mode, batch))
+            for row in compared[len(compared) - len(extra):]:
+                print(f"{mode} b{batch}: {row['model']} {row['median_us']:.1f} us, baseline "
+                      f"{row['baseline_median_us']:.1f} us, baseline / this over rounds "
+                      f"{row['baseline_over_this']:.3f}", flush=True)
             q = quiet_medians(timer.samples)
             dense = q["dense/fp32"]
             best = best_single_calls(timer.calls, 2000 if batch <= 16 else 200)
@@ -175,9 +216,9 @@ def measure(bundle: Path, config: BenchConfig) -> tuple[BenchResult, list, list]
             print(f"{mode} b{batch} steady state: " + ", ".join(
                 f"{k} {v:.2f}x" for k, v in steady[-1]["speedup"].items()), flush=True)
     result.providers = {p: rt.providers for p, rt in rts.items()}
-    for rt in rts.values():
+    for rt in (*rts.values(), *old.values()):
         rt.close()
-    return result, quiet, steady
+    return result, quiet, steady, compared
 
 
 def main() -> None:
@@ -186,6 +227,9 @@ def main() -> None:
     p.add_argument("--name", default="speedup_vs_batch")
     p.add_argument("--batch", default="1,4,16,64,256")
     p.add_argument("--budget", type=float, default=1.5, help="timed seconds per cell")
+    p.add_argument("--baseline", default=None, metavar="BUNDLE",
+                   help="another export of the same modes, timed in the same rounds (JSON "
+                        "'baseline': its medians and baseline / this over rounds)")
     p.add_argument("--figure", choices=("median", "best"), default="median",
                    help="the figure's times: interleaved medians, or each callable's fastest "
                         "single call (on a machine loaded by other jobs)")
@@ -195,7 +239,8 @@ def main() -> None:
     load_before = os.getloadavg()
     config = BenchConfig(batches=tuple(int(b) for b in args.batch.split(",")), threads=(1,),
                          budget_s=args.budget, min_rounds=31)
-    result, quiet, steady = measure(bundle, config)
+    baseline = Path(args.baseline) if args.baseline else None
+    result, quiet, steady, compared = measure(bundle, config, baseline)
     rates, peak = {}, int8_peak()
     models = {"dense/fp32": manifest.dense, "dense/int8": variant_entry(manifest.dense, "int8")}
     for m, e in manifest.modes.items():
@@ -229,6 +274,7 @@ def main() -> None:
             "each callable timed in blocks of back-to-back calls (warm), in turn, 15 rounds: "
             "what a process serving that one model sees; speedup = dense fp32 / model"),
         load_average_before=[round(v, 2) for v in load_before],
+        **({"baseline": compared, "baseline_bundle": baseline.name} if baseline else {}),
         load_average_after=[round(v, 2) for v in os.getloadavg()],
         weight_bytes=sizes, copy_rate_bytes_per_s={k: round(v) for k, v in rates.items()},
         int8_peak_ops_per_s=round(peak), fractions=fractions,

@@ -135,23 +135,35 @@ def time_models(models: dict, baseline: str, config: TimingConfig | None = None)
 
 @dataclass
 class Interleaved:
-    """Named callables; each :meth:`round` calls every one once and records its time."""
+    """Named callables; each :meth:`round` calls every one once and records its time.
+
+    By default the order rotates (round k starts k further along), so each callable is always
+    preceded by the same one except when it goes first: where what the previous call left in
+    the caches matters (a 7 MB model evicts a small one's weights), two copies of the same model
+    differ by a few percent. ``shuffle`` (a seed) gives every round a fresh random order
+    instead: the fair form for comparing two versions of one model side by side."""
 
     calls: dict[str, Callable[[], object]]
     number: int = 1  # calls back to back per measurement (sub-10 us calls need several)
     samples: dict[str, list[float]] = field(default_factory=dict)  # seconds per call
+    shuffle: int | None = None  # a seed: each round in a random order (None: rotated)
     _turn: int = 0
 
     def __post_init__(self) -> None:
         if not self.calls:
             raise ValueError("calls: expected at least one callable to time")
         self.samples = {name: [] for name in self.calls}
+        self._rng = np.random.default_rng(self.shuffle) if self.shuffle is not None else None
 
     def round(self) -> None:
-        """Call each callable once, starting one further along than last round."""
+        """Call each callable once, starting one further along than last round (or, with
+        ``shuffle``, in a random order)."""
         names = list(self.calls)
         k = self._turn % len(names)
         self._turn += 1
+        if self._rng is not None:
+            names = [names[i] for i in self._rng.permutation(len(names))]
+            k = 0
         clock = time.perf_counter
         number = self.number
         for name in names[k:] + names[:k]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taugate.exporting.int8_align import UNIT_MULTIPLE, align_units
 from taugate.exporting.int8_gate import lower_gates_for_int8, narrow_heads
 
 SCHEMES = ("dynamic-per-channel", "static-per-channel")
@@ -105,13 +106,16 @@ class _Reader:
 
 
 def quantize(model, scheme: str = DEFAULT_SCHEME,
-             calibration: np.ndarray | None = None, weights_only: bool = False) -> bytes:
+             calibration: np.ndarray | None = None, weights_only: bool = False,
+             align: int = UNIT_MULTIPLE) -> bytes:
     """The int8 variant of ``model`` (an onnx.ModelProto or its bytes), serialized.
     ``calibration`` (the graph's inputs: float32, or int64 token ids) is needed by the static
     scheme only. ``weights_only``
     (dynamic scheme): only the ``MatMul`` nodes whose second input is a weight are quantized
     (a decoder's attention products of two activations, and its embedding ``Gather``, stay
-    float32). The opset, IR version and metadata of the float graph are kept."""
+    float32). ``align`` (dynamic scheme, not ``weights_only``): hidden widths are padded with
+    inert units to a multiple of it (int8_align.py; the logits do not change), 1 pads nothing.
+    The opset, IR version and metadata of the float graph are kept."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -141,7 +145,10 @@ def quantize(model, scheme: str = DEFAULT_SCHEME,
                 # kept fp32 (int8_gate.py); a decoder's graph has neither
                 heads = set() if weights_only else narrow_heads(model)
                 lowered = model if weights_only else lower_gates_for_int8(model, heads)[0]
-                onnx.save(gemm_to_matmul(lowered), src)
+                matmuls = gemm_to_matmul(lowered)
+                if not weights_only:  # hidden widths to the int8 kernels' tile (int8_align.py)
+                    matmuls = align_units(matmuls, align)[0]
+                onnx.save(matmuls, src)
                 quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
                                  nodes_to_exclude=[f"{h}_mm" for h in sorted(heads)], **extra)
             else:
