@@ -269,7 +269,7 @@ def deployment_options(config: RayServeConfig) -> tuple[dict, dict]:
 
     Each accepts ``max_queue`` requests at once. Ray Serve's default (5) made the HTTP proxy
     and the ingress's handle wait for a free slot with backoffs of 25-500 ms: 32 concurrent
-    clients got ~10 requests/s where the same replica serves ~200 (docs/serving.md). Past
+    clients got ~10 requests/s where the same replica serves 130-200 (docs/serving.md). Past
     ``max_queue`` requests waiting at the proxy, it answers 503 (``Retry-After: 1``) rather
     than growing its queue, where the installed Ray Serve offers these options.
     """
