@@ -235,6 +235,38 @@ def test_a_killed_replica_is_replaced(cluster, client, runtime):
     assert answered == set(MODELS)
 
 
+def test_a_flood_past_max_queue_is_answered_503(cluster, bundle, runtime):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from taugate.server import ray_app
+
+    if "max_queued_requests" not in ray_app._DEPLOYMENT_OPTIONS:
+        pytest.skip("this Ray Serve cannot bound the proxy's queue (no max_queued_requests)")
+    before = cluster.config
+    cluster.deploy(RayServeConfig(bundle, replicas=1, max_modes_per_replica=5, replica_cpus=0.5,
+                                  max_queue=1), timeout=START_TIMEOUT_S)
+    try:
+        start = Barrier(40)
+
+        def send(i):
+            with httpx.Client(base_url=cluster.url, timeout=60) as c:
+                start.wait()  # 40 at once: 1 held by the ingress, 1 waiting, the rest refused
+                return i, c.post(f"/modes/{MODES[i % 4]}/predict", json={"inputs": X.tolist()})
+
+        with ThreadPoolExecutor(40) as pool:
+            answers = list(pool.map(send, range(40)))
+    finally:
+        cluster.deploy(before, timeout=START_TIMEOUT_S)
+    refused = [r for _, r in answers if r.status_code == 503]
+    assert refused, "no request was refused: the queue is not bounded"
+    assert all(r.headers.get("retry-after") == "1" for r in refused), refused[0].headers
+    for i, r in answers:
+        if r.status_code != 503:
+            assert r.status_code == 200, r.text
+            np.testing.assert_array_equal(r.json()["logits"], runtime.run(MODES[i % 4], X))
+
+
 def test_clean_shutdown_leaves_no_process(cluster):
     if not os.path.isdir("/proc"):
         cluster.stop()
