@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 
@@ -76,6 +77,8 @@ def test_run_ray_starts_ray_on_loopback(tiny_bundle, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
+    monkeypatch.setenv("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")  # the user's choice stands
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
@@ -92,6 +95,10 @@ def test_run_ray_starts_ray_on_loopback(tiny_bundle, monkeypatch):
     assert kwargs["_node_ip_address"] == "127.0.0.1"
     assert kwargs["dashboard_host"] == "127.0.0.1" and kwargs["include_dashboard"] is False
     assert flags == [False] and ray_constants.ENABLE_RAY_CLUSTER == before  # restored
+    assert kwargs["_system_config"] == ray_app.RAY_SYSTEM_CONFIG
+    # Ray's processes inherit Serve's throughput-optimized mode, unless the user said otherwise
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
 
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster: its posture is its own
     ray_app.run_ray(RayServeConfig(tiny_bundle))

@@ -20,8 +20,7 @@ import ray
 from ray import serve
 from ray.serve.schema import LoggingConfig
 
-from taugate.server.ray_app import APP_NAME, RAY_SYSTEM_CONFIG, RayServeConfig, build_app
-from taugate.server.ray_posture import init_loopback
+from taugate.server.ray_app import APP_NAME, RayServeConfig, build_app, start_local_ray
 
 
 def _children() -> dict[int, list[int]]:
@@ -83,8 +82,7 @@ class LocalRayServe:
                                "starts its own")
         # Called on this (long-lived) thread on purpose: Ray's GCS and raylet are started with
         # PR_SET_PDEATHSIG, which kills them when the *thread* that spawned them exits.
-        init_loopback(num_cpus=self.num_cpus, log_to_driver=False, configure_logging=False,
-                      _system_config=RAY_SYSTEM_CONFIG)
+        start_local_ray(num_cpus=self.num_cpus, log_to_driver=False, configure_logging=False)
         serve.start(http_options={"host": "127.0.0.1", "port": self.port})
         self.deploy(self.config, timeout=timeout, **self.build_options)
         return self
