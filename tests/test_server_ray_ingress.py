@@ -78,7 +78,7 @@ def test_run_ray_starts_ray_on_loopback(tiny_bundle, monkeypatch):
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", raising=False)
-    monkeypatch.setenv("RAY_SERVE_ENABLE_DIRECT_INGRESS", "1")  # the user's choice stands
+    monkeypatch.delenv("RAY_SERVE_ENABLE_DIRECT_INGRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
@@ -96,13 +96,17 @@ def test_run_ray_starts_ray_on_loopback(tiny_bundle, monkeypatch):
     assert kwargs["dashboard_host"] == "127.0.0.1" and kwargs["include_dashboard"] is False
     assert flags == [False] and ray_constants.ENABLE_RAY_CLUSTER == before  # restored
     assert kwargs["_system_config"] == ray_app.RAY_SYSTEM_CONFIG
-    # Ray's processes inherit Serve's throughput-optimized mode, unless the user said otherwise
+    # Ray's processes inherit Serve's throughput-optimized mode without its direct ingress
+    # (an HTTP server on the ingress replica besides the proxy)
     assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
-    assert os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    assert os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "0"
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")  # the user's choice stands
+    ray_app.start_local_ray()
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0" and len(calls) == 2
 
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a cluster: its posture is its own
     ray_app.run_ray(RayServeConfig(tiny_bundle))
-    assert calls[1] == {"address": "10.0.0.1:6379", "include_dashboard": False}
+    assert calls[2] == {"address": "10.0.0.1:6379", "include_dashboard": False}
 
 
 @pytest.mark.parametrize("delay", [0, 2])
