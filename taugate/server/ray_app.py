@@ -63,7 +63,7 @@ REPLICA_HEADER = "x-taugate-replica"  # which model replica answered, and what i
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": DEFAULT_MAX_BODY_BYTES}
 INLINE_JSON_BYTES = 64 * 1024  # the ingress parses smaller JSON bodies on its event loop
 # Ray Serve's throughput-optimized mode (Ray >= 2.55; older ones ignore the variables): gRPC
-# between deployments and no thread hop in the replicas, 1.2-1.4x the requests/s of the
+# between deployments and no thread hop in the replicas, 1.2-1.5x the requests/s of the
 # default here (docs/serving.md). Its direct ingress stays off: it would open an HTTP server on
 # each ingress replica beside the proxy that taugate serves through. Set for the Ray that
 # taugate starts on this machine, unless already set; a cluster's nodes keep their own.
