@@ -27,7 +27,7 @@ from taugate.exporting.synthetic import (
     random_inputs,
 )
 from taugate.runtime import ModeRuntime
-from taugate.spec import HardenedLayer, HardenedModel
+from taugate.spec import HardenedModel
 
 WIDTHS = (40, 21)  # neither a multiple of 16: padded to 48 and 32
 
@@ -39,15 +39,7 @@ def _run(data, x):
 
 def _gated(seed: int, widths=WIDTHS, heads: int = 10) -> HardenedModel:
     """Random thresholds, a third of them exactly 0 (plain ReLU units)."""
-    m = random_hardened(seed, widths=widths, n_out=heads)
-    layers = []
-    for layer in m.layers:
-        t = layer.threshold
-        if t is not None:
-            t = t.copy()
-            t[::3] = 0.0
-        layers.append(HardenedLayer(layer.weight, layer.bias, t))
-    return HardenedModel(tuple(layers))
+    return random_hardened(seed, widths=widths, n_out=heads, zero_every=3)
 
 
 def _float_int8_form(model: HardenedModel):

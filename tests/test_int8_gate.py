@@ -14,7 +14,7 @@ from onnx import numpy_helper
 from taugate.exporting.int8_gate import lower_gates_for_int8, narrow_heads
 from taugate.exporting.quantize import operators, quantize
 from taugate.exporting.synthetic import graph_bytes, random_hardened, random_inputs
-from taugate.spec import HardenedLayer, HardenedModel
+from taugate.spec import HardenedModel
 
 
 def _run(model, x):
@@ -25,15 +25,7 @@ def _run(model, x):
 
 def _with_zero_thresholds(seed: int) -> HardenedModel:
     """Random thresholds in [0, 0.5), a third of them exactly 0 (plain ReLU units)."""
-    m = random_hardened(seed, widths=(48, 24))
-    layers = []
-    for layer in m.layers:
-        t = layer.threshold
-        if t is not None:
-            t = t.copy()
-            t[::3] = 0.0
-        layers.append(HardenedLayer(layer.weight, layer.bias, t))
-    return HardenedModel(tuple(layers))
+    return random_hardened(seed, widths=(48, 24), zero_every=3)
 
 
 def test_the_lowered_gate_computes_the_same_logits():

@@ -22,8 +22,10 @@ from taugate.exporting.writer import BundleMode, with_metadata, write_bundle_v2
 from taugate.spec import HardenedLayer, HardenedModel
 
 
-def random_hardened(seed: int, widths=(32, 16), n_in=784, n_out=10, thresholds=True) -> HardenedModel:
-    """A seeded random hardened MLP; hidden thresholds are drawn in [0, 0.5) when asked."""
+def random_hardened(seed: int, widths=(32, 16), n_in=784, n_out=10, thresholds=True,
+                    zero_every: int | None = None) -> HardenedModel:
+    """A seeded random hardened MLP; hidden thresholds are drawn in [0, 0.5) when asked, and
+    every ``zero_every``-th of them (from the first) set to exactly 0: plain ReLU units."""
     rng = np.random.default_rng(seed)
     dims = (n_in, *widths, n_out)
     layers = []
@@ -33,6 +35,8 @@ def random_hardened(seed: int, widths=(32, 16), n_in=784, n_out=10, thresholds=T
         t = None
         if i < len(widths):
             t = (rng.random(b) * 0.5).astype(np.float32) if thresholds else np.zeros(b, np.float32)
+            if zero_every:
+                t[::zero_every] = 0.0
         layers.append(HardenedLayer(w, bias, t))
     return HardenedModel(tuple(layers))
 
