@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from batching_workloads import MODES, WORKLOADS, make_bundle  # noqa: E402
 from loadgen import LoadSpec, run_load  # noqa: E402
-from test_bench_batching import CLIENTS, client_requests  # noqa: E402
+from test_bench_batching import CLIENTS, client_requests, cpu_s  # noqa: E402
 
 from taugate.server.ray_app import RayServeConfig  # noqa: E402
 from taugate.server.ray_local import LocalRayServe, descendants  # noqa: E402
@@ -37,18 +37,16 @@ def _role(cmdline: str) -> str:
 
 def cpu_by_role() -> dict[str, float]:
     """CPU seconds (user + system) so far of this process's descendants, summed by role."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for pid in descendants():
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            seconds = cpu_s(pid)
             with open(f"/proc/{pid}/cmdline") as f:
                 cmdline = f.read().replace("\0", " ")
         except OSError:  # gone meanwhile
             continue
         role = _role(cmdline)
-        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[role] = out.get(role, 0.0) + seconds
     return out
 
 
